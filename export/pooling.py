@@ -34,4 +34,5 @@ class PooledEncoder(torch.nn.Module):
             pooled = hidden[torch.arange(hidden.shape[0]), last]
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
-        return pooled
+        result: torch.Tensor = pooled
+        return result

@@ -12,7 +12,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def ladder_home() -> Path:
-    """The root folder of built artefacts: ``$LADDER_HOME`` when set and non-empty, else ``~/.cache/ladder``."""
+    """The root of built artefacts: ``$LADDER_HOME`` when set and non-empty, else ``~/.cache/ladder``."""
     env = os.environ.get("LADDER_HOME", "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ladder"
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -171,30 +169,27 @@ class RoutingData:
         """The canonical CSV text, in chunks: a header, then one row per known label, question-major.
 
         Only labelled cells are written (a missing row means unknown), so a question or model without
-        any known label does not survive a write/read round trip.
+        any known label does not survive a write/read round trip. Text fields are quoted as the csv
+        module's QUOTE_MINIMAL does; each question's fields are escaped once, not once per model.
         """
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CANONICAL_COLUMNS)
+        yield ",".join(CANONICAL_COLUMNS) + "\n"
+        heads = [f"{_field(q)},{_field(t)}," for q, t in zip(self.question_ids, self.questions, strict=True)]
+        tails = [
+            f",{_field(t or '')},{_field(s or '')}\n" for t, s in zip(self.tasks, self.splits, strict=True)
+        ]
+        models = [_field(m) for m in self.models]
         rows, cols = np.nonzero(self.known)
-        for count, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True), start=1):
-            writer.writerow(
-                (
-                    self.question_ids[i],
-                    self.questions[i],
-                    self.models[j],
-                    _number(self.labels[i, j]),
-                    _number(self.costs[i, j]),
-                    _number(self.output_tokens[i, j]),
-                    self.tasks[i] or "",
-                    self.splits[i] or "",
-                )
-            )
-            if count % chunk_rows == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+        labels = [_number(v) for v in self.labels[rows, cols]]
+        costs = [_number(v) for v in self.costs[rows, cols]]
+        tokens = [_number(v) for v in self.output_tokens[rows, cols]]
+        lines: list[str] = []
+        for k, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+            lines.append(f"{heads[i]}{models[j]},{labels[k]},{costs[k]},{tokens[k]}{tails[i]}")
+            if len(lines) == chunk_rows:
+                yield "".join(lines)
+                lines.clear()
+        if lines:
+            yield "".join(lines)
 
     def digest(self) -> str:
         """sha256 (hex) of the canonical CSV text: the sha256 of the file `write_canonical` writes (.csv)."""
@@ -206,6 +201,16 @@ class RoutingData:
     def summary(self) -> DataSummary:
         """Counts, per-model accuracy and coverage, and oracle accuracy over questions with any label."""
         return summarize(self.labels, self.costs, self.output_tokens, self.models, self.tasks, self.splits)
+
+
+def _field(text: str) -> str:
+    """One CSV field: quoted (with doubled quotes) when it holds a comma, a quote or a line break."""
+    if any(c in text for c in _SPECIAL):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+_SPECIAL = (",", '"', "\n", "\r")
 
 
 def _number(value: np.float32) -> str:

@@ -218,7 +218,7 @@ def evaluation_inputs(
         train_y = train_data.labels[:, [train_data.models.index(label) for label in labels_used]]
         train_x = embed_texts(train_data.questions, enc.name, enc.variant, max_tokens, progress)
         knn_p = knn_scores(train_x, train_y, x)
-        overlap = len(set(train_data.question_ids) & set(data.question_ids))
+        overlap = len(set(train_data.questions) & set(data.questions))
     return EvaluationInputs(
         names=names,
         labels=y,

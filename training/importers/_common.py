@@ -94,13 +94,15 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise DataError(f"{path}: not UTF-8 text: {exc}") from exc
 
 
-def field(item: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    """`item[key]`, which must exist and be of `kind`."""
+def field(item: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """`item[key]`, which must exist and be of `kind` (a bool never counts as a number)."""
     if key not in item:
         raise DataError(f"{where}: missing key {key!r}; keys found: {', '.join(item)}")
     value = item[key]
-    if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
-        raise DataError(f"{where}: {key!r} should be {kind.__name__}, got {type(value).__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise DataError(f"{where}: {key!r} should be {expected}, got {type(value).__name__}")
     return value
 
 
@@ -126,6 +128,10 @@ class CsvRows:
                 raise DataError(
                     f"{path}: missing required column {column!r}; columns found: {', '.join(self.columns)}"
                 )
+
+    def close(self) -> None:
+        """Release the file without reading on (iterating to the end closes it too)."""
+        self._handle.close()
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
         line_end, width = self._reader.line_num, len(self.columns)

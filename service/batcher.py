@@ -1,0 +1,128 @@
+"""An asyncio micro-batcher: concurrent prompts are tokenised and scored together in one worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ladder.router import Router
+from service.errors import ScorerUnavailableError
+
+LENGTH_RATIO = 2.0  # rows of a batch are padded together only while the longest is within 2x the shortest
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One prompt's pool-ordered P(correct) and what the encoder saw."""
+
+    p_correct: np.ndarray
+    routed_tokens: int
+    truncated: bool
+
+
+def score_texts(router: Router, texts: Sequence[str]) -> list[Scored]:
+    """Tokenise a batch, group rows of similar length, pad each group to its longest, score it."""
+    encoded = router.tokenizer.encode(list(texts))
+    order = sorted(range(len(encoded)), key=lambda i: encoded.lengths[i])
+    out: list[Scored | None] = [None] * len(encoded)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        shortest = encoded.lengths[order[start]]
+        while end < len(order) and encoded.lengths[order[end]] <= LENGTH_RATIO * shortest:
+            end += 1
+        rows = order[start:end]
+        group = encoded.take(rows)
+        scores = router.pool_scores(group.input_ids, group.attention_mask)
+        for row, index in enumerate(rows):
+            out[index] = Scored(scores[row], encoded.lengths[index], encoded.truncated[index])
+        start = end
+    return [s for s in out if s is not None]
+
+
+class ScoreBatcher:
+    """Collects requests while the scorer is busy (or up to ``max_wait_s``), then scores them in one call."""
+
+    def __init__(
+        self,
+        score: Callable[[Sequence[str]], list[Scored]],
+        max_batch: int = 32,
+        max_wait_s: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._score = score
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future[Scored]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ladder-scorer")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="ladder-score-batcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def score(self, text: str) -> Scored:
+        """Score one prompt, batched with whatever else is waiting."""
+        if self._queue is None or not self.running:
+            raise ScorerUnavailableError("the scorer is not running")
+        future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((text, future))
+        return await future
+
+    async def _collect(
+        self, queue: asyncio.Queue[tuple[str, asyncio.Future[Scored]]]
+    ) -> list[tuple[str, asyncio.Future[Scored]]]:
+        batch = [await queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [(text, future) for text, future in batch if not future.done()]
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect(self._queue)
+            if not batch:
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+            try:
+                results = await loop.run_in_executor(self._executor, self._score, [text for text, _ in batch])
+            except Exception as exc:  # the scorer's own errors (ORT, tokenizer) become one 503
+                error = ScorerUnavailableError(f"the scorer failed: {exc}")
+                error.__cause__ = exc
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

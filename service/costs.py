@@ -1,0 +1,77 @@
+"""What an answer cost (usage tokens x prices) and what the baseline model would have charged for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ladder.errors import ConfigError
+from ladder.pool import ModelSpec, PoolConfig
+
+REFERENCE_INPUT_TOKENS = 1000
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        if not isinstance(usage, dict):
+            return None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        return cls(prompt, completion)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """An answer's cost and its baseline's, in USD."""
+
+    cost_usd: float
+    baseline_model: str
+    baseline_cost_usd: float
+
+    @property
+    def savings_usd(self) -> float:
+        return self.baseline_cost_usd - self.cost_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cost_usd": self.cost_usd,
+            "baseline_model": self.baseline_model,
+            "baseline_cost_usd": self.baseline_cost_usd,
+            "savings_usd": self.savings_usd,
+        }
+
+
+def usage_cost(model: ModelSpec, usage: Usage) -> float:
+    return (
+        usage.prompt_tokens * model.price.input_per_1m + usage.completion_tokens * model.price.output_per_1m
+    ) / 1e6
+
+
+def baseline_model(pool: PoolConfig, configured: str | None) -> ModelSpec:
+    """The configured baseline, else the priciest model (for a 1K-token prompt and its expected answer)."""
+    if configured is not None:
+        try:
+            return pool.model(configured)
+        except KeyError:
+            raise ConfigError(
+                f"baseline_model {configured!r} is not in the pool {list(pool.names)}"
+            ) from None
+    out = pool.routing.default_output_tokens
+
+    def reference(m: ModelSpec) -> float:
+        return (
+            REFERENCE_INPUT_TOKENS * m.price.input_per_1m
+            + (m.expected_output_tokens or out) * m.price.output_per_1m
+        )
+
+    return max(pool.models, key=reference)
+
+
+def answer_cost(model: ModelSpec, baseline: ModelSpec, usage: Usage) -> Cost:
+    return Cost(usage_cost(model, usage), baseline.name, usage_cost(baseline, usage))

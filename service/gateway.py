@@ -1,0 +1,203 @@
+"""The gateway's state and its routing step: request options, capability filter, batched scoring, policy."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from ladder.errors import UnknownModelError
+from ladder.policy import Decision, DecisionOptions
+from ladder.pool import ModelSpec, PolicyName, PoolConfig
+from ladder.router import Router
+from service.audit import AuditLog
+from service.batcher import ScoreBatcher, Scored
+from service.capabilities import Requirements, exclusions, is_sensitive, requirements
+from service.costs import Cost, Usage
+from service.dispatch import Dispatched, Dispatcher
+from service.metrics import GatewayMetrics
+from service.settings import Settings
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A routed request: its id, the decision and what it was based on."""
+
+    request_id: str
+    decision: Decision
+    needs: Requirements
+    scored: Scored
+    routing_ms: float
+    started: float
+
+    def headers(self) -> dict[str, str]:
+        """Routing metadata as ``x-ladder-*`` response headers."""
+        d = self.decision
+        headers = {
+            "x-ladder-request-id": self.request_id,
+            "x-ladder-routed-model": d.model,
+            "x-ladder-policy": d.policy.value,
+            "x-ladder-tolerance": f"{d.tolerance:g}",
+            "x-ladder-p-correct": ",".join(f"{c.name}={c.p_correct:.4f}" for c in d.candidates),
+            "x-ladder-expected-cost-usd": f"{d.chosen.expected_cost_usd:.8f}",
+            "x-ladder-routing-ms": f"{self.routing_ms:.3f}",
+        }
+        if d.threshold is not None:
+            headers["x-ladder-threshold"] = f"{d.threshold:.4f}"
+        return headers
+
+    def summary(self) -> dict[str, Any]:
+        """The decision as the ``ladder`` object of a response body."""
+        d = self.decision
+        return {
+            "request_id": self.request_id,
+            "routed_model": d.model,
+            "policy": d.policy.value,
+            "tolerance": d.tolerance,
+            "threshold": d.threshold,
+            "reason": d.reason,
+            "p_correct": {c.name: round(c.p_correct, 6) for c in d.candidates},
+            "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
+            "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
+            "routed_tokens": self.scored.routed_tokens,
+            "truncated": self.scored.truncated,
+            "routing_ms": round(self.routing_ms, 3),
+        }
+
+
+class Gateway:
+    """Everything a request handler needs, built once by the app factory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        batcher: ScoreBatcher,
+        dispatcher: Dispatcher,
+        metrics: GatewayMetrics,
+        audit: AuditLog,
+        tracer: Tracer,
+        baseline: ModelSpec,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.pool: PoolConfig = router.pool
+        self.batcher = batcher
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.audit = audit
+        self.tracer = tracer
+        self.baseline = baseline
+        self.sensitive_patterns = [re.compile(p) for p in settings.sensitive_patterns]
+
+    def request_id(self, headers: Mapping[str, str]) -> str:
+        given = headers.get("x-request-id", "")
+        return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    def options(self, model: str, tolerance: float | None, models: list[str] | None) -> DecisionOptions:
+        """The request's ``model``: a policy name (``ladder``, ``ladder-0.1``) routes, a pool name pins."""
+        options = self.router.default_options()
+        name = self.settings.policy_name
+        if model in self.pool.names:
+            options = replace(options, pinned=model)
+        elif model != name:
+            suffix = model[len(name) + 1 :] if model.startswith(name + "-") else None
+            options = self._suffix_options(options, model, suffix)
+        if tolerance is not None:
+            options = replace(options, tolerance=tolerance)
+        if models is not None:
+            options = replace(options, allowed=frozenset(models))
+        return options
+
+    def _suffix_options(self, options: DecisionOptions, model: str, suffix: str | None) -> DecisionOptions:
+        name = self.settings.policy_name
+        if suffix:
+            try:
+                value = float(suffix)
+            except ValueError:
+                value = -1.0
+            if 0 <= value <= 1:
+                return replace(options, tolerance=value)
+            if suffix in {p.value for p in PolicyName if p is not PolicyName.BUDGET}:
+                return replace(options, policy=PolicyName(suffix))
+        raise UnknownModelError(
+            f"unknown model {model!r}: use {name!r}, '{name}-<tolerance>' "
+            f"or a pool model ({', '.join(self.pool.names)})"
+        )
+
+    def sensitive(self, headers: Mapping[str, str], text: str) -> bool:
+        return is_sensitive(headers.get(self.settings.sensitive_header), text, self.sensitive_patterns)
+
+    async def route(
+        self, body: Mapping[str, Any], text: str, options: DecisionOptions, headers: Mapping[str, str]
+    ) -> Routed:
+        """Filter by capability, score (batched with concurrent requests), decide."""
+        started = time.perf_counter()
+        needs = requirements(body, self.sensitive(headers, text))
+        options = replace(options, excluded={**options.excluded, **exclusions(self.pool, needs)})
+        with self.tracer.start_as_current_span("ladder.score") as span:
+            scored = await self.batcher.score(text)
+            span.set_attribute("ladder.routed_tokens", scored.routed_tokens)
+        with self.tracer.start_as_current_span("ladder.policy") as span:
+            decision = self.router.decide_scores(scored.p_correct, needs.input_tokens, options)
+            span.set_attribute("ladder.model", decision.model)
+        routing_ms = (time.perf_counter() - started) * 1000
+        self.metrics.routing_latency.observe(routing_ms / 1000)
+        self.metrics.decisions.labels(decision.model).inc()
+        return Routed(self.request_id(headers), decision, needs, scored, routing_ms, started)
+
+    def record(
+        self,
+        routed: Routed,
+        endpoint: str,
+        dispatched: Dispatched | None,
+        usage: Usage | None,
+        cost: Cost | None,
+        prompt: str,
+        error: str | None = None,
+    ) -> None:
+        """Metrics and one audit line for a finished request."""
+        answered = dispatched.model.name if dispatched is not None else None
+        if answered is not None and error is None:
+            self.metrics.requests.labels(answered, endpoint).inc()
+            if usage is not None:
+                self.metrics.tokens.labels(answered, "prompt").inc(usage.prompt_tokens)
+                self.metrics.tokens.labels(answered, "completion").inc(usage.completion_tokens)
+            if cost is not None:
+                self.metrics.cost.labels(answered).inc(cost.cost_usd)
+                self.metrics.baseline_cost.labels(answered).inc(cost.baseline_cost_usd)
+                self.metrics.savings.labels(answered).inc(max(0.0, cost.savings_usd))
+        if not self.audit.enabled:
+            return
+        d = routed.decision
+        self.audit.write(
+            {
+                "request_id": routed.request_id,
+                "endpoint": endpoint,
+                "chosen_model": d.model,
+                "answered_model": answered,
+                "policy": d.policy.value,
+                "tolerance": d.tolerance,
+                "threshold": d.threshold,
+                "p_correct": {c.name: round(c.p_correct, 6) for c in d.candidates},
+                "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
+                "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
+                "sensitive": routed.needs.sensitive,
+                "usage": None
+                if usage is None
+                else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
+                **(cost.to_dict() if cost is not None else {"cost_usd": None, "baseline_cost_usd": None}),
+                "fallback": [a.to_dict() for a in dispatched.failures] if dispatched is not None else [],
+                "routing_ms": round(routed.routing_ms, 3),
+                "latency_ms": round((time.perf_counter() - routed.started) * 1000, 3),
+                "error": error,
+            },
+            prompt=prompt,
+        )

@@ -1,0 +1,58 @@
+"""Prometheus metrics of one gateway (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class GatewayMetrics:
+    """Counters by model for requests, tokens, cost and savings; routing latency and batch sizes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "ladder_requests", "Requests answered, by model and endpoint", ["model", "endpoint"], registry=r
+        )
+        self.tokens = Counter(
+            "ladder_tokens", "Tokens by model and kind (prompt, completion)", ["model", "kind"], registry=r
+        )
+        self.cost = Counter("ladder_cost_usd", "Actual cost in USD by model", ["model"], registry=r)
+        self.baseline_cost = Counter(
+            "ladder_baseline_cost_usd",
+            "What the baseline model would have cost, by answering model",
+            ["model"],
+            registry=r,
+        )
+        self.savings = Counter(
+            "ladder_savings_usd", "Baseline cost minus actual cost, by model", ["model"], registry=r
+        )
+        self.decisions = Counter(
+            "ladder_decisions", "Routing decisions by chosen model", ["model"], registry=r
+        )
+        self.fallbacks = Counter(
+            "ladder_fallbacks",
+            "Upstream failures that moved a request on, by model and reason",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "ladder_errors", "Error responses by status and code", ["status", "code"], registry=r
+        )
+        self.routing_latency = Histogram(
+            "ladder_routing_latency_seconds",
+            "Time to decide (queue, tokenise, score, policy)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "ladder_scoring_batch_size",
+            "Prompts per scorer call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,98 @@
+"""OpenAI-compatible request and response models, named like OpenAI's types; unknown fields pass through."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ROUTING_EXTENSIONS = ("tolerance", "models")
+
+
+class Passthrough(BaseModel):
+    """A protocol object that checks the fields Ladder reads and keeps every other field as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletionMessageParam(Passthrough):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any] | str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class RoutingExtensions(BaseModel):
+    """Ladder's request extensions, at the top level or inside ``extra_body``."""
+
+    model_config = ConfigDict(extra="allow")
+    tolerance: float | None = Field(default=None, ge=0, le=1)
+    models: list[str] | None = Field(default=None, min_length=1)
+
+
+class ChatCompletionCreateParams(Passthrough):
+    model: str = Field(min_length=1)
+    messages: list[ChatCompletionMessageParam] = Field(min_length=1)
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    functions: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int | None = Field(default=None, ge=1, le=128)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    tolerance: float | None = Field(default=None, ge=0, le=1)
+    models: list[str] | None = Field(default=None, min_length=1)
+    extra_body: RoutingExtensions | None = None
+
+
+class RouteRequest(Passthrough):
+    """``POST /v1/route``: a chat request (or a bare prompt) to decide on, without calling any upstream."""
+
+    model: str = "ladder"
+    messages: list[ChatCompletionMessageParam] | None = Field(default=None, min_length=1)
+    prompt: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+    tolerance: float | None = Field(default=None, ge=0, le=1)
+    models: list[str] | None = Field(default=None, min_length=1)
+    extra_body: RoutingExtensions | None = None
+
+
+class Model(BaseModel):
+    """One entry of ``GET /v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str
+    ladder: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+def forwarded_body(raw: dict[str, Any]) -> dict[str, Any]:
+    """The client's body minus Ladder's routing extensions (``extra_body`` merged into the top level)."""
+    body = {k: v for k, v in raw.items() if k not in ROUTING_EXTENSIONS and k != "extra_body"}
+    extra = raw.get("extra_body")
+    if isinstance(extra, dict):
+        body.update({k: v for k, v in extra.items() if k not in ROUTING_EXTENSIONS})
+    return body
+
+
+def routing_extensions(
+    params: ChatCompletionCreateParams | RouteRequest,
+) -> tuple[float | None, list[str] | None]:
+    """``tolerance`` and ``models`` from the top level, else from ``extra_body``."""
+    extra = params.extra_body
+    tolerance = params.tolerance if params.tolerance is not None else (extra.tolerance if extra else None)
+    models = params.models if params.models is not None else (extra.models if extra else None)
+    return tolerance, models

@@ -1,0 +1,20 @@
+"""``POST /v1/chat/completions`` (OpenAI)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from service.deps import GatewayDep, parse, read_json, require_api_key
+from service.protocol import ChatCompletionCreateParams
+from service.serving_chat import create_chat_completion
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, gw: GatewayDep) -> Response:
+    """Route the request, call the chosen model (falling back on failure), answer plain or streamed."""
+    raw = await read_json(request, gw.settings.max_body_bytes)
+    params = parse(ChatCompletionCreateParams, raw)
+    return await create_chat_completion(gw, params, raw, request)

@@ -1,0 +1,19 @@
+"""``POST /v1/messages`` (Anthropic)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from service.anthropic_protocol import MessageCreateParams
+from service.deps import GatewayDep, parse, read_json, require_api_key
+from service.serving_messages import create_message
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.post("/v1/messages")
+async def messages(request: Request, gw: GatewayDep) -> Response:
+    """The Anthropic Messages API, routed like chat completions."""
+    params = parse(MessageCreateParams, await read_json(request, gw.settings.max_body_bytes))
+    return await create_message(gw, params, request)

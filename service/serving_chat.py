@@ -1,0 +1,129 @@
+"""The logic of ``POST /v1/chat/completions``: route, dispatch with fallback, answer plain or streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ladder.prompt import routed_text
+from service.costs import Usage, answer_cost
+from service.disconnect import cancel_on_disconnect
+from service.dispatch import Dispatched
+from service.errors import GatewayError, UpstreamError, sse_error_event
+from service.gateway import Gateway, Routed
+from service.protocol import ChatCompletionCreateParams, forwarded_body, routing_extensions
+from service.sse import data_event, upstream_chunks
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def answer_headers(routed: Routed, dispatched: Dispatched) -> dict[str, str]:
+    headers = routed.headers()
+    headers["x-ladder-model"] = dispatched.model.name
+    fallback = dispatched.fallback_header()
+    if fallback:
+        headers["x-ladder-fallback"] = fallback
+    headers["x-ladder-attempts"] = str(len(dispatched.attempts))
+    return headers
+
+
+async def route_chat(
+    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+) -> tuple[Routed, dict[str, Any], str]:
+    """The routing step shared by chat completions and messages: options, text, decision."""
+    tolerance, models = routing_extensions(params)
+    options = gw.options(params.model, tolerance, models)
+    body = forwarded_body(raw)
+    text = routed_text(body["messages"])
+    routed = await gw.route(body, text, options, request.headers)
+    return routed, body, text
+
+
+async def dispatch(
+    gw: Gateway,
+    routed: Routed,
+    body: dict[str, Any],
+    stream: bool,
+    request: Request,
+    text: str,
+    endpoint: str,
+) -> Dispatched:
+    """Send along the decision's fallback order; a failure is recorded before it propagates."""
+    order = [gw.pool.model(name) for name in routed.decision.fallback_order]
+    try:
+        return await cancel_on_disconnect(request, gw.dispatcher.send(order, body, stream))
+    except GatewayError as exc:
+        gw.record(routed, endpoint, None, None, None, text, error=type(exc).__name__)
+        raise
+
+
+async def create_chat_completion(
+    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+) -> Response:
+    routed, body, text = await route_chat(gw, params, raw, request)
+    dispatched = await dispatch(gw, routed, body, bool(params.stream), request, text, "chat")
+    headers = answer_headers(routed, dispatched)
+    if params.stream:
+        wants_usage = bool((params.stream_options or {}).get("include_usage"))
+        stream = chat_stream(gw, routed, dispatched, wants_usage, text)
+        return StreamingResponse(stream, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
+    try:
+        data = json.loads(dispatched.reply.body)
+    except ValueError as exc:
+        raise UpstreamError(
+            f"upstream for {dispatched.model.name} answered invalid JSON", "bad JSON"
+        ) from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(f"upstream for {dispatched.model.name} answered a non-object", "bad JSON")
+    data["model"] = dispatched.model.name
+    usage = Usage.from_openai(data.get("usage"))
+    cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+    if cost is not None:
+        headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
+        headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
+    data["ladder"] = {
+        **routed.summary(),
+        "model": dispatched.model.name,
+        **(cost.to_dict() if cost is not None else {}),
+        "fallback": [a.to_dict() for a in dispatched.failures],
+    }
+    gw.record(routed, "chat", dispatched, usage, cost, text)
+    return JSONResponse(data, headers=headers)
+
+
+async def chat_stream(
+    gw: Gateway, routed: Routed, dispatched: Dispatched, wants_usage: bool, text: str
+) -> AsyncIterator[bytes]:
+    """Relay the upstream's chunks with ``model`` rewritten; a failure ends the stream with an error event."""
+    name = dispatched.model.name
+    usage: Usage | None = None
+    error: str | None = None
+    try:
+        async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
+            async for chunk in chunks:
+                chunk["model"] = name
+                if chunk.get("usage"):
+                    usage = Usage.from_openai(chunk["usage"]) or usage
+                    if not chunk.get("choices"):
+                        if wants_usage and usage is not None:
+                            chunk["ladder"] = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
+                            yield data_event(chunk)
+                        continue
+                    if not wants_usage:
+                        chunk.pop("usage")
+                yield data_event(chunk)
+        if usage is not None and not wants_usage:
+            cost = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
+            yield f": ladder {json.dumps(cost, separators=(',', ':'))}\n\n".encode()
+        yield data_event("[DONE]")
+    except UpstreamError as exc:
+        error = exc.reason
+        yield sse_error_event(exc)
+    finally:
+        cost_obj = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+        gw.record(routed, "chat", dispatched, usage, cost_obj, text, error=error)

@@ -1,0 +1,82 @@
+"""The logic of ``POST /v1/messages``: an Anthropic request routed and answered through chat upstreams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ladder.prompt import routed_text
+from service.anthropic_protocol import MessageCreateParams, to_chat_body, to_message
+from service.anthropic_stream import AnthropicStream
+from service.costs import Usage, answer_cost
+from service.dispatch import Dispatched
+from service.errors import UpstreamError, sse_error_event
+from service.gateway import Gateway, Routed
+from service.protocol import routing_extensions
+from service.serving_chat import SSE_HEADERS, answer_headers, dispatch
+from service.sse import upstream_chunks
+
+
+async def create_message(gw: Gateway, params: MessageCreateParams, request: Request) -> Response:
+    tolerance, models = routing_extensions(params)  # type: ignore[arg-type]
+    options = gw.options(params.model, tolerance, models)
+    body = to_chat_body(params)
+    text = routed_text(body["messages"])
+    routed = await gw.route(body, text, options, request.headers)
+    dispatched = await dispatch(gw, routed, body, bool(params.stream), request, text, "messages")
+    headers = answer_headers(routed, dispatched)
+    if params.stream:
+        stream = message_stream(gw, routed, dispatched, text)
+        return StreamingResponse(stream, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
+    try:
+        completion = json.loads(dispatched.reply.body)
+    except ValueError as exc:
+        raise UpstreamError(
+            f"upstream for {dispatched.model.name} answered invalid JSON", "bad JSON"
+        ) from exc
+    usage = Usage.from_openai(completion.get("usage"))
+    cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+    message = to_message(completion, dispatched.model.name)
+    message["ladder"] = {
+        **routed.summary(),
+        "model": dispatched.model.name,
+        **(cost.to_dict() if cost is not None else {}),
+        "fallback": [a.to_dict() for a in dispatched.failures],
+    }
+    if cost is not None:
+        headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
+        headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
+    gw.record(routed, "messages", dispatched, usage, cost, text)
+    return JSONResponse(message, headers=headers)
+
+
+async def message_stream(
+    gw: Gateway, routed: Routed, dispatched: Dispatched, text: str
+) -> AsyncIterator[bytes]:
+    """Anthropic's event sequence from the upstream's chunks; a failure ends it with an ``error`` event."""
+    translator = AnthropicStream(f"msg_{routed.request_id}", dispatched.model.name)
+    usage: Usage | None = None
+    error: str | None = None
+    yield translator.start()
+    try:
+        async with aclosing(upstream_chunks(dispatched.reply, dispatched.model.name)) as chunks:
+            async for chunk in chunks:
+                usage = Usage.from_openai(chunk.get("usage")) or usage
+                out = translator.feed(chunk)
+                if out:
+                    yield out
+        extra: dict[str, Any] | None = None
+        if usage is not None:
+            extra = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
+        yield translator.finish(extra)
+    except UpstreamError as exc:
+        error = exc.reason
+        yield sse_error_event(exc, anthropic=True)
+    finally:
+        cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+        gw.record(routed, "messages", dispatched, usage, cost, text, error=error)

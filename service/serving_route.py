@@ -1,0 +1,75 @@
+"""The logic of ``POST /v1/route`` (a decision without an upstream call) and ``GET /v1/models``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from ladder.prompt import routed_text
+from service.errors import InvalidRequestError
+from service.gateway import Gateway
+from service.protocol import Model, ModelList, RouteRequest, forwarded_body, routing_extensions
+
+
+async def create_route(
+    gw: Gateway, params: RouteRequest, raw: dict[str, Any], request: Request
+) -> dict[str, Any]:
+    tolerance, models = routing_extensions(params)
+    options = gw.options(params.model, tolerance, models)
+    body = forwarded_body(raw)
+    if params.messages is None:
+        if params.prompt is None:
+            raise InvalidRequestError("send 'messages' (chat format) or 'prompt' (text)", "messages")
+        body["messages"] = [{"role": "user", "content": params.prompt}]
+    text = routed_text(body["messages"])
+    routed = await gw.route(body, text, options, request.headers)
+    gw.record(routed, "route", None, None, None, text)
+    decision = routed.decision
+    costs = {c.name: c.expected_cost_usd for c in decision.candidates}
+    baseline_cost = costs[gw.baseline.name]
+    return {
+        "id": routed.request_id,
+        "object": "ladder.route",
+        "model": decision.model,
+        **routed.summary(),
+        "candidates": decision.to_dict()["candidates"],
+        "requirements": routed.needs.to_dict(),
+        "expected_cost_usd": costs[decision.model],
+        "baseline_model": gw.baseline.name,
+        "baseline_expected_cost_usd": baseline_cost,
+        "expected_savings_usd": baseline_cost - costs[decision.model],
+    }
+
+
+def list_models(gw: Gateway) -> ModelList:
+    """The routing policy (and its tolerance form), then every pool model that can be pinned."""
+    routing = gw.pool.routing
+    name = gw.settings.policy_name
+    data = [
+        Model(
+            id=name,
+            owned_by="ladder",
+            ladder={
+                "kind": "policy",
+                "policy": routing.policy.value,
+                "tolerance": routing.tolerance,
+                "usage": f"'{name}' routes; '{name}-0.1' sets the tolerance",
+            },
+        ),
+    ]
+    for m in gw.pool.models:
+        data.append(
+            Model(
+                id=m.name,
+                owned_by=m.locality.value,
+                ladder={
+                    "kind": "model",
+                    "capabilities": sorted(c.value for c in m.capabilities),
+                    "context_window": m.context_window,
+                    "locality": m.locality.value,
+                    "price": m.price.model_dump(),
+                },
+            )
+        )
+    return ModelList(data=data)

@@ -1,0 +1,143 @@
+"""A fake OpenAI-compatible upstream on loopback: one path per model, streaming, failures on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+MODES = ("ok", "fail", "hang", "reject", "midstream", "slow")
+
+
+@dataclass
+class Behaviour:
+    """What one fake model does with a request."""
+
+    mode: str = "ok"
+    delay_s: float = 0.0
+
+
+@dataclass
+class Seen:
+    """A request the fake received."""
+
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeUpstream:
+    """State shared between the test and the fake server's event loop."""
+
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    generation: int = 0  # a hanging request is let go when the test that set it ends
+
+    def set(self, model: str, mode: str, delay_s: float = 0.0) -> None:
+        assert mode in MODES, mode
+        self.behaviours[model] = Behaviour(mode, delay_s)
+
+    def reset(self) -> None:
+        self.generation += 1
+        self.behaviours.clear()
+        self.seen.clear()
+        self.cancelled.clear()
+
+    def count(self, model: str) -> int:
+        return sum(1 for s in self.seen if s.model == model)
+
+
+def _completion(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": f"{model} says hi"}
+    finish = "stop"
+    if body.get("tools") and body.get("tool_choice") != "none":
+        tool = body["tools"][0]["function"]["name"]
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}
+            ],
+        }
+        finish = "tool_calls"
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", model),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+async def _stream(model: str, body: dict[str, Any], mode: str) -> AsyncIterator[bytes]:
+    upstream_model = body.get("model", model)
+    yield _chunk(upstream_model, {"role": "assistant", "content": ""})
+    if body.get("tools") and body.get("tool_choice") != "none":
+        name = body["tools"][0]["function"]["name"]
+        call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
+        yield _chunk(upstream_model, {"tool_calls": [call]})
+        for piece in ('{"city": ', '"Paris"}'):
+            yield _chunk(upstream_model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        yield _chunk(upstream_model, {}, "tool_calls")
+    else:
+        for word in (model, " says", " hi"):
+            yield _chunk(upstream_model, {"content": word})
+            if mode == "midstream":
+                raise RuntimeError("injected failure in the middle of the stream")
+        yield _chunk(upstream_model, {}, "stop")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+        yield f"data: {json.dumps({'id': 'chatcmpl-fake', 'choices': [], 'usage': usage})}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def fake_upstream_app(state: FakeUpstream) -> Starlette:
+    """The Starlette app: ``POST /{model}/v1/chat/completions`` behaves as ``state.behaviours[model]`` says."""
+
+    async def chat(request: Request) -> Response:
+        model = request.path_params["model"]
+        body = await request.json()
+        state.seen.append(Seen(model, body, dict(request.headers)))
+        behaviour = state.behaviours.get(model, Behaviour())
+        if behaviour.mode == "fail":
+            return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}}, status_code=500)
+        if behaviour.mode == "reject":
+            error = {"message": "bad parameter", "type": "invalid_request_error", "param": "temperature", "code": None}
+            return JSONResponse({"error": error}, status_code=400)
+        if behaviour.mode == "hang":
+            generation = state.generation
+            while state.generation == generation:
+                if await request.is_disconnected():  # the gateway hung up: it cancelled this call
+                    state.cancelled.append(model)
+                    break
+                await asyncio.sleep(0.02)
+            return JSONResponse({"error": {"message": "released"}}, status_code=503)
+        if behaviour.mode == "slow":
+            await asyncio.sleep(behaviour.delay_s)
+        if body.get("stream"):
+            return StreamingResponse(_stream(model, body, behaviour.mode), media_type="text/event-stream")
+        return JSONResponse(_completion(model, body))
+
+    return Starlette(routes=[Route("/{model}/v1/chat/completions", chat, methods=["POST"])])

@@ -1,0 +1,138 @@
+"""The Anthropic Messages API through the gateway with the official ``anthropic`` client."""
+
+from __future__ import annotations
+
+import anthropic
+import pytest
+
+from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.upstream import FakeUpstream
+from service.anthropic_protocol import MessageCreateParams, to_chat_body
+
+pytest_plugins = ["gateway_support.fixtures"]
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+def client(gateway: RunningGateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.url, api_key=API_KEY, max_retries=0)
+
+
+def test_plain_message(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+    raw = client(gateway).messages.with_raw_response.create(
+        model="ladder-1",
+        max_tokens=64,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Hello"}],
+    )
+    message = raw.parse()
+    assert message.model == raw.headers["x-ladder-model"] == "small-local"
+    assert message.content[0].type == "text" and message.content[0].text == "small-local says hi"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens == 10 and message.usage.output_tokens == 5
+    sent = upstream.seen[-1].body
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    assert sent["max_tokens"] == 64
+
+
+def test_streaming_message_follows_anthropics_event_sequence(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+    with client(gateway).messages.stream(
+        model="ladder-1", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+    ) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert "content_block_start" in events and "content_block_stop" in events and "message_delta" in events
+    assert final.content[0].text == "small-local says hi"  # type: ignore[union-attr]
+    assert final.model == "small-local" and final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 3
+
+
+def test_tools_round_trip(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+    api = client(gateway)
+    message = api.messages.create(
+        model="ladder-1",
+        max_tokens=64,
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    )
+    assert message.model == "mid-cloud" and message.stop_reason == "tool_use"
+    block = message.content[0]
+    assert block.type == "tool_use" and block.name == "get_weather" and block.input == {"city": "Paris"}
+    assert upstream.seen[-1].body["tools"][0]["function"]["parameters"] == WEATHER_TOOL["input_schema"]
+    follow_up = api.messages.create(
+        model="ladder-1",
+        max_tokens=64,
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice={"type": "none"},
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [block.model_dump()]},  # type: ignore[list-item]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}]},
+        ],
+    )
+    assert follow_up.content[0].type == "text"
+    sent = upstream.seen[-1].body["messages"]
+    assert sent[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert sent[2] == {"role": "tool", "tool_call_id": block.id, "content": "sunny"}
+
+
+def test_streaming_tool_use(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+    with client(gateway).messages.stream(
+        model="ladder-1",
+        max_tokens=64,
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    ) as stream:
+        final = stream.get_final_message()
+    block = final.content[0]
+    assert block.type == "tool_use" and block.input == {"city": "Paris"}
+    assert final.stop_reason == "tool_use"
+
+
+def test_a_broken_stream_raises_in_the_client(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+    upstream.set("small-local", "midstream")
+    with pytest.raises(anthropic.APIStatusError, match="mid-stream"):  # noqa: SIM117
+        with client(gateway).messages.stream(
+            model="ladder-1", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+        ) as stream:
+            for _ in stream:
+                pass
+
+
+def test_errors_reach_the_client_typed(gateway: RunningGateway) -> None:
+    with pytest.raises(anthropic.NotFoundError):
+        client(gateway).messages.create(model="claude-9", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError):
+        client(gateway).messages.create(model="ladder", max_tokens=8, messages=[])
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gateway.url, api_key="wrong-key-0123456", max_retries=0).messages.create(
+            model="ladder", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+
+
+def test_images_translate_to_image_parts() -> None:
+    params = MessageCreateParams.model_validate(
+        {
+            "model": "ladder",
+            "max_tokens": 8,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                        {"type": "text", "text": "What is this?"},
+                    ],
+                }
+            ],
+            "stop_sequences": ["END"],
+            "tool_choice": {"type": "any"},
+        }
+    )
+    body = to_chat_body(params)
+    assert body["messages"][0]["content"][0] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    assert body["stop"] == ["END"] and body["tool_choice"] == "required"

@@ -1,0 +1,55 @@
+"""Evaluation metrics against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from training.metrics import (
+    arena_score,
+    cost_to_match,
+    expected_calibration_error,
+    pgr_summary,
+    recommend,
+    shuffled_sweep,
+    sweep,
+)
+
+
+def test_arena_score_matches_the_definition() -> None:
+    c = (math.log2(200) - math.log2(1.0)) / (math.log2(200) - math.log2(0.0044))
+    expected = 1.1 * 0.7 * c / (0.1 * 0.7 + c)
+    assert arena_score(0.7, 1.0) == pytest.approx(expected)
+    assert arena_score(0.7, 0.0001) == arena_score(0.7, 0.0044)  # clamped
+    assert arena_score(0.7, 1000) == 0.0
+
+
+def test_ece_is_zero_when_calibrated_and_large_when_not() -> None:
+    p = np.full(1000, 0.3)
+    y = np.r_[np.ones(300), np.zeros(700)]
+    assert expected_calibration_error(p, y) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(1000, 0.9), y) == pytest.approx(0.6)
+
+
+def test_sweep_and_random_baseline() -> None:
+    rng = np.random.default_rng(0)
+    labels = (rng.random((400, 2)) < [0.5, 0.8]).astype(float)
+    costs = np.tile([1e-4, 1e-3], (400, 1))
+    perfect = labels + 0.01 * np.array([1, 0])  # an oracle-like scorer
+    points = sweep(perfect, labels, costs, (0.0, 0.5))
+    assert points[0].accuracy == pytest.approx(labels.max(axis=1).mean())
+    shuffled = shuffled_sweep(perfect, labels, costs, (0.0,))
+    assert shuffled[0].cost_per_1k == pytest.approx(points[0].cost_per_1k)
+    assert shuffled[0].accuracy < points[0].accuracy - 0.05
+    assert cost_to_match(points, 0.8, 1.0) is not None
+    assert recommend(points, 0.8).accuracy >= 0.795
+
+
+def test_pgr_for_a_perfect_and_a_useless_router() -> None:
+    rng = np.random.default_rng(0)
+    weak = (rng.random(2000) < 0.4).astype(float)
+    strong = np.maximum(weak, (rng.random(2000) < 0.5).astype(float))
+    perfect = pgr_summary(strong - weak, strong, weak)
+    useless = pgr_summary(rng.random(2000), strong, weak)
+    assert perfect["apgr"] > 0.8 and perfect["cpt50"] < 0.2
+    assert useless["apgr"] == pytest.approx(0.5, abs=0.05)

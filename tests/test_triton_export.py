@@ -1,0 +1,97 @@
+"""``ladder export``: the repository's layout, configs and tokeniser step, and the parity gate (no server)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import triton_helpers as th
+
+from export import triton_configs as cfg
+from export.triton_models.tokenizer_model import TextTokenizer
+from export.triton_repo import MODELS, ExportError, check_parity, export_repository
+from ladder.errors import ConfigError
+from ladder.head import OnnxHead
+from ladder.scoring import EmbeddedScorer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_repository_has_every_model_with_named_tensors() -> None:
+    repo = th.cpu_repository()
+    for name in MODELS:
+        config = (repo / name / "config.pbtxt").read_text()
+        assert f'name: "{name}"' in config
+        assert (repo / name / "1").is_dir()
+        assert "onnx::" not in config
+    assert (repo / "encoder" / "1" / "model.onnx").stat().st_size > 1_000_000
+    assert 'backend: "python"' in (repo / "encoder" / "config.pbtxt").read_text()
+    for name in ("head", "router", "router_text"):
+        assert (repo / name / "labels.txt").read_text().splitlines() == list(th.LABELS)
+    router = (repo / "router" / "config.pbtxt").read_text()
+    assert re.search(r'name: "p_correct" data_type: TYPE_FP32 dims: \[ 3 \]', router)
+    assert "max_queue_delay_microseconds" in (repo / "encoder" / "config.pbtxt").read_text()
+    assert (repo / "encoder" / "warmup" / "input_ids_16").stat().st_size == 16 * 8
+
+
+@pytest.mark.parametrize(
+    "text", [*th.PROMPTS.values(), "", "x" * 20_000, "日本語の文章です。" * 400, "query: q"]
+)
+def test_tokenizer_step_matches_ladder_tokenizer(text: str) -> None:
+    step = TextTokenizer.from_dir(th.cpu_repository() / "tokenizer" / "1")
+    ids, mask = step.encode([text])
+    expected = th.tokenizer().encode([text])
+    np.testing.assert_array_equal(ids, expected.input_ids)
+    np.testing.assert_array_equal(mask, expected.attention_mask)
+
+
+def test_tokenizer_step_pads_a_batch_like_ladder() -> None:
+    step = TextTokenizer.from_dir(th.cpu_repository() / "tokenizer" / "1")
+    texts = list(th.PROMPTS.values())
+    ids, mask = step.encode(texts)
+    expected = th.tokenizer().encode(texts)
+    np.testing.assert_array_equal(ids, expected.input_ids)
+    np.testing.assert_array_equal(mask, expected.attention_mask)
+
+
+def test_parity_gate_fails_on_a_different_model(tmp_path: Path) -> None:
+    other = th.make_checkpoint(tmp_path / "other", th.require_encoder().dim, seed=1)
+    scorer = th.embedded_scorer()
+    wrong = EmbeddedScorer(scorer.encoder, OnnxHead(other.head_path), other.models)
+    with pytest.raises(ExportError, match="parity check failed"):
+        check_parity(th.cpu_repository(), wrong, th.tokenizer(), 1e-5)
+    assert check_parity(th.cpu_repository(), scorer, th.tokenizer(), 1e-5) <= 1e-5
+
+
+def test_gpu_flavour_refuses_int8(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="int8"):
+        export_repository(th.checkpoint().directory, tmp_path / "repo", flavour="gpu", int8=True)
+
+
+def test_gpu_configs_use_onnxruntime_with_tensorrt() -> None:
+    shape = cfg.RepoShape("gpu", 384, 8)
+    encoder = cfg.encoder_config(shape)
+    assert 'backend: "onnxruntime"' in encoder and 'name: "tensorrt"' in encoder
+    assert "KIND_GPU" in encoder and "trt_profile_max_shapes" in encoder
+    assert "input_ids:64x512" in encoder and "512_tokens" in encoder
+    assert 'platform: "tensorrt_plan"' in cfg.encoder_plan_config(shape)
+    assert 'backend: "onnxruntime"' in cfg.head_config(shape)
+    assert 'backend: "python"' in cfg.tokenizer_config(shape)
+
+
+def test_committed_repository_matches_the_exporter() -> None:
+    """The committed configs and tokeniser step are what ``ladder export --flavour gpu`` writes."""
+    committed = ROOT / "model_repository"
+    if not (committed / "router" / "config.pbtxt").is_file():
+        pytest.skip("model_repository/ has not been exported yet")
+    from export.triton_models import tokenizer_model
+
+    step = (committed / "tokenizer" / "1" / "model.py").read_text()
+    assert step == Path(tokenizer_model.__file__).read_text()
+    labels = (committed / "head" / "labels.txt").read_text().splitlines()
+    shape = cfg.RepoShape("gpu", 384, len(labels))
+    assert (committed / "encoder" / "config.pbtxt").read_text() == cfg.encoder_config(shape)
+    assert (committed / "head" / "config.pbtxt").read_text() == cfg.head_config(shape)
+    assert (committed / "router" / "config.pbtxt").read_text() == cfg.ensemble_config(shape, "router", False)
