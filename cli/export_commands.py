@@ -48,7 +48,7 @@ def export(
         checkpoint,
         out,
         encoder=encoder,
-        flavour=flavour.value,  # type: ignore[arg-type]
+        flavour=flavour.value,
         int8=int8,
         max_batch=max_batch,
         queue_delay_us=queue_delay_us,
@@ -63,14 +63,12 @@ def export(
 
 def bench_triton(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")] = DEFAULT_CHECKPOINT,
-    out_dir: Annotated[Path, typer.Option(help="Where the JSON and markdown summary go.")] = Path(
-        "docs/perf"
-    ),
+    out: Annotated[Path, typer.Option(help="Folder for the JSON and markdown summary.")] = Path("docs/perf"),
     int8: Annotated[bool, typer.Option("--int8/--fp32", help="Encoder variant on both sides.")] = True,
     seconds: Annotated[float, typer.Option(min=2, help="Measurement window per point.")] = 8.0,
 ) -> None:
     """perf_analyzer against the router ensemble (cpu flavour, real tritonserver) beside in-process."""
     from export.triton_perf import run_benchmark
 
-    report = run_benchmark(checkpoint, out_dir, int8=int8, seconds=seconds, log=stderr.print)
+    report = run_benchmark(checkpoint, out, int8=int8, seconds=seconds, log=stderr.print)
     typer.echo(json.dumps(report, indent=2))

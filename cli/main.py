@@ -173,7 +173,10 @@ def evaluate(
             loaded, eval_rows, load_pool(pool) if pool else None, train_rows, progress  # type: ignore[arg-type]
         )
     if inputs.overlap_with_training:
-        stderr.print(f"[red]warning: {inputs.overlap_with_training} evaluation questions were in the training data[/red]")
+        stderr.print(
+            f"[yellow]{inputs.overlap_with_training} evaluation questions also appear in the training data: "
+            "left out of every figure[/yellow]"
+        )
     rec = loaded.manifest.recommended
     report = build_report(inputs, rec.tolerance if rec else None, strong, weak)
     if json_path:

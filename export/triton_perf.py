@@ -27,7 +27,7 @@ import numpy as np
 from export.triton_repo import export_repository
 from export.triton_server import ROOT, TritonServer
 from ladder.checkpoint import Checkpoint
-from ladder.encoder import EncoderInfo, OnnxEncoder, Tokenizer
+from ladder.encoder import EncoderInfo, OnnxEncoder, Tokenizer, Variant
 from ladder.errors import LadderError
 from ladder.head import OnnxHead
 from ladder.home import encoder_dir
@@ -35,9 +35,10 @@ from ladder.scoring import EmbeddedScorer
 
 TOKENS = (40, 512)
 CONCURRENCY = (1, 2)
-# perf_analyzer repeats a window until 3 in a row agree within this spread; on a shared 2-core machine the
-# 512-token windows (a few dozen requests) rarely agree within its default 10 %, so a wide spread is allowed.
-STABILITY_PERCENT = 100
+# perf_analyzer repeats a window until 3 in a row agree (throughput, mean latency) within this spread; on a
+# shared 2-core machine the 512-token windows (a few dozen requests) rarely agree within its default 10 %.
+# When even this fails, the point is measured once more accepting any spread and marked "stable": false.
+STABILITY_PERCENT = 50
 Log = Callable[[str], None]
 
 
@@ -68,8 +69,19 @@ def prompt_ids(directory: Path, tokens: int) -> tuple[np.ndarray, np.ndarray]:
 
 def run_perf_analyzer(
     url: str, ids: np.ndarray, mask: np.ndarray, concurrency: int, seconds: float
+) -> dict[str, float | bool]:
+    """One perf_analyzer point over gRPC: throughput (1/s), p50/p99 latency (ms), whether stable."""
+    try:
+        return {**_perf_point(url, ids, mask, concurrency, seconds, STABILITY_PERCENT), "stable": True}
+    except LadderError as exc:
+        if "stable measurement" not in str(exc):
+            raise
+    return {**_perf_point(url, ids, mask, concurrency, seconds, 10_000), "stable": False}
+
+
+def _perf_point(
+    url: str, ids: np.ndarray, mask: np.ndarray, concurrency: int, seconds: float, stability: int
 ) -> dict[str, float]:
-    """One perf_analyzer point over gRPC; throughput (1/s) and p50/p99 latency (ms)."""
     binary, env = perf_analyzer()
     with tempfile.TemporaryDirectory(prefix="ladder-perf-") as tmp:
         data = Path(tmp) / "input.json"
@@ -81,8 +93,7 @@ def run_perf_analyzer(
             "-m": "router", "-u": url, "-i": "grpc", "--input-data": str(data),
             "--concurrency-range": f"{concurrency}:{concurrency}",
             "--measurement-interval": str(int(seconds * 1000)),
-            "--stability-percentage": str(STABILITY_PERCENT), "--max-trials": "5",
-            "--percentile": "99", "-f": str(report),
+            "--stability-percentage": str(stability), "--max-trials": "6", "-f": str(report),
         }  # fmt: skip
         command = [str(binary), *(part for item in options.items() for part in item)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60 + 8 * seconds)
@@ -100,7 +111,7 @@ def run_perf_analyzer(
 
 def run_in_process(
     scorer: EmbeddedScorer, ids: np.ndarray, mask: np.ndarray, concurrency: int, seconds: float
-) -> dict[str, float]:
+) -> dict[str, float | bool]:
     """The same closed loop against the embedded scorer, ``concurrency`` threads calling ``score_ids``."""
     for _ in range(3):
         scorer.score_ids(ids, mask)
@@ -145,9 +156,17 @@ def markdown(report: dict[str, Any]) -> str:
         t, e = point["triton"], point["in_process"]
         lines.append(
             f"| {point['tokens']} | {point['concurrency']} | {t['throughput_per_s']:.1f} | {t['p50_ms']:.1f} "
-            f"| {t['p99_ms']:.1f} | {e['throughput_per_s']:.1f} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} |"
+            f"| {t['p99_ms']:.1f}{'' if t['stable'] else ' *'} | {e['throughput_per_s']:.1f} "
+            f"| {e['p50_ms']:.1f} | {e['p99_ms']:.1f} |"
         )
-    lines += ["", f"Regenerate: `{report['command']}`", ""]
+    lines += [
+        "",
+        "`*`: perf_analyzer could not get 3 windows within ±50 % of each other (a shared, busy 2-core",
+        "machine); the point is one accepted window of the same length. Each side runs alone, the other idle",
+        "",
+        f"Regenerate: `{report['command']}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -159,7 +178,7 @@ def run_benchmark(
     ckpt = Checkpoint.load(checkpoint)
     directory = encoder_dir(ckpt.manifest.encoder.name)
     info = EncoderInfo.load(directory)
-    variant = "int8" if int8 else "fp32"
+    variant: Variant = "int8" if int8 else "fp32"
     scorer = EmbeddedScorer(OnnxEncoder(directory, variant, info=info), OnnxHead(ckpt.head_path), ckpt.models)
     work = Path(tempfile.mkdtemp(prefix="ladder-bench-"))
     points = []

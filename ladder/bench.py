@@ -12,8 +12,8 @@ from ladder.router import Router
 from ladder.scoring import EmbeddedScorer
 
 SHORT_PROMPT = (
-    "A train leaves the station at 3 pm travelling at 80 km/h. A second train leaves the same station at 4 pm "
-    "at 100 km/h on the same track. At what time does it catch up?"
+    "A train leaves at 3 pm at 80 km/h. A second one leaves the same station at 4 pm at 100 km/h. "
+    "When does it catch up?"
 )
 LONG_SENTENCE = (
     "The committee reviewed the quarterly figures, the supply contracts and the staffing plan in detail, "

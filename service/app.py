@@ -42,7 +42,7 @@ def create_app(
     provider = tracer_provider or provider_from_env()
     tracer = make_tracer(provider)
     metrics = GatewayMetrics()
-    client = UpstreamClient(settings.connect_timeout_s, settings.max_connections, upstream_transport)
+    client = UpstreamClient(settings.connect_timeout_s, settings.keepalive_connections, upstream_transport)
     dispatcher = Dispatcher(
         client,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),

@@ -15,7 +15,7 @@ from service.gateway import Gateway
 M = TypeVar("M", bound=BaseModel)
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 

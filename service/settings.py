@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     retries: int = Field(default=1, ge=0, le=10, description="Retries of one model before falling back")
     retry_backoff_s: float = Field(default=0.1, ge=0)
     deadline_s: float = Field(default=120.0, gt=0, description="Total time to obtain an answer")
-    max_connections: int = Field(default=256, ge=1)
+    keepalive_connections: int = Field(default=256, ge=1, description="Idle connections kept per upstream")
     breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open a circuit")
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     baseline_model: str | None = Field(default=None, description="Cost baseline (default: the priciest)")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ladder.router import Router
 from ladder.scoring import Scorer
 from service.errors import ScorerUnavailableError
 from service.tracing import inject_context
@@ -230,3 +231,9 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+def with_triton(router: Router, settings: TritonScorerSettings) -> tuple[Router, TritonScorer]:
+    """The same router scoring through Triton, its embedded scorer kept as the fallback (start the scorer)."""
+    scorer = TritonScorer(router.checkpoint.models, settings, fallback=router.scorer)
+    return Router(router.pool, router.checkpoint, router.tokenizer, scorer), scorer

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from ladder.pool import ModelSpec
+from service.connections import KeepAliveTransport
 from service.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
@@ -58,14 +59,12 @@ class UpstreamClient:
     def __init__(
         self,
         connect_timeout_s: float,
-        max_connections: int,
+        keepalive_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self._client = httpx.AsyncClient(
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            follow_redirects=False,
+            transport=transport or KeepAliveTransport(max_idle=keepalive_connections), follow_redirects=False
         )
 
     async def aclose(self) -> None:

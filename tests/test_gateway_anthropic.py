@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import anthropic
 import pytest
-
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
+
 from service.anthropic_protocol import MessageCreateParams, to_chat_body
 
 pytest_plugins = ["gateway_support.fixtures"]
@@ -35,11 +35,16 @@ def test_plain_message(gateway: RunningGateway, upstream: FakeUpstream) -> None:
     assert message.stop_reason == "end_turn"
     assert message.usage.input_tokens == 10 and message.usage.output_tokens == 5
     sent = upstream.seen[-1].body
-    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello"},
+    ]
     assert sent["max_tokens"] == 64
 
 
-def test_streaming_message_follows_anthropics_event_sequence(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+def test_streaming_message_follows_anthropics_event_sequence(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
     with client(gateway).messages.stream(
         model="ladder-1", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
     ) as stream:
@@ -72,7 +77,10 @@ def test_tools_round_trip(gateway: RunningGateway, upstream: FakeUpstream) -> No
         messages=[
             {"role": "user", "content": "Weather in Paris?"},
             {"role": "assistant", "content": [block.model_dump()]},  # type: ignore[list-item]
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}],
+            },
         ],
     )
     assert follow_up.content[0].type == "text"
@@ -106,7 +114,9 @@ def test_a_broken_stream_raises_in_the_client(gateway: RunningGateway, upstream:
 
 def test_errors_reach_the_client_typed(gateway: RunningGateway) -> None:
     with pytest.raises(anthropic.NotFoundError):
-        client(gateway).messages.create(model="claude-9", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+        client(gateway).messages.create(
+            model="claude-9", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
     with pytest.raises(anthropic.BadRequestError):
         client(gateway).messages.create(model="ladder", max_tokens=8, messages=[])
     with pytest.raises(anthropic.AuthenticationError):
@@ -124,7 +134,10 @@ def test_images_translate_to_image_parts() -> None:
                 {
                     "role": "user",
                     "content": [
-                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+                        },
                         {"type": "text", "text": "What is this?"},
                     ],
                 }
@@ -134,5 +147,8 @@ def test_images_translate_to_image_parts() -> None:
         }
     )
     body = to_chat_body(params)
-    assert body["messages"][0]["content"][0] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    assert body["messages"][0]["content"][0] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AAAA"},
+    }
     assert body["stop"] == ["END"] and body["tool_choice"] == "required"

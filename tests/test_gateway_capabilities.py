@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from gateway_support.common import RunningGateway
 from gateway_support.pool import NAMES
 from gateway_support.upstream import FakeUpstream
+
 from ladder.pool import Capability, load_pool
 from service.capabilities import Requirements, exclusions, needed_capabilities, prompt_tokens
 
@@ -22,10 +22,19 @@ AUDIO = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}
     ("body", "needed"),
     [
         ({"messages": [{"role": "user", "content": "hi"}]}, set()),
-        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, IMAGE]}]}, {Capability.IMAGE}),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, IMAGE]}]},
+            {Capability.IMAGE},
+        ),
         ({"messages": [{"role": "user", "content": [AUDIO]}]}, {Capability.AUDIO}),
-        ({"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}]}, {Capability.VIDEO}),
-        ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, {Capability.TOOLS}),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}]},
+            {Capability.VIDEO},
+        ),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
+            {Capability.TOOLS},
+        ),
         ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "c"}]}, {Capability.TOOLS}),
         ({"messages": [], "response_format": {"type": "json_schema", "json_schema": {}}}, {Capability.JSON}),
         ({"messages": [], "response_format": {"type": "text"}}, set()),
@@ -47,14 +56,17 @@ def test_exclusions_name_their_reason(test_pool: Any) -> None:
 
 def test_prompt_tokens_count_every_message_and_tool() -> None:
     small = prompt_tokens({"messages": [{"role": "user", "content": "a" * 400}]})
-    with_tools = prompt_tokens({"messages": [{"role": "user", "content": "a" * 400}], "tools": [{"x": "y" * 400}]})
+    with_tools = prompt_tokens(
+        {"messages": [{"role": "user", "content": "a" * 400}], "tools": [{"x": "y" * 400}]}
+    )
     assert small == 100 and with_tools > 190
 
 
 def test_images_go_only_to_vision_models(gateway: RunningGateway, upstream: FakeUpstream) -> None:
     content = [{"type": "text", "text": "What is in this picture?"}, IMAGE]
     completion = gateway.openai().chat.completions.create(
-        model="ladder-1", messages=[{"role": "user", "content": content}]  # type: ignore[list-item]
+        model="ladder-1",
+        messages=[{"role": "user", "content": content}],  # type: ignore[list-item]
     )
     assert completion.model == "vision-pro"
     assert completion.model_extra["ladder"]["excluded"] == {  # type: ignore[index]
@@ -65,7 +77,9 @@ def test_images_go_only_to_vision_models(gateway: RunningGateway, upstream: Fake
 
 def test_json_mode_skips_models_without_it(gateway: RunningGateway, upstream: FakeUpstream) -> None:
     completion = gateway.openai().chat.completions.create(
-        model="ladder-1", messages=[{"role": "user", "content": "JSON please"}], response_format={"type": "json_object"}
+        model="ladder-1",
+        messages=[{"role": "user", "content": "JSON please"}],
+        response_format={"type": "json_object"},
     )
     assert completion.model == "mid-cloud"
 
@@ -80,7 +94,8 @@ def test_long_prompts_skip_small_context_windows(gateway: RunningGateway, upstre
 
 def test_sensitive_requests_stay_on_prem(gateway: RunningGateway, upstream: FakeUpstream) -> None:
     raw = gateway.openai().chat.completions.with_raw_response.create(
-        model="ladder-0", messages=[{"role": "user", "content": "Our Q3 numbers"}],
+        model="ladder-0",
+        messages=[{"role": "user", "content": "Our Q3 numbers"}],
         extra_headers={"x-ladder-sensitive": "true"},
     )
     assert raw.parse().model == "small-local"
@@ -90,12 +105,18 @@ def test_sensitive_requests_stay_on_prem(gateway: RunningGateway, upstream: Fake
 def test_sensitive_rule_from_settings(start_gateway: Any, upstream: FakeUpstream) -> None:
     gateway = start_gateway(sensitive_patterns=[r"(?i)\bconfidential\b"])
     client = gateway.openai()
-    assert client.chat.completions.create(
-        model="ladder-0", messages=[{"role": "user", "content": "CONFIDENTIAL: the merger plan"}]
-    ).model == "small-local"
-    assert client.chat.completions.create(
-        model="ladder-0", messages=[{"role": "user", "content": "the weather"}]
-    ).model == "vision-pro"
+    assert (
+        client.chat.completions.create(
+            model="ladder-0", messages=[{"role": "user", "content": "CONFIDENTIAL: the merger plan"}]
+        ).model
+        == "small-local"
+    )
+    assert (
+        client.chat.completions.create(
+            model="ladder-0", messages=[{"role": "user", "content": "the weather"}]
+        ).model
+        == "vision-pro"
+    )
 
 
 def test_fallback_order_only_holds_qualifying_models(gateway: RunningGateway, upstream: FakeUpstream) -> None:
@@ -105,7 +126,8 @@ def test_fallback_order_only_holds_qualifying_models(gateway: RunningGateway, up
 
     with pytest.raises(openai.APIStatusError) as caught:
         gateway.openai().chat.completions.create(
-            model="ladder", messages=[{"role": "user", "content": content}]  # type: ignore[list-item]
+            model="ladder",
+            messages=[{"role": "user", "content": content}],  # type: ignore[list-item]
         )
     assert caught.value.status_code == 502
     assert {s.model for s in upstream.seen} == {"vision-pro"} and set(NAMES) > {"vision-pro"}

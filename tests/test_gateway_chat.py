@@ -44,7 +44,9 @@ def test_extensions_at_the_top_level_and_in_extra_body_are_not_forwarded(
 ) -> None:
     client = gateway.openai()
     first = client.chat.completions.create(
-        model="ladder", messages=MESSAGES, extra_body={"tolerance": 1.0, "models": ["mid-cloud", "vision-pro"]}
+        model="ladder",
+        messages=MESSAGES,
+        extra_body={"tolerance": 1.0, "models": ["mid-cloud", "vision-pro"]},
     )
     assert first.model == "mid-cloud"
     response = httpx.post(
@@ -83,7 +85,9 @@ def test_a_pool_model_name_pins_it(gateway: RunningGateway, upstream: FakeUpstre
     assert raw.headers["x-ladder-routed-model"] == "small-local"
 
 
-def test_streaming_relays_chunks_with_the_answering_model(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+def test_streaming_relays_chunks_with_the_answering_model(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
     client = gateway.openai()
     with client.chat.completions.with_streaming_response.create(
         model="ladder-1", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
@@ -98,7 +102,9 @@ def test_streaming_relays_chunks_with_the_answering_model(gateway: RunningGatewa
     assert chunks[-1].model_extra["ladder"]["cost_usd"] > 0  # type: ignore[index]
 
 
-def test_streaming_without_usage_does_not_surprise_the_client(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+def test_streaming_without_usage_does_not_surprise_the_client(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
     chunks = list(gateway.openai().chat.completions.create(model="ladder-1", messages=MESSAGES, stream=True))
     assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
     assert upstream.seen[-1].body["stream_options"] == {"include_usage": True}  # asked upstream for costs
@@ -116,12 +122,16 @@ def test_tools_plain_and_streaming(gateway: RunningGateway, upstream: FakeUpstre
         }
     ]
     client = gateway.openai()
-    completion = client.chat.completions.create(model="ladder-1", messages=MESSAGES, tools=tools, tool_choice="auto")
+    completion = client.chat.completions.create(
+        model="ladder-1", messages=MESSAGES, tools=tools, tool_choice="auto"
+    )
     assert completion.model == "mid-cloud"  # the cheapest tool-capable model
     call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Paris"}'
     assert upstream.seen[-1].body["tools"] == tools and upstream.seen[-1].body["tool_choice"] == "auto"
-    chunks = list(client.chat.completions.create(model="ladder-1", messages=MESSAGES, tools=tools, stream=True))
+    chunks = list(
+        client.chat.completions.create(model="ladder-1", messages=MESSAGES, tools=tools, stream=True)
+    )
     arguments = "".join(
         tc.function.arguments or ""
         for c in chunks
@@ -141,7 +151,9 @@ def test_upstream_key_comes_from_the_environment_and_never_leaks(
     assert all(UPSTREAM_KEY not in v for v in raw.headers.values())
 
 
-def test_route_endpoint_decides_without_calling_upstream(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+def test_route_endpoint_decides_without_calling_upstream(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
     response = httpx.post(
         f"{gateway.url}/v1/route",
         headers={"authorization": f"Bearer {API_KEY}"},

@@ -7,7 +7,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
@@ -42,8 +41,14 @@ def assert_envelope(response: httpx.Response, status: int, code: str | None = No
         (b'{"model": "ladder", "messages": "hi"}', "messages"),
         (b'{"model": 3, "messages": [{"role": "user", "content": "hi"}]}', "model"),
         (b'{"model": "ladder", "messages": [{"role": "wizard", "content": "hi"}]}', "messages.0.role"),
-        (b'{"model": "ladder", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', "temperature"),
-        (b'{"model": "ladder", "messages": [{"role": "user", "content": "hi"}], "tolerance": 2}', "tolerance"),
+        (
+            b'{"model": "ladder", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}',
+            "temperature",
+        ),
+        (
+            b'{"model": "ladder", "messages": [{"role": "user", "content": "hi"}], "tolerance": 2}',
+            "tolerance",
+        ),
         (b'{"model": "ladder", "messages": [{"role": "user", "content": "hi"}], "stream": "x"}', "stream"),
         (b'{"model": "ladder", "messages": [{"role": "user", "content": "   "}]}', None),
         (b'{"model": "ladder", "messages": [{"role": "system", "content": "be brief"}]}', None),
@@ -53,7 +58,9 @@ def assert_envelope(response: httpx.Response, status: int, code: str | None = No
 def test_malformed_requests_are_400(
     gateway: RunningGateway, upstream: FakeUpstream, content: bytes, param: str | None
 ) -> None:
-    response = post(gateway, "/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+    response = post(
+        gateway, "/v1/chat/completions", content=content, headers={"content-type": "application/json"}
+    )
     error = assert_envelope(response, 400)
     assert error["type"] == "invalid_request_error"
     if param is not None:
@@ -62,8 +69,11 @@ def test_malformed_requests_are_400(
 
 
 def test_unknown_model_is_404(gateway: RunningGateway) -> None:
-    assert_envelope(post(gateway, "/v1/chat/completions", json={"model": "gpt-9", "messages": USER}), 404,
-                    "model_not_found")
+    assert_envelope(
+        post(gateway, "/v1/chat/completions", json={"model": "gpt-9", "messages": USER}),
+        404,
+        "model_not_found",
+    )
     assert_envelope(post(gateway, "/v1/chat/completions", json={"model": "ladder-7", "messages": USER}), 404)
     body = {"model": "ladder", "messages": USER, "models": ["mid-cloud", "nope"]}
     assert_envelope(post(gateway, "/v1/chat/completions", json=body), 404, "model_not_found")
@@ -81,18 +91,25 @@ def test_oversized_body_is_413(start_gateway: Any) -> None:
         yield b"y" * 5000
         yield b'"}]}'
 
-    response = post(gateway, "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    response = post(
+        gateway, "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert_envelope(response, 413)
 
 
 def test_no_eligible_model_is_400(gateway: RunningGateway) -> None:
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
-    body = {"model": "small-local", "messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]}
+    body = {
+        "model": "small-local",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, image]}],
+    }
     error = assert_envelope(post(gateway, "/v1/chat/completions", json=body), 400, "no_eligible_model")
     assert "lacks image" in error["message"]
 
 
-def test_upstream_refusal_passes_through_without_fallback(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+def test_upstream_refusal_passes_through_without_fallback(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
     upstream.set("small-local", "reject")
     with pytest.raises(openai.BadRequestError) as caught:
         gateway.openai().chat.completions.create(model="ladder-1", messages=USER)

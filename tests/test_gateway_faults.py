@@ -1,4 +1,4 @@
-"""Upstream faults: fallback along the policy's order, circuit breaker, deadlines, broken streams, disconnects."""
+"""Upstream faults: fallback in policy order, circuit breaker, deadlines, broken streams, disconnects."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
@@ -27,8 +26,9 @@ def test_a_5xx_falls_back_and_says_so(gateway: RunningGateway, upstream: FakeUps
     assert raw.parse().model_extra["ladder"]["fallback"][0]["model"] == "vision-pro"  # type: ignore[index]
 
 
-def test_retries_with_backoff_before_falling_back(start_gateway: Callable[..., RunningGateway],
-                                                  upstream: FakeUpstream) -> None:
+def test_retries_with_backoff_before_falling_back(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream
+) -> None:
     gateway = start_gateway(retries=2, breaker_failures=10)
     upstream.set("vision-pro", "fail")
     assert gateway.openai().chat.completions.create(model="ladder-0", messages=USER).model == "mid-cloud"
@@ -43,15 +43,20 @@ def test_a_timeout_falls_back(start_gateway: Callable[..., RunningGateway], upst
     assert raw.headers["x-ladder-fallback"] == "vision-pro (timeout)"
 
 
-def test_a_connection_error_falls_back(start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_connection_error_falls_back(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gateway = start_gateway()
     spec = gateway.app.state.gateway.pool.model("vision-pro")
     dead = spec.upstream.model_copy(update={"base_url": "http://127.0.0.1:9/v1"})  # the discard port: refused
     pool = gateway.app.state.gateway.pool
-    patched = pool.model_copy(update={"models": tuple(
-        m.model_copy(update={"upstream": dead}) if m.name == "vision-pro" else m for m in pool.models
-    )})
+    patched = pool.model_copy(
+        update={
+            "models": tuple(
+                m.model_copy(update={"upstream": dead}) if m.name == "vision-pro" else m for m in pool.models
+            )
+        }
+    )
     monkeypatch.setattr(gateway.app.state.gateway, "pool", patched)
     raw = gateway.openai().chat.completions.with_raw_response.create(model="ladder-0", messages=USER)
     assert raw.parse().model == "mid-cloud"
@@ -97,7 +102,9 @@ def test_every_upstream_hanging_is_504_within_the_deadline(
     assert upstream.count("vision-pro") == 1 and upstream.count("small-local") == 0
 
 
-def test_a_stream_that_breaks_ends_with_an_error_event(gateway: RunningGateway, upstream: FakeUpstream) -> None:
+def test_a_stream_that_breaks_ends_with_an_error_event(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
     upstream.set("small-local", "midstream")
     chunks = []
     with pytest.raises(openai.APIError, match="mid-stream"):

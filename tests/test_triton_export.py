@@ -95,3 +95,26 @@ def test_committed_repository_matches_the_exporter() -> None:
     assert (committed / "encoder" / "config.pbtxt").read_text() == cfg.encoder_config(shape)
     assert (committed / "head" / "config.pbtxt").read_text() == cfg.head_config(shape)
     assert (committed / "router" / "config.pbtxt").read_text() == cfg.ensemble_config(shape, "router", False)
+
+
+def test_cli_export_writes_a_cpu_repository(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    out = tmp_path / "repo"
+    args = [
+        "export",
+        "--checkpoint",
+        str(th.checkpoint().directory),
+        "--flavour",
+        "cpu",
+        "--int8",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "parity" in result.output
+    assert (out / "encoder" / "1" / "model.py").is_file()
+    assert (out / "router" / "labels.txt").read_text().splitlines() == list(th.LABELS)

@@ -119,3 +119,38 @@ async def test_sync_call_inside_the_loop_is_refused() -> None:
             scorer.score_ids(ids, mask)
     finally:
         await scorer.close()
+
+
+@pytest.mark.asyncio
+async def test_default_router_decides_the_same_through_triton(tmp_path: Path) -> None:
+    """The shipped router with its scorer swapped for Triton (cpu export of the default): same decisions."""
+    from export.triton_repo import export_repository
+    from ladder.pool import load_pool
+    from ladder.router import Router, default_pool_path
+    from service.triton_scorer import with_triton
+
+    pool = load_pool(default_pool_path())
+    if not (pool.routing.checkpoint / "manifest.json").is_file():
+        pytest.skip(f"the shipped checkpoint is not built at {pool.routing.checkpoint}")
+    th.require_encoder()
+    repo = tmp_path / "model_repository"
+    int8 = pool.routing.encoder_variant == "int8"
+    export_repository(pool.routing.checkpoint, repo, flavour="cpu", int8=int8, log=lambda _: None)
+    server = th.server_or_skip(repo, log_path=tmp_path / "triton.log")
+    embedded = Router.from_pool(pool)
+    triton_router, scorer = with_triton(
+        embedded, TritonScorerSettings(url=server.grpc_url, on_unavailable="error")
+    )
+    try:
+        await scorer.start()
+        options = embedded.default_options()
+        for text in th.PROMPTS.values():
+            here = embedded.route(text, options).decision
+            there = (await asyncio.to_thread(triton_router.route, text, options)).decision
+            assert there.model == here.model
+            for a, b in zip(here.candidates, there.candidates, strict=True):
+                assert abs(a.p_correct - b.p_correct) <= TOLERANCE
+        assert scorer.counts["triton"] == len(th.PROMPTS) and scorer.counts["fallback"] == 0
+    finally:
+        await scorer.close()
+        server.stop()

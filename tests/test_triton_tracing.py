@@ -1,12 +1,14 @@
-"""Gateway-side and Triton spans share one trace id at a real OTLP/HTTP receiver (last of the Triton tests)."""
+"""Gateway-side and Triton spans share one trace id at a real OTLP/HTTP receiver (protobuf and JSON)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import triton_helpers as th
@@ -32,9 +34,12 @@ class OtlpReceiver:
                 )
 
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver.add(request)
+                if "json" in self.headers.get("Content-Type", ""):  # Triton's C++ exporter sends OTLP/JSON
+                    receiver.add_json(json.loads(body))
+                else:
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    receiver.add(request)
                 reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -57,6 +62,18 @@ class OtlpReceiver:
                     self.spans.append(
                         (attrs.get("service.name", ""), span.name, span.trace_id.hex(), span.span_id.hex(),
                          span.parent_span_id.hex())
+                    )  # fmt: skip
+
+    def add_json(self, request: dict[str, Any]) -> None:
+        """OTLP/JSON: the same structure in camelCase, ids as hex strings."""
+        for resource_spans in request.get("resourceSpans", []):
+            attributes = resource_spans.get("resource", {}).get("attributes", [])
+            attrs = {a["key"]: a["value"].get("stringValue", "") for a in attributes}
+            for scope in resource_spans.get("scopeSpans", []):
+                for span in scope.get("spans", []):
+                    self.spans.append(
+                        (attrs.get("service.name", ""), span["name"], span["traceId"].lower(),
+                         span["spanId"].lower(), span.get("parentSpanId", "").lower())
                     )  # fmt: skip
 
     def wait_for(self, trace_id: str, services: set[str], timeout: float) -> set[str]:
@@ -87,8 +104,10 @@ async def test_gateway_and_triton_spans_share_one_trace(receiver: OtlpReceiver, 
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     endpoint = f"127.0.0.1:{receiver.port}/v1/traces"
-    trace_config = ["rate=1", "level=TIMESTAMPS", f"opentelemetry,url={endpoint}",
-                    "opentelemetry,resource=service.name=triton", "opentelemetry,bsp_schedule_delay=100"]  # fmt: skip
+    trace_config = [
+        "rate=1", "level=TIMESTAMPS", f"opentelemetry,url={endpoint}",
+        "opentelemetry,resource=service.name=triton", "opentelemetry,bsp_schedule_delay=100",
+    ]  # fmt: skip
     server = th.server_or_skip(
         th.cpu_repository(), trace_config=trace_config, log_path=tmp_path / "triton.log"
     )

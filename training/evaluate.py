@@ -17,6 +17,7 @@ from ladder.pool import PoolConfig
 from training.costs import cost_matrix
 from training.dataset import RoutingData
 from training.embed import Progress, embed_texts
+from training.neighbours import knn_scores
 from training.metrics import (
     DEFAULT_TOLERANCES,
     OperatingPoint,
@@ -44,23 +45,6 @@ class EvaluationInputs:
     questions: int
     dropped_incomplete: int
     overlap_with_training: int | None
-
-
-def knn_scores(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int = KNN_NEIGHBOURS
-) -> np.ndarray:
-    """P(correct) as the mean known label of the k nearest training questions (cosine)."""
-    out = np.zeros((len(test_x), train_y.shape[1]), dtype=np.float32)
-    known = ~np.isnan(train_y)
-    filled = np.nan_to_num(train_y)
-    for start in range(0, len(test_x), 1024):
-        similarity = test_x[start : start + 1024] @ train_x.T
-        nearest = np.argpartition(-similarity, kth=min(k, len(train_x) - 1), axis=1)[:, :k]
-        hits = filled[nearest].sum(axis=1)
-        counts = known[nearest].sum(axis=1)
-        prior = np.nanmean(train_y, axis=0)
-        out[start : start + 1024] = np.where(counts > 0, hits / np.maximum(counts, 1), prior)
-    return out
 
 
 def _points(points: list[OperatingPoint]) -> list[dict[str, float]]:
@@ -115,7 +99,7 @@ def build_report(
     report: dict[str, Any] = {
         "questions": inputs.questions,
         "dropped_incomplete": inputs.dropped_incomplete,
-        "overlap_with_training": inputs.overlap_with_training,
+        "dropped_seen_in_training": inputs.overlap_with_training,
         "per_model": per_model,
         "oracle_accuracy": oracle_acc,
         "oracle_cost_per_1k": float(oracle_cost.mean() * 1000),
@@ -199,13 +183,19 @@ def evaluation_inputs(
     missing = [label for label in labels_used if label not in data.models]
     if missing:
         raise DataError(f"the evaluation data has no labels for {missing}")
-    y = data.labels[:, [data.models.index(label) for label in labels_used]]
-    complete = ~np.isnan(y).any(axis=1)
+    y_all = data.labels[:, [data.models.index(label) for label in labels_used]]
+    complete = ~np.isnan(y_all).any(axis=1)
+    overlap = None
+    if train_data is not None:
+        seen = set(train_data.questions)
+        in_training = np.array([q in seen for q in data.questions], dtype=bool)
+        overlap = int((in_training & complete).sum())
+        complete &= ~in_training
     if not complete.any():
         raise DataError("no question in the evaluation data has labels for every evaluated model")
     rows = np.nonzero(complete)[0]
     data = data.subset(rows)
-    y = y[complete]
+    y = y_all[complete]
     costs = cost_matrix(data, names, pool, labels_used)
     enc = checkpoint.manifest.encoder
     max_tokens = int(checkpoint.manifest.training.settings.get("max_tokens", 512))
@@ -213,12 +203,11 @@ def evaluation_inputs(
     head = OnnxHead(checkpoint.head_path)
     columns = [checkpoint.models.index(label) for label in labels_used]
     router_p = head.predict(x)[:, columns]
-    knn_p = overlap = None
+    knn_p = None
     if train_data is not None:
         train_y = train_data.labels[:, [train_data.models.index(label) for label in labels_used]]
         train_x = embed_texts(train_data.questions, enc.name, enc.variant, max_tokens, progress)
         knn_p = knn_scores(train_x, train_y, x)
-        overlap = len(set(train_data.questions) & set(data.questions))
     return EvaluationInputs(
         names=names,
         labels=y,
@@ -226,7 +215,7 @@ def evaluation_inputs(
         router_p=router_p,
         knn_p=knn_p,
         questions=len(rows),
-        dropped_incomplete=int((~complete).sum()),
+        dropped_incomplete=int(np.isnan(y_all).any(axis=1).sum()),
         overlap_with_training=overlap,
     )
 

@@ -14,14 +14,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.head_model import MLP, RouterHead
+from training.head_model import MLP, NeighbourVote, RouterHead
+from training.neighbours import knn_scores
 
 Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
 class HeadSettings:
-    pca_dims: int = 128
+    pca_dims: int = 64
+    vote_dims: int = 32
+    vote_neighbours: int = 40
+    vote_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     hidden: int = 256
     dropout: float = 0.2
     members: int = 5
@@ -41,6 +45,7 @@ class FittedHead:
     head: RouterHead
     oof_p: np.ndarray  # calibrated out-of-fold P(correct), [questions, models]
     folds: np.ndarray  # fold index per question
+    vote_weight: float
 
 
 def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +148,50 @@ def fit_head(
         members.append(member)
     if progress:
         progress("training ensemble members", settings.members, settings.members)
-    scale, bias = fit_platt(oof_logits, labels, mask)
-    oof_p = 1 / (1 + np.exp(-(oof_logits * scale + bias)))
-    head = RouterHead(mean, components, members, scale, bias)
-    return FittedHead(head=head, oof_p=oof_p.astype(np.float32), folds=folds)
+    mlp_p = 1 / (1 + np.exp(-oof_logits))
+    vote_mean, vote_basis, vote_bank = _vote_space(embeddings, settings.vote_dims)
+    vote_p = np.zeros_like(mlp_p)
+    for k in range(settings.members):
+        held = folds == k
+        vote_p[held] = knn_scores(vote_bank[~held], labels[~held], vote_bank[held], settings.vote_neighbours)
+    if progress:
+        progress("calibrating the MLP and neighbour blend", 0, len(settings.vote_weights))
+    weight, scale, bias, blend_logits = _best_blend(mlp_p, vote_p, labels, mask, settings.vote_weights)
+    oof_p = 1 / (1 + np.exp(-(blend_logits * scale + bias)))
+    vote = NeighbourVote(
+        vote_mean, vote_basis, vote_bank, labels, np.nanmean(labels, axis=0), settings.vote_neighbours
+    )
+    head = RouterHead(mean, components, members, scale, bias, vote=vote, vote_weight=weight)
+    return FittedHead(head=head, oof_p=oof_p.astype(np.float32), folds=folds, vote_weight=weight)
+
+
+def _vote_space(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, unwhitened PCA basis, and the L2-normalised training bank in that space."""
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    basis = vt[: min(dims, vt.shape[0])].T
+    bank = (x - mean) @ basis
+    bank /= np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-8)
+    return mean.astype(np.float32), basis.astype(np.float32), bank.astype(np.float32)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p) - np.log1p(-p)
+
+
+def _best_blend(
+    mlp_p: np.ndarray, vote_p: np.ndarray, labels: np.ndarray, mask: np.ndarray, weights: tuple[float, ...]
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """The blend weight (and its Platt calibration) with the lowest out-of-fold log loss."""
+    best: tuple[float, float, np.ndarray, np.ndarray, np.ndarray] | None = None
+    y = np.nan_to_num(labels)
+    for weight in weights:
+        logits = _logit(weight * vote_p + (1 - weight) * mlp_p)
+        scale, bias = fit_platt(logits, labels, mask)
+        p = np.clip(1 / (1 + np.exp(-(logits * scale + bias))), 1e-7, 1 - 1e-7)
+        loss = float(-(mask * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / mask.sum())
+        if best is None or loss < best[0] - 1e-6:
+            best = (loss, weight, scale, bias, logits)
+    assert best is not None
+    return best[1], best[2], best[3], best[4]

@@ -25,8 +25,37 @@ class MLP(nn.Module):
         return self.net(x)  # type: ignore[no-any-return]
 
 
+class NeighbourVote(nn.Module):
+    """P(correct) as the mean known label of the k training questions nearest in a small PCA space."""
+
+    def __init__(
+        self, mean: np.ndarray, basis: np.ndarray, bank: np.ndarray, labels: np.ndarray, prior: np.ndarray, k: int
+    ) -> None:
+        super().__init__()
+        known = ~np.isnan(labels)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("basis", torch.as_tensor(basis, dtype=torch.float32))
+        self.register_buffer("bank", torch.as_tensor(bank, dtype=torch.float32))
+        self.register_buffer("hits", torch.as_tensor(np.nan_to_num(labels), dtype=torch.float32))
+        self.register_buffer("known", torch.as_tensor(known, dtype=torch.float32))
+        self.register_buffer("prior", torch.as_tensor(prior, dtype=torch.float32))
+        self.k = min(k, len(bank))
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        query = (embedding - self.mean) @ self.basis
+        query = query / query.norm(dim=1, keepdim=True).clamp(min=1e-8)
+        _, nearest = torch.topk(query @ self.bank.T, self.k, dim=1)
+        hits = self.hits[nearest].sum(dim=1)
+        counts = self.known[nearest].sum(dim=1)
+        return torch.where(counts > 0, hits / counts.clamp(min=1.0), self.prior.expand_as(hits))
+
+
 class RouterHead(nn.Module):
-    """embedding -> (x - mean) @ components -> mean of member logits -> a*logit + b -> sigmoid."""
+    """embedding -> blend of the MLP ensemble's and the neighbours' P(correct) -> Platt calibration.
+
+    MLP: (x - mean) @ components -> mean of member logits -> sigmoid. The blend w * vote + (1 - w) * mlp is
+    calibrated per model as sigmoid(a * logit(blend) + b).
+    """
 
     def __init__(
         self,
@@ -35,6 +64,8 @@ class RouterHead(nn.Module):
         members: list[MLP],
         scale: np.ndarray,
         bias: np.ndarray,
+        vote: NeighbourVote | None = None,
+        vote_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
@@ -42,14 +73,24 @@ class RouterHead(nn.Module):
         self.members = nn.ModuleList(members)
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
         self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
+        self.vote = vote
+        self.vote_weight = vote_weight if vote is not None else 0.0
 
     def logits(self, embedding: torch.Tensor) -> torch.Tensor:
         reduced = (embedding - self.mean) @ self.components
         stacked = torch.stack([member(reduced) for member in self.members])
         return stacked.mean(dim=0)
 
+    def blended(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The uncalibrated blend, as a logit."""
+        p = torch.sigmoid(self.logits(embedding))
+        if self.vote is not None and self.vote_weight > 0:
+            p = self.vote_weight * self.vote(embedding) + (1 - self.vote_weight) * p
+        p = p.clamp(1e-4, 1 - 1e-4)
+        return torch.log(p) - torch.log1p(-p)
+
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(embedding) * self.scale + self.bias)
+        return torch.sigmoid(self.blended(embedding) * self.scale + self.bias)
 
 
 def export_head(head: RouterHead, path: Path) -> None:

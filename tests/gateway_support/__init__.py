@@ -1,1 +1,1 @@
-"""Real parts for the gateway tests: a tiny checkpoint, a fake OpenAI-compatible upstream, servers on loopback."""
+"""Real parts for the gateway tests: a tiny checkpoint, a fake OpenAI-style upstream, loopback servers."""

@@ -1,4 +1,4 @@
-"""A tiny router checkpoint for tests: a random head over the real encoder's embeddings, with chosen biases."""
+"""A tiny router checkpoint for tests: a random head over the real encoder's embeddings, chosen biases."""
 
 from __future__ import annotations
 

@@ -35,7 +35,9 @@ def upstream(upstream_server: tuple[FakeUpstream, ServerThread]) -> FakeUpstream
 
 
 @pytest.fixture(scope="session")
-def test_pool(tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[FakeUpstream, ServerThread]) -> Path:
+def test_pool(
+    tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[FakeUpstream, ServerThread]
+) -> Path:
     directory = tmp_path_factory.mktemp("gateway")
     checkpoint = directory / "checkpoint"
     make_checkpoint(checkpoint, NAMES, BIASES)
@@ -51,7 +53,7 @@ def router(test_pool: Path) -> Router:
 def start_gateway(
     test_pool: Path, router: Router, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., RunningGateway]]:
-    """Start gateways with settings overrides (stopped after the test); upstream key set in the environment."""
+    """Start gateways with settings overrides (stopped after the test); the upstream key is in the env."""
     monkeypatch.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
     running: list[ServerThread] = []
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-# name, locality, capabilities, context window, input $/1M, output $/1M, head bias (P(correct) ~ sigmoid(bias))
+# name, locality, capabilities, context window, $/1M in, $/1M out, head bias (P(correct) ~ sigmoid(bias))
 TEST_MODELS: tuple[tuple[str, str, list[str], int, float, float, float], ...] = (
     ("small-local", "on-prem", ["text"], 4096, 0.10, 0.20, 0.0),
     ("mid-cloud", "cloud", ["text", "tools", "json"], 32768, 0.50, 1.50, 1.0),
@@ -38,5 +38,7 @@ def pool_data(upstream_url: str, checkpoint: Path, key_env: str | None = None) -
 
 
 def write_pool(path: Path, upstream_url: str, checkpoint: Path, key_env: str | None = None) -> Path:
-    path.write_text(yaml.safe_dump(pool_data(upstream_url, checkpoint, key_env), sort_keys=False), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(pool_data(upstream_url, checkpoint, key_env), sort_keys=False), encoding="utf-8"
+    )
     return path

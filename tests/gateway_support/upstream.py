@@ -66,7 +66,11 @@ def _completion(model: str, body: dict[str, Any]) -> dict[str, Any]:
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": tool, "arguments": '{"city": "Paris"}'},
+                }
             ],
         }
         finish = "tool_calls"
@@ -114,7 +118,7 @@ async def _stream(model: str, body: dict[str, Any], mode: str) -> AsyncIterator[
 
 
 def fake_upstream_app(state: FakeUpstream) -> Starlette:
-    """The Starlette app: ``POST /{model}/v1/chat/completions`` behaves as ``state.behaviours[model]`` says."""
+    """The app: ``POST /{model}/v1/chat/completions`` behaves as ``state.behaviours[model]`` says."""
 
     async def chat(request: Request) -> Response:
         model = request.path_params["model"]
@@ -122,9 +126,16 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
         state.seen.append(Seen(model, body, dict(request.headers)))
         behaviour = state.behaviours.get(model, Behaviour())
         if behaviour.mode == "fail":
-            return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}}, status_code=500)
+            return JSONResponse(
+                {"error": {"message": "injected failure", "type": "server_error"}}, status_code=500
+            )
         if behaviour.mode == "reject":
-            error = {"message": "bad parameter", "type": "invalid_request_error", "param": "temperature", "code": None}
+            error = {
+                "message": "bad parameter",
+                "type": "invalid_request_error",
+                "param": "temperature",
+                "code": None,
+            }
             return JSONResponse({"error": error}, status_code=400)
         if behaviour.mode == "hang":
             generation = state.generation

@@ -1,0 +1,70 @@
+"""The audit log: one JSON line per decision, no prompt text unless enabled, and then redacted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.pool import NAMES
+from gateway_support.upstream import FakeUpstream
+
+from service.audit import AuditLog
+
+pytest_plugins = ["gateway_support.fixtures"]
+
+SECRET_PROMPT = "Email jane.doe@example.com about card 4111 1111 1111 1111, key sk-abcdefghijklmnop"
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_one_line_per_decision_without_prompt_text(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    gateway = start_gateway(audit_log=str(path))
+    upstream.set("vision-pro", "fail")
+    client = gateway.openai()
+    raw = client.chat.completions.with_raw_response.create(
+        model="ladder-0", messages=[{"role": "user", "content": SECRET_PROMPT}]
+    )
+    httpx.post(
+        f"{gateway.url}/v1/route",
+        headers={"authorization": f"Bearer {API_KEY}"},
+        json={"prompt": SECRET_PROMPT},
+    )
+    gateway.app.state.gateway.audit.close()
+    first, second = lines(path)
+    assert first["request_id"] == raw.headers["x-ladder-request-id"]
+    assert first["chosen_model"] == "vision-pro" and first["answered_model"] == "mid-cloud"
+    assert set(first["p_correct"]) == set(NAMES)  # type: ignore[arg-type]
+    assert first["cost_usd"] and first["baseline_cost_usd"] and first["latency_ms"]
+    assert first["fallback"][0]["model"] == "vision-pro"  # type: ignore[index]
+    assert "time" in first and "routing_ms" in first
+    assert second["endpoint"] == "route"
+    assert "jane" not in path.read_text(encoding="utf-8") and "prompt" not in first
+
+
+def test_prompts_are_redacted_when_enabled(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    gateway = start_gateway(audit_log=str(path), audit_prompts=True)
+    gateway.openai().chat.completions.create(
+        model="ladder", messages=[{"role": "user", "content": SECRET_PROMPT}]
+    )
+    gateway.app.state.gateway.audit.close()
+    (record,) = lines(path)
+    prompt = str(record["prompt"])
+    assert prompt.startswith("Email [REDACTED] about card [REDACTED], key [REDACTED]")
+    assert "example.com" not in prompt and "4111" not in prompt and "sk-abc" not in prompt
+
+
+def test_redaction_patterns_are_configurable() -> None:
+    log = AuditLog(None, include_prompts=True, redactions=[r"Project \w+"])
+    assert log.redact("about Project Falcon today") == "about [REDACTED] today"
+    assert not log.enabled

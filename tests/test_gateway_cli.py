@@ -1,0 +1,74 @@
+"""`ladder serve` and `ladder bench gateway` as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from ladder.pool import load_pool
+from service.bench import bench_gateway, free_port, stub_pool
+
+pytest_plugins = ["gateway_support.fixtures"]
+
+LADDER = str(Path(sys.executable).with_name("ladder"))
+
+
+def test_serve_starts_the_gateway_from_flags_and_environment(test_pool: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "LADDER_API_KEYS": "cli-test-key-0123456789", "LADDER_LOG_LEVEL": "warning"}
+    process = subprocess.Popen([LADDER, "serve", "--pool", str(test_pool), "--port", str(port)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "ladder serve exited"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "ladder serve did not become ready"
+            time.sleep(0.1)
+        models = httpx.get(
+            f"http://127.0.0.1:{port}/v1/models", headers={"authorization": "Bearer cli-test-key-0123456789"}
+        )
+        assert models.json()["data"][0]["id"] == "ladder"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_serve_refuses_to_start_without_keys(test_pool: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LADDER_")}
+    result = subprocess.run(
+        [LADDER, "serve", "--pool", str(test_pool)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "api_keys is empty" in result.stderr
+
+
+def test_bench_gateway_reports_the_promised_fields(test_pool: Path) -> None:
+    report = bench_gateway(
+        load_pool(test_pool),
+        clients=4,
+        requests=200,
+        single_requests=20,
+        decision_repeats=20,
+        encoder_batches=(4,),
+    )
+    assert set(report["single_client"]) >= {"added_p50_ms", "decision_p50_ms"}
+    concurrent = report["concurrent"]
+    assert concurrent["clients"] == 4 and concurrent["requests"] == 200 and concurrent["errors"] == 0
+    assert concurrent["throughput_rps"] > 0 and concurrent["encoder_batched_throughput_rps"] > 0
+    json.dumps(report)
+
+
+def test_the_bench_pool_points_every_model_at_the_stub(test_pool: Path) -> None:
+    data = stub_pool(load_pool(test_pool), "http://127.0.0.1:1")
+    assert {m["upstream"]["base_url"] for m in data["models"]} == {"http://127.0.0.1:1/v1"}
+    assert all("api_key_env" not in m["upstream"] for m in data["models"])
