@@ -48,7 +48,9 @@ def setup(
 @app.command()
 def route(
     prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
-    tolerance: Annotated[float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")] = None,
+    tolerance: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Pin one pool model.")] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated allowed subset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
@@ -78,7 +80,9 @@ def route(
     typer.echo(f"why:   {decision.reason}")
     if decision.threshold is not None:
         typer.echo(f"threshold: {decision.threshold:.3f} (tolerance {decision.tolerance:g})")
-    typer.echo(f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}")
+    typer.echo(
+        f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}"
+    )
     for c in sorted(decision.candidates, key=lambda c: c.expected_cost_usd):
         mark = "->" if c.name == decision.model else ("  " if c.eligible else " x")
         typer.echo(f" {mark} {c.name:32s} P={c.p_correct:.3f}  ${c.expected_cost_usd * 1000:.4f}/1K requests")
@@ -86,7 +90,9 @@ def route(
 
 @app.command("import")
 def import_data(
-    fmt: Annotated[str, typer.Argument(help="Source format, e.g. mmlu-pro, llmrouter, nvidia-v3, routerbench.")],
+    fmt: Annotated[
+        str, typer.Argument(help="Source format, e.g. mmlu-pro, llmrouter, nvidia-v3, routerbench.")
+    ],
     source: Annotated[Path, typer.Argument(help="Source file or folder.")],
     out: Annotated[Path, typer.Option(help="Canonical CSV to write.")],
     test_fraction: Annotated[
@@ -111,7 +117,9 @@ def train(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
     pool: Annotated[Path | None, typer.Option(help="Pool file: train for its models, price with it.")] = None,
     encoder: str = "multilingual-e5-small",
-    split: Annotated[str | None, typer.Option(help="Train on rows with this split (when the data has one).")] = "train",
+    split: Annotated[
+        str | None, typer.Option(help="Train on rows with this split (when the data has one).")
+    ] = "train",
     seed: int = 0,
     members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
     pca_dims: Annotated[int, typer.Option(min=2)] = 128,
@@ -120,13 +128,21 @@ def train(
     from ladder.pool import load_pool
     from training.dataset import read_canonical
     from training.fit import HeadSettings
-    from training.train import TrainingSpec, train as run_train
+    from training.train import TrainingSpec
+    from training.train import train as run_train
 
     dataset = read_canonical(data)
-    spec = TrainingSpec(encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims))
+    spec = TrainingSpec(
+        encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims)
+    )
     with stage_progress() as progress:
         checkpoint = run_train(
-            dataset, [str(p) for p in data], out, load_pool(pool) if pool else None, spec, progress  # type: ignore[arg-type]
+            dataset,
+            [str(p) for p in data],
+            out,
+            load_pool(pool) if pool else None,
+            spec,
+            progress,
         )
     rec = checkpoint.manifest.recommended
     stderr.print(f"[green]checkpoint written[/green] to {out} ({len(checkpoint.models)} models)")
@@ -146,7 +162,8 @@ def evaluate(
     pool: Annotated[Path | None, typer.Option(help="Pool file for models and prices.")] = None,
     split: Annotated[str | None, typer.Option(help="Evaluate rows with this split (when present).")] = "test",
     train_data: Annotated[
-        list[Path] | None, typer.Option(help="Training rows for the kNN baseline (default: the checkpoint's).")
+        list[Path] | None,
+        typer.Option(help="Training rows for the kNN baseline (default: the checkpoint's)."),
     ] = None,
     strong: Annotated[str | None, typer.Option(help="Strong model for PGR/APGR/CPT.")] = None,
     weak: Annotated[str | None, typer.Option(help="Weak model for PGR/APGR/CPT.")] = None,
@@ -167,10 +184,16 @@ def evaluate(
     if all(p.is_file() for p in train_files):
         train_rows = training_rows(read_canonical(train_files), train_split)
     else:
-        stderr.print("[yellow]training data not found: the kNN baseline is skipped (pass --train-data)[/yellow]")
+        stderr.print(
+            "[yellow]training data not found: the kNN baseline is skipped (pass --train-data)[/yellow]"
+        )
     with stage_progress() as progress:
         inputs = evaluation_inputs(
-            loaded, eval_rows, load_pool(pool) if pool else None, train_rows, progress  # type: ignore[arg-type]
+            loaded,
+            eval_rows,
+            load_pool(pool) if pool else None,
+            train_rows,
+            progress,
         )
     if inputs.overlap_with_training:
         stderr.print(

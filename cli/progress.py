@@ -45,5 +45,5 @@ def _lines() -> Iterator[Report]:
 @contextmanager
 def stage_progress() -> Iterator[Report]:
     """Yield a ``(stage, done, total)`` callback: live bars on a terminal, a line every 10 s otherwise."""
-    with (_bars() if stderr.is_terminal else _lines()) as report:
+    with _bars() if stderr.is_terminal else _lines() as report:
         yield report

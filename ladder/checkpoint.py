@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ladder.errors import CheckpointError
 
-FORMAT = "ladder-checkpoint"
+FORMAT: Literal["ladder-checkpoint"] = "ladder-checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
 HEAD_FILE = "head.onnx"
@@ -130,7 +130,8 @@ class Checkpoint:
         if missing:
             raise CheckpointError(
                 f"checkpoint {self.directory} was trained for {self.manifest.models}; {pool_name} also has "
-                f"{missing}, which it cannot score. Retrain with `ladder train` on data covering them, or set "
+                f"{missing}, which it cannot score. Retrain with `ladder train` on data covering them, or set"
+                " "
                 f"`label:` on those pool entries to the checkpoint model they should be scored as."
             )
 

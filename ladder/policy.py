@@ -93,7 +93,9 @@ def _exclusions(names: Sequence[str], options: DecisionOptions) -> dict[str, str
     asked = set(options.allowed or ()) | ({options.pinned} if options.pinned else set())
     unknown = sorted(asked - known)
     if unknown:
-        raise UnknownModelError(f"unknown model(s) {', '.join(map(repr, unknown))}; the pool has {sorted(known)}")
+        raise UnknownModelError(
+            f"unknown model(s) {', '.join(map(repr, unknown))}; the pool has {sorted(known)}"
+        )
     excluded = dict(options.excluded)
     for name in names:
         if options.allowed is not None and name not in options.allowed:
@@ -103,9 +105,7 @@ def _exclusions(names: Sequence[str], options: DecisionOptions) -> dict[str, str
     return excluded
 
 
-def decide(
-    p_correct: Mapping[str, float], costs: Mapping[str, float], options: DecisionOptions
-) -> Decision:
+def decide(p_correct: Mapping[str, float], costs: Mapping[str, float], options: DecisionOptions) -> Decision:
     """Pick a model. ``p_correct`` and ``costs`` (USD per request) are keyed by pool model name."""
     names = list(p_correct)
     excluded = _exclusions(names, options)
@@ -114,7 +114,11 @@ def decide(
         reasons = "; ".join(f"{n}: {excluded[n]}" for n in names)
         raise NoEligibleModelError(f"no model qualifies for this request ({reasons})")
 
-    policy = PolicyName.ARGMAX if options.tolerance == 0 and options.policy is PolicyName.CHEAPEST else options.policy
+    policy = (
+        PolicyName.ARGMAX
+        if options.tolerance == 0 and options.policy is PolicyName.CHEAPEST
+        else options.policy
+    )
     threshold: float | None = None
     if options.pinned is not None:
         chosen = options.pinned

@@ -49,10 +49,14 @@ class RoutedRequest:
 class Router:
     """Scores prompts with a checkpoint and decides with the pool's prices, read at decision time."""
 
-    def __init__(self, pool: PoolConfig, checkpoint: Checkpoint, tokenizer: Tokenizer, scorer: Scorer) -> None:
+    def __init__(
+        self, pool: PoolConfig, checkpoint: Checkpoint, tokenizer: Tokenizer, scorer: Scorer
+    ) -> None:
         checkpoint.require_models([m.checkpoint_label for m in pool.models])
         if tuple(scorer.labels) != checkpoint.models:
-            raise CheckpointError(f"scorer labels {scorer.labels} differ from checkpoint models {checkpoint.models}")
+            raise CheckpointError(
+                f"scorer labels {scorer.labels} differ from checkpoint models {checkpoint.models}"
+            )
         self.pool = pool
         self.checkpoint = checkpoint
         self.tokenizer = tokenizer
@@ -95,7 +99,9 @@ class Router:
 
     def default_options(self) -> DecisionOptions:
         routing = self.pool.routing
-        return DecisionOptions(policy=routing.policy, tolerance=routing.tolerance, cost_weight=routing.cost_weight)
+        return DecisionOptions(
+            policy=routing.policy, tolerance=routing.tolerance, cost_weight=routing.cost_weight
+        )
 
     def pool_scores(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """P(correct) for the pool's models, in pool order: [batch, pool models]."""

@@ -136,6 +136,17 @@ def decision_p50_ms(router: Router, repeats: int = 200) -> float:
     return _p50(samples)
 
 
+def mean_batch_size(metrics_url: str) -> float | None:
+    """Prompts per scorer call over the gateway's life, from its Prometheus histogram."""
+    values = {}
+    for line in httpx.get(metrics_url, timeout=5).text.splitlines():
+        for name in ("ladder_scoring_batch_size_sum", "ladder_scoring_batch_size_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    count = values.get("ladder_scoring_batch_size_count")
+    return round(values["ladder_scoring_batch_size_sum"] / count, 2) if count else None
+
+
 def bench_gateway(
     pool: PoolConfig,
     clients: int = 32,
@@ -155,6 +166,7 @@ def bench_gateway(
         direct = asyncio.run(sequential(HOST, stub_port, path, body, single_requests))
         through = asyncio.run(sequential(HOST, gateway_port, path, body, single_requests))
         load = asyncio.run(concurrent(HOST, gateway_port, path, body, clients, requests))
+        batch = mean_batch_size(f"http://{HOST}:{gateway_port}/metrics")
     return {
         "single_client": {
             "added_p50_ms": round(_p50(through) - _p50(direct), 3),
@@ -169,6 +181,7 @@ def bench_gateway(
             "throughput_rps": round(load.requests / load.seconds, 1),
             "encoder_batched_throughput_rps": encoder_rps,
             "seconds": round(load.seconds, 2),
+            "mean_scoring_batch": batch,
         },
         "prompt_tokens": int(router.tokenizer.encode([PROMPT]).lengths[0]),
     }

@@ -20,7 +20,9 @@ def shared_data() -> Path:
     return path
 
 
-def ladder(*args: str, input_bytes: bytes | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+def ladder(
+    *args: str, input_bytes: bytes | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run `ladder ARGS...` as a user would, capturing text output."""
     result = subprocess.run(
         [sys.executable, "-m", "cli", *args],

@@ -18,7 +18,11 @@ MODELS = ["cheap", "dear"]
 def make_checkpoint(directory: Path, dim: int = 8) -> Checkpoint:
     torch.manual_seed(0)
     head = RouterHead(
-        np.zeros(dim, np.float32), np.eye(dim, 4, dtype=np.float32), [MLP(4, 8, 2, 0.0)], np.ones(2), np.zeros(2)
+        np.zeros(dim, np.float32),
+        np.eye(dim, 4, dtype=np.float32),
+        [MLP(4, 8, 2, 0.0)],
+        np.ones(2),
+        np.zeros(2),
     )
     onnx_path = directory.parent / "head.onnx"
     export_head(head, onnx_path)
@@ -26,7 +30,9 @@ def make_checkpoint(directory: Path, dim: int = 8) -> Checkpoint:
         models=MODELS,
         encoder=EncoderIdentity(name="test-encoder", dim=dim),
         head_sha256="",
-        training=TrainingRecord(data_files=["x.csv"], data_digest="d", questions=10, seed=0, created_at="now"),
+        training=TrainingRecord(
+            data_files=["x.csv"], data_digest="d", questions=10, seed=0, created_at="now"
+        ),
     )
     return save_checkpoint(directory, manifest, onnx_path)
 
@@ -68,7 +74,9 @@ def test_pool_with_models_the_checkpoint_lacks(tmp_path: Path) -> None:
 def test_failed_save_keeps_the_old_checkpoint(tmp_path: Path) -> None:
     make_checkpoint(tmp_path / "ckpt")
     before = (tmp_path / "ckpt" / "manifest.json").read_text()
-    bad = Manifest.model_construct(**{**Checkpoint.load(tmp_path / "ckpt").manifest.__dict__, "models": object()})
+    bad = Manifest.model_construct(
+        **{**Checkpoint.load(tmp_path / "ckpt").manifest.__dict__, "models": object()}
+    )
     with pytest.raises(Exception):  # noqa: B017 - any serialisation failure
         save_checkpoint(tmp_path / "ckpt", bad, tmp_path / "head.onnx")
     assert (tmp_path / "ckpt" / "manifest.json").read_text() == before

@@ -69,17 +69,25 @@ def test_invalid_utf8_prompt() -> None:
 def test_pool_with_a_typo(tmp_path: Path) -> None:
     pool = (REPO / "pools" / "default.yaml").read_text().replace("  tolerance:", "  tolerence:")
     (tmp_path / "pool.yaml").write_text(pool)
-    assert_clean_error(ladder("route", "hi", "--pool", str(tmp_path / "pool.yaml")), "routing.tolerence: unknown key")
+    assert_clean_error(
+        ladder("route", "hi", "--pool", str(tmp_path / "pool.yaml")), "routing.tolerence: unknown key"
+    )
 
 
 def test_checkpoint_for_a_different_pool(tmp_path: Path) -> None:
     pool = (REPO / "pools" / "default.yaml").read_text()
-    pool = pool.replace("label: jamba-1.5-large", "label: gpt-4o").replace("../checkpoints/default", str(REPO / "checkpoints/default"))
+    pool = pool.replace("label: jamba-1.5-large", "label: gpt-4o").replace(
+        "../checkpoints/default", str(REPO / "checkpoints/default")
+    )
     (tmp_path / "pool.yaml").write_text(pool)
-    assert_clean_error(ladder("route", "hi", "--pool", str(tmp_path / "pool.yaml")), "['gpt-4o'], which it cannot score")
+    assert_clean_error(
+        ladder("route", "hi", "--pool", str(tmp_path / "pool.yaml")), "['gpt-4o'], which it cannot score"
+    )
 
 
 def test_data_file_missing_a_column(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("question_id,question,correct\nq1,What?,1\n")
-    assert_clean_error(ladder("train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "c")), "model")
+    assert_clean_error(
+        ladder("train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "c")), "model"
+    )
     assert not (tmp_path / "c").exists()

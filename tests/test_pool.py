@@ -1,4 +1,4 @@
-"""The pool file is strict: typos, wrong types, duplicates and missing prices are errors with file and line."""
+"""The pool file is strict: typos, wrong types, duplicates and missing prices name file and line."""
 
 from pathlib import Path
 
@@ -64,7 +64,10 @@ def test_missing_price_is_an_error(tmp_path: Path) -> None:
 
 def test_duplicate_model_name_points_at_the_second(tmp_path: Path) -> None:
     path = write(tmp_path, pool_text("a", "b", "a"))
-    with pytest.raises(ConfigError, match=r"pool.yaml:13: models.2.name: duplicate model name 'a' \(first defined on line 3\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"pool.yaml:13: models.2.name: duplicate model name 'a' \(first defined on line 3\)",
+    ):
         load_pool(path)
 
 
@@ -84,7 +87,7 @@ def test_budget_policy_needs_a_target(tmp_path: Path) -> None:
 def test_empty_broken_or_binary_files(tmp_path: Path, content: str) -> None:
     path = tmp_path / "pool.yaml"
     path.write_bytes(content.encode("latin-1"))
-    with pytest.raises(ConfigError, match="pool.yaml"):
+    with pytest.raises(ConfigError, match=r"pool\.yaml"):
         load_pool(path)
 
 

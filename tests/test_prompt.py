@@ -12,7 +12,10 @@ def test_system_and_latest_user_turns_in_order() -> None:
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "second"},
-        {"role": "user", "content": [{"type": "text", "text": "third"}, {"type": "image_url", "image_url": {}}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "third"}, {"type": "image_url", "image_url": {}}],
+        },
         {"role": "user", "content": "fourth"},
     ]
     assert routed_text(messages, user_turns=3) == "You are terse.\n\nsecond\n\nthird\n\nfourth"

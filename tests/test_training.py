@@ -14,7 +14,11 @@ from tests.support import ladder, shared_data
 from training.dataset import read_canonical, split_by_id, write_canonical
 from training.importers import import_data
 
-MODELS = {"flash": "gemini-1.5-flash-002", "llama-70b": "Meta-Llama-3_1-70B-Instruct", "pro": "gemini-1.5-pro-002"}
+MODELS = {
+    "flash": "gemini-1.5-flash-002",
+    "llama-70b": "Meta-Llama-3_1-70B-Instruct",
+    "pro": "gemini-1.5-pro-002",
+}
 POOL = """version: 1
 routing:
   checkpoint: ckpt
@@ -39,8 +43,18 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_canonical(data, root / "slice.csv")
     (root / "pool.yaml").write_text(POOL, encoding="utf-8")
     ladder(
-        "train", "--data", str(root / "slice.csv"), "--pool", str(root / "pool.yaml"), "--out", str(root / "ckpt"),
-        "--members", "3", "--pca-dims", "32", check=True,
+        "train",
+        "--data",
+        str(root / "slice.csv"),
+        "--pool",
+        str(root / "pool.yaml"),
+        "--out",
+        str(root / "ckpt"),
+        "--members",
+        "3",
+        "--pca-dims",
+        "32",
+        check=True,
     )
     return root
 
@@ -59,9 +73,22 @@ def test_checkpoint_records_what_it_was_trained_on(workdir: Path) -> None:
 
 def test_evaluate_reports_every_baseline_on_held_out_rows(workdir: Path) -> None:
     result = ladder(
-        "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
-        "--pool", str(workdir / "pool.yaml"), "--json", str(workdir / "report.json"),
-        "--plot", str(workdir / "curve.png"), "--strong", "pro", "--weak", "flash", check=True,
+        "evaluate",
+        "--checkpoint",
+        str(workdir / "ckpt"),
+        "--data",
+        str(workdir / "slice.csv"),
+        "--pool",
+        str(workdir / "pool.yaml"),
+        "--json",
+        str(workdir / "report.json"),
+        "--plot",
+        str(workdir / "curve.png"),
+        "--strong",
+        "pro",
+        "--weak",
+        "flash",
+        check=True,
     )
     report = json.loads((workdir / "report.json").read_text())
     test_rows = read_canonical([workdir / "slice.csv"]).split("test")
@@ -78,7 +105,9 @@ def test_evaluate_reports_every_baseline_on_held_out_rows(workdir: Path) -> None
     assert report["router"][0]["tolerance"] == 0.0
     costs = [p["cost_per_1k"] for p in report["router"]]
     assert costs[0] >= costs[-1]  # climbing down the ladder never costs more
-    assert report["recommended"]["tolerance"] == Checkpoint.load(workdir / "ckpt").manifest.recommended.tolerance
+    assert (
+        report["recommended"]["tolerance"] == Checkpoint.load(workdir / "ckpt").manifest.recommended.tolerance
+    )
     assert {"apgr", "cpt50", "cpt80"} <= set(report["strong_weak"]["router"])
     assert "router at tolerance 0" in result.stdout
     assert (workdir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -86,8 +115,18 @@ def test_evaluate_reports_every_baseline_on_held_out_rows(workdir: Path) -> None
 
 def test_training_is_deterministic_under_a_seed(workdir: Path) -> None:
     ladder(
-        "train", "--data", str(workdir / "slice.csv"), "--pool", str(workdir / "pool.yaml"),
-        "--out", str(workdir / "again"), "--members", "3", "--pca-dims", "32", check=True,
+        "train",
+        "--data",
+        str(workdir / "slice.csv"),
+        "--pool",
+        str(workdir / "pool.yaml"),
+        "--out",
+        str(workdir / "again"),
+        "--members",
+        "3",
+        "--pca-dims",
+        "32",
+        check=True,
     )
     x = np.random.default_rng(0).normal(size=(16, 384)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -105,8 +144,18 @@ def test_unknown_labels_are_masked_not_wrong(workdir: Path) -> None:
 
     write_canonical(replace(data, labels=labels), workdir / "holes.csv")
     ladder(
-        "train", "--data", str(workdir / "holes.csv"), "--pool", str(workdir / "pool.yaml"),
-        "--out", str(workdir / "holes"), "--members", "3", "--pca-dims", "32", check=True,
+        "train",
+        "--data",
+        str(workdir / "holes.csv"),
+        "--pool",
+        str(workdir / "pool.yaml"),
+        "--out",
+        str(workdir / "holes"),
+        "--members",
+        "3",
+        "--pca-dims",
+        "32",
+        check=True,
     )
     metrics = Checkpoint.load(workdir / "holes").manifest.cv_metrics[MODELS["pro"]]
     train = data.split("train")

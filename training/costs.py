@@ -38,7 +38,8 @@ def cost_matrix(
             spec = pool.model(name)
             out = spec.expected_output_tokens or learned.get(label) or pool.routing.default_output_tokens
             costs[:, j] = [
-                expected_cost_usd(int(t), out, spec.price.input_per_1m, spec.price.output_per_1m) for t in tokens
+                expected_cost_usd(int(t), out, spec.price.input_per_1m, spec.price.output_per_1m)
+                for t in tokens
             ]
         return costs
     for j, label in enumerate(labels):

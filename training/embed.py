@@ -33,7 +33,7 @@ def embed_texts(
     """Embeddings [len(texts), dim]; a rebuildable cache lives under the Ladder home."""
     cache = ladder_home() / "cache" / "embeddings" / f"{_digest(texts, encoder, variant, max_tokens)}.npy"
     if use_cache and cache.is_file():
-        return np.load(cache, allow_pickle=False)
+        return np.asarray(np.load(cache, allow_pickle=False), dtype=np.float32)
     directory = encoder_dir(encoder)
     model = OnnxEncoder(directory, variant=variant)  # type: ignore[arg-type]
     model.tokenizer = Tokenizer(directory, max_tokens, info=model.info)

@@ -17,7 +17,6 @@ from ladder.pool import PoolConfig
 from training.costs import cost_matrix
 from training.dataset import RoutingData
 from training.embed import Progress, embed_texts
-from training.neighbours import knn_scores
 from training.metrics import (
     DEFAULT_TOLERANCES,
     OperatingPoint,
@@ -29,6 +28,7 @@ from training.metrics import (
     shuffled_sweep,
     sweep,
 )
+from training.neighbours import knn_scores
 
 KNN_NEIGHBOURS = 40
 
@@ -83,8 +83,9 @@ def build_report(
             "ece": expected_calibration_error(p[:, j], y[:, j]),
             "cost_per_1k": float(c[:, j].mean() * 1000),
         }
-    best = max(names, key=lambda n: (per_model[n]["accuracy"], -per_model[n]["cost_per_1k"]))
-    best_acc, best_cost = per_model[best]["accuracy"], per_model[best]["cost_per_1k"]
+    accuracy, cost = y.mean(axis=0), c.mean(axis=0) * 1000
+    best_index = max(range(len(names)), key=lambda j: (accuracy[j], -cost[j]))
+    best, best_acc, best_cost = names[best_index], float(accuracy[best_index]), float(cost[best_index])
     oracle_acc = float(y.max(axis=1).mean())
     right = np.where(y >= 0.5, c, np.inf)
     oracle_cost = np.where(np.isfinite(right.min(axis=1)), right.min(axis=1), c.min(axis=1))
@@ -147,7 +148,8 @@ def verdict(report: dict[str, Any]) -> list[str]:
         lines.append(f"the router never matches the best single model's accuracy (its best is {top:.3f})")
     else:
         lines.append(
-            f"the router matches the best single model at {report['cost_to_match_best_single']:.0%} of its cost"
+            "the router matches the best single model at "
+            f"{report['cost_to_match_best_single']:.0%} of its cost"
         )
     for name, points in report["baselines"].items():
         beaten = sum(
@@ -225,7 +227,9 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     import os
 
     partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
+    partial.write_text(
+        json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"
+    )
     os.replace(partial, path)
 
 

@@ -177,7 +177,7 @@ def _vote_space(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p) - np.log1p(-p)
+    return np.asarray(np.log(p) - np.log1p(-p))
 
 
 def _best_blend(

@@ -28,8 +28,21 @@ class MLP(nn.Module):
 class NeighbourVote(nn.Module):
     """P(correct) as the mean known label of the k training questions nearest in a small PCA space."""
 
+    mean: torch.Tensor
+    basis: torch.Tensor
+    bank: torch.Tensor
+    hits: torch.Tensor
+    known: torch.Tensor
+    prior: torch.Tensor
+
     def __init__(
-        self, mean: np.ndarray, basis: np.ndarray, bank: np.ndarray, labels: np.ndarray, prior: np.ndarray, k: int
+        self,
+        mean: np.ndarray,
+        basis: np.ndarray,
+        bank: np.ndarray,
+        labels: np.ndarray,
+        prior: np.ndarray,
+        k: int,
     ) -> None:
         super().__init__()
         known = ~np.isnan(labels)
@@ -56,6 +69,11 @@ class RouterHead(nn.Module):
     MLP: (x - mean) @ components -> mean of member logits -> sigmoid. The blend w * vote + (1 - w) * mlp is
     calibrated per model as sigmoid(a * logit(blend) + b).
     """
+
+    mean: torch.Tensor
+    components: torch.Tensor
+    scale: torch.Tensor
+    bias: torch.Tensor
 
     def __init__(
         self,
@@ -96,7 +114,7 @@ class RouterHead(nn.Module):
 def export_head(head: RouterHead, path: Path) -> None:
     """Export to ONNX with the named tensors ``embedding`` -> ``p_correct`` and a dynamic batch axis."""
     head.eval()
-    dim = int(head.mean.shape[0])  # type: ignore[index]
+    dim = int(head.mean.shape[0])
     example = torch.zeros(2, dim)
     torch.onnx.export(
         head,

@@ -1,4 +1,4 @@
-"""Routing metrics: calibration, ranking, accuracy-cost sweeps, RouterArena's score and RouteLLM's PGR family."""
+"""Routing metrics: calibration, ranking, accuracy-cost sweeps, RouterArena's score, RouteLLM's PGR."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ ARENA_COST_MAX = 200.0
 DEFAULT_TOLERANCES = tuple(
     float(t)
     for t in np.unique(
-        np.round(np.concatenate([np.linspace(0, 0.1, 21), np.linspace(0.1, 0.5, 17), [0.6, 0.7, 0.8, 1.0]]), 4)
+        np.round(
+            np.concatenate([np.linspace(0, 0.1, 21), np.linspace(0.1, 0.5, 17), [0.6, 0.7, 0.8, 1.0]]), 4
+        )
     )
 )
 
@@ -119,7 +121,7 @@ def strong_weak_curve(
     accuracies = []
     for share in shares:
         to_strong = np.zeros(len(score), dtype=bool)
-        to_strong[order[: int(round(share * len(score)))]] = True
+        to_strong[order[: round(share * len(score))]] = True
         accuracies.append(float(np.where(to_strong, strong, weak).mean()))
     return shares, np.asarray(accuracies)
 
@@ -130,7 +132,13 @@ def pgr_summary(score: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> dict
     weak_acc, strong_acc = float(weak.mean()), float(strong.mean())
     gap = strong_acc - weak_acc
     if gap <= 0:
-        return {"strong_accuracy": strong_acc, "weak_accuracy": weak_acc, "apgr": None, "cpt50": None, "cpt80": None}
+        return {
+            "strong_accuracy": strong_acc,
+            "weak_accuracy": weak_acc,
+            "apgr": None,
+            "cpt50": None,
+            "cpt80": None,
+        }
     pgr = (accuracies - weak_acc) / gap
     apgr = float(np.trapezoid(pgr, shares))
 

@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot_report(report: dict[str, Any], path: Path, title: str = "") -> None:
@@ -17,7 +17,12 @@ def plot_report(report: dict[str, Any], path: Path, title: str = "") -> None:
     figure, axes = plt.subplots(figsize=(9, 6), dpi=110)
     router = report["router"]
     axes.plot(
-        [p["cost_per_1k"] for p in router], [p["accuracy"] for p in router], "-o", ms=3, lw=2, label="Ladder router"
+        [p["cost_per_1k"] for p in router],
+        [p["accuracy"] for p in router],
+        "-o",
+        ms=3,
+        lw=2,
+        label="Ladder router",
     )
     styles = {"knn": ("--", "tab:orange"), "random": (":", "tab:gray")}
     for name, points in report["baselines"].items():
@@ -28,18 +33,31 @@ def plot_report(report: dict[str, Any], path: Path, title: str = "") -> None:
             style,
             color=colour,
             lw=1.5,
-            label=f"baseline: {name}" + (" (router's model mix, random questions)" if name == "random" else ""),
+            label=f"baseline: {name}"
+            + (" (router's model mix, random questions)" if name == "random" else ""),
         )
     for name, stats in report["per_model"].items():
         axes.scatter(stats["cost_per_1k"], stats["accuracy"], color="black", s=18, zorder=3)
-        axes.annotate(name, (stats["cost_per_1k"], stats["accuracy"]), fontsize=7, xytext=(4, 2),
-                      textcoords="offset points")
+        axes.annotate(
+            name,
+            (stats["cost_per_1k"], stats["accuracy"]),
+            fontsize=7,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
     axes.axhline(report["oracle_accuracy"], color="tab:green", lw=1, ls="-.", label="oracle")
     axes.axhline(report["best_single_accuracy"], color="tab:red", lw=1, ls=":", label="best single model")
     if "recommended" in report:
         rec = report["recommended"]
-        axes.scatter(rec["cost_per_1k"], rec["accuracy"], marker="*", s=180, color="tab:blue", zorder=4,
-                     label=f"recommended (tolerance {rec['tolerance']:g}, chosen on training data)")
+        axes.scatter(
+            rec["cost_per_1k"],
+            rec["accuracy"],
+            marker="*",
+            s=180,
+            color="tab:blue",
+            zorder=4,
+            label=f"recommended (tolerance {rec['tolerance']:g}, chosen on training data)",
+        )
     axes.set_xscale("log")
     axes.set_xlabel("cost per 1,000 requests (USD, log scale)")
     axes.set_ylabel("accuracy")

@@ -5,14 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from ladder.checkpoint import Checkpoint, EncoderIdentity, Manifest, Recommendation, TrainingRecord, save_checkpoint
+from ladder.checkpoint import (
+    Checkpoint,
+    EncoderIdentity,
+    Manifest,
+    Recommendation,
+    TrainingRecord,
+    save_checkpoint,
+)
 from ladder.encoder import EncoderInfo
 from ladder.errors import CheckpointError, DataError
 from ladder.home import encoder_dir
@@ -33,7 +40,7 @@ class TrainingSpec:
     variant: str = "int8"
     max_tokens: int = 512
     split: str | None = "train"
-    head: HeadSettings = HeadSettings()
+    head: HeadSettings = field(default_factory=HeadSettings)
 
 
 def select_models(data: RoutingData, pool: PoolConfig | None) -> tuple[list[str], list[str]]:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Train and evaluate Ladder on the public routing benchmarks in ../shared/data, the same protocol as the
+# shipped default: train on the training split only, report on the held-out split beside every baseline.
+# Writes reports/<benchmark>/{report.json,curve.png} (checkpoints stay git-ignored under reports/*/checkpoint).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${LADDER_SHARED_DATA:-../shared/data}
+ladder=.venv/bin/ladder
+mkdir -p runs
+
+run() {  # name, canonical file, pool (or ""), strong, weak
+  local name=$1 file=$2 pool=$3 strong=$4 weak=$5 out=reports/$1
+  mkdir -p "$out"
+  local pool_args=()
+  [ -n "$pool" ] && pool_args=(--pool "$pool")
+  $ladder train --data "$file" "${pool_args[@]}" --out "$out/checkpoint"
+  $ladder evaluate --checkpoint "$out/checkpoint" --data "$file" "${pool_args[@]}" \
+    --json "$out/report.json" --plot "$out/curve.png" --strong "$strong" --weak "$weak"
+}
+
+# LLMRouter: its own train/test split and prices (costs from the data).
+$ladder import llmrouter "$data/llmrouter" --out runs/llmrouter.csv.gz
+run llmrouter runs/llmrouter.csv.gz "" llama-3.3-nemotron-super-49b-v1 llama-3.1-8b-instruct
+
+# RouteLLM's GPT-4 / Mixtral evaluations: 80/20 split by question id, contaminated prompts dropped.
+for bench in mmlu gsm8k; do
+  $ladder import "routellm-$bench" "$data/routellm" --out "runs/routellm-$bench.csv.gz" --test-fraction 0.2
+  sed "s#reports/routellm-mmlu#reports/routellm-$bench#" pools/routellm.yaml > "runs/routellm-$bench.yaml"
+  run "routellm-$bench" "runs/routellm-$bench.csv.gz" "runs/routellm-$bench.yaml" gpt-4-1106-preview mixtral-8x7b
+done
