@@ -205,7 +205,7 @@ def evaluate(
     if json_path:
         write_json(report, json_path)
     if plot:
-        plot_report(report, plot, title=f"{checkpoint.name} on {data.name}")
+        plot_report(report, plot, title=f"Held-out accuracy vs cost: {data.name}, {report['questions']} questions")
     for line in report["verdict"]:
         typer.echo(line)
     if not json_path:

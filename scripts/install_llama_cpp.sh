@@ -21,8 +21,8 @@ pip=(--quiet --disable-pip-version-check)
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import llama_cpp.server, uvicorn, openai" 2>/dev/null; then
-  echo "==> compiling llama-cpp-python into $VENV (about 9 minutes on 2 cores)" >&2
+if ! "$VENV/bin/python" -c "import llama_cpp.server, uvicorn, sse_starlette" 2>/dev/null; then
+  echo "==> installing llama-cpp-python into $VENV (compiles llama.cpp, about 9 minutes on 2 cores, unless pip has cached the wheel)" >&2
   CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" "$VENV/bin/pip" install "${pip[@]}" "$LLAMA_CPP_PYTHON"
 fi
 

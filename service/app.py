@@ -22,7 +22,7 @@ from service.gateway import Gateway
 from service.metrics import GatewayMetrics
 from service.middleware import TracingMiddleware
 from service.routes import chat, health, messages, route
-from service.settings import Settings, load_settings
+from service.settings import Settings, available_cpus, load_settings
 from service.tracing import make_tracer, provider_from_env
 from service.upstream import UpstreamClient
 
@@ -58,6 +58,7 @@ def create_app(
         max_batch=settings.batch_max_size,
         max_wait_s=settings.batch_wait_ms / 1000,
         on_batch=metrics.batch_size.observe,
+        workers=settings.scorer_workers or available_cpus(),
     )
     audit = AuditLog(settings.audit_log, settings.audit_prompts, settings.audit_redactions)
     gateway = Gateway(

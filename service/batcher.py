@@ -13,6 +13,7 @@ import numpy as np
 from ladder.router import Router
 from service.errors import ScorerUnavailableError
 
+DRAIN_ROUNDS = 3  # loop turns a busy batcher gives waiting requests before it closes a batch
 LENGTH_RATIO = 2.0  # rows of a batch are padded together only while the longest is within 2x the shortest
 
 
@@ -46,7 +47,11 @@ def score_texts(router: Router, texts: Sequence[str]) -> list[Scored]:
 
 
 class ScoreBatcher:
-    """Collects requests while the scorer is busy (or up to ``max_wait_s``), then scores them in one call."""
+    """Collects requests while every scoring worker is busy, then scores them in one call per worker.
+
+    Under load (the previous batch held several prompts) it also gives requests already on the sockets a few
+    loop turns, and waits up to ``max_wait_s`` for more, to fill the batch; a lone request is never delayed.
+    """
 
     def __init__(
         self,
@@ -54,14 +59,19 @@ class ScoreBatcher:
         max_batch: int = 32,
         max_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self._score = score
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.workers = workers
         self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[Scored]]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ladder-scorer")
+        self._last_size = 0
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ladder-scorer")
+        self._slots = asyncio.Semaphore(workers)
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def running(self) -> bool:
@@ -76,6 +86,9 @@ class ScoreBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._inflight):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def score(self, text: str) -> Scored:
@@ -91,10 +104,16 @@ class ScoreBatcher:
     ) -> list[tuple[str, asyncio.Future[Scored]]]:
         batch = [await queue.get()]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
+        busy = self._last_size > 1  # a lone request (light load) is scored at once, never held back
+        deadline = loop.time() + (self.max_wait_s if busy else 0.0)
+        drain = DRAIN_ROUNDS if busy else 0
         while len(batch) < self.max_batch:
             if not queue.empty():
                 batch.append(queue.get_nowait())
+                continue
+            if drain > 0:  # busy: let the loop turn requests already on the sockets into queue entries
+                drain -= 1
+                await asyncio.sleep(0)
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -103,17 +122,30 @@ class ScoreBatcher:
                 batch.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 break
+        self._last_size = len(batch)
         return [(text, future) for text, future in batch if not future.done()]
 
     async def _run(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect(self._queue)
+            await self._slots.acquire()  # a batch is only closed when a worker can take it at once
+            try:
+                batch = await self._collect(self._queue)
+            except BaseException:
+                self._slots.release()
+                raise
             if not batch:
+                self._slots.release()
                 continue
             if self._on_batch is not None:
                 self._on_batch(len(batch))
+            task = asyncio.create_task(self._score_batch(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _score_batch(self, batch: list[tuple[str, asyncio.Future[Scored]]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
             try:
                 results = await loop.run_in_executor(self._executor, self._score, [text for text, _ in batch])
             except Exception as exc:  # the scorer's own errors (ORT, tokenizer) become one 503
@@ -122,7 +154,9 @@ class ScoreBatcher:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
-                continue
+                return
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+        finally:
+            self._slots.release()

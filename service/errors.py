@@ -167,7 +167,11 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every exception through ``error_response``."""
 
     async def handle(request: Request, exc: Exception) -> Response:
-        return error_response(request, exc)
+        response = error_response(request, exc)
+        gateway = getattr(request.app.state, "gateway", None)
+        if gateway is not None:
+            gateway.metrics.errors.labels(str(response.status_code), str(error_kind(exc).code)).inc()
+        return response
 
     for cls in (RequestValidationError, StarletteHTTPException, LadderError, Exception):
         app.add_exception_handler(cls, handle)

@@ -89,6 +89,7 @@ class Gateway:
         self.settings = settings
         self.router = router
         self.pool: PoolConfig = router.pool
+        self.names = frozenset(self.pool.names)
         self.batcher = batcher
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -105,7 +106,7 @@ class Gateway:
         """The request's ``model``: a policy name (``ladder``, ``ladder-0.1``) routes, a pool name pins."""
         options = self.router.default_options()
         name = self.settings.policy_name
-        if model in self.pool.names:
+        if model in self.names:
             options = replace(options, pinned=model)
         elif model != name:
             suffix = model[len(name) + 1 :] if model.startswith(name + "-") else None

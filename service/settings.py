@@ -48,9 +48,16 @@ class Settings(BaseSettings):
     auth_disabled: bool = Field(default=False, description="Serve without client keys (explicit opt-out)")
     policy_name: str = Field(default="ladder", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
-    scorer_threads: int | None = Field(default=None, ge=1)
+    scorer_threads: int | None = Field(
+        default=1, ge=1, description="ONNX Runtime threads per scorer call (None: ORT's default)"
+    )
+    scorer_workers: int | None = Field(
+        default=None, ge=1, le=256, description="Batches scored at once (None: one per available CPU)"
+    )
     batch_max_size: int = Field(default=32, ge=1, le=1024)
-    batch_wait_ms: float = Field(default=0.0, ge=0, le=50, description="Extra wait to fill a batch")
+    batch_wait_ms: float = Field(
+        default=0.0, ge=0, le=50, description="Under load, wait this long to fill a batch"
+    )
     attempt_timeout_s: float = Field(
         default=60.0, gt=0, description="One upstream attempt (per chunk when streaming)"
     )
@@ -119,6 +126,14 @@ class Settings(BaseSettings):
                     f"refusing a placeholder or short API key (at least {MIN_KEY_LENGTH} characters)"
                 )
         return self
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _read_file(path: Path) -> tuple[dict[str, Any], dict[Any, int]]:

@@ -125,6 +125,13 @@ def test_errors_reach_the_client_typed(gateway: RunningGateway) -> None:
         )
 
 
+def test_count_tokens(gateway: RunningGateway) -> None:
+    count = client(gateway).messages.count_tokens(
+        model="ladder", messages=[{"role": "user", "content": "x" * 400}], system="be brief"
+    )
+    assert count.input_tokens == 102
+
+
 def test_images_translate_to_image_parts() -> None:
     params = MessageCreateParams.model_validate(
         {

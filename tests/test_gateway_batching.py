@@ -54,6 +54,37 @@ def test_requests_arriving_while_the_scorer_is_busy_share_one_call() -> None:
     assert [len(call) for call in scorer.calls] == [1, 32, 8]
 
 
+def test_several_workers_score_batches_at_once() -> None:
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def blocking(texts: Sequence[str]) -> list[Scored]:
+        calls.append(len(texts))
+        gate.wait(timeout=10)
+        return [Scored(np.array([float(len(t))]), len(t), False) for t in texts]
+
+    async def run() -> list[Scored]:
+        batcher = ScoreBatcher(blocking, max_batch=32, workers=2)
+        await batcher.start()
+        try:
+            first = [asyncio.create_task(batcher.score("a"))]
+            while len(calls) < 1:
+                await asyncio.sleep(0.001)
+            first.append(asyncio.create_task(batcher.score("bb")))
+            while len(calls) < 2:  # the second batch started while the first is still being scored
+                await asyncio.sleep(0.001)
+            rest = [asyncio.create_task(batcher.score("x" * n)) for n in range(1, 41)]
+            await asyncio.sleep(0)
+            gate.set()
+            return list(await asyncio.gather(*first, *rest))
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(run())
+    assert [r.p_correct[0] for r in results] == [1.0, 2.0, *map(float, range(1, 41))]
+    assert calls[:2] == [1, 1] and sum(calls) == 42 and max(calls) <= 32
+
+
 def test_scorer_failures_become_503_for_the_whole_batch() -> None:
     def broken(texts: Sequence[str]) -> list[Scored]:
         raise RuntimeError("onnxruntime exploded")

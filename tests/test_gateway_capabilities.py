@@ -10,7 +10,8 @@ from gateway_support.pool import NAMES
 from gateway_support.upstream import FakeUpstream
 
 from ladder.pool import Capability, load_pool
-from service.capabilities import Requirements, exclusions, needed_capabilities, prompt_tokens
+from ladder.router import estimate_tokens as core_estimate
+from service.capabilities import Requirements, estimate_tokens, exclusions, needed_capabilities, prompt_tokens
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -52,6 +53,11 @@ def test_exclusions_name_their_reason(test_pool: Any) -> None:
     assert set(exclusions(pool, long)) == {"small-local", "mid-cloud"}
     sensitive = Requirements(frozenset({Capability.TEXT}), 10, sensitive=True)
     assert set(exclusions(pool, sensitive)) == {"mid-cloud", "vision-pro"}
+
+
+@pytest.mark.parametrize("text", ["hello world", "日本語のテキスト", "mixed 日本 text", "x" * 10_001])
+def test_token_estimate_matches_the_core(text: str) -> None:
+    assert estimate_tokens(text) == core_estimate(text)
 
 
 def test_prompt_tokens_count_every_message_and_tool() -> None:

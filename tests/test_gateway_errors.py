@@ -123,6 +123,12 @@ def test_route_needs_messages_or_prompt(gateway: RunningGateway) -> None:
     assert_envelope(post(gateway, "/v1/route", json={"prompt": "hi", "models": []}), 400)
 
 
+def test_errors_are_counted_by_status(gateway: RunningGateway) -> None:
+    post(gateway, "/v1/chat/completions", json={"model": "gpt-9", "messages": USER})
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'ladder_errors_total{code="model_not_found",status="404"} 1.0' in metrics
+
+
 def test_messages_errors_use_the_anthropic_envelope(gateway: RunningGateway) -> None:
     response = post(gateway, "/v1/messages", json={"model": "ladder", "messages": USER})
     assert response.status_code == 400

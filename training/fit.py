@@ -24,7 +24,8 @@ Progress = Callable[[str, int, int], None]
 class HeadSettings:
     pca_dims: int = 64
     vote_dims: int = 32
-    vote_neighbours: int = 40
+    vote_neighbours: int = 80
+    vote_temperature: float = 0.05
     vote_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
     hidden: int = 256
     dropout: float = 0.2
@@ -153,13 +154,21 @@ def fit_head(
     vote_p = np.zeros_like(mlp_p)
     for k in range(settings.members):
         held = folds == k
-        vote_p[held] = knn_scores(vote_bank[~held], labels[~held], vote_bank[held], settings.vote_neighbours)
+        vote_p[held] = knn_scores(
+            vote_bank[~held], labels[~held], vote_bank[held], settings.vote_neighbours, settings.vote_temperature
+        )
     if progress:
         progress("calibrating the MLP and neighbour blend", 0, len(settings.vote_weights))
     weight, scale, bias, blend_logits = _best_blend(mlp_p, vote_p, labels, mask, settings.vote_weights)
     oof_p = 1 / (1 + np.exp(-(blend_logits * scale + bias)))
     vote = NeighbourVote(
-        vote_mean, vote_basis, vote_bank, labels, np.nanmean(labels, axis=0), settings.vote_neighbours
+        vote_mean,
+        vote_basis,
+        vote_bank,
+        labels,
+        np.nanmean(labels, axis=0),
+        settings.vote_neighbours,
+        settings.vote_temperature,
     )
     head = RouterHead(mean, components, members, scale, bias, vote=vote, vote_weight=weight)
     return FittedHead(head=head, oof_p=oof_p.astype(np.float32), folds=folds, vote_weight=weight)

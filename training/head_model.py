@@ -26,7 +26,7 @@ class MLP(nn.Module):
 
 
 class NeighbourVote(nn.Module):
-    """P(correct) as the mean known label of the k training questions nearest in a small PCA space."""
+    """P(correct): the similarity-weighted known label of the k nearest training questions (small PCA space)."""
 
     mean: torch.Tensor
     basis: torch.Tensor
@@ -43,6 +43,7 @@ class NeighbourVote(nn.Module):
         labels: np.ndarray,
         prior: np.ndarray,
         k: int,
+        temperature: float,
     ) -> None:
         super().__init__()
         known = ~np.isnan(labels)
@@ -53,14 +54,16 @@ class NeighbourVote(nn.Module):
         self.register_buffer("known", torch.as_tensor(known, dtype=torch.float32))
         self.register_buffer("prior", torch.as_tensor(prior, dtype=torch.float32))
         self.k = min(k, len(bank))
+        self.temperature = temperature
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         query = (embedding - self.mean) @ self.basis
         query = query / query.norm(dim=1, keepdim=True).clamp(min=1e-8)
-        _, nearest = torch.topk(query @ self.bank.T, self.k, dim=1)
-        hits = self.hits[nearest].sum(dim=1)
-        counts = self.known[nearest].sum(dim=1)
-        return torch.where(counts > 0, hits / counts.clamp(min=1.0), self.prior.expand_as(hits))
+        similarity, nearest = torch.topk(query @ self.bank.T, self.k, dim=1)
+        weights = torch.exp((similarity - similarity[:, :1]) / self.temperature).unsqueeze(2)
+        hits = (weights * self.hits[nearest]).sum(dim=1)
+        counts = (weights * self.known[nearest]).sum(dim=1)
+        return torch.where(counts > 1e-9, hits / counts.clamp(min=1e-9), self.prior.expand_as(hits))
 
 
 class RouterHead(nn.Module):

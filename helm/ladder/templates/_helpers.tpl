@@ -1,0 +1,120 @@
+{{/*
+The chart name, cut at 63 characters (a DNS label).
+*/}}
+{{- define "ladder.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fully qualified name (release + chart, unless the release name already holds the chart name), cut at
+63 characters. The gateway's resources carry this name: its Service is what clients call.
+*/}}
+{{- define "ladder.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Triton resources' name: the full name cut to leave room for "-triton" within 63 characters.
+*/}}
+{{- define "ladder.triton.fullname" -}}
+{{- printf "%s-triton" (include "ladder.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "ladder.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels. Call with (dict "ctx" $ "component" "gateway").
+*/}}
+{{- define "ladder.labels" -}}
+helm.sh/chart: {{ include "ladder.chart" .ctx }}
+{{ include "ladder.selectorLabels" . }}
+{{- if .ctx.Chart.AppVersion }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: ladder
+{{- end }}
+
+{{/*
+Selector labels (stable across upgrades). Call with (dict "ctx" $ "component" "gateway").
+*/}}
+{{- define "ladder.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ladder.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+The service account the pods run as.
+*/}}
+{{- define "ladder.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ladder.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+An image reference; the tag defaults to the chart's appVersion. Call with (dict "image" .Values.x.image "ctx" $).
+*/}}
+{{- define "ladder.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag | toString) }}
+{{- end }}
+
+{{/*
+Where the gateway's ConfigMap is mounted, and the files in it.
+*/}}
+{{- define "ladder.configDir" -}}/etc/ladder{{- end }}
+
+{{/*
+The gateway's settings file (service/settings.py keys): the user's gateway.settings, plus the Triton
+scorer wiring when Triton is enabled. host, port and pool are passed on the command line.
+*/}}
+{{- define "ladder.gateway.settings" -}}
+{{- $settings := deepCopy (default (dict) .Values.gateway.settings) }}
+{{- if .Values.triton.enabled }}
+{{- $url := printf "%s.%s.svc:%d" (include "ladder.triton.fullname" .) .Release.Namespace (int .Values.triton.service.grpcPort) }}
+{{- $client := merge (dict "url" $url) (deepCopy (default (dict) .Values.triton.client)) }}
+{{- $_ := set $settings "scorer" "triton" }}
+{{- $_ := set $settings "triton" $client }}
+{{- end }}
+{{- if $settings }}
+{{- toYaml $settings }}
+{{- else }}
+{}
+{{- end }}
+{{- end }}
+
+{{/*
+Triton's OTLP/HTTP trace URL: the collector's endpoint + /v1/traces (the gateway's SDK appends the same).
+*/}}
+{{- define "ladder.triton.traceUrl" -}}
+{{- printf "%s/v1/traces" (.Values.tracing.otlpEndpoint | trimSuffix "/") }}
+{{- end }}
+
+{{/*
+The model repository Triton loads. `ladder export` stages next to its output and renames into place, so
+the init container writes into a folder inside the shared volume, not onto the mount point itself.
+*/}}
+{{- define "ladder.triton.repository" -}}
+{{- if eq .Values.triton.modelRepository.source "export" }}
+{{- printf "%s/repository" (.Values.triton.modelRepository.path | trimSuffix "/") }}
+{{- else }}
+{{- .Values.triton.modelRepository.path }}
+{{- end }}
+{{- end }}

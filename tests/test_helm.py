@@ -1,0 +1,691 @@
+"""The Helm chart and Grafana files: lint, valid manifests, and wiring checked against the real processes.
+
+Every install scenario (``helm/ladder/ci/*-values.yaml``) is linted strictly, rendered, and validated against
+the Kubernetes 1.30 schemas. The rendered gateway command is parsed by the real ``ladder serve``, the
+gateway is then served on loopback and asked the very paths the probes and the ``helm test`` pod ask; the
+rendered Triton arguments start the real ``tritonserver`` on a cpu export. Tools: scripts/install_helm.sh.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "ladder"
+SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+GRAFANA = ROOT / "docs" / "grafana"
+CONFIG_DIR = "/etc/ladder"  # where the chart mounts the gateway's ConfigMap
+IMAGE_APP_DIR = "/app/"  # where deploy/gateway.Dockerfile puts the project
+CLIENT_KEY = "helm-test-client-key-0123"
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+INLINE_API_KEY = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}")
+
+
+def _helm() -> str | None:
+    local = ROOT / ".tools" / "bin" / "helm"
+    return str(local) if os.access(local, os.X_OK) else shutil.which("helm")
+
+
+HELM = _helm()
+needs_helm = pytest.mark.skipif(
+    HELM is None, reason="helm is not installed: run scripts/install_helm.sh (puts it in .tools/bin/helm)"
+)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None
+    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@functools.cache
+def rendered_text(scenario: str | None, *sets: str) -> str:
+    values = ["-f", str(CHART / "ci" / scenario)] if scenario else []
+    result = helm("template", "rel", str(CHART), "--namespace", "ai", *values, *(f"--set={s}" for s in sets))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def render(scenario: str | None, *sets: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(rendered_text(scenario, *sets)) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, component: str = "gateway") -> dict[str, Any]:
+    matches = [
+        d
+        for d in docs
+        if d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+    assert len(matches) == 1, f"expected one {kind} of {component}, found {len(matches)}"
+    return matches[0]
+
+
+def has(docs: list[dict[str, Any]], kind: str, component: str) -> bool:
+    return any(
+        d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        for d in docs
+    )
+
+
+def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def probe_paths(c: dict[str, Any]) -> dict[str, str]:
+    return {kind: c[kind]["httpGet"]["path"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+
+
+def named_port(c: dict[str, Any], name: str) -> int:
+    return int(next(p["containerPort"] for p in c["ports"] if p["name"] == name))
+
+
+def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def configmap_files(docs: list[dict[str, Any]]) -> dict[str, str]:
+    data: dict[str, str] = find(docs, "ConfigMap")["data"]
+    return data
+
+
+def values_of(scenario: str | None) -> dict[str, Any]:
+    """The chart's values as helm merges them (defaults, then the scenario file)."""
+
+    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and key in out else value
+        return out
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    if scenario:
+        values = merge(values, yaml.safe_load((CHART / "ci" / scenario).read_text(encoding="utf-8")))
+    return dict(values)
+
+
+# ---- lint, schema, documentation ---------------------------------------------------------------------------
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", [None, *SCENARIOS])
+def test_lint_strict(scenario: str | None) -> None:
+    values = ["-f", str(CHART / "ci" / scenario)] if scenario else []
+    result = helm("lint", "--strict", str(CHART), *values)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_manifests_are_valid_for_kubernetes_1_30(scenario: str, tmp_path: Path) -> None:
+    pytest.importorskip("kubernetes_validate", reason="run scripts/install_helm.sh (kubernetes-validate)")
+    path = tmp_path / "manifests.yaml"
+    path.write_text(rendered_text(scenario), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "-k", "1.30.0", "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    kinds = {d["kind"] for d in render(scenario)}
+    passed = set(re.findall(r"passed for resource (\w+)/", output))
+    # Only the Prometheus Operator's CRD has no schema among Kubernetes' own.
+    assert passed == {k.lower() for k in kinds - {"ServiceMonitor"}}, output
+
+
+@needs_helm
+def test_values_schema_refuses_typos_and_chart_managed_settings() -> None:
+    typo = helm("lint", "--strict", str(CHART), "--set", "gateway.replicas=3")
+    assert typo.returncode != 0 and "replicas" in typo.stdout
+    inline = helm("lint", "--strict", str(CHART), "--set", f"gateway.settings.api_keys={CLIENT_KEY}")
+    assert inline.returncode != 0 and "api_keys" in inline.stdout
+    no_secret = helm("template", "rel", str(CHART), "--set", "gateway.auth.existingSecret=")
+    assert no_secret.returncode != 0 and "gateway.auth.existingSecret" in no_secret.stderr
+
+
+def test_every_value_has_a_doc_comment() -> None:
+    """``# --`` above every leaf value (or above the free-form map holding it), as helm-docs reads them."""
+    lines = (CHART / "values.yaml").read_text(encoding="utf-8").splitlines()
+    key = re.compile(r"^(\s*)([A-Za-z_][\w.-]*):(.*)$")
+    stack: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys
+    undocumented = []
+    for i, line in enumerate(lines):
+        match = key.match(line)
+        if not match:
+            continue
+        indent, name, rest = len(match[1]), match[2], match[3].strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        j = i - 1
+        while j >= 0 and lines[j].strip().startswith("#"):
+            j -= 1
+        documented = any(lines[k].strip().startswith("# --") for k in range(j + 1, i))
+        inherited = any(doc for _, doc in stack)
+        following = next((ln for ln in lines[i + 1 :] if ln.strip() and not ln.strip().startswith("#")), "")
+        nested = len(following) - len(following.lstrip())
+        leaf = bool(rest) or nested <= indent or following.strip().startswith("- ")
+        if leaf and not documented and not inherited:
+            undocumented.append(f"values.yaml:{i + 1}: {name}")
+        stack.append((indent, documented or inherited))
+    assert not undocumented, "\n".join(undocumented)
+
+
+# ---- the gateway: command, probes and settings against the real gateway ------------------------------------
+
+
+def _clean_ladder_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("LADDER_", "OTEL_")):
+            monkeypatch.delenv(name)
+
+
+def _apply_env(c: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container's environment, with stand-in values for what the Secrets would hold."""
+    for name, entry in env_of(c).items():
+        if "value" in entry:
+            monkeypatch.setenv(name, str(entry["value"]))
+        else:
+            monkeypatch.setenv(name, CLIENT_KEY if name == "LADDER_API_KEYS" else f"upstream-{name.lower()}")
+
+
+def _write_config(docs: list[dict[str, Any]], directory: Path, strip: tuple[str, ...] = ()) -> None:
+    """The ConfigMap's files as the pod sees them (paths inside the image mapped onto this checkout)."""
+    for name, text in configmap_files(docs).items():
+        data = yaml.safe_load(text)
+        if name == "settings.yaml":
+            data = {k: v for k, v in data.items() if k not in strip}
+        if name == "pool.yaml":
+            checkpoint = str(data["routing"]["checkpoint"])
+            assert checkpoint.startswith(IMAGE_APP_DIR), f"checkpoint {checkpoint} is not in the image"
+            data["routing"]["checkpoint"] = str(ROOT / checkpoint.removeprefix(IMAGE_APP_DIR))
+        (directory / name).write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+def _serve_settings(c: dict[str, Any], config_dir: Path) -> Any:
+    """Run the rendered command through the real ``ladder`` CLI; return the settings ``serve`` was given."""
+    from typer.testing import CliRunner
+
+    import service.server
+    from cli.main import app
+
+    assert c["command"] == ["ladder"]
+    args = [a.replace(CONFIG_DIR, str(config_dir)) for a in c["args"]]
+    captured: list[Any] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service.server, "serve", captured.append)
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert len(captured) == 1
+    return captured[0]
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", [None, "cpu-embedded-values.yaml"])
+def test_gateway_container_matches_the_real_gateway(
+    scenario: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway_support.servers import ServerThread
+
+    from service.app import create_app
+
+    docs = render(scenario)
+    deployment = find(docs, "Deployment")
+    gateway = container(deployment, "gateway")
+    service = find(docs, "Service")
+    _clean_ladder_env(monkeypatch)
+    _apply_env(gateway, monkeypatch)
+    _write_config(docs, tmp_path)
+    settings = _serve_settings(gateway, tmp_path)
+
+    assert settings.host == "0.0.0.0"
+    assert settings.port == named_port(gateway, "http")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert not settings.auth_disabled and [k.get_secret_value() for k in settings.api_keys] == [CLIENT_KEY]
+    if values_of(scenario)["gateway"]["pool"]:
+        assert settings.pool == tmp_path / "pool.yaml"
+    else:
+        assert "--pool" not in gateway["args"]  # the image's shipped pool
+
+    test_pod = find(docs, "Pod", "test")
+    script = test_pod["spec"]["containers"][0]["command"][-1]
+    base = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert f'base="{base}"' in script
+    test_paths = re.findall(r'"\$base(/[^"]*)"', script)
+    assert test_paths == ["/healthz", "/v1/models"]
+    test_env = env_of(test_pod["spec"]["containers"][0])
+    assert test_env["LADDER_API_KEYS"]["valueFrom"] == env_of(gateway)["LADDER_API_KEYS"]["valueFrom"]
+
+    with ServerThread(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        for kind, path in probe_paths(gateway).items():
+            assert http.get(path).status_code == 200, f"{kind} {path}"
+        assert http.get("/healthz").json() == {"status": "ok"}
+        auth = {"Authorization": f"Bearer {CLIENT_KEY.split(',')[0]}"}  # what the test pod sends
+        for path in test_paths:
+            assert http.get(path, headers=auth).status_code == 200, path
+        assert http.get("/v1/models").status_code == 401  # so the test pod needs the key it is given
+        models = {m["id"] for m in http.get("/v1/models", headers=auth).json()["data"]}
+        assert {m.name for m in settings_pool(settings)} <= models
+        assert http.get("/metrics").text.count("ladder_") > 0
+
+
+def settings_pool(settings: Any) -> Any:
+    from ladder.pool import load_pool
+
+    return load_pool(settings.pool).models
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", [None, *SCENARIOS])
+def test_no_secret_is_inline(scenario: str | None) -> None:
+    from ladder.pool import load_pool
+    from ladder.router import default_pool_path
+
+    docs = render(scenario)
+    text = rendered_text(scenario)
+    assert not [d for d in docs if d["kind"] == "Secret"], "the chart must only reference existing Secrets"
+    assert not INLINE_API_KEY.search(text)
+    for doc in docs:
+        spec = doc.get("spec", {}).get("template", {}).get("spec", doc.get("spec", {}))
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            for name, entry in env_of(c).items():
+                if SECRET_NAME.search(name):
+                    assert "value" not in entry, f"{c['name']}: {name} is inline"
+                    assert entry["valueFrom"]["secretKeyRef"]["name"], name
+    settings = yaml.safe_load(configmap_files(docs)["settings.yaml"])
+    assert not {"api_keys", "auth_disabled"} & set(settings)
+    # Every key the pool reads from the environment comes from the upstream Secret.
+    pool_text = configmap_files(docs).get("pool.yaml")
+    if pool_text:
+        models = yaml.safe_load(pool_text)["models"]
+        wanted = {m["upstream"].get("api_key_env") for m in models} - {None}
+    else:
+        wanted = {m.upstream.api_key_env for m in load_pool(default_pool_path()).models} - {None}
+    gateway_env = env_of(container(find(docs, "Deployment"), "gateway"))
+    assert wanted <= {n for n, e in gateway_env.items() if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+# ---- Triton: wiring, resources, tracing, and the real tritonserver -----------------------------------------
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", ["gpu-triton-values.yaml", "arm64-dgx-spark-values.yaml"])
+def test_gateway_is_pointed_at_the_triton_service(scenario: str) -> None:
+    from service.triton_scorer import TritonScorerSettings
+
+    docs = render(scenario)
+    settings = yaml.safe_load(configmap_files(docs)["settings.yaml"])
+    triton_service = find(docs, "Service", "triton")
+    triton = container(find(docs, "Deployment", "triton"), "triton")
+    grpc = next(p for p in triton_service["spec"]["ports"] if p["name"] == "grpc")
+    client = TritonScorerSettings(**settings["triton"])
+    assert settings["scorer"] == "triton"
+    assert client.url == f"{triton_service['metadata']['name']}.ai.svc:{grpc['port']}"
+    assert client.on_unavailable == "embedded"  # Triton down: the gateway scores in-process
+    assert f"--grpc-port={named_port(triton, grpc['targetPort'])}" in triton["args"]
+    assert f"--load-model={client.model}" in triton["args"]
+
+
+@needs_helm
+def test_the_gateway_accepts_the_rendered_triton_settings(tmp_path: Path) -> None:
+    from service.settings import Settings, load_settings
+
+    docs = render("gpu-triton-values.yaml")
+    if "scorer" not in Settings.model_fields:
+        _write_config(docs, tmp_path, strip=("scorer", "triton"))
+        load_settings(tmp_path / "settings.yaml", auth_disabled=True)
+        pytest.skip("service/settings.py has no `scorer`/`triton` settings yet; the rest of the file loads")
+    _write_config(docs, tmp_path)
+    settings = load_settings(tmp_path / "settings.yaml", auth_disabled=True)
+    assert settings.model_dump()["scorer"] == "triton"
+
+
+@needs_helm
+def test_placement_and_gpu_resources_per_scenario() -> None:
+    cpu = render("cpu-embedded-values.yaml")
+    assert not has(cpu, "Deployment", "triton") and not has(cpu, "Service", "triton")
+    assert "scorer" not in yaml.safe_load(configmap_files(cpu)["settings.yaml"])
+    assert (
+        find(cpu, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"]
+        == (find(cpu, "Deployment")["metadata"]["name"])
+    )
+
+    gpu = find(render("gpu-triton-values.yaml"), "Deployment", "triton")["spec"]["template"]["spec"]
+    triton = next(c for c in gpu["containers"] if c["name"] == "triton")
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["tolerations"]
+    export = gpu["initContainers"][0]
+    repository = next(a.split("=", 1)[1] for a in triton["args"] if a.startswith("--model-repository="))
+    assert export["args"][export["args"].index("--out") + 1] == repository
+    mounts = {m["name"]: m["mountPath"] for m in export["volumeMounts"]}
+    assert Path(repository).parent == Path(mounts["model-repository"])  # ladder export stages beside --out
+    assert probe_paths(triton)["readinessProbe"] == "/v2/health/ready"
+
+    cpu_triton = render("gpu-triton-values.yaml", "triton.gpu.enabled=false")
+    limits = container(find(cpu_triton, "Deployment", "triton"), "triton")["resources"]["limits"]
+    assert "nvidia.com/gpu" not in limits
+
+    spark = render("arm64-dgx-spark-values.yaml")
+    for component in ("gateway", "triton"):
+        pod = find(spark, "Deployment", component)["spec"]["template"]["spec"]
+        assert pod["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+    spark_triton = container(find(spark, "Deployment", "triton"), "triton")
+    assert spark_triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    assert spark_triton["image"].endswith("-py3")
+
+
+@needs_helm
+def test_the_export_init_container_is_a_valid_ladder_export() -> None:
+    import typer
+
+    from cli.main import app
+
+    pod = find(render("gpu-triton-values.yaml"), "Deployment", "triton")["spec"]["template"]["spec"]
+    export = pod["initContainers"][0]
+    assert export["command"] == ["ladder"] and export["args"][0] == "export"
+    command = typer.main.get_command(app)
+    sub = command.commands["export"]  # type: ignore[attr-defined]
+    context = sub.make_context("export", list(export["args"][1:]))
+    assert context.params["flavour"] == "gpu" and str(context.params["out"]).startswith("/models/")
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", ["gpu-triton-values.yaml", "arm64-dgx-spark-values.yaml"])
+def test_otel_environment_and_triton_trace_config(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.tracing import provider_from_env, tracing_configured
+
+    values = values_of(scenario)["tracing"]
+    docs = render(scenario)
+    gateway = container(find(docs, "Deployment"), "gateway")
+    env = {name: e.get("value") for name, e in env_of(gateway).items()}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == values["otlpEndpoint"]
+    assert env["OTEL_SERVICE_NAME"] == values["gatewayServiceName"]
+    assert env["OTEL_TRACES_SAMPLER"] == values["sampler"]
+
+    _clean_ladder_env(monkeypatch)
+    _apply_env(gateway, monkeypatch)
+    assert tracing_configured()
+    provider = provider_from_env()
+    assert provider is not None
+    try:
+        assert provider.resource.attributes["service.name"] == values["gatewayServiceName"]  # type: ignore[attr-defined]
+        assert provider.resource.attributes["k8s.namespace.name"] == "ai"  # type: ignore[attr-defined]
+        assert values["sampler"].split("_")[0].lower() in provider.sampler.get_description().lower()  # type: ignore[attr-defined]
+    finally:
+        provider.shutdown()  # type: ignore[attr-defined]
+
+    args = container(find(docs, "Deployment", "triton"), "triton")["args"]
+    trace = [a.removeprefix("--trace-config=") for a in args if a.startswith("--trace-config=")]
+    assert "mode=opentelemetry" in trace
+    assert f"opentelemetry,url={values['otlpEndpoint']}/v1/traces" in trace
+    assert f"opentelemetry,resource=service.name={values['tritonServiceName']}" in trace
+
+
+@needs_helm
+def test_tracing_off_sets_no_otel_environment() -> None:
+    docs = render("cpu-embedded-values.yaml")
+    assert not [n for n in env_of(container(find(docs, "Deployment"), "gateway")) if n.startswith("OTEL_")]
+
+
+class _OtlpSink:
+    """Counts OTLP/HTTP trace exports (Triton sends OTLP/JSON to ``/v1/traces``)."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                sink.paths.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def otlp_sink() -> Iterator[_OtlpSink]:
+    sink = _OtlpSink()
+    yield sink
+    sink.close()
+
+
+@needs_helm
+def test_the_real_tritonserver_runs_the_rendered_arguments(otlp_sink: _OtlpSink, tmp_path: Path) -> None:
+    """The chart's tritonserver arguments (explicit load of ``router``, tracing) on the cpu export, here."""
+    import time
+
+    import triton_helpers as th
+
+    from export.triton_server import TritonNotInstalled, TritonServer, free_port
+
+    sets = (f"tracing.otlpEndpoint={otlp_sink.endpoint}", "tracing.tritonRate=1")
+    docs = render("gpu-triton-values.yaml", *sets)
+    triton = container(find(docs, "Deployment", "triton"), "triton")
+    assert triton["command"] == ["tritonserver"]
+    ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
+    th.require_encoder()
+    try:
+        TritonServer(tmp_path, venv=None)
+    except TritonNotInstalled as exc:
+        pytest.skip(f"tritonserver cannot be used here: {exc}")
+    repository = th.cpu_repository()
+
+    class Rendered(TritonServer):
+        """The rendered arguments with this machine's paths and free ports."""
+
+        def command(self) -> list[str]:
+            local = {
+                "--model-repository": str(self.repository),
+                "--http-port": str(self.http_port),
+                "--grpc-port": str(self.grpc_port),
+                "--metrics-port": str(free_port()),
+            }
+            args = []
+            for arg in triton["args"]:
+                flag = arg.partition("=")[0]
+                args.append(f"{flag}={local[flag]}" if flag in local else arg)
+            backends = self.binary.parent.parent / "backends"
+            local_only = [
+                f"--backend-directory={backends}",
+                "--http-address=127.0.0.1",
+                "--trace-config=opentelemetry,bsp_schedule_delay=100",  # export spans at once
+            ]
+            return [str(self.binary), *args, *local_only]
+
+    assert set(ports) == {"http", "grpc", "metrics"}
+    with Rendered(repository, log_path=tmp_path / "triton.log") as server:
+        for kind, path in probe_paths(triton).items():
+            assert httpx.get(f"{server.http_url}{path}").status_code == 200, f"{kind} {path}"
+        index = httpx.post(f"{server.http_url}/v2/repository/index", json={}).json()
+        ready = {m["name"] for m in index if m.get("state") == "READY"}
+        assert ready == {"router", "encoder", "head"}  # the ensemble loads its parts; nothing else
+        body = {
+            "inputs": [
+                {"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [0, 5, 2]},
+                {"name": "attention_mask", "shape": [1, 3], "datatype": "INT64", "data": [1, 1, 1]},
+            ]
+        }
+        answer = httpx.post(f"{server.http_url}/v2/models/router/infer", json=body).json()
+        assert len(answer["outputs"][0]["data"]) == len(th.LABELS)
+        deadline = time.monotonic() + 10
+        while not otlp_sink.paths and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert "/v1/traces" in otlp_sink.paths, server.log_tail()
+
+
+# ---- names, selectors, notes -------------------------------------------------------------------------------
+
+
+@needs_helm
+def test_names_are_cut_at_63_characters_and_stay_distinct() -> None:
+    long = "x" * 70
+    docs = render("gpu-triton-values.yaml", f"fullnameOverride={long}")
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert all(len(name) <= 63 and not name.endswith("-") for _, name in names)
+    gateway = find(docs, "Service")["metadata"]["name"]
+    triton = find(docs, "Service", "triton")["metadata"]["name"]
+    assert gateway != triton and triton.endswith("-triton")
+
+
+@needs_helm
+def test_selectors_match_their_pods() -> None:
+    docs = render("gpu-triton-values.yaml")
+    for component in ("gateway", "triton"):
+        labels = find(docs, "Deployment", component)["spec"]["template"]["metadata"]["labels"]
+        selectors = [
+            find(docs, "Deployment", component)["spec"]["selector"]["matchLabels"],
+            find(docs, "Service", component)["spec"]["selector"],
+            find(docs, "ServiceMonitor", component)["spec"]["selector"]["matchLabels"],
+            find(docs, "NetworkPolicy", component)["spec"]["podSelector"]["matchLabels"],
+        ]
+        for selector in selectors:
+            assert selector.items() <= labels.items()
+    assert find(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= (
+        find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    )
+    policy = find(docs, "NetworkPolicy", "triton")["spec"]["ingress"][0]
+    gateway_pods = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["from"][0]["podSelector"]["matchLabels"].items() <= gateway_pods.items()
+    monitor = find(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert monitor["port"] in {p["name"] for p in find(docs, "Service")["spec"]["ports"]}
+    assert monitor["path"] == "/metrics"
+
+
+@needs_helm
+def test_notes_give_the_openai_base_url_and_port_forward(tmp_path: Path) -> None:
+    """NOTES.txt (helm renders it only on install, so a copy of the chart wraps it in a ConfigMap)."""
+    chart = tmp_path / "ladder"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text(encoding="utf-8")
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + notes + "{{- end }}\n", encoding="utf-8"
+    )
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+        'data:\n  notes: {{ include "test.notes" . | toJson }}\n',
+        encoding="utf-8",
+    )
+    result = helm("template", "rel", str(chart), "--namespace", "ai", "--show-only", "templates/notes.yaml")
+    assert result.returncode == 0, result.stderr
+    text = yaml.safe_load(result.stdout)["data"]["notes"]
+    assert "http://rel-ladder.ai.svc:8000/v1" in text
+    assert "kubectl --namespace ai port-forward svc/rel-ladder 8000:8000" in text
+    assert "helm test rel" in text
+
+
+# ---- Dockerfiles and Grafana -------------------------------------------------------------------------------
+
+
+def test_gateway_image_agrees_with_the_chart() -> None:
+    dockerfile = (ROOT / "deploy" / "gateway.Dockerfile").read_text(encoding="utf-8")
+    values = values_of(None)["gateway"]
+    last_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert f"USER {values['podSecurityContext']['runAsUser']}:" in last_stage
+    assert f"EXPOSE {values['port']}" in last_stage
+    assert "WORKDIR /app" in last_stage and "pip install -e" in last_stage  # /app/pools is the default pool
+    assert 'ENTRYPOINT ["ladder"]' in last_stage and "torch" not in last_stage
+    assert 'CMD ["serve", "--host", "0.0.0.0"' in last_stage
+    assert "FROM build AS export" in dockerfile and "ladder setup" in dockerfile
+    triton = (ROOT / "deploy" / "triton.Dockerfile").read_text(encoding="utf-8")
+    assert "FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3" in triton
+    assert "COPY model_repository /models" in triton
+
+
+def _exposed_metric_names() -> set[str]:
+    """Every sample name the gateway's registry exposes (counters as *_total, histograms' series)."""
+    from service.metrics import GatewayMetrics
+
+    names = set()
+    for family in GatewayMetrics().registry.collect():
+        if family.type == "counter":
+            names |= {f"{family.name}_total", f"{family.name}_created"}
+        elif family.type == "histogram":
+            names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count", "created")}
+        else:
+            names.add(family.name)
+    return names
+
+
+PROMQL_WORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
+)
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names in PromQL: identifiers that are not functions, labels, keywords or variables."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\$\w+", "", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for match in re.finditer(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*(\()?", text):
+        if not match[2] and match[1] not in PROMQL_WORDS and not re.fullmatch(r"[eE]\d*|Inf|NaN", match[1]):
+            names.add(match[1])
+    return names
+
+
+def test_grafana_dashboard_queries_only_metrics_the_gateway_exposes() -> None:
+    dashboard = json.loads((GRAFANA / "ladder-dashboard.json").read_text(encoding="utf-8"))
+    exposed = _exposed_metric_names()
+    assert promql_metrics('sum by (le) (rate(a_b{x="y"}[5m])) / on(i) c') == {"a_b", "c"}
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "expr" in t]
+    queries += [v["definition"] for v in dashboard["templating"]["list"] if v.get("definition")]
+    assert len(queries) >= 10
+    used: set[str] = set()
+    for query in queries:
+        # label_values(metric, label): the label is not a metric
+        names = promql_metrics(re.sub(r"label_values\(([^,)]+),[^)]*\)", r"\1", query))
+        assert names, f"no metric in {query!r}"
+        assert names <= exposed, f"{query!r} uses {sorted(names - exposed)}, not in service/metrics.py"
+        used |= names
+    for needed in ("ladder_requests_total", "ladder_cost_usd_total", "ladder_savings_usd_total",
+                   "ladder_routing_latency_seconds_bucket", "ladder_fallbacks_total"):  # fmt: skip
+        assert needed in used, needed
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) and dashboard["uid"]
+
+
+def test_grafana_datasources_provide_what_the_dashboard_reads() -> None:
+    provisioning = yaml.safe_load((GRAFANA / "datasources.yaml").read_text(encoding="utf-8"))
+    assert provisioning["apiVersion"] == 1
+    by_uid = {d["uid"]: d for d in provisioning["datasources"]}
+    assert by_uid["tempo"]["type"] == "tempo" and by_uid["tempo"]["url"].startswith("http")
+    assert by_uid["tempo"]["jsonData"]["serviceMap"]["datasourceUid"] in by_uid
+    dashboard = json.loads((GRAFANA / "ladder-dashboard.json").read_text(encoding="utf-8"))
+    for panel in dashboard["panels"]:
+        source = panel["datasource"]
+        if source["uid"] == "${datasource}":
+            assert source["type"] in {d["type"] for d in by_uid.values()}
+        else:
+            assert by_uid[source["uid"]]["type"] == source["type"]

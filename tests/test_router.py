@@ -1,0 +1,84 @@
+"""The embedded router on the shipped default: no PyTorch at routing time, batch = single, budgets kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ladder.policy import DecisionOptions
+from ladder.pool import PolicyName, load_pool
+from ladder.router import Router, default_pool_path
+from tests.support import REPO
+
+PROMPTS = [
+    "What is the capital of Australia?",
+    "Derive the closed form of the sum of the first n squares.",
+    "次の文を英語に翻訳してください：猫が窓のそばで寝ている。",
+    "用Python写一个快速排序。",
+    "def f(x):\n    return x ** 2\n# what does f(3) return?",
+]
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    return Router.from_pool(load_pool(default_pool_path()))
+
+
+def test_routing_imports_no_torch() -> None:
+    code = (
+        "import sys; from ladder.pool import load_pool; from ladder.router import Router, default_pool_path;"
+        "r = Router.from_pool(load_pool(default_pool_path())); r.route('hello there');"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+@pytest.mark.parametrize(("variant", "atol"), [("fp32", 1e-5), ("int8", 0.06)])
+def test_a_batch_scores_like_single_requests(variant: str, atol: float) -> None:
+    """fp32 is batch-invariant; dynamic int8 scales activations per batch, padding included (documented)."""
+    pool = load_pool(default_pool_path())
+    pool = pool.model_copy(update={"routing": pool.routing.model_copy(update={"encoder_variant": variant})})
+    router = Router.from_pool(pool)
+    batch = router.route_many(PROMPTS)
+    for prompt, together in zip(PROMPTS, batch, strict=True):
+        alone = router.route(prompt)
+        p_alone = [c.p_correct for c in alone.decision.candidates]
+        p_together = [c.p_correct for c in together.decision.candidates]
+        np.testing.assert_allclose(p_alone, p_together, atol=atol)
+        if variant == "fp32":
+            assert alone.decision.model == together.decision.model
+
+
+def test_prices_are_read_at_decision_time(router: Router) -> None:
+    cheap = router.route(PROMPTS[0], DecisionOptions(tolerance=0.0))
+    top = cheap.decision.model
+    repriced_models = tuple(
+        m.model_copy(update={"price": m.price.model_copy(update={"input_per_1m": 1000.0, "output_per_1m": 1000.0})})
+        if m.name == top
+        else m
+        for m in router.pool.models
+    )
+    repriced = Router(router.pool.model_copy(update={"models": repriced_models}), router.checkpoint,
+                      router.tokenizer, router.scorer)
+    after = repriced.route(PROMPTS[0], DecisionOptions(tolerance=0.2)).decision
+    assert after.model != top
+    before_cost = next(c for c in cheap.decision.candidates if c.name == top).expected_cost_usd
+    assert next(c for c in after.candidates if c.name == top).expected_cost_usd > 100 * before_cost
+
+
+def test_budget_policy_keeps_reference_traffic_under_the_target(router: Router, tmp_path: Path) -> None:
+    text = (REPO / "pools" / "default.yaml").read_text()
+    text = text.replace("policy: cheapest", "policy: budget\n  budget_per_1k: 0.1")
+    text = text.replace("../checkpoints/default", str(REPO / "checkpoints" / "default"))
+    (tmp_path / "pool.yaml").write_text(text)
+    budget = Router(load_pool(tmp_path / "pool.yaml"), router.checkpoint, router.tokenizer, router.scorer)
+    decisions = budget.route_many(PROMPTS)
+    assert all(d.decision.policy is PolicyName.CHEAPEST for d in decisions)
+    tolerance = decisions[0].decision.tolerance
+    assert 0 < tolerance <= 1
+    reference = budget.checkpoint.reference_p
+    assert len(reference) > 100
