@@ -205,7 +205,8 @@ def evaluate(
     if json_path:
         write_json(report, json_path)
     if plot:
-        plot_report(report, plot, title=f"Held-out accuracy vs cost: {data.name}, {report['questions']} questions")
+        title = f"Held-out accuracy vs cost: {data.name}, {report['questions']} questions"
+        plot_report(report, plot, title=title)
     for line in report["verdict"]:
         typer.echo(line)
     if not json_path:

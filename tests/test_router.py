@@ -57,7 +57,7 @@ def test_prices_are_read_at_decision_time(router: Router) -> None:
     cheap = router.route(PROMPTS[0], DecisionOptions(tolerance=0.0))
     top = cheap.decision.model
     repriced_models = tuple(
-        m.model_copy(update={"price": m.price.model_copy(update={"input_per_1m": 1000.0, "output_per_1m": 1000.0})})
+        m.model_copy(update={"price": m.price.model_copy(update={"input_per_1m": 1e3, "output_per_1m": 1e3})})
         if m.name == top
         else m
         for m in router.pool.models

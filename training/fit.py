@@ -155,7 +155,11 @@ def fit_head(
     for k in range(settings.members):
         held = folds == k
         vote_p[held] = knn_scores(
-            vote_bank[~held], labels[~held], vote_bank[held], settings.vote_neighbours, settings.vote_temperature
+            vote_bank[~held],
+            labels[~held],
+            vote_bank[held],
+            settings.vote_neighbours,
+            settings.vote_temperature,
         )
     if progress:
         progress("calibrating the MLP and neighbour blend", 0, len(settings.vote_weights))

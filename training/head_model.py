@@ -26,7 +26,7 @@ class MLP(nn.Module):
 
 
 class NeighbourVote(nn.Module):
-    """P(correct): the similarity-weighted known label of the k nearest training questions (small PCA space)."""
+    """P(correct): similarity-weighted known labels of the k nearest training questions (small PCA space)."""
 
     mean: torch.Tensor
     basis: torch.Tensor
