@@ -89,6 +89,6 @@ def create_app(
     install_error_handlers(app)
     for module in (chat, messages, route, health):
         app.include_router(module.router)
-    if provider is not None:
+    if tracer is not None:
         app.add_middleware(TracingMiddleware, tracer=tracer)
     return app

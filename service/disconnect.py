@@ -1,9 +1,8 @@
-"""Cancel work when the client goes away: a non-streaming request races its handler against disconnect."""
+"""Cancel work when the client goes away: a non-streaming request is cancelled when its client disconnects."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -14,25 +13,26 @@ from service.errors import ClientDisconnected
 T = TypeVar("T")
 
 
-async def _wait_for_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it (and the upstream call inside it)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    """Await ``work`` in this task; a watcher cancels it (and the upstream call inside) on disconnect."""
+    handler = asyncio.current_task()
+    assert handler is not None
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        disconnected = True
+        handler.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if disconnected:
+            handler.uncancel()
+            raise ClientDisconnected("the client disconnected") from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         watcher.cancel()
-    if task.cancelled():
-        raise ClientDisconnected("the client disconnected")
-    return task.result()

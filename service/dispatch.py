@@ -14,7 +14,7 @@ from ladder.pool import ModelSpec
 from service.breaker import CircuitBreaker
 from service.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from service.metrics import GatewayMetrics
-from service.tracing import inject_context
+from service.tracing import inject_context, start_span
 from service.upstream import UpstreamClient, UpstreamReply, upstream_url
 
 
@@ -61,7 +61,7 @@ class Dispatcher:
         client: UpstreamClient,
         breaker: CircuitBreaker,
         metrics: GatewayMetrics,
-        tracer: Tracer,
+        tracer: Tracer | None,
         *,
         attempt_timeout_s: float,
         retries: int,
@@ -140,12 +140,13 @@ class Dispatcher:
     async def _attempt(
         self, spec: ModelSpec, body: dict[str, Any], stream: bool, timeout_s: float
     ) -> UpstreamReply:
-        with self.tracer.start_as_current_span("ladder.upstream", kind=SpanKind.CLIENT) as span:
+        with start_span(self.tracer, "ladder.upstream", SpanKind.CLIENT) as span:
             span.set_attribute("ladder.model", spec.name)
             span.set_attribute("gen_ai.request.model", spec.upstream.model)
             span.set_attribute("url.full", upstream_url(spec))
             try:
-                reply = await self.client.send(spec, body, timeout_s, stream, inject_context({}))
+                headers = inject_context({}) if self.tracer is not None else {}
+                reply = await self.client.send(spec, body, timeout_s, stream, headers)
             except UpstreamError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise

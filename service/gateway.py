@@ -22,6 +22,7 @@ from service.costs import Cost, Usage
 from service.dispatch import Dispatched, Dispatcher
 from service.metrics import GatewayMetrics
 from service.settings import Settings
+from service.tracing import start_span
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -64,7 +65,8 @@ class Routed:
             "threshold": d.threshold,
             "reason": d.reason,
             "p_correct": {c.name: round(c.p_correct, 6) for c in d.candidates},
-            "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
+            "expected_cost_usd": d.chosen.expected_cost_usd,
+            "expected_costs_usd": {c.name: c.expected_cost_usd for c in d.candidates},
             "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
             "routed_tokens": self.scored.routed_tokens,
             "truncated": self.scored.truncated,
@@ -83,7 +85,7 @@ class Gateway:
         dispatcher: Dispatcher,
         metrics: GatewayMetrics,
         audit: AuditLog,
-        tracer: Tracer,
+        tracer: Tracer | None,
         baseline: ModelSpec,
     ) -> None:
         self.settings = settings
@@ -143,10 +145,10 @@ class Gateway:
         started = time.perf_counter()
         needs = requirements(body, self.sensitive(headers, text))
         options = replace(options, excluded={**options.excluded, **exclusions(self.pool, needs)})
-        with self.tracer.start_as_current_span("ladder.score") as span:
+        with start_span(self.tracer, "ladder.score") as span:
             scored = await self.batcher.score(text)
             span.set_attribute("ladder.routed_tokens", scored.routed_tokens)
-        with self.tracer.start_as_current_span("ladder.policy") as span:
+        with start_span(self.tracer, "ladder.policy") as span:
             decision = self.router.decide_scores(scored.p_correct, needs.input_tokens, options)
             span.set_attribute("ladder.model", decision.model)
         routing_ms = (time.perf_counter() - started) * 1000

@@ -35,7 +35,6 @@ async def create_route(
         **routed.summary(),
         "candidates": decision.to_dict()["candidates"],
         "requirements": routed.needs.to_dict(),
-        "expected_cost_usd": costs[decision.model],
         "baseline_model": gw.baseline.name,
         "baseline_expected_cost_usd": baseline_cost,
         "expected_savings_usd": baseline_cost - costs[decision.model],

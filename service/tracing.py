@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
-from opentelemetry.trace import Tracer, TracerProvider
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER_NAME = "ladder.gateway"
@@ -48,9 +49,23 @@ def provider_from_env() -> TracerProvider | None:
     return provider
 
 
-def make_tracer(provider: TracerProvider | None) -> Tracer:
-    """The gateway's tracer: from the given provider, else the global one (a no-op unless set)."""
-    return (provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME)
+def make_tracer(provider: TracerProvider | None) -> Tracer | None:
+    """The gateway's tracer: from the given provider, else the global one if an application set it, else
+    None (no spans at all: even no-op spans cost a context switch each)."""
+    if provider is None:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return None
+    return provider.get_tracer(TRACER_NAME)
+
+
+def start_span(
+    tracer: Tracer | None, name: str, kind: SpanKind = SpanKind.INTERNAL
+) -> AbstractContextManager[Span]:
+    """A current span from ``tracer``, or a do-nothing stand-in when tracing is off."""
+    if tracer is None:
+        return nullcontext(INVALID_SPAN)
+    return tracer.start_as_current_span(name, kind=kind)
 
 
 def extract_context(headers: Mapping[str, str]) -> otel_context.Context:

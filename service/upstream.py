@@ -14,6 +14,7 @@ import httpx
 from ladder.pool import ModelSpec
 from service.connections import KeepAliveTransport
 from service.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
+from service.http11 import LeanHTTPTransport
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 
@@ -64,7 +65,9 @@ class UpstreamClient:
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self._client = httpx.AsyncClient(
-            transport=transport or KeepAliveTransport(max_idle=keepalive_connections), follow_redirects=False
+            transport=transport
+            or LeanHTTPTransport(KeepAliveTransport(max_idle=keepalive_connections), keepalive_connections),
+            follow_redirects=False,
         )
 
     async def aclose(self) -> None:
