@@ -20,7 +20,7 @@ run() {  # name, canonical file, pool (or ""), strong, weak
 
 # LLMRouter: its own train/test split and prices (costs from the data).
 $ladder import llmrouter "$data/llmrouter" --out runs/llmrouter.csv.gz
-run llmrouter runs/llmrouter.csv.gz "" llama-3.3-nemotron-super-49b-v1 llama-3.1-8b-instruct
+run llmrouter runs/llmrouter.csv.gz "" llama-3.1-nemotron-51b-instruct gemma-2-9b-it
 
 # RouteLLM's GPT-4 / Mixtral evaluations: 80/20 split by question id, contaminated prompts dropped.
 for bench in mmlu gsm8k; do

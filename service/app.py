@@ -24,6 +24,7 @@ from service.middleware import TracingMiddleware
 from service.routes import chat, health, messages, route
 from service.settings import Settings, available_cpus, load_settings
 from service.tracing import make_tracer, provider_from_env
+from service.triton_scorer import TritonScorer, with_triton
 from service.upstream import UpstreamClient
 
 
@@ -38,6 +39,9 @@ def create_app(
     settings = settings or load_settings()
     if router is None:
         router = Router.from_pool(load_pool(settings.pool), threads=settings.scorer_threads)
+    triton: TritonScorer | None = None
+    if settings.scorer == "triton":  # the embedded scorer stays as the fallback
+        router, triton = with_triton(router, settings.triton)
     own_provider = tracer_provider is None
     provider = tracer_provider or provider_from_env()
     tracer = make_tracer(provider)
@@ -70,15 +74,20 @@ def create_app(
         audit,
         tracer,
         baseline_model(router.pool, settings.baseline_model),
+        triton,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if triton is not None:
+            await triton.start()  # its gRPC channels belong to this loop; Triton down is not fatal here
         await batcher.start()
         try:
             yield
         finally:
             await batcher.close()
+            if triton is not None:
+                await triton.close()
             await client.aclose()
             audit.close()
             if own_provider and provider is not None and hasattr(provider, "shutdown"):

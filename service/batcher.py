@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ def score_texts(router: Router, texts: Sequence[str]) -> list[Scored]:
     return [s for s in out if s is not None]
 
 
+# A queued prompt, its answer, and the context of the request that sent it.
+_Entry = tuple[str, asyncio.Future[Scored], contextvars.Context]
+
+
 class ScoreBatcher:
     """Collects requests while every scoring worker is busy, then scores them in one call per worker.
 
@@ -66,7 +71,7 @@ class ScoreBatcher:
         self.max_wait_s = max_wait_s
         self.workers = workers
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[Scored]]] | None = None
+        self._queue: asyncio.Queue[_Entry] | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_size = 0
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ladder-scorer")
@@ -96,12 +101,10 @@ class ScoreBatcher:
         if self._queue is None or not self.running:
             raise ScorerUnavailableError("the scorer is not running")
         future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((text, future))
+        self._queue.put_nowait((text, future, contextvars.copy_context()))
         return await future
 
-    async def _collect(
-        self, queue: asyncio.Queue[tuple[str, asyncio.Future[Scored]]]
-    ) -> list[tuple[str, asyncio.Future[Scored]]]:
+    async def _collect(self, queue: asyncio.Queue[_Entry]) -> list[_Entry]:
         batch = [await queue.get()]
         loop = asyncio.get_running_loop()
         busy = self._last_size > 1  # a lone request (light load) is scored at once, never held back
@@ -123,7 +126,7 @@ class ScoreBatcher:
             except TimeoutError:
                 break
         self._last_size = len(batch)
-        return [(text, future) for text, future in batch if not future.done()]
+        return [entry for entry in batch if not entry[1].done()]
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -143,19 +146,26 @@ class ScoreBatcher:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _score_batch(self, batch: list[tuple[str, asyncio.Future[Scored]]]) -> None:
+    async def _score_batch(self, batch: list[_Entry]) -> None:
         loop = asyncio.get_running_loop()
+        texts = [text for text, _, _ in batch]
         try:
             try:
-                results = await loop.run_in_executor(self._executor, self._score, [text for text, _ in batch])
-            except Exception as exc:  # the scorer's own errors (ORT, tokenizer) become one 503
-                error = ScorerUnavailableError(f"the scorer failed: {exc}")
-                error.__cause__ = exc
-                for _, future in batch:
+                # The worker runs in the first request's context (its span: the traceparent sent to Triton).
+                results = await loop.run_in_executor(self._executor, batch[0][2].run, self._score, texts)
+            except Exception as exc:  # the scorer's own errors (ORT, tokenizer, Triton down) become one 503
+                error = (
+                    exc
+                    if isinstance(exc, ScorerUnavailableError)
+                    else ScorerUnavailableError(f"the scorer failed: {exc}")
+                )
+                if error is not exc:
+                    error.__cause__ = exc
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(error)
                 return
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
         finally:

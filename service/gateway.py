@@ -23,6 +23,7 @@ from service.dispatch import Dispatched, Dispatcher
 from service.metrics import GatewayMetrics
 from service.settings import Settings
 from service.tracing import start_span
+from service.triton_scorer import TritonScorer
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -87,6 +88,7 @@ class Gateway:
         audit: AuditLog,
         tracer: Tracer | None,
         baseline: ModelSpec,
+        triton: TritonScorer | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -98,7 +100,15 @@ class Gateway:
         self.audit = audit
         self.tracer = tracer
         self.baseline = baseline
+        self.triton = triton  # the Triton scorer behind ``router`` (scorer: triton), for /readyz
         self.sensitive_patterns = [re.compile(p) for p in settings.sensitive_patterns]
+
+    def scorer_state(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the scorer can answer, and its state (Triton up, or which fallback answers)."""
+        if self.triton is None:
+            return True, {"backend": "embedded"}
+        state = self.triton.describe()
+        return self.triton.up or self.triton.settings.on_unavailable != "error", state
 
     def request_id(self, headers: Mapping[str, str]) -> str:
         given = headers.get("x-request-id", "")

@@ -7,7 +7,7 @@ import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -21,6 +21,7 @@ from pydantic_settings import (
 from ladder.errors import ConfigError
 from ladder.router import default_pool_path
 from ladder.yamlfile import describe_validation_error, read_yaml
+from service.triton_scorer import TritonScorerSettings
 
 CONFIG_ENV = "LADDER_CONFIG"
 PLACEHOLDER_KEYS = frozenset({"changeme", "change-me", "secret", "password", "test", "key", "api-key", "xxx"})
@@ -37,7 +38,9 @@ _file_data: ContextVar[dict[str, Any] | None] = ContextVar("ladder_settings_file
 class Settings(BaseSettings):
     """Everything the gateway can be told; unknown keys are errors."""
 
-    model_config = SettingsConfigDict(env_prefix="LADDER_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LADDER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     pool: Path = Field(default_factory=default_pool_path, description="Pool file")
     host: str = "127.0.0.1"
@@ -53,6 +56,12 @@ class Settings(BaseSettings):
     )
     scorer_workers: int | None = Field(
         default=None, ge=1, le=256, description="Batches scored at once (None: one per available CPU)"
+    )
+    scorer: Literal["embedded", "triton"] = Field(
+        default="embedded", description="embedded: ONNX Runtime in-process; triton: the `triton` server"
+    )
+    triton: TritonScorerSettings = Field(
+        default_factory=TritonScorerSettings, description="Triton client (LADDER_TRITON__URL, ...)"
     )
     batch_max_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_ms: float = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -70,6 +71,7 @@ class TritonScorer:
         self.fallback = fallback
         self.up = False
         self.counts: Counter[str] = Counter()  # "triton", "fallback", "failures", "recoveries"
+        self._counts_lock = threading.Lock()
         self._clients: list[Any] = []
         self._next = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,7 +146,7 @@ class TritonScorer:
                 for client in old:
                     await client.close()
                 self.up = True
-                self.counts["recoveries"] += 1
+                self._count("recoveries")
                 self._recovered.set()
                 return
             await probe.close()
@@ -177,29 +179,41 @@ class TritonScorer:
         self, input_ids: np.ndarray, attention_mask: np.ndarray, headers: Mapping[str, str] | None = None
     ) -> np.ndarray:
         """P(correct) float32 [batch, len(labels)] from Triton, or from the fallback when Triton is down."""
+        scores = await self._try_triton(input_ids, attention_mask, headers)
+        return scores if scores is not None else self._fallback(input_ids, attention_mask)
+
+    async def _try_triton(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, headers: Mapping[str, str] | None
+    ) -> np.ndarray | None:
+        """Triton's answer, or None when it is down or the call failed (then it is marked down)."""
         from tritonclient.utils import InferenceServerException
 
+        if not self.up:
+            return None
         carrier = dict(headers) if headers is not None else dict(inject_context({}))
-        if self.up:
-            try:
-                parts = [
-                    await self._infer(
-                        input_ids[i : i + self.settings.max_batch],
-                        attention_mask[i : i + self.settings.max_batch],
-                        carrier,
-                    )
-                    for i in range(0, len(input_ids), self.settings.max_batch)
-                ]
-                self.counts["triton"] += 1
-                return np.concatenate(parts) if parts else np.zeros((0, len(self._labels)), np.float32)
-            except (InferenceServerException, OSError) as exc:
-                self.counts["failures"] += 1
-                self._last_error = str(exc)
-                self._mark_down()
-        return self._fallback(input_ids, attention_mask)
+        try:
+            parts = [
+                await self._infer(
+                    input_ids[i : i + self.settings.max_batch],
+                    attention_mask[i : i + self.settings.max_batch],
+                    carrier,
+                )
+                for i in range(0, len(input_ids), self.settings.max_batch)
+            ]
+        except (InferenceServerException, OSError) as exc:
+            self._count("failures")
+            self._last_error = str(exc)
+            self._mark_down()
+            return None
+        self._count("triton")
+        return np.concatenate(parts) if parts else np.zeros((0, len(self._labels)), np.float32)
+
+    def _count(self, key: str) -> None:
+        with self._counts_lock:  # worker threads count their fallbacks too
+            self.counts[key] += 1
 
     def _fallback(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        self.counts["fallback"] += 1
+        self._count("fallback")
         mode = self.settings.on_unavailable
         if mode == "embedded" and self.fallback is not None:
             return self.fallback.score_ids(input_ids, attention_mask)
@@ -211,7 +225,8 @@ class TritonScorer:
         raise ScorerUnavailableError(f"Triton at {self.settings.url} is unavailable ({self._last_error})")
 
     def score_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """The ``Scorer`` protocol, for worker threads: runs ``score_ids_async`` on the scorer's loop."""
+        """The ``Scorer`` protocol, for worker threads: the Triton call runs on the scorer's loop, a fallback
+        (the embedded scorer) in the calling thread, so a down Triton never blocks the loop with ONNX work."""
         loop = self._loop
         if loop is None or loop.is_closed():
             raise ScorerUnavailableError(
@@ -219,11 +234,25 @@ class TritonScorer:
             )
         if _in_loop(loop):
             raise RuntimeError("score_ids blocks: call score_ids_async from the event loop thread")
-        headers = dict(inject_context({}))  # the calling thread's trace context
-        future = asyncio.run_coroutine_threadsafe(
-            self.score_ids_async(input_ids, attention_mask, headers), loop
-        )
-        return future.result()
+        scores = None
+        if self.up:
+            headers = dict(inject_context({}))  # the calling thread's trace context
+            future = asyncio.run_coroutine_threadsafe(
+                self._try_triton(input_ids, attention_mask, headers), loop
+            )
+            scores = future.result()
+        return scores if scores is not None else self._fallback(input_ids, attention_mask)
+
+    def describe(self) -> dict[str, Any]:
+        """State for ``/readyz``: where Triton is, whether it is in use, what answers while it is not."""
+        return {
+            "backend": "triton",
+            "url": self.settings.url,
+            "model": self.settings.model,
+            "triton_up": self.up,
+            "serving": "triton" if self.up else f"fallback:{self.settings.on_unavailable}",
+            "counts": dict(self.counts),
+        }
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

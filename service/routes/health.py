@@ -22,12 +22,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(gw: GatewayDep) -> Response:
-    """Ready when the scorer is loaded and its batcher runs."""
-    ready = gw.batcher.running
+    """Ready when the scorer is loaded, its batcher runs and it can answer (Triton up, or a fallback)."""
+    can_score, scorer = gw.scorer_state()
+    ready = gw.batcher.running and can_score
     body = {
-        "status": "ready" if ready else "starting",
+        "status": "ready" if ready else ("unavailable" if gw.batcher.running else "starting"),
         "models": len(gw.pool.models),
         "checkpoint": str(gw.router.checkpoint.directory),
+        "scorer": scorer,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 
