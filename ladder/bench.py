@@ -21,15 +21,18 @@ LONG_SENTENCE = (
 )
 
 
-def _timings(call: Callable[[], object], repeats: int) -> np.ndarray:
-    for _ in range(5):
-        call()
-    samples = []
+def _interleaved(calls: tuple[Callable[[], object], ...], repeats: int) -> list[np.ndarray]:
+    """Milliseconds per call for each callable, alternating them so machine noise hits all alike."""
+    for call in calls:
+        for _ in range(5):
+            call()
+    samples: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return np.asarray(samples)
+        for call, out in zip(calls, samples, strict=True):
+            started = time.perf_counter()
+            call()
+            out.append((time.perf_counter() - started) * 1000)
+    return [np.asarray(s) for s in samples]
 
 
 def bench_route(pool: PoolConfig, repeats: int = 200) -> dict[str, dict[str, float]]:
@@ -42,9 +45,11 @@ def bench_route(pool: PoolConfig, repeats: int = 200) -> dict[str, dict[str, flo
     long_prompt = LONG_SENTENCE * 40 + "Which risk should the committee address first, and why?"
     for label, prompt in (("short", SHORT_PROMPT), ("long", long_prompt)):
         encoded = router.tokenizer.encode([prompt])
-        decision = _timings(lambda p=prompt: router.route(p), repeats)  # type: ignore[misc]
-        encoder = _timings(
-            lambda e=encoded: scorer.encoder.embed_ids(e.input_ids, e.attention_mask),  # type: ignore[misc]
+        decision, encoder = _interleaved(
+            (
+                lambda p=prompt: router.route(p),  # type: ignore[misc]
+                lambda e=encoded: scorer.encoder.embed_ids(e.input_ids, e.attention_mask),  # type: ignore[misc]
+            ),
             repeats,
         )
         result[label] = {

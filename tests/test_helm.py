@@ -205,12 +205,10 @@ def _apply_env(c: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setenv(name, CLIENT_KEY if name == "LADDER_API_KEYS" else f"upstream-{name.lower()}")
 
 
-def _write_config(docs: list[dict[str, Any]], directory: Path, strip: tuple[str, ...] = ()) -> None:
+def _write_config(docs: list[dict[str, Any]], directory: Path) -> None:
     """The ConfigMap's files as the pod sees them (paths inside the image mapped onto this checkout)."""
     for name, text in configmap_files(docs).items():
         data = yaml.safe_load(text)
-        if name == "settings.yaml":
-            data = {k: v for k, v in data.items() if k not in strip}
         if name == "pool.yaml":
             checkpoint = str(data["routing"]["checkpoint"])
             assert checkpoint.startswith(IMAGE_APP_DIR), f"checkpoint {checkpoint} is not in the image"
@@ -344,16 +342,14 @@ def test_gateway_is_pointed_at_the_triton_service(scenario: str) -> None:
 
 @needs_helm
 def test_the_gateway_accepts_the_rendered_triton_settings(tmp_path: Path) -> None:
-    from service.settings import Settings, load_settings
+    from service.settings import load_settings
 
     docs = render("gpu-triton-values.yaml")
-    if "scorer" not in Settings.model_fields:
-        _write_config(docs, tmp_path, strip=("scorer", "triton"))
-        load_settings(tmp_path / "settings.yaml", auth_disabled=True)
-        pytest.skip("service/settings.py has no `scorer`/`triton` settings yet; the rest of the file loads")
     _write_config(docs, tmp_path)
     settings = load_settings(tmp_path / "settings.yaml", auth_disabled=True)
-    assert settings.model_dump()["scorer"] == "triton"
+    rendered = yaml.safe_load(configmap_files(docs)["settings.yaml"])["triton"]
+    assert settings.scorer == "triton"
+    assert settings.triton.model_dump(include=set(rendered)) == rendered
 
 
 @needs_helm
