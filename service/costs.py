@@ -7,6 +7,7 @@ from typing import Any
 
 from ladder.errors import ConfigError
 from ladder.pool import ModelSpec, PoolConfig
+from ladder.router import estimate_tokens
 
 REFERENCE_INPUT_TOKENS = 1000
 
@@ -45,6 +46,27 @@ class Cost:
             "baseline_cost_usd": self.baseline_cost_usd,
             "savings_usd": self.savings_usd,
         }
+
+
+def chunk_text(chunk: dict[str, Any]) -> list[str]:
+    """The generated text in one streamed chat chunk: content and tool-call arguments."""
+    texts: list[str] = []
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        if isinstance(delta.get("content"), str):
+            texts.append(delta["content"])
+        for call in delta.get("tool_calls") or []:
+            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            if isinstance(arguments, str):
+                texts.append(arguments)
+    return texts
+
+
+def estimated_usage(input_tokens: int, completion_text: str) -> Usage:
+    """Usage for a stream whose upstream reported none: the routing estimate in, the streamed text out."""
+    return Usage(input_tokens, estimate_tokens(completion_text) if completion_text else 0)
 
 
 def usage_cost(model: ModelSpec, usage: Usage) -> float:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.prompt import routed_text
-from service.costs import Usage, answer_cost
+from service.costs import Usage, answer_cost, chunk_text, estimated_usage
 from service.disconnect import cancel_on_disconnect
 from service.dispatch import Dispatched
 from service.errors import GatewayError, UpstreamError, sse_error_event
@@ -103,10 +103,12 @@ async def chat_stream(
     name = dispatched.model.name
     usage: Usage | None = None
     error: str | None = None
+    streamed: list[str] = []
     try:
         async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
             async for chunk in chunks:
                 chunk["model"] = name
+                streamed.extend(chunk_text(chunk))
                 if chunk.get("usage"):
                     usage = Usage.from_openai(chunk["usage"]) or usage
                     if not chunk.get("choices"):
@@ -117,7 +119,11 @@ async def chat_stream(
                     if not wants_usage:
                         chunk.pop("usage")
                 yield data_event(chunk)
-        if usage is not None and not wants_usage:
+        if usage is None:  # an upstream that ignores stream_options.include_usage (llama.cpp does)
+            usage = estimated_usage(routed.needs.input_tokens, "".join(streamed))
+            cost = {**answer_cost(dispatched.model, gw.baseline, usage).to_dict(), "usage_estimated": True}
+            yield f": ladder {json.dumps(cost, separators=(',', ':'))}\n\n".encode()
+        elif not wants_usage:
             cost = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
             yield f": ladder {json.dumps(cost, separators=(',', ':'))}\n\n".encode()
         yield data_event("[DONE]")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -108,6 +110,23 @@ def test_streaming_without_usage_does_not_surprise_the_client(
     chunks = list(gateway.openai().chat.completions.create(model="ladder-1", messages=MESSAGES, stream=True))
     assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
     assert upstream.seen[-1].body["stream_options"] == {"include_usage": True}  # asked upstream for costs
+
+
+def test_a_stream_whose_upstream_reports_no_usage_is_still_costed(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
+    upstream.set("small-local", "no-usage")  # as llama.cpp's server does
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {API_KEY}"},
+        json={"model": "ladder-1", "messages": MESSAGES, "stream": True},
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    comments = [json.loads(line.removeprefix(": ladder ")) for line in lines if line.startswith(": ladder ")]
+    assert len(comments) == 1 and comments[0]["usage_estimated"] is True
+    assert comments[0]["cost_usd"] > 0 and comments[0]["baseline_cost_usd"] > comments[0]["cost_usd"]
+    assert lines[-1] == "data: [DONE]"
 
 
 def test_tools_plain_and_streaming(gateway: RunningGateway, upstream: FakeUpstream) -> None:

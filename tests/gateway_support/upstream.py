@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODES = ("ok", "fail", "hang", "reject", "midstream", "slow")
+MODES = ("ok", "fail", "hang", "reject", "midstream", "slow", "no-usage")
 
 
 @dataclass
@@ -111,7 +111,7 @@ async def _stream(model: str, body: dict[str, Any], mode: str) -> AsyncIterator[
             if mode == "midstream":
                 raise RuntimeError("injected failure in the middle of the stream")
         yield _chunk(upstream_model, {}, "stop")
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if (body.get("stream_options") or {}).get("include_usage") and mode != "no-usage":
         usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
         yield f"data: {json.dumps({'id': 'chatcmpl-fake', 'choices': [], 'usage': usage})}\n\n".encode()
     yield b"data: [DONE]\n\n"
