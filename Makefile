@@ -7,8 +7,11 @@ setup:
 route: setup
 	.venv/bin/ladder route "$${PROMPT:-Explain the difference between a mutex and a semaphore.}"
 
+# Clients authenticate with a bearer key: LADDER_API_KEYS if set, else a fresh one printed here.
 serve: setup
-	.venv/bin/ladder serve
+	@key="$${LADDER_API_KEYS:-$$(.venv/bin/python -c 'import secrets; print("ladder-" + secrets.token_urlsafe(24))')}"; \
+	echo "==> client API key: $$key  (playground: http://127.0.0.1:8000/#key=$$key)"; \
+	LADDER_API_KEYS="$$key" .venv/bin/ladder serve
 
 test-deps: setup
 	bash scripts/test_deps.sh
