@@ -72,6 +72,14 @@ async def create_chat_completion(
         wants_usage = bool((params.stream_options or {}).get("include_usage"))
         stream = chat_stream(gw, routed, dispatched, wants_usage, text)
         return StreamingResponse(stream, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
+    data = reply_json(dispatched)
+    data["model"] = dispatched.model.name
+    data["ladder"] = settle(gw, routed, dispatched, data, headers, text, "chat")
+    return JSONResponse(data, headers=headers)
+
+
+def reply_json(dispatched: Dispatched) -> dict[str, Any]:
+    """The upstream's plain (non-streamed) chat completion as a JSON object."""
     try:
         data = json.loads(dispatched.reply.body)
     except ValueError as exc:
@@ -80,20 +88,31 @@ async def create_chat_completion(
         ) from exc
     if not isinstance(data, dict):
         raise UpstreamError(f"upstream for {dispatched.model.name} answered a non-object", "bad JSON")
-    data["model"] = dispatched.model.name
-    usage = Usage.from_openai(data.get("usage"))
+    return data
+
+
+def settle(
+    gw: Gateway,
+    routed: Routed,
+    dispatched: Dispatched,
+    completion: dict[str, Any],
+    headers: dict[str, str],
+    text: str,
+    endpoint: str,
+) -> dict[str, Any]:
+    """Price a plain answer, add the cost headers, record it, and return the body's ``ladder`` object."""
+    usage = Usage.from_openai(completion.get("usage"))
     cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
     if cost is not None:
         headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
         headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
-    data["ladder"] = {
+    gw.record(routed, endpoint, dispatched, usage, cost, text)
+    return {
         **routed.summary(),
         "model": dispatched.model.name,
         **(cost.to_dict() if cost is not None else {}),
         "fallback": [a.to_dict() for a in dispatched.failures],
     }
-    gw.record(routed, "chat", dispatched, usage, cost, text)
-    return JSONResponse(data, headers=headers)
 
 
 async def chat_stream(

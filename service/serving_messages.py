@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -18,7 +17,7 @@ from service.dispatch import Dispatched
 from service.errors import UpstreamError, sse_error_event
 from service.gateway import Gateway, Routed
 from service.protocol import routing_extensions
-from service.serving_chat import SSE_HEADERS, answer_headers, dispatch
+from service.serving_chat import SSE_HEADERS, answer_headers, dispatch, reply_json, settle
 from service.sse import upstream_chunks
 
 
@@ -33,25 +32,9 @@ async def create_message(gw: Gateway, params: MessageCreateParams, request: Requ
     if params.stream:
         stream = message_stream(gw, routed, dispatched, text)
         return StreamingResponse(stream, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
-    try:
-        completion = json.loads(dispatched.reply.body)
-    except ValueError as exc:
-        raise UpstreamError(
-            f"upstream for {dispatched.model.name} answered invalid JSON", "bad JSON"
-        ) from exc
-    usage = Usage.from_openai(completion.get("usage"))
-    cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+    completion = reply_json(dispatched)
     message = to_message(completion, dispatched.model.name)
-    message["ladder"] = {
-        **routed.summary(),
-        "model": dispatched.model.name,
-        **(cost.to_dict() if cost is not None else {}),
-        "fallback": [a.to_dict() for a in dispatched.failures],
-    }
-    if cost is not None:
-        headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
-        headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
-    gw.record(routed, "messages", dispatched, usage, cost, text)
+    message["ladder"] = settle(gw, routed, dispatched, completion, headers, text, "messages")
     return JSONResponse(message, headers=headers)
 
 
