@@ -17,7 +17,7 @@ from service.dispatch import Dispatched
 from service.errors import GatewayError, UpstreamError, sse_error_event
 from service.gateway import Gateway, Routed
 from service.protocol import ChatCompletionCreateParams, forwarded_body, routing_extensions
-from service.sse import data_event, upstream_chunks
+from service.sse import data_event, json_object, upstream_chunks
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -80,15 +80,10 @@ async def create_chat_completion(
 
 def reply_json(dispatched: Dispatched) -> dict[str, Any]:
     """The upstream's plain (non-streamed) chat completion as a JSON object."""
-    try:
-        data = json.loads(dispatched.reply.body)
-    except ValueError as exc:
-        raise UpstreamError(
-            f"upstream for {dispatched.model.name} answered invalid JSON", "bad JSON"
-        ) from exc
-    if not isinstance(data, dict):
-        raise UpstreamError(f"upstream for {dispatched.model.name} answered a non-object", "bad JSON")
-    return data
+    name = dispatched.model.name
+    return json_object(
+        dispatched.reply.body, f"upstream for {name} answered invalid JSON or a non-object", "bad JSON"
+    )
 
 
 def settle(

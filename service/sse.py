@@ -11,6 +11,18 @@ import httpx
 from service.errors import UpstreamError, UpstreamTimeoutError
 from service.upstream import UpstreamReply
 
+
+def json_object(raw: str | bytes, problem: str, reason: str) -> dict[str, Any]:
+    """Parse an upstream's JSON object, or raise UpstreamError(``problem``, ``reason``)."""
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise UpstreamError(problem, reason) from exc
+    if not isinstance(value, dict):
+        raise UpstreamError(problem, reason)
+    return value
+
+
 DONE = "[DONE]"
 
 
@@ -58,14 +70,7 @@ async def upstream_chunks(reply: UpstreamReply, model: str) -> AsyncGenerator[di
                 for data in parser.feed(raw):
                     if data.strip() == DONE:
                         return
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError as exc:
-                        raise UpstreamError(
-                            f"upstream for {model} sent an invalid event", "bad event"
-                        ) from exc
-                    if not isinstance(chunk, dict):
-                        raise UpstreamError(f"upstream for {model} sent an invalid event", "bad event")
+                    chunk = json_object(data, f"upstream for {model} sent an invalid event", "bad event")
                     if chunk.get("error"):
                         message = (
                             chunk["error"].get("message")

@@ -40,12 +40,8 @@ SLOW_S = 10.0  # per-call timeout where Triton must answer: a busy CI machine mu
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[OtlpReceiver]:
-    pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-    rx = OtlpReceiver()
-    rx.thread.start()
-    yield rx
-    rx.server.shutdown()
-    rx.server.server_close()
+    with OtlpReceiver.running() as rx:
+        yield rx
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,19 @@ class OtlpReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    @classmethod
+    @contextmanager
+    def running(cls) -> Iterator[OtlpReceiver]:
+        """A started receiver, shut down on exit (skips when the OTLP protobuf classes are missing)."""
+        pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+        receiver = cls()
+        receiver.thread.start()
+        try:
+            yield receiver
+        finally:
+            receiver.server.shutdown()
+            receiver.server.server_close()
+
     def add(self, request: object) -> None:
         for resource_spans in request.resource_spans:  # type: ignore[attr-defined]
             attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
@@ -88,12 +102,8 @@ class OtlpReceiver:
 
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:
-    pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-    rx = OtlpReceiver()
-    rx.thread.start()
-    yield rx
-    rx.server.shutdown()
-    rx.server.server_close()
+    with OtlpReceiver.running() as rx:
+        yield rx
 
 
 @pytest.mark.asyncio
