@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from cli.progress import stderr
+from ladder.defaults import default_checkpoint_path
 
-DEFAULT_CHECKPOINT = Path("checkpoints/default")
+DEFAULT_CHECKPOINT = default_checkpoint_path()  # shipped in the package (ladder/defaults)
 DEFAULT_REPOSITORY = Path("model_repository")
 
 

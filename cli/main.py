@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from cli import export_commands, serve_commands
+from cli import (
+    collect_commands,
+    export_commands,
+    latency_commands,
+    production_commands,
+    retrain_commands,
+    serve_commands,
+)
 from cli.progress import stage_progress, stderr
-from ladder.errors import LadderError
+from ladder.errors import DataWarning, LadderError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ladder: a learned LLM router.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
@@ -123,26 +131,37 @@ def train(
     seed: int = 0,
     members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
     pca_dims: Annotated[int, typer.Option(min=2)] = 128,
+    embed_with: Annotated[
+        str | None,
+        typer.Option(help="Embed on Triton's encoder model: triton://HOST:PORT (gRPC). Default: in process."),
+    ] = None,
 ) -> None:
     """Train a router head on canonical data."""
+    import dataclasses
+
     from ladder.pool import load_pool
     from training.dataset import read_canonical
     from training.fit import HeadSettings
     from training.train import TrainingSpec
     from training.train import train as run_train
+    from training.triton_embed import embed_for_training
 
     dataset = read_canonical(data)
     spec = TrainingSpec(
         encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims)
     )
-    with stage_progress() as progress:
+    with (
+        stage_progress() as progress,
+        embed_for_training(embed_with, encoder, spec.variant, spec.max_tokens, progress) as (variant, embed),
+    ):
         checkpoint = run_train(
             dataset,
             [str(p) for p in data],
             out,
             load_pool(pool) if pool else None,
-            spec,
+            dataclasses.replace(spec, variant=variant),
             progress,
+            embed,
         )
     rec = checkpoint.manifest.recommended
     stderr.print(f"[green]checkpoint written[/green] to {out} ({len(checkpoint.models)} models)")
@@ -167,15 +186,41 @@ def evaluate(
     ] = None,
     strong: Annotated[str | None, typer.Option(help="Strong model for PGR/APGR/CPT.")] = None,
     weak: Annotated[str | None, typer.Option(help="Weak model for PGR/APGR/CPT.")] = None,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="What the recommended (policy, parameter) and cascade are chosen for, on training rows: "
+            "match-best (default: cheapest point within 0.5 points of the best single model), arena "
+            "(highest arena score) or max-accuracy-under-cost (with --cost-cap)."
+        ),
+    ] = "match-best",
+    cost_cap: Annotated[
+        float | None, typer.Option(min=0, help="USD per 1K requests, for max-accuracy-under-cost.")
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="Add this tolerance's operating point to the report (at_tolerance)."),
+    ] = None,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune/--no-tune",
+            help="Rebuild the out-of-fold scores on the training rows to choose operating points and "
+            "cascades there (a few minutes on large data).",
+        ),
+    ] = True,
 ) -> None:
     """Judge a checkpoint on held-out data beside every single model, the oracle, kNN and random routing."""
     from ladder.checkpoint import Checkpoint
     from ladder.pool import load_pool
     from training.dataset import read_canonical
+    from training.embed import embed_texts
     from training.evaluate import build_report, evaluation_inputs, write_json
+    from training.objectives import Objective
     from training.plot import plot_report
     from training.train import training_rows
 
+    chosen_objective = Objective(objective, cost_cap=cost_cap)
     loaded = Checkpoint.load(checkpoint)
     eval_rows = training_rows(read_canonical([data]), split)
     train_split = loaded.manifest.training.settings.get("split")
@@ -185,8 +230,11 @@ def evaluate(
         train_rows = training_rows(read_canonical(train_files), train_split)
     else:
         stderr.print(
-            "[yellow]training data not found: the kNN baseline is skipped (pass --train-data)[/yellow]"
+            "[yellow]training data not found: the kNN baseline, the per-task baseline, the recommendation "
+            "by objective and cascades are skipped (pass --train-data)[/yellow]"
         )
+    enc = loaded.manifest.encoder
+    max_tokens = int(loaded.manifest.training.settings.get("max_tokens", 512))
     with stage_progress() as progress:
         inputs = evaluation_inputs(
             loaded,
@@ -194,14 +242,27 @@ def evaluate(
             load_pool(pool) if pool else None,
             train_rows,
             progress,
+            tune_on_training=tune,
         )
-    if inputs.overlap_with_training:
-        stderr.print(
-            f"[yellow]{inputs.overlap_with_training} evaluation questions also appear in the training data: "
-            "left out of every figure[/yellow]"
+
+        def embed(texts: list[str]) -> Any:
+            return embed_texts(texts, enc.name, enc.variant, max_tokens, progress)
+
+        if inputs.overlap_with_training:
+            stderr.print(
+                f"[yellow]{inputs.overlap_with_training} evaluation questions also appear in the training "
+                "data: left out of every figure[/yellow]"
+            )
+        rec = loaded.manifest.recommended
+        report = build_report(
+            inputs,
+            rec.tolerance if rec else None,
+            strong,
+            weak,
+            objective=chosen_objective,
+            at_tolerance=tolerance,
+            embed=embed,
         )
-    rec = loaded.manifest.recommended
-    report = build_report(inputs, rec.tolerance if rec else None, strong, weak)
     if json_path:
         write_json(report, json_path)
     if plot:
@@ -218,11 +279,14 @@ def bench_route(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     pool: PoolOption = None,
     repeats: Annotated[int, typer.Option(min=10)] = 200,
+    variants: Annotated[
+        bool, typer.Option("--variants/--no-variants", help="Also batched throughput per encoder way.")
+    ] = True,
 ) -> None:
     """In-process routing latency on the default router, against the bare encoder."""
-    from ladder.bench import bench_route as run
+    from bench.route import bench_route as run
 
-    result = run(_pool(pool), repeats)
+    result = run(_pool(pool), repeats, variants)
     _print_json(result)
     del as_json
 
@@ -231,10 +295,30 @@ app.command("serve")(serve_commands.serve)
 bench_app.command("gateway")(serve_commands.bench_gateway)
 app.command("export")(export_commands.export)
 bench_app.command("triton")(export_commands.bench_triton)
+app.command("onboard")(retrain_commands.onboard)
+app.command("calibrate")(retrain_commands.calibrate)
+app.command("collect")(collect_commands.collect)
+app.command("judge")(collect_commands.judge)
+app.command("latency")(latency_commands.latency)
+app.command("export-traffic")(production_commands.export_traffic)
+app.command("report")(production_commands.report)
+app.command("retrain")(production_commands.retrain)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A DataWarning is one yellow line on stderr; other warnings keep Python's format."""
+    if issubclass(category, DataWarning):
+        stderr.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+    else:
+        _python_showwarning(message, category, *args, **kwargs)
+
+
+_python_showwarning = warnings.showwarning
 
 
 def main() -> None:
     """Entry point: domain errors become one clear line and exit status 2, never a traceback."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except LadderError as exc:

@@ -33,11 +33,23 @@ def bench_gateway(
     requests: Annotated[int, typer.Option(min=1, help="Requests in the concurrent run.")] = 5000,
     single_requests: Annotated[int, typer.Option(min=10, help="Requests in the single-client run.")] = 300,
     scorer_threads: Annotated[int | None, typer.Option(min=1, help="ORT threads for scoring.")] = None,
+    open_fraction: Annotated[
+        float, typer.Option(min=0.01, max=10.0, help="Open-loop rate over closed-loop throughput.")
+    ] = 0.8,
+    open_seconds: Annotated[float, typer.Option(min=0.1, help="Length of the open-loop run.")] = 10.0,
 ) -> None:
-    """Gateway overhead and concurrent throughput, as JSON."""
+    """Gateway overhead, closed-loop throughput and open-loop latency under load, as JSON (docs/bench.md)."""
+    from bench.gateway import bench_gateway as run
     from ladder.pool import load_pool
     from ladder.router import default_pool_path
-    from service.bench import bench_gateway as run
 
-    report = run(load_pool(pool or default_pool_path()), clients, requests, single_requests, scorer_threads)
+    report = run(
+        load_pool(pool or default_pool_path()),
+        clients,
+        requests,
+        single_requests,
+        scorer_threads,
+        open_fraction=open_fraction,
+        open_seconds=open_seconds,
+    )
     typer.echo(json.dumps(report, indent=None if as_json else 2))

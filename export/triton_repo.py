@@ -152,10 +152,12 @@ def write_repository(
     else:
         link_or_copy(directory / getattr(info.files, variant), enc / "1" / "model.onnx")
         shutil.copyfile(onnx_model.__file__, enc / "1" / "model.py")
-    _write(enc / "config.pbtxt", cfg.encoder_config(shape))
+    # int8 runs each row alone (batch-invariant scores, as in the embedded scorer); fp32 batches
+    identity = served_identity(info, shape.flavour, variant, tensorrt_plan)
+    _write(enc / "config.pbtxt", cfg.encoder_config(shape, per_row=variant == "int8", identity=identity))
     _warmup_files(enc / "warmup", tokenizer, shape.flavour)
     if tensorrt_plan:
-        _build_plan(enc, shape, log)
+        _build_plan(enc, shape, log, identity)
 
     head = stage / "head"
     link_or_copy(ckpt.head_path, _mkdir(head / "1") / "model.onnx")
@@ -174,7 +176,17 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log) -> None:
+def served_identity(
+    info: EncoderInfo, flavour: cfg.Flavour, variant: Variant, tensorrt_plan: bool = False
+) -> dict[str, str]:
+    """The encoder identity written into ``encoder/config.pbtxt`` (the gpu flavour's graph is fp32, run in
+    TensorRT FP16), so that ``ladder train --embed-with`` can refuse a repository serving another encoder."""
+    engine = "onnxruntime-cpu" if flavour == "cpu" else "tensorrt-fp16"
+    engine = engine.replace("tensorrt", "tensorrt-plan") if tensorrt_plan else engine
+    return cfg.encoder_identity(info.name, info.source, info.dim, variant, engine)
+
+
+def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log, identity: dict[str, str]) -> None:
     command = trtexec_command(
         enc / "1" / "model.onnx", enc / "1" / "model.plan", shape.max_batch, shape.max_tokens
     )
@@ -186,7 +198,7 @@ def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log) -> None:
     log(f"building the TensorRT engine: {' '.join(command)}")
     subprocess.run(command, check=True)
     (enc / "1" / "model.onnx").unlink()
-    _write(enc / "config.pbtxt", cfg.encoder_plan_config(shape))
+    _write(enc / "config.pbtxt", cfg.encoder_plan_config(shape, identity))
 
 
 def check_parity(stage: Path, reference: EmbeddedScorer, tokenizer: Tokenizer, tolerance: float) -> float:

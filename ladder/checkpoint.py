@@ -62,7 +62,9 @@ class Manifest(BaseModel):
     expected_output_tokens: dict[str, float] = Field(default_factory=dict)
     data_cost_per_request: dict[str, float] = Field(default_factory=dict)
     training: TrainingRecord
-    cv_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    cv_metrics: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict, description="Out-of-fold metrics per model; an AUC is None when one class only"
+    )
     recommended: Recommendation | None = None
     reference_p_correct: list[list[float]] = Field(
         default_factory=list, description="held-out P(correct) rows, for the budget policy"

@@ -188,8 +188,19 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
+def _widths(mask: NDArray[np.int64]) -> list[int]:
+    """Each row's width without its right padding: up to its last attended position (at least 1)."""
+    attended = mask != 0
+    last = mask.shape[1] - np.argmax(attended[:, ::-1], axis=1)
+    return [int(w) if row.any() else 1 for w, row in zip(last, attended, strict=True)]
+
+
 class OnnxEncoder:
-    """Embeds texts with an encoder folder's ONNX graph on ONNX Runtime."""
+    """Embeds texts with an encoder folder's ONNX graph on ONNX Runtime.
+
+    ``per_row`` (default: on for int8) runs every row of a batch alone at its own length, so that its
+    embedding is the same whatever it is batched with.
+    """
 
     def __init__(
         self,
@@ -199,6 +210,7 @@ class OnnxEncoder:
         *,
         info: EncoderInfo | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        per_row: bool | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.info = info or EncoderInfo.load(self.directory)
@@ -216,6 +228,9 @@ class OnnxEncoder:
                 raise ValueError(f"threads must be at least 1, not {threads}")
             options.intra_op_num_threads = threads
         self.variant = variant
+        # int8 graphs quantise activations dynamically, with one scale over the whole input tensor: a row's
+        # result would depend on the rows and padding it runs with. Run alone at its own length, it cannot.
+        self.per_row = variant == "int8" if per_row is None else per_row
         self.session = ort.InferenceSession(str(path), options, providers=list(providers))
         self.tokenizer = Tokenizer(self.directory, info=self.info)
 
@@ -241,11 +256,17 @@ class OnnxEncoder:
             return np.zeros((ids.shape[0], self.dim), dtype=np.float32)
         if ids.min() < 0 or ids.max() >= self.info.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.info.vocab_size})")
-        feeds = {
-            "input_ids": ids.astype(np.int64, copy=False),
-            "attention_mask": mask.astype(np.int64, copy=False),
-        }
-        (out,) = self.session.run(["embedding"], feeds)
+        ids = ids.astype(np.int64, copy=False)
+        mask = mask.astype(np.int64, copy=False)
+        if not self.per_row:
+            return self._run(ids, mask)
+        out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
+        for i, width in enumerate(_widths(mask)):
+            out[i] = self._run(ids[i : i + 1, :width], mask[i : i + 1, :width])[0]
+        return out
+
+    def _run(self, ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:
+        (out,) = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
         return np.asarray(out, dtype=np.float32)
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> NDArray[np.float32]:

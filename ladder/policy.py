@@ -81,13 +81,6 @@ class Decision:
         }
 
 
-def expected_cost_usd(
-    input_tokens: int, output_tokens: float, input_per_1m: float, output_per_1m: float
-) -> float:
-    """Expected USD for one request: tokens in and expected tokens out at the model's prices."""
-    return (input_tokens * input_per_1m + output_tokens * output_per_1m) / 1_000_000
-
-
 def _exclusions(names: Sequence[str], options: DecisionOptions) -> dict[str, str]:
     known = set(names)
     asked = set(options.allowed or ()) | ({options.pinned} if options.pinned else set())

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from ladder.cascade import CascadeConfig
+from ladder.defaults import default_checkpoint_path
 from ladder.errors import ConfigError
 from ladder.yamlfile import Location, line_of, read_yaml, validate_model
 
@@ -52,6 +54,11 @@ class Price(Strict):
     output_per_1m: float = Field(ge=0, description="USD per 1M output tokens")
 
 
+class Latency(Strict):
+    ttft_ms: float = Field(gt=0, description="Typical time to the first token, in milliseconds")
+    tokens_per_s: float = Field(gt=0, description="Typical decode speed, in output tokens per second")
+
+
 class ModelSpec(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     label: str | None = Field(default=None, description="The model's name in the checkpoint, if different")
@@ -63,6 +70,9 @@ class ModelSpec(Strict):
     system_prompt: str | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
     expected_output_tokens: int | None = Field(default=None, gt=0)
+    latency: Latency | None = Field(
+        default=None, description="Expected latency before live measurements (e.g. from `ladder collect`)"
+    )
 
     @property
     def checkpoint_label(self) -> str:
@@ -81,9 +91,18 @@ class RoutingDefaults(Strict):
     budget_per_1k: float | None = Field(default=None, gt=0, description="budget policy: USD per 1K requests")
     encoder: str = "multilingual-e5-small"
     encoder_variant: Literal["fp32", "int8"] = "int8"
-    checkpoint: Path = Path("checkpoints/default")
+    batch_invariant: bool = Field(
+        default=True,
+        description="Scores never depend on what a prompt is batched with (int8: each prompt runs alone)",
+    )
+    checkpoint: Path = Field(
+        default_factory=default_checkpoint_path, description="Default: the checkpoint shipped with Ladder"
+    )
     max_prompt_tokens: int = Field(default=512, ge=16, le=8192)
     default_output_tokens: int = Field(default=256, gt=0)
+    cascade: CascadeConfig = Field(
+        default_factory=CascadeConfig, description="The gateway's cascade mode (answer-aware escalation)"
+    )
 
     @model_validator(mode="after")
     def _budget_needs_target(self) -> RoutingDefaults:

@@ -5,25 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from ladder.checkpoint import Checkpoint
+from ladder.defaults import default_pool_path as default_pool_path  # re-exported
 from ladder.encoder import EncoderInfo, OnnxEncoder, Tokenizer
 from ladder.errors import CheckpointError
 from ladder.head import OnnxHead
 from ladder.home import encoder_dir
-from ladder.policy import Decision, DecisionOptions, budget_tolerance, decide, expected_cost_usd
+from ladder.policy import Decision, DecisionOptions, budget_tolerance, decide
 from ladder.pool import ModelSpec, PolicyName, PoolConfig
+from ladder.pricing import Pricing, estimate_tokens
 from ladder.prompt import check_text
 from ladder.scoring import EmbeddedScorer, Scorer
-
-
-def estimate_tokens(text: str) -> int:
-    """Input tokens for pricing: about 4 characters a token for ASCII, one per other character (CJK)."""
-    ascii_chars = sum(1 for ch in text if ord(ch) < 128)
-    return max(1, round(ascii_chars / 4 + (len(text) - ascii_chars)))
 
 
 @dataclass(frozen=True)
@@ -76,26 +71,26 @@ class Router:
                 f"{checkpoint.manifest.encoder.name} ({checkpoint.manifest.encoder.dim}-d); the pool uses "
                 f"{info.name} ({info.dim}-d)"
             )
-        encoder = OnnxEncoder(directory, variant=pool.routing.encoder_variant, threads=threads)
+        variant = pool.routing.encoder_variant
+        # fp32 batches are invariant up to float rounding (about 1e-7); int8 ones only when run per row
+        per_row = variant == "int8" and pool.routing.batch_invariant
+        encoder = OnnxEncoder(directory, variant=variant, threads=threads, per_row=per_row)
         head = OnnxHead(checkpoint.head_path)
         scorer = EmbeddedScorer(encoder, head, checkpoint.models)
         tokenizer = Tokenizer(directory, max_tokens=pool.routing.max_prompt_tokens)
         return cls(pool, checkpoint, tokenizer, scorer)
 
+    @property
+    def pricing(self) -> Pricing:
+        """Today's pool prices with the output tokens the checkpoint learned per model."""
+        return Pricing(self.pool, self.checkpoint.manifest.expected_output_tokens)
+
     def output_tokens(self, model: ModelSpec) -> float:
-        if model.expected_output_tokens is not None:
-            return float(model.expected_output_tokens)
-        learned = self.checkpoint.manifest.expected_output_tokens.get(model.checkpoint_label)
-        return float(learned) if learned else float(self.pool.routing.default_output_tokens)
+        return self.pricing.output_tokens(model)
 
     def costs(self, input_tokens: int) -> dict[str, float]:
         """Expected USD per request for every pool model, at today's pool prices."""
-        return {
-            m.name: expected_cost_usd(
-                input_tokens, self.output_tokens(m), m.price.input_per_1m, m.price.output_per_1m
-            )
-            for m in self.pool.models
-        }
+        return self.pricing.costs(input_tokens)
 
     def default_options(self) -> DecisionOptions:
         routing = self.pool.routing
@@ -160,8 +155,3 @@ class Router:
                 )
             )
         return results
-
-
-def default_pool_path() -> Path:
-    """The pool file shipped with Ladder (the default router)."""
-    return Path(__file__).resolve().parent.parent / "pools" / "default.yaml"

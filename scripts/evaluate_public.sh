@@ -28,3 +28,11 @@ for bench in mmlu gsm8k; do
   sed "s#reports/routellm-mmlu#reports/routellm-$bench#" pools/routellm.yaml > "runs/routellm-$bench.yaml"
   run "routellm-$bench" "runs/routellm-$bench.csv.gz" "runs/routellm-$bench.yaml" gpt-4-1106-preview mixtral-8x7b
 done
+
+# MMLU-Pro cascades (the data carries each model's answer letter), with a prefill estimate that needs no
+# encoder: each model's per-subject accuracy on the training rows. `ladder evaluate` on the default router
+# (scripts/build_default_router.sh) reports the same cascades with the router's own scores.
+$ladder import mmlu-pro "$data/mmlu_pro" --out runs/mmlu_pro.csv.gz --test-fraction 0.2 --seed 0
+mkdir -p reports/mmlu-pro
+.venv/bin/python scripts/cascade_by_task.py runs/mmlu_pro.csv.gz ladder/defaults/pool.yaml \
+  reports/mmlu-pro/cascade_by_task.json

@@ -1,6 +1,6 @@
 """Benchmark the Triton ``router`` ensemble (perf_analyzer) beside the in-process scorer: JSON + markdown.
 
-Usage: ``python scripts/perf_triton.py --checkpoint checkpoints/default --out docs/perf [--fp32]``
+Usage: ``python scripts/perf_triton.py --checkpoint ladder/defaults/checkpoint --out docs/perf [--fp32]``
 (``--seconds 8``; same as ``ladder bench triton``). Needs ``scripts/install_triton.sh`` and
 ``scripts/install_perf_analyzer.sh``.
 """
@@ -17,7 +17,7 @@ from ladder.errors import LadderError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/default"))
+    parser.add_argument("--checkpoint", type=Path, default=Path("ladder/defaults/checkpoint"))
     parser.add_argument("--out", type=Path, default=Path("docs/perf"))
     parser.add_argument("--fp32", action="store_true", help="the fp32 encoder instead of int8")
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement window per point")

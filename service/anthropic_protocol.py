@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
 from service.errors import InvalidRequestError
 from service.protocol import Passthrough, RoutingExtensions
@@ -19,19 +19,124 @@ STOP_REASONS = {
 }
 
 
+class Base64Source(Passthrough):
+    type: Literal["base64"]
+    media_type: str = "image/png"
+    data: str
+
+
+class URLSource(Passthrough):
+    type: Literal["url"]
+    url: str
+
+
+class PlainTextSource(Passthrough):
+    type: Literal["text"]
+    data: str
+
+
+class ContentSource(Passthrough):
+    type: Literal["content"]
+    content: str | list[ContentBlockParam]
+
+
+class FileSource(Passthrough):
+    type: Literal["file"]
+    file_id: str
+
+
+ImageSource = Annotated[Base64Source | URLSource | FileSource, Field(discriminator="type")]
+DocumentSource = Annotated[
+    Base64Source | URLSource | PlainTextSource | ContentSource | FileSource, Field(discriminator="type")
+]
+
+
+class TextBlockParam(Passthrough):
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlockParam(Passthrough):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class DocumentBlockParam(Passthrough):
+    type: Literal["document"]
+    source: DocumentSource
+    title: str | None = None
+    context: str | None = None
+
+
+class ToolUseBlockParam(Passthrough):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlockParam(Passthrough):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[ContentBlockParam] | None = None
+    is_error: bool | None = None
+
+
+class OtherBlockParam(Passthrough):
+    """A block Ladder does not translate (thinking, server tools, ...): checked for a type, not forwarded."""
+
+    type: str
+
+
+def _block_tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in TRANSLATED_BLOCKS else "other"
+
+
+TRANSLATED_BLOCKS = ("text", "image", "document", "tool_use", "tool_result")
+ContentBlockParam = Annotated[
+    Annotated[TextBlockParam, Tag("text")]
+    | Annotated[ImageBlockParam, Tag("image")]
+    | Annotated[DocumentBlockParam, Tag("document")]
+    | Annotated[ToolUseBlockParam, Tag("tool_use")]
+    | Annotated[ToolResultBlockParam, Tag("tool_result")]
+    | Annotated[OtherBlockParam, Tag("other")],
+    Discriminator(_block_tag),
+]
+
+
+ContentSource.model_rebuild()
+DocumentBlockParam.model_rebuild()
+ToolResultBlockParam.model_rebuild()
+
+
+class ToolParam(Passthrough):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class ToolChoiceParam(Passthrough):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
 class MessageParam(Passthrough):
     role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: str | list[ContentBlockParam]
 
 
 class MessageCreateParams(Passthrough):
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     messages: list[MessageParam] = Field(min_length=1)
-    system: str | list[dict[str, Any]] | None = None
+    system: str | list[ContentBlockParam] | None = None
     stream: bool | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: dict[str, Any] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
@@ -43,51 +148,72 @@ class MessageCreateParams(Passthrough):
 
 
 def _text(blocks: str | list[Any] | None) -> str:
+    """The text of a string or of a list of blocks (text blocks and text documents; others are skipped)."""
     if blocks is None or isinstance(blocks, str):
         return blocks or ""
-    return "\n".join(
-        str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text"
-    )
+    texts = []
+    for block in blocks:
+        if isinstance(block, dict):
+            kind = block.get("type")
+            if kind == "text" and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+        elif isinstance(block, TextBlockParam):
+            texts.append(block.text)
+        elif isinstance(block, DocumentBlockParam):
+            texts.append(_document_text(block))
+    return "\n".join(t for t in texts if t)
 
 
-def _image(block: dict[str, Any]) -> dict[str, Any]:
-    source = block.get("source") or {}
-    if source.get("type") == "base64":
-        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
-    elif source.get("type") == "url":
-        url = str(source.get("url", ""))
+def _image(block: ImageBlockParam) -> dict[str, Any]:
+    source = block.source
+    if isinstance(source, Base64Source):
+        url = f"data:{source.media_type};base64,{source.data}"
+    elif isinstance(source, URLSource):
+        url = source.url
     else:
-        raise InvalidRequestError(f"unsupported image source {source.get('type')!r}", "messages")
+        raise InvalidRequestError("image blocks need a 'base64' or 'url' source, not 'file'", "messages")
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _user_messages(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _document_text(block: DocumentBlockParam) -> str:
+    source = block.source
+    if isinstance(source, PlainTextSource):
+        body = source.data
+    elif isinstance(source, ContentSource):
+        body = _text(source.content)
+    else:
+        raise InvalidRequestError(
+            f"document blocks need a 'text' or 'content' source; '{source.type}' is not supported", "messages"
+        )
+    return "\n\n".join(t for t in (block.title, block.context, body) if t)
+
+
+def _user_messages(content: list[Any]) -> list[dict[str, Any]]:
     tool_results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for block in content:
-        kind = block.get("type")
-        if kind == "text":
-            parts.append({"type": "text", "text": str(block.get("text", ""))})
-        elif kind == "image":
+        if isinstance(block, TextBlockParam):
+            parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlockParam):
             parts.append(_image(block))
-        elif kind == "tool_result":
-            inner = block.get("content")
-            text = _text(inner) if isinstance(inner, list | str | None) else str(inner)
-            tool_results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
-        elif kind == "document" and (block.get("source") or {}).get("type") == "text":
-            parts.append({"type": "text", "text": str(block["source"].get("data", ""))})
+        elif isinstance(block, DocumentBlockParam):
+            parts.append({"type": "text", "text": _document_text(block)})
+        elif isinstance(block, ToolResultBlockParam):
+            tool_results.append(
+                {"role": "tool", "tool_call_id": block.tool_use_id, "content": _text(block.content)}
+            )
     return tool_results + ([{"role": "user", "content": parts}] if parts else [])
 
 
-def _assistant_message(content: list[dict[str, Any]]) -> dict[str, Any]:
+def _assistant_message(content: list[Any]) -> dict[str, Any]:
     calls = [
         {
-            "id": b.get("id"),
+            "id": b.id,
             "type": "function",
-            "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input") or {})},
+            "function": {"name": b.name, "arguments": json.dumps(b.input)},
         }
         for b in content
-        if b.get("type") == "tool_use"
+        if isinstance(b, ToolUseBlockParam)
     ]
     message: dict[str, Any] = {"role": "assistant", "content": _text(content) or None}
     if calls:
@@ -95,11 +221,12 @@ def _assistant_message(content: list[dict[str, Any]]) -> dict[str, Any]:
     return message
 
 
-def _tool_choice(choice: dict[str, Any]) -> str | dict[str, Any]:
-    kind = choice.get("type")
-    if kind == "tool":
-        return {"type": "function", "function": {"name": choice.get("name")}}
-    return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind), "auto")
+def _tool_choice(choice: ToolChoiceParam) -> str | dict[str, Any]:
+    if choice.type == "tool":
+        if not choice.name:
+            raise InvalidRequestError("tool_choice of type 'tool' needs a 'name'", "tool_choice.name")
+        return {"type": "function", "function": {"name": choice.name}}
+    return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
 def to_chat_body(params: MessageCreateParams) -> dict[str, Any]:
@@ -128,16 +255,16 @@ def to_chat_body(params: MessageCreateParams) -> dict[str, Any]:
             {
                 "type": "function",
                 "function": {
-                    "name": t.get("name"),
-                    "description": t.get("description", ""),
-                    "parameters": t.get("input_schema") or {"type": "object"},
+                    "name": t.name,
+                    "description": t.description or "",
+                    "parameters": t.input_schema or {"type": "object"},
                 },
             }
             for t in params.tools
         ]
     if params.tool_choice:
         body["tool_choice"] = _tool_choice(params.tool_choice)
-        if params.tool_choice.get("disable_parallel_tool_use"):
+        if params.tool_choice.disable_parallel_tool_use:
             body["parallel_tool_calls"] = False
     if params.metadata and params.metadata.get("user_id"):
         body["user"] = str(params.metadata["user_id"])
@@ -156,6 +283,8 @@ def to_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
         try:
             arguments = json.loads(function.get("arguments") or "{}")
         except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):  # Anthropic's ``input`` is always an object
             arguments = {"_raw": function.get("arguments")}
         content.append(
             {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}

@@ -12,6 +12,7 @@ from opentelemetry.trace import TracerProvider
 
 from ladder.pool import load_pool
 from ladder.router import Router
+from ladder.upstream import UpstreamClient
 from service.audit import AuditLog
 from service.batcher import ScoreBatcher, score_texts
 from service.breaker import CircuitBreaker
@@ -20,12 +21,16 @@ from service.dispatch import Dispatcher
 from service.errors import install_error_handlers
 from service.gateway import Gateway
 from service.metrics import GatewayMetrics
-from service.middleware import TracingMiddleware
+from service.middleware import AdmissionMiddleware, RequestLogMiddleware, TracingMiddleware
 from service.routes import chat, health, messages, route
+from service.routes import feedback as feedback_routes
+from service.routes import usage as usage_routes
 from service.settings import Settings, available_cpus, load_settings
+from service.shadow import ShadowJudge
+from service.state import make_state
 from service.tracing import make_tracer, provider_from_env
+from service.traffic_store import TrafficStore
 from service.triton_scorer import TritonScorer, with_triton
-from service.upstream import UpstreamClient
 
 
 def create_app(
@@ -46,7 +51,15 @@ def create_app(
     provider = tracer_provider or provider_from_env()
     tracer = make_tracer(provider)
     metrics = GatewayMetrics()
-    client = UpstreamClient(settings.connect_timeout_s, settings.keepalive_connections, upstream_transport)
+    client = UpstreamClient(
+        settings.connect_timeout_s,
+        settings.keepalive_connections,
+        upstream_transport,
+        max_connections=settings.upstream_max_connections,
+        keepalive_expiry_s=settings.keepalive_expiry_s,
+        ca_bundle=settings.upstream_ca_bundle,
+        http=settings.upstream_http,
+    )
     dispatcher = Dispatcher(
         client,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
@@ -56,6 +69,7 @@ def create_app(
         retries=settings.retries,
         backoff_s=settings.retry_backoff_s,
         deadline_s=settings.deadline_s,
+        first_byte_s=settings.first_byte_timeout_s,
     )
     batcher = ScoreBatcher(
         functools.partial(score_texts, router),
@@ -63,8 +77,17 @@ def create_app(
         max_wait_s=settings.batch_wait_ms / 1000,
         on_batch=metrics.batch_size.observe,
         workers=settings.scorer_workers or available_cpus(),
+        max_queue=settings.score_queue_max,
+        max_queue_wait_s=settings.score_queue_wait_s,
+        retry_after_s=settings.overload_retry_after_s,
     )
     audit = AuditLog(settings.audit_log, settings.audit_prompts, settings.audit_redactions)
+    traffic = TrafficStore(settings.traffic_db) if settings.traffic_db else None
+    shadow = (
+        ShadowJudge(settings.shadow, router.pool, dispatcher, traffic)
+        if traffic is not None and settings.shadow.share > 0
+        else None
+    )
     gateway = Gateway(
         settings,
         router,
@@ -73,8 +96,13 @@ def create_app(
         metrics,
         audit,
         tracer,
-        baseline_model(router.pool, settings.baseline_model),
+        baseline_model(router.pricing, settings.baseline_model),
         triton,
+        traffic,
+        shadow=shadow,
+        state=make_state(
+            settings.redis_url.get_secret_value() if settings.redis_url else None, settings.redis_timeout_s
+        ),
     )
 
     @asynccontextmanager
@@ -86,10 +114,17 @@ def create_app(
             yield
         finally:
             await batcher.close()
+            if shadow is not None:
+                await shadow.aclose()  # judgements in flight are dropped: they are samples, not promises
             if triton is not None:
                 await triton.close()
             await client.aclose()
             audit.close()
+            if traffic is not None:
+                traffic.close()
+            await gateway.limits.drain()
+            await gateway.sessions.drain()
+            await gateway.state.aclose()
             if own_provider and provider is not None and hasattr(provider, "shutdown"):
                 provider.shutdown()
 
@@ -98,6 +133,10 @@ def create_app(
     install_error_handlers(app)
     for module in (chat, messages, route, health):
         app.include_router(module.router)
+    app.include_router(feedback_routes.router)
+    app.include_router(usage_routes.router)
     if tracer is not None:
         app.add_middleware(TracingMiddleware, tracer=tracer)
+    app.add_middleware(AdmissionMiddleware, batcher=batcher, metrics=metrics)
+    app.add_middleware(RequestLogMiddleware)  # outermost: it also sees what the tracing middleware does
     return app

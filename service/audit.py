@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
 import sys
 import threading
@@ -15,14 +16,20 @@ REDACTED = "[REDACTED]"
 
 
 class AuditLog:
-    """Appends decision records to a file (``-`` means stdout); a no-op when no destination is set."""
+    """Appends decision records to a file (``-`` means stdout); a no-op when no destination is set.
+
+    ``write`` only puts the record on a queue: a writer thread serialises it and writes the line, so the
+    event loop never waits on the disk. ``close`` writes what is queued, then closes the file.
+    """
 
     def __init__(self, destination: str | None, include_prompts: bool, redactions: Sequence[str]) -> None:
         self.include_prompts = include_prompts
         self._patterns = [re.compile(p) for p in redactions]
-        self._lock = threading.Lock()
         self._own = False
         self._out: IO[str] | None = None
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
         if destination == "-":
             self._out = sys.stdout
         elif destination:
@@ -30,6 +37,10 @@ class AuditLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._out = path.open("a", encoding="utf-8")
             self._own = True
+        if self._out is not None:
+            self._writer = threading.Thread(target=self._write_lines, args=(self._out,), daemon=True)
+            self._writer.name = "ladder-audit-writer"
+            self._writer.start()
 
     @property
     def enabled(self) -> bool:
@@ -41,18 +52,40 @@ class AuditLog:
         return text
 
     def write(self, record: dict[str, Any], prompt: str | None = None) -> None:
-        """Write one record (``time`` is added); the prompt is kept only if prompts are enabled."""
+        """Queue one record (``time`` is added now); the prompt is kept only if prompts are enabled."""
         if self._out is None:
             return
         line: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
         if self.include_prompts and prompt is not None:
-            line["prompt"] = self.redact(prompt)
-        text = json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
-        with self._lock:
-            self._out.write(text + "\n")
-            self._out.flush()
+            line["prompt"] = prompt  # redacted on the writer thread
+        self._queue.put(line)
+
+    def _write_lines(self, out: IO[str]) -> None:
+        while True:
+            line = self._queue.get()
+            batch = [line]
+            while not self._queue.empty() and batch[-1] is not None:  # write what has piled up at once
+                batch.append(self._queue.get())
+            texts = []
+            for item in batch:
+                if item is None:
+                    break
+                if "prompt" in item:
+                    item["prompt"] = self.redact(str(item["prompt"]))
+                texts.append(json.dumps(item, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+            if texts:
+                out.write("".join(texts))
+                out.flush()
+            if batch[-1] is None:
+                return
 
     def close(self) -> None:
-        if self._own and self._out is not None:
-            self._out.close()
-        self._out = None
+        """Write every queued record, stop the writer and close the file (idempotent)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._queue.put(None)
+                writer.join()
+            if self._own and self._out is not None:
+                self._out.close()
+            self._out = None

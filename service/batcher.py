@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ladder.router import Router
-from service.errors import ScorerUnavailableError
+from service.errors import OverloadedError, ScorerUnavailableError
 
 DRAIN_ROUNDS = 3  # loop turns a busy batcher gives waiting requests before it closes a batch
+RATE_WEIGHT = 0.2  # weight of the latest batch in the moving averages behind the scoring rate
 LENGTH_RATIO = 2.0  # rows of a batch are padded together only while the longest is within 2x the shortest
 
 
@@ -65,9 +67,18 @@ class ScoreBatcher:
         max_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         workers: int = 1,
+        max_queue: int = 256,
+        max_queue_wait_s: float | None = None,
+        retry_after_s: int = 1,
     ) -> None:
         self._score = score
         self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.max_queue_wait_s = max_queue_wait_s
+        self.retry_after_s = retry_after_s
+        self._prompts: float | None = None  # moving averages of a finished batch's prompts, and of the time
+        self._seconds = 0.0  # since the previous batch finished: their ratio is the scoring rate
+        self._last_done = 0.0
         self.max_wait_s = max_wait_s
         self.workers = workers
         self._on_batch = on_batch
@@ -83,7 +94,7 @@ class ScoreBatcher:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._task = asyncio.create_task(self._run(), name="ladder-score-batcher")
 
     async def close(self) -> None:
@@ -96,10 +107,32 @@ class ScoreBatcher:
                 await task
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    @property
+    def waiting(self) -> int:
+        """Prompts queued for a scoring worker (not counting the batches being scored)."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def queue_limit(self) -> int:
+        """How many prompts may wait: ``max_queue``, or fewer when the measured scoring rate would make the
+        last of them wait longer than ``max_queue_wait_s`` (never less than one batch)."""
+        if self._prompts is None or self.max_queue_wait_s is None:
+            return self.max_queue
+        expected = int(self._prompts / max(self._seconds, 1e-6) * self.max_queue_wait_s)
+        return min(self.max_queue, max(self.max_batch, expected))
+
     async def score(self, text: str) -> Scored:
-        """Score one prompt, batched with whatever else is waiting."""
+        """Score one prompt, batched with whatever else is waiting; ``OverloadedError`` at once when
+        ``max_queue`` prompts are already waiting (memory and latency stay bounded under overload)."""
         if self._queue is None or not self.running:
             raise ScorerUnavailableError("the scorer is not running")
+        limit = self.queue_limit
+        if self._queue.qsize() >= limit:
+            raise OverloadedError(
+                f"the gateway is overloaded ({limit} requests waiting to be routed); "
+                f"retry after {self.retry_after_s} s",
+                self.retry_after_s,
+            )
         future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((text, future, contextvars.copy_context()))
         return await future
@@ -146,13 +179,26 @@ class ScoreBatcher:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
+    def _measure(self, prompts: int, started: float, now: float) -> None:
+        """The rate all workers score at: prompts over the time since the previous batch finished (or since
+        this one started, after idle time), so workers that share busy cores are not counted twice."""
+        seconds = now - max(self._last_done, started)
+        self._last_done = now
+        if self._prompts is None:
+            self._prompts, self._seconds = float(prompts), seconds
+            return
+        self._prompts += RATE_WEIGHT * (prompts - self._prompts)
+        self._seconds += RATE_WEIGHT * (seconds - self._seconds)
+
     async def _score_batch(self, batch: list[_Entry]) -> None:
         loop = asyncio.get_running_loop()
         texts = [text for text, _, _ in batch]
         try:
             try:
+                started = time.perf_counter()
                 # The worker runs in the first request's context (its span: the traceparent sent to Triton).
                 results = await loop.run_in_executor(self._executor, batch[0][2].run, self._score, texts)
+                self._measure(len(texts), started, time.perf_counter())
             except Exception as exc:  # the scorer's own errors (ORT, tokenizer, Triton down) become one 503
                 error = (
                     exc

@@ -1,4 +1,4 @@
-"""A circuit breaker per upstream: consecutive failures keep it out for a cool-down, then one trial call."""
+"""A circuit breaker per upstream: failures in a row, or its own ``Retry-After``, keep it out for a while."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ class _Circuit:
     failures: int = 0
     open_until: float = 0.0
     trial_in_flight: bool = False
+    held_until: float = 0.0
 
 
 class CircuitBreaker:
@@ -28,6 +29,8 @@ class CircuitBreaker:
 
     def state(self, name: str) -> str:
         circuit = self._circuit(name)
+        if self._clock() < circuit.held_until:
+            return "open"
         if circuit.failures < self.threshold:
             return "closed"
         return "open" if self._clock() < circuit.open_until else "half-open"
@@ -44,7 +47,8 @@ class CircuitBreaker:
         return False
 
     def success(self, name: str) -> None:
-        self._circuits[name] = _Circuit()
+        held = self._circuit(name).held_until
+        self._circuits[name] = _Circuit(held_until=held)
 
     def failure(self, name: str) -> None:
         circuit = self._circuit(name)
@@ -52,6 +56,16 @@ class CircuitBreaker:
         circuit.trial_in_flight = False
         if circuit.failures >= self.threshold:
             circuit.open_until = self._clock() + self.cooldown_s
+
+    def hold(self, name: str, seconds: float) -> None:
+        """Keep ``name`` out for ``seconds`` whatever its failure count (the upstream's ``Retry-After``)."""
+        circuit = self._circuit(name)
+        circuit.held_until = max(circuit.held_until, self._clock() + seconds)
+        circuit.trial_in_flight = False
+
+    def held(self, name: str) -> bool:
+        """Whether ``name`` asked to be left alone (``Retry-After``) and that time has not passed."""
+        return self._clock() < self._circuit(name).held_until
 
     def release(self, name: str) -> None:
         """A call ended with neither verdict (cancelled, or the client's own error)."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ladder.pool import Capability, Locality, PoolConfig
+from ladder.pool import Capability, Locality, ModelSpec, PoolConfig
+from ladder.pricing import estimate_tokens
 from ladder.prompt import content_text
 
 PART_CAPABILITIES = {
@@ -39,12 +40,6 @@ class Requirements:
             "input_tokens": self.input_tokens,
             "sensitive": self.sensitive,
         }
-
-
-def estimate_tokens(text: str) -> int:
-    """``ladder.router.estimate_tokens`` (ASCII / 4 + one per other character) at C speed."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return max(1, round(ascii_chars / 4 + (len(text) - ascii_chars)))
 
 
 def _parts(messages: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
@@ -86,11 +81,28 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
     return estimate_tokens("\n".join(p for p in pieces if p))
 
 
-def is_sensitive(header: str | None, text: str, patterns: Sequence[re.Pattern[str]]) -> bool:
-    """Sensitive when the client's header says so or a configured pattern matches the routed text."""
+def request_strings(value: Any) -> Iterator[str]:
+    """Every string in a request body, at any depth: each message and role, content part, tool call and
+    its arguments, tool result, system block and document text (keys are names, not content)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def is_sensitive(header: str | None, body: Any, patterns: Sequence[re.Pattern[str]]) -> bool:
+    """Sensitive when the client's header says so or a configured pattern matches anywhere in the body
+    that is forwarded, not only in the text the request is routed on."""
     if header is not None and header.strip().lower() in TRUE_VALUES:
         return True
-    return any(p.search(text) for p in patterns)
+    if not patterns:
+        return False
+    return any(p.search(s) for s in request_strings(body) for p in patterns)
 
 
 def requirements(body: Mapping[str, Any], sensitive: bool) -> Requirements:
@@ -111,3 +123,9 @@ def exclusions(pool: PoolConfig, needs: Requirements) -> dict[str, str]:
         elif needs.sensitive and model.locality is not Locality.ON_PREM:
             out[model.name] = "the request is sensitive: on-prem models only"
     return out
+
+
+def permitted(order: Sequence[ModelSpec], needs: Requirements) -> list[ModelSpec]:
+    """The last guard before any upstream call, whatever chose the order (policy, pin, fallback, session):
+    a sensitive request only ever goes to on-prem models."""
+    return [m for m in order if not needs.sensitive or m.locality is Locality.ON_PREM]

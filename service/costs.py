@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ladder.errors import ConfigError
-from ladder.pool import ModelSpec, PoolConfig
-from ladder.router import estimate_tokens
-
-REFERENCE_INPUT_TOKENS = 1000
+from ladder.pool import ModelSpec
+from ladder.pricing import Pricing, estimate_tokens, price_usd
 
 
 @dataclass(frozen=True)
@@ -70,29 +67,12 @@ def estimated_usage(input_tokens: int, completion_text: str) -> Usage:
 
 
 def usage_cost(model: ModelSpec, usage: Usage) -> float:
-    return (
-        usage.prompt_tokens * model.price.input_per_1m + usage.completion_tokens * model.price.output_per_1m
-    ) / 1e6
+    return price_usd(model, usage.prompt_tokens, usage.completion_tokens)
 
 
-def baseline_model(pool: PoolConfig, configured: str | None) -> ModelSpec:
-    """The configured baseline, else the priciest model (for a 1K-token prompt and its expected answer)."""
-    if configured is not None:
-        try:
-            return pool.model(configured)
-        except KeyError:
-            raise ConfigError(
-                f"baseline_model {configured!r} is not in the pool {list(pool.names)}"
-            ) from None
-    out = pool.routing.default_output_tokens
-
-    def reference(m: ModelSpec) -> float:
-        return (
-            REFERENCE_INPUT_TOKENS * m.price.input_per_1m
-            + (m.expected_output_tokens or out) * m.price.output_per_1m
-        )
-
-    return max(pool.models, key=reference)
+def baseline_model(pricing: Pricing, configured: str | None) -> ModelSpec:
+    """The configured baseline, else the priciest model (``ladder.pricing.Pricing.baseline``)."""
+    return pricing.baseline(configured)
 
 
 def answer_cost(model: ModelSpec, baseline: ModelSpec, usage: Usage) -> Cost:

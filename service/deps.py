@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
-from service.errors import AuthenticationError, InvalidRequestError, PayloadTooLargeError
+from service.errors import InvalidRequestError, PayloadTooLargeError, describe_validation
 from service.gateway import Gateway
+from service.keys import Client
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,23 +23,27 @@ async def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def _presented_key(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("x-api-key", "").strip()
+async def require_api_key(request: Request, gw: GatewayDep) -> Client:
+    """Bearer (or Anthropic-style ``x-api-key``) client keys (``api_keys`` and ``key_profiles``), unless
+    auth is explicitly disabled; the caller's client (its profile's name, never the key)."""
+    return gw.clients.authenticate(request.headers)
 
 
-async def require_api_key(request: Request, gw: GatewayDep) -> None:
-    """Bearer (or Anthropic-style ``x-api-key``) client keys, unless auth is explicitly disabled."""
-    if gw.settings.auth_disabled:
-        return
-    presented = _presented_key(request).encode()
-    if not presented:
-        raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-    if not any(hmac.compare_digest(presented, k.get_secret_value().encode()) for k in gw.settings.api_keys):
-        raise AuthenticationError("invalid API key")
+ClientDep = Annotated[Client, Depends(require_api_key)]
+
+
+async def within_rate_limit(gw: GatewayDep, client: ClientDep) -> None:
+    """429 with ``Retry-After`` when the client key is over its requests per minute."""
+    await gw.limits.admit(client, spends=False)
+
+
+async def within_limits(gw: GatewayDep, client: ClientDep) -> None:
+    """429 with ``Retry-After`` when the client key is over its requests per minute or its budget."""
+    await gw.limits.admit(client, spends=True)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
@@ -58,20 +62,14 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequestError("the request body is empty; send a JSON object")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequestError("the request body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object")
     return data
-
-
-TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after", "literal"})
-
-
-def _is_type_tag(part: int | str) -> bool:
-    """Pydantic names the branch of a union in an error's location (``str``, ``list[...]``): not a field."""
-    return isinstance(part, str) and (part in TYPE_TAGS or "[" in part)
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:
@@ -79,6 +77,4 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if not _is_type_tag(p)) or None
-        raise InvalidRequestError(f"{param + ': ' if param else ''}{first['msg']}", param) from exc
+        raise InvalidRequestError(*describe_validation(exc.errors())) from exc

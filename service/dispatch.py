@@ -1,4 +1,10 @@
-"""Upstream dispatch: retries with backoff, fallback along the decision's order, circuit breaker, deadline."""
+"""Upstream dispatch: fallback along the decision's order within one deadline, safe retries, circuit breaker.
+
+Each attempt must get its first byte within ``first_byte_s`` (by default a third of the deadline), so a
+hanging upstream is abandoned in time for the next model to answer. The same model is tried again only when
+the client says the request provably did not reach it or was refused with an explicit server error; a
+timeout or a reset falls back to the next model instead (the request may have been billed).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,12 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from ladder.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from ladder.pool import ModelSpec
+from ladder.upstream import UpstreamClient, UpstreamReply, upstream_url
 from service.breaker import CircuitBreaker
-from service.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from service.metrics import GatewayMetrics
 from service.tracing import inject_context, start_span
-from service.upstream import UpstreamClient, UpstreamReply, upstream_url
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Dispatcher:
         retries: int,
         backoff_s: float,
         deadline_s: float,
+        first_byte_s: float | None = None,
     ) -> None:
         self.client = client
         self.breaker = breaker
@@ -76,6 +83,7 @@ class Dispatcher:
         self.retries = retries
         self.backoff_s = backoff_s
         self.deadline_s = deadline_s
+        self.first_byte_s = first_byte_s if first_byte_s is not None else deadline_s / 3
 
     async def send(self, order: Sequence[ModelSpec], body: dict[str, Any], stream: bool) -> Dispatched:
         """The first successful reply along ``order``; raises 502/504 errors when every model failed."""
@@ -92,6 +100,8 @@ class Dispatcher:
             if reply is not None:
                 return Dispatched(spec, reply, attempts)
         for spec in skipped if len(skipped) == len(order) else ():  # every circuit open: try them anyway
+            if self.breaker.held(spec.name):  # ... unless it asked to be left alone (Retry-After)
+                continue
             reply, last = await self._try(spec, body, stream, deadline, attempts, last)
             if reply is not None:
                 return Dispatched(spec, reply, attempts)
@@ -115,17 +125,25 @@ class Dispatcher:
                 return None, UpstreamTimeoutError("the total deadline passed")
             started = time.perf_counter()
             try:
-                reply = await self._attempt(spec, body, stream, min(self.attempt_timeout_s, remaining))
+                reply = await self._attempt(
+                    spec,
+                    body,
+                    stream,
+                    min(self.attempt_timeout_s, remaining),
+                    min(self.first_byte_s, remaining),
+                )
             except UpstreamRejectedError:
                 self.breaker.release(spec.name)
                 raise
             except UpstreamError as exc:
+                if exc.retry_after_s is not None:
+                    self.breaker.hold(spec.name, exc.retry_after_s)
                 self.breaker.failure(spec.name)
                 outcome = exc.reason
                 attempts.append(Attempt(spec.name, outcome, (time.perf_counter() - started) * 1000))
                 self.metrics.fallbacks.labels(spec.name, outcome).inc()
                 last = exc
-                if attempt == self.retries or not self.breaker.allow(spec.name):
+                if not exc.retry_same or attempt == self.retries or not self.breaker.allow(spec.name):
                     break
                 await asyncio.sleep(max(0.0, min(self.backoff_s * 2**attempt, deadline - time.monotonic())))
                 continue
@@ -138,7 +156,7 @@ class Dispatcher:
         return None, last
 
     async def _attempt(
-        self, spec: ModelSpec, body: dict[str, Any], stream: bool, timeout_s: float
+        self, spec: ModelSpec, body: dict[str, Any], stream: bool, timeout_s: float, first_byte_s: float
     ) -> UpstreamReply:
         with start_span(self.tracer, "ladder.upstream", SpanKind.CLIENT) as span:
             span.set_attribute("ladder.model", spec.name)
@@ -146,7 +164,9 @@ class Dispatcher:
             span.set_attribute("url.full", upstream_url(spec))
             try:
                 headers = inject_context({}) if self.tracer is not None else {}
-                reply = await self.client.send(spec, body, timeout_s, stream, headers)
+                reply = await self.client.send(
+                    spec, body, timeout_s, stream, headers, first_byte_s=first_byte_s
+                )
             except UpstreamError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise

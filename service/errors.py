@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from ladder.errors import LadderError, NoEligibleModelError, PromptError, UnknownModelError
+from ladder.errors import UpstreamError as UpstreamError  # upstream errors live in the core, mapped here
+from ladder.errors import UpstreamRejectedError as UpstreamRejectedError
+from ladder.errors import UpstreamTimeoutError as UpstreamTimeoutError
 
 
 class GatewayError(LadderError):
@@ -34,36 +39,32 @@ class PayloadTooLargeError(GatewayError):
     """The request body exceeds ``max_body_bytes``."""
 
 
-class UpstreamError(GatewayError):
-    """An upstream failed (5xx, connection error); ``reason`` is a short label such as ``HTTP 503``."""
-
-    def __init__(self, message: str, reason: str = "error") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class UpstreamTimeoutError(UpstreamError):
-    """The upstreams did not answer within the attempt timeout or the total deadline."""
-
-    def __init__(self, message: str, reason: str = "timeout") -> None:
-        super().__init__(message, reason)
-
-
-class UpstreamRejectedError(GatewayError):
-    """An upstream refused the request itself (a 4xx): passed back to the client, not retried."""
-
-    def __init__(self, status: int, message: str, body: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
 class ClientDisconnected(GatewayError):
     """The client closed the connection before the answer was ready (logged as 499, never sent)."""
 
 
+class RequestNotFoundError(GatewayError):
+    """A request id the gateway has no record of (``POST /v1/feedback``)."""
+
+
 class ScorerUnavailableError(GatewayError):
     """The scorer failed or is not loaded."""
+
+
+class OverloadedError(GatewayError):
+    """The scoring queue is full: the client should retry after ``retry_after_s`` seconds (429)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitError(OverloadedError):
+    """A client key is over its request rate or its spend budget (429 with ``Retry-After``, by ``code``)."""
+
+    def __init__(self, message: str, retry_after_s: float, code: str = "rate_limit_exceeded") -> None:
+        super().__init__(message, max(1, math.ceil(retry_after_s)))
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,13 @@ ERROR_KINDS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (NoEligibleModelError, ErrorKind(400, "invalid_request_error", "no_eligible_model")),
     (AuthenticationError, ErrorKind(401, "authentication_error", "invalid_api_key")),
     (UnknownModelError, ErrorKind(404, "invalid_request_error", "model_not_found")),
+    (RequestNotFoundError, ErrorKind(404, "invalid_request_error", "request_not_found")),
     (PayloadTooLargeError, ErrorKind(413, "invalid_request_error", "request_too_large")),
     (ClientDisconnected, ErrorKind(499, "client_closed_request", None)),
     (UpstreamTimeoutError, ErrorKind(504, "upstream_error", "upstream_timeout")),
     (UpstreamError, ErrorKind(502, "upstream_error", "upstream_failure")),
     (ScorerUnavailableError, ErrorKind(503, "service_unavailable", "scorer_unavailable")),
+    (OverloadedError, ErrorKind(429, "rate_limit_error", "overloaded")),
     (LadderError, ErrorKind(500, "server_error", None)),
 )
 ANTHROPIC_TYPES = {
@@ -104,6 +107,8 @@ ANTHROPIC_TYPES = {
 
 def error_kind(exc: BaseException) -> ErrorKind:
     """The status, type and code for an exception (500 for anything unexpected)."""
+    if isinstance(exc, RateLimitError):
+        return ErrorKind(429, "rate_limit_error", exc.code)
     if isinstance(exc, UpstreamRejectedError):
         return ErrorKind(exc.status, "invalid_request_error", "upstream_rejected")
     if isinstance(exc, StarletteHTTPException):
@@ -116,12 +121,28 @@ def error_kind(exc: BaseException) -> ErrorKind:
     return ErrorKind(500, "server_error", None)
 
 
+TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after", "literal"})
+
+
+def _is_type_tag(part: Any) -> bool:
+    """Pydantic names the branch of a union in an error's location (``str``, ``list[...]``): not a field."""
+    return part == "body" or (isinstance(part, str) and (part in TYPE_TAGS or "[" in part))
+
+
+def describe_validation(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """One message and ``param`` for a list of pydantic errors: the deepest one, which names the field that
+    is wrong (``messages.0.content.0.image.source``) rather than a union branch that did not fit."""
+    if not errors:
+        return "invalid request", None
+    worst = max(errors, key=lambda e: len(e.get("loc", ())))
+    param = ".".join(str(p) for p in worst.get("loc", ()) if not _is_type_tag(p)) or None
+    message = str(worst.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{param + ': ' if param else ''}{message}", param
+
+
 def _message(exc: BaseException) -> tuple[str, str | None]:
     if isinstance(exc, RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        return f"{param + ': ' if param else ''}{first.get('msg', 'invalid request')}", param
+        return describe_validation(exc.errors())
     if isinstance(exc, StarletteHTTPException):
         return str(exc.detail), None
     if isinstance(exc, GatewayError):
@@ -152,7 +173,9 @@ def error_response(request: Request | None, exc: BaseException) -> Response:
     """The error as a JSON response in the envelope of the API the request used."""
     anthropic = request is not None and request.url.path.startswith("/v1/messages")
     status, body = (anthropic_error if anthropic else openai_error)(exc)
-    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    headers = {"www-authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(exc, OverloadedError):
+        headers["retry-after"] = str(exc.retry_after_s)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -163,10 +186,15 @@ def sse_error_event(exc: BaseException, anthropic: bool = False) -> bytes:
     return f"event: error\ndata: {data}\n\n".encode() if anthropic else f"data: {data}\n\n".encode()
 
 
+ERROR_STATE = "ladder_error"  # where the handler leaves (exception, traceback) it answered, in scope["state"]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception through ``error_response``."""
 
     async def handle(request: Request, exc: Exception) -> Response:
+        # For the request log: starlette clears the traceback once the handler has answered.
+        request.scope.setdefault("state", {})[ERROR_STATE] = (exc, exc.__traceback__)
         response = error_response(request, exc)
         gateway = getattr(request.app.state, "gateway", None)
         if gateway is not None:

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class GatewayMetrics:
@@ -41,10 +58,46 @@ class GatewayMetrics:
         self.errors = Counter(
             "ladder_errors", "Error responses by status and code", ["status", "code"], registry=r
         )
+        self.client_requests = Counter(
+            "ladder_client_requests", "Answered requests by client key name", ["client"], registry=r
+        )
+        self.client_tokens = Counter(
+            "ladder_client_tokens", "Tokens by client key name and kind", ["client", "kind"], registry=r
+        )
+        self.client_cost = Counter(
+            "ladder_client_cost_usd", "Actual cost in USD by client key name", ["client"], registry=r
+        )
+        self.client_rejections = Counter(
+            "ladder_client_rejections",
+            "Requests refused for a client key (rate_limit, day_budget, month_budget)",
+            ["client", "reason"],
+            registry=r,
+        )
+        self.sessions = Counter(
+            "ladder_sessions", "Session affinity outcomes (new, kept, moved)", ["outcome"], registry=r
+        )
+        self.state_errors = Counter(
+            "ladder_state_errors",
+            "Shared-state operations that failed (served without them), by operation",
+            ["operation"],
+            registry=r,
+        )
         self.routing_latency = Histogram(
             "ladder_routing_latency_seconds",
             "Time to decide (queue, tokenise, score, policy)",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.expected_ttft = Gauge(
+            "ladder_expected_ttft_seconds", "Expected time to first token, by model", ["model"], registry=r
+        )
+        self.expected_speed = Gauge(
+            "ladder_expected_tokens_per_second", "Expected decode speed, by model", ["model"], registry=r
+        )
+        self.cascade_stages = Counter(
+            "ladder_cascade_stages",
+            "Cascade stages by model and verdict (accepted, escalated)",
+            ["model", "verdict"],
             registry=r,
         )
         self.batch_size = Histogram(

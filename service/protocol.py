@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ROUTING_EXTENSIONS = ("tolerance", "models")
+ROUTING_EXTENSIONS = ("tolerance", "models", "max_latency_ms", "cascade")
+RESERVED_FIELDS = ("model", "messages", "stream")  # what ``extra_body`` may not override
 
 
 class Passthrough(BaseModel):
@@ -24,14 +25,37 @@ class ChatCompletionMessageParam(Passthrough):
 
 
 class RoutingExtensions(BaseModel):
-    """Ladder's request extensions, at the top level or inside ``extra_body``."""
+    """Ladder's request extensions, at the top level or inside ``extra_body`` (with other fields to merge)."""
 
     model_config = ConfigDict(extra="allow")
     tolerance: float | None = Field(default=None, ge=0, le=1)
     models: list[str] | None = Field(default=None, min_length=1)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    cascade: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_reserved_fields(self) -> RoutingExtensions:
+        taken = [k for k in RESERVED_FIELDS if k in (self.model_extra or {})]
+        if taken:
+            raise ValueError(f"extra_body may not set {', '.join(taken)}: send it at the top level")
+        return self
 
 
-class ChatCompletionCreateParams(Passthrough):
+class MergesExtraBody(Passthrough):
+    """A request whose ``extra_body`` fields are merged into the top level: they are validated as if sent
+    there, so the body that is forwarded is the body that was checked."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_extra_body(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("extra_body"), dict):
+            return data
+        skip = (*ROUTING_EXTENSIONS, *RESERVED_FIELDS, "extra_body")
+        merged = {k: v for k, v in data["extra_body"].items() if k in cls.model_fields and k not in skip}
+        return {**data, **merged}
+
+
+class ChatCompletionCreateParams(MergesExtraBody):
     model: str = Field(min_length=1)
     messages: list[ChatCompletionMessageParam] = Field(min_length=1)
     stream: bool | None = None
@@ -48,10 +72,12 @@ class ChatCompletionCreateParams(Passthrough):
     stop: str | list[str] | None = None
     tolerance: float | None = Field(default=None, ge=0, le=1)
     models: list[str] | None = Field(default=None, min_length=1)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    cascade: bool | None = None
     extra_body: RoutingExtensions | None = None
 
 
-class RouteRequest(Passthrough):
+class RouteRequest(MergesExtraBody):
     """``POST /v1/route``: a chat request (or a bare prompt) to decide on, without calling any upstream."""
 
     model: str = "ladder"
@@ -61,6 +87,8 @@ class RouteRequest(Passthrough):
     response_format: dict[str, Any] | None = None
     tolerance: float | None = Field(default=None, ge=0, le=1)
     models: list[str] | None = Field(default=None, min_length=1)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    cascade: bool | None = None
     extra_body: RoutingExtensions | None = None
 
 
@@ -96,3 +124,10 @@ def routing_extensions(
     tolerance = params.tolerance if params.tolerance is not None else (extra.tolerance if extra else None)
     models = params.models if params.models is not None else (extra.models if extra else None)
     return tolerance, models
+
+
+def extension(params: BaseModel, name: str) -> Any:
+    """A routing extension (``max_latency_ms``, ``cascade``) from the top level, else from ``extra_body``."""
+    value = getattr(params, name, None)
+    extra = getattr(params, "extra_body", None)
+    return value if value is not None else getattr(extra, name, None)

@@ -9,11 +9,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.logs import logging_config
 from service.settings import Settings
 
 
 def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
-    """uvicorn with uvloop and httptools when installed; no access log (the audit log is the record)."""
+    """uvicorn with uvloop and httptools when installed; JSON logs (the request log replaces uvicorn's)."""
     fast = (
         importlib.util.find_spec("uvloop") is not None and importlib.util.find_spec("httptools") is not None
     )
@@ -24,6 +25,7 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         loop="uvloop" if fast else "asyncio",
         http="httptools" if fast else "h11",
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_level, settings.audit_redactions),  # JSON lines on stderr
         access_log=False,
         timeout_graceful_shutdown=5,
     )

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from ladder.errors import NoEligibleModelError
 from ladder.prompt import routed_text
+from ladder.upstream import stream_chunks as upstream_chunks
+from service.capabilities import permitted
 from service.costs import Usage, answer_cost, chunk_text, estimated_usage
 from service.disconnect import cancel_on_disconnect
 from service.dispatch import Dispatched
 from service.errors import GatewayError, UpstreamError, sse_error_event
 from service.gateway import Gateway, Routed
-from service.protocol import ChatCompletionCreateParams, forwarded_body, routing_extensions
-from service.sse import data_event, json_object, upstream_chunks
+from service.protocol import ChatCompletionCreateParams, extension, forwarded_body, routing_extensions
+from service.sse import data_event
+from service.tracing import finished_choices
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -37,7 +41,8 @@ async def route_chat(
 ) -> tuple[Routed, dict[str, Any], str]:
     """The routing step shared by chat completions and messages: options, text, decision."""
     tolerance, models = routing_extensions(params)
-    options = gw.options(params.model, tolerance, models)
+    budget = extension(params, "max_latency_ms")
+    options = gw.options(params.model, tolerance, models, request.headers, budget)
     body = forwarded_body(raw)
     text = routed_text(body["messages"])
     routed = await gw.route(body, text, options, request.headers)
@@ -54,10 +59,12 @@ async def dispatch(
     endpoint: str,
 ) -> Dispatched:
     """Send along the decision's fallback order; a failure is recorded before it propagates."""
-    order = [gw.pool.model(name) for name in routed.decision.fallback_order]
+    order = permitted([gw.pool.model(name) for name in routed.decision.fallback_order], routed.needs)
     try:
+        if not order:
+            raise NoEligibleModelError("the request is sensitive and no on-prem model may answer it")
         return await cancel_on_disconnect(request, gw.dispatcher.send(order, body, stream))
-    except GatewayError as exc:
+    except (GatewayError, UpstreamError, NoEligibleModelError) as exc:  # UpstreamError: a core error
         gw.record(routed, endpoint, None, None, None, text, error=type(exc).__name__)
         raise
 
@@ -75,15 +82,16 @@ async def create_chat_completion(
     data = reply_json(dispatched)
     data["model"] = dispatched.model.name
     data["ladder"] = settle(gw, routed, dispatched, data, headers, text, "chat")
+    if gw.shadow is not None:
+        gw.shadow.offer(routed.request_id, body, text, dispatched.model, data)
     return JSONResponse(data, headers=headers)
 
 
 def reply_json(dispatched: Dispatched) -> dict[str, Any]:
-    """The upstream's plain (non-streamed) chat completion as a JSON object."""
-    name = dispatched.model.name
-    return json_object(
-        dispatched.reply.body, f"upstream for {name} answered invalid JSON or a non-object", "bad JSON"
-    )
+    """The upstream's plain chat completion, as the upstream client checked it when it arrived."""
+    if dispatched.reply.data is None:
+        raise UpstreamError(f"upstream for {dispatched.model.name} sent no answer", "bad reply")
+    return dispatched.reply.data
 
 
 def settle(
@@ -101,7 +109,7 @@ def settle(
     if cost is not None:
         headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
         headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
-    gw.record(routed, endpoint, dispatched, usage, cost, text)
+    gw.record(routed, endpoint, dispatched, usage, cost, text, reply=completion)
     return {
         **routed.summary(),
         "model": dispatched.model.name,
@@ -118,11 +126,13 @@ async def chat_stream(
     usage: Usage | None = None
     error: str | None = None
     streamed: list[str] = []
+    finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     try:
         async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
             async for chunk in chunks:
                 chunk["model"] = name
                 streamed.extend(chunk_text(chunk))
+                finished.extend(finished_choices(chunk))
                 if chunk.get("usage"):
                     usage = Usage.from_openai(chunk["usage"]) or usage
                     if not chunk.get("choices"):
@@ -146,4 +156,4 @@ async def chat_stream(
         yield sse_error_event(exc)
     finally:
         cost_obj = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
-        gw.record(routed, "chat", dispatched, usage, cost_obj, text, error=error)
+        gw.record(routed, "chat", dispatched, usage, cost_obj, text, error=error, reply={"choices": finished})

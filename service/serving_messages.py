@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.prompt import routed_text
+from ladder.upstream import stream_chunks as upstream_chunks
 from service.anthropic_protocol import MessageCreateParams, to_chat_body, to_message
 from service.anthropic_stream import AnthropicStream
 from service.costs import Usage, answer_cost
@@ -18,15 +19,16 @@ from service.errors import UpstreamError, sse_error_event
 from service.gateway import Gateway, Routed
 from service.protocol import routing_extensions
 from service.serving_chat import SSE_HEADERS, answer_headers, dispatch, reply_json, settle
-from service.sse import upstream_chunks
+from service.tracing import finished_choices
 
 
 async def create_message(gw: Gateway, params: MessageCreateParams, request: Request) -> Response:
     tolerance, models = routing_extensions(params)  # type: ignore[arg-type]
-    options = gw.options(params.model, tolerance, models)
+    options = gw.options(params.model, tolerance, models, request.headers)
     body = to_chat_body(params)
     text = routed_text(body["messages"])
-    routed = await gw.route(body, text, options, request.headers)
+    session = (params.metadata or {}).get("user_id")  # Claude Code names its session here
+    routed = await gw.route(body, text, options, request.headers, session_hint=str(session or "") or None)
     dispatched = await dispatch(gw, routed, body, bool(params.stream), request, text, "messages")
     headers = answer_headers(routed, dispatched)
     if params.stream:
@@ -42,14 +44,17 @@ async def message_stream(
     gw: Gateway, routed: Routed, dispatched: Dispatched, text: str
 ) -> AsyncIterator[bytes]:
     """Anthropic's event sequence from the upstream's chunks; a failure ends it with an ``error`` event."""
-    translator = AnthropicStream(f"msg_{routed.request_id}", dispatched.model.name)
+    name = dispatched.model.name
+    translator = AnthropicStream(f"msg_{routed.request_id}", name)
     usage: Usage | None = None
     error: str | None = None
+    finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     yield translator.start()
     try:
-        async with aclosing(upstream_chunks(dispatched.reply, dispatched.model.name)) as chunks:
+        async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
             async for chunk in chunks:
                 usage = Usage.from_openai(chunk.get("usage")) or usage
+                finished.extend(finished_choices(chunk))
                 out = translator.feed(chunk)
                 if out:
                     yield out
@@ -62,4 +67,4 @@ async def message_stream(
         yield sse_error_event(exc, anthropic=True)
     finally:
         cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
-        gw.record(routed, "messages", dispatched, usage, cost, text, error=error)
+        gw.record(routed, "messages", dispatched, usage, cost, text, error=error, reply={"choices": finished})

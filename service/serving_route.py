@@ -9,21 +9,22 @@ from starlette.requests import Request
 from ladder.prompt import routed_text
 from service.errors import InvalidRequestError
 from service.gateway import Gateway
-from service.protocol import Model, ModelList, RouteRequest, forwarded_body, routing_extensions
+from service.protocol import Model, ModelList, RouteRequest, extension, forwarded_body, routing_extensions
 
 
 async def create_route(
     gw: Gateway, params: RouteRequest, raw: dict[str, Any], request: Request
 ) -> dict[str, Any]:
     tolerance, models = routing_extensions(params)
-    options = gw.options(params.model, tolerance, models)
+    budget = extension(params, "max_latency_ms")
+    options = gw.options(params.model, tolerance, models, request.headers, budget)
     body = forwarded_body(raw)
     if params.messages is None:
         if params.prompt is None:
             raise InvalidRequestError("send 'messages' (chat format) or 'prompt' (text)", "messages")
         body["messages"] = [{"role": "user", "content": params.prompt}]
     text = routed_text(body["messages"])
-    routed = await gw.route(body, text, options, request.headers)
+    routed = await gw.route(body, text, options, request.headers, pin_session=False)
     gw.record(routed, "route", None, None, None, text)
     decision = routed.decision
     costs = {c.name: c.expected_cost_usd for c in decision.candidates}
@@ -68,6 +69,7 @@ def list_models(gw: Gateway) -> ModelList:
                     "context_window": m.context_window,
                     "locality": m.locality.value,
                     "price": m.price.model_dump(),
+                    "latency": gw.latency.describe(m.name),
                 },
             )
         )

@@ -9,7 +9,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -21,6 +29,7 @@ from pydantic_settings import (
 from ladder.errors import ConfigError
 from ladder.router import default_pool_path
 from ladder.yamlfile import describe_validation_error, read_yaml
+from service.keys import KeyProfile
 from service.triton_scorer import TritonScorerSettings
 
 CONFIG_ENV = "LADDER_CONFIG"
@@ -33,6 +42,38 @@ DEFAULT_REDACTIONS = (
 )
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("ladder_settings_file", default=None)
+
+
+class ShadowSettings(BaseModel):
+    """Shadow judging (service/shadow.py): off while ``share`` is 0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    share: float = Field(default=0.0, ge=0, le=1, description="Share of answered chats also judged")
+    reference_model: str | None = Field(
+        default=None, description="Pool model every sampled request also goes to"
+    )
+    judge_model: str | None = Field(default=None, description="Pool model that grades both answers")
+    allow_self_judge: bool = Field(default=False, description="Judge answers the judge model itself gave")
+    budget_usd: float = Field(
+        default=1.0, ge=0, description="Spend on reference and judge calls, per process"
+    )
+    max_in_flight: int = Field(
+        default=4, ge=1, le=256, description="Judgements running at once; more are skipped"
+    )
+    judge_retries: int = Field(default=1, ge=0, le=3, description="Retries of a malformed verdict")
+    seed: int | None = Field(default=None, description="Seed of the sampling (tests)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ShadowSettings:
+        if self.share > 0:
+            if not self.reference_model or not self.judge_model:
+                raise ValueError("shadow.share > 0 needs shadow.reference_model and shadow.judge_model")
+            if self.reference_model == self.judge_model:
+                raise ValueError(
+                    "shadow.judge_model must differ from shadow.reference_model (no self-grading)"
+                )
+        return self
 
 
 class Settings(BaseSettings):
@@ -67,14 +108,39 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         default=0.0, ge=0, le=50, description="Under load, wait this long to fill a batch"
     )
+    score_queue_max: int = Field(
+        default=256, ge=1, description="Requests waiting to be scored; beyond it, 429 with Retry-After"
+    )
+    score_queue_wait_s: float | None = Field(
+        default=2.0, gt=0, description="At the measured scoring rate, the longest a request may wait in it"
+    )
+    overload_retry_after_s: int = Field(default=1, ge=1, description="Retry-After of an overload 429")
     attempt_timeout_s: float = Field(
         default=60.0, gt=0, description="One upstream attempt (per chunk when streaming)"
     )
     connect_timeout_s: float = Field(default=5.0, gt=0)
-    retries: int = Field(default=1, ge=0, le=10, description="Retries of one model before falling back")
+    first_byte_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Time to an attempt's first byte (streams: first event); None: a third of deadline_s",
+    )
+    retries: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="Retries of one model: only after a refused connection or a 5xx, never a timeout",
+    )
     retry_backoff_s: float = Field(default=0.1, ge=0)
     deadline_s: float = Field(default=120.0, gt=0, description="Total time to obtain an answer")
-    keepalive_connections: int = Field(default=256, ge=1, description="Idle connections kept per upstream")
+    keepalive_connections: int = Field(default=256, ge=1, description="Idle upstream connections kept")
+    keepalive_expiry_s: float = Field(default=5.0, gt=0, description="Close idle upstream connections after")
+    upstream_max_connections: int = Field(default=512, ge=1, description="Open upstream connections at most")
+    upstream_http: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp", description="Upstream connection pool: aiohttp's (4x less CPU per call) or httpx's"
+    )
+    upstream_ca_bundle: Path | None = Field(
+        default=None, description="PEM file of extra CAs trusted for HTTPS upstreams (a private CA)"
+    )
     breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open a circuit")
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
     baseline_model: str | None = Field(default=None, description="Cost baseline (default: the priciest)")
@@ -85,7 +151,30 @@ class Settings(BaseSettings):
     audit_log: str | None = Field(default=None, description="JSON-lines file, or '-' for stdout")
     audit_prompts: bool = Field(default=False, description="Put (redacted) prompt text in the audit log")
     audit_redactions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_REDACTIONS))
+    traffic_db: str | None = Field(
+        default=None,
+        description="Decisions and client feedback (a SQLite path or a SQLAlchemy URL): enables /v1/feedback",
+    )
+    shadow: ShadowSettings = Field(
+        default_factory=ShadowSettings, description="Shadow judging (LADDER_SHADOW__SHARE, ...)"
+    )
     log_level: str = "info"
+    key_profiles: list[KeyProfile] = Field(
+        default_factory=list,
+        description="Client keys with a name, default tolerance, allowed models, rate limit and budgets "
+        "(LADDER_KEY_PROFILES as JSON; accepted besides api_keys)",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, description="Share sessions, rate limits and spend in this Redis (else in-process)"
+    )
+    redis_prefix: str = Field(default="ladder:", pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$")
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30, description="One Redis call")
+    session_affinity: bool = Field(default=True, description="Keep a conversation's model across turns")
+    session_ttl_s: float = Field(default=3600.0, gt=0, description="How long an idle session is kept")
+    session_margin: float = Field(
+        default=0.1, ge=0, le=1, description="Leave the session's model when its P(correct) is this far below"
+    )
+    session_header: str = Field(default="x-ladder-session-id", pattern=r"^[A-Za-z0-9-]{1,64}$")
 
     @classmethod
     def settings_customise_sources(
@@ -121,14 +210,25 @@ class Settings(BaseSettings):
         return patterns
 
     @model_validator(mode="after")
+    def _shadow_needs_a_store(self) -> Settings:
+        if self.shadow.share > 0 and not self.traffic_db:
+            raise ValueError("shadow judging stores its verdicts in the traffic database: set traffic_db")
+        return self
+
+    @model_validator(mode="after")
     def _safe_auth(self) -> Settings:
+        names = [p.name for p in self.key_profiles]
+        secrets = [p.key.get_secret_value() for p in self.key_profiles]
+        if len(set(names)) < len(names) or len(set(secrets)) < len(secrets):
+            raise ValueError("key_profiles: every profile needs its own name and its own key")
         if self.auth_disabled:
             return self
-        if not self.api_keys:
+        if not self.api_keys and not self.key_profiles:
             raise ValueError(
-                "api_keys is empty: set LADDER_API_KEYS, or LADDER_AUTH_DISABLED=true explicitly"
+                "api_keys is empty: set LADDER_API_KEYS (or key_profiles), "
+                "or LADDER_AUTH_DISABLED=true explicitly"
             )
-        for key in self.api_keys:
+        for key in [*self.api_keys, *(p.key for p in self.key_profiles)]:
             value = key.get_secret_value()
             if value.lower() in PLACEHOLDER_KEYS or len(value) < MIN_KEY_LENGTH:
                 raise ValueError(

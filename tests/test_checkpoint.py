@@ -81,3 +81,18 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path: Path) -> None:
         save_checkpoint(tmp_path / "ckpt", bad, tmp_path / "head.onnx")
     assert (tmp_path / "ckpt" / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "head.onnx"]
+
+
+def test_a_model_with_one_class_of_labels_has_no_auc_and_still_loads(tmp_path: Path) -> None:
+    """A model right on every training question has no AUC: the manifest records None and loads again."""
+    from training.train import cv_report
+
+    labels = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0], [1.0, np.nan]])
+    p = np.array([[0.9, 0.2], [0.8, 0.7], [0.95, 0.4], [0.9, 0.5]])
+    metrics = cv_report(p, labels, MODELS)
+    assert metrics["cheap"]["auc"] is None and metrics["dear"]["auc"] == 1.0
+    saved = make_checkpoint(tmp_path / "ckpt")
+    manifest = saved.manifest.model_copy(update={"cv_metrics": metrics})
+    directory = tmp_path / "ckpt2"
+    save_checkpoint(directory, manifest, saved.head_path)
+    assert Checkpoint.load(directory).manifest.cv_metrics["cheap"]["auc"] is None

@@ -67,7 +67,7 @@ def test_invalid_utf8_prompt() -> None:
 
 
 def test_pool_with_a_typo(tmp_path: Path) -> None:
-    pool = (REPO / "pools" / "default.yaml").read_text().replace("  tolerance:", "  tolerence:")
+    pool = (REPO / "ladder" / "defaults" / "pool.yaml").read_text().replace("  tolerance:", "  tolerence:")
     (tmp_path / "pool.yaml").write_text(pool)
     assert_clean_error(
         ladder("route", "hi", "--pool", str(tmp_path / "pool.yaml")), "routing.tolerence: unknown key"
@@ -75,10 +75,8 @@ def test_pool_with_a_typo(tmp_path: Path) -> None:
 
 
 def test_checkpoint_for_a_different_pool(tmp_path: Path) -> None:
-    pool = (REPO / "pools" / "default.yaml").read_text()
-    pool = pool.replace("label: jamba-1.5-large", "label: gpt-4o").replace(
-        "../checkpoints/default", str(REPO / "checkpoints/default")
-    )
+    pool = (REPO / "ladder" / "defaults" / "pool.yaml").read_text()
+    pool = pool.replace("label: jamba-1.5-large", "label: gpt-4o")  # the shipped checkpoint is the default
     (tmp_path / "pool.yaml").write_text(pool)
     assert_clean_error(
         ladder("route", "hi", "--pool", str(tmp_path / "pool.yaml")), "['gpt-4o'], which it cannot score"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.gateway import bench_gateway, free_port, stub_pool
 from ladder.pool import load_pool
-from service.bench import bench_gateway, free_port, stub_pool
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -60,11 +60,16 @@ def test_bench_gateway_reports_the_promised_fields(test_pool: Path) -> None:
         single_requests=20,
         decision_repeats=20,
         encoder_batches=(4,),
+        open_seconds=1.0,
     )
     assert set(report["single_client"]) >= {"added_p50_ms", "decision_p50_ms"}
     concurrent = report["concurrent"]
     assert concurrent["clients"] == 4 and concurrent["requests"] == 200 and concurrent["errors"] == 0
     assert concurrent["throughput_rps"] > 0 and concurrent["encoder_batched_throughput_rps"] > 0
+    opened = report["open_loop"]  # the fields are pinned in tests/test_loadgen.py against docs/bench.md
+    assert opened["sent"] + opened["dropped_in_flight_cap"] + opened["unsent_past_max_seconds"] > 0
+    assert opened["admitted"] + opened["refused_429"] + opened["errors"] == opened["sent"]
+    assert opened["errors"] == 0 and opened["latency_ms"]["p99"] >= opened["latency_ms"]["p50"]
     json.dumps(report)
 
 

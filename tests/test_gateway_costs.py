@@ -8,6 +8,7 @@ import pytest
 
 from ladder.errors import ConfigError
 from ladder.pool import load_pool
+from ladder.pricing import Pricing
 from service.breaker import CircuitBreaker
 from service.costs import Usage, answer_cost, baseline_model
 
@@ -16,15 +17,15 @@ pytest_plugins = ["gateway_support.fixtures"]
 
 def test_actual_and_baseline_cost_from_usage(test_pool: Path) -> None:
     pool = load_pool(test_pool)
-    baseline = baseline_model(pool, None)
+    baseline = baseline_model(Pricing(pool), None)
     assert baseline.name == "vision-pro"  # the priciest
     cost = answer_cost(pool.model("small-local"), baseline, Usage(1_000_000, 500_000))
     assert cost.cost_usd == pytest.approx(0.10 + 0.10)
     assert cost.baseline_cost_usd == pytest.approx(3.00 + 7.50)
     assert cost.savings_usd == pytest.approx(10.30)
-    assert baseline_model(pool, "mid-cloud").name == "mid-cloud"
+    assert baseline_model(Pricing(pool), "mid-cloud").name == "mid-cloud"
     with pytest.raises(ConfigError, match="not in the pool"):
-        baseline_model(pool, "nope")
+        baseline_model(Pricing(pool), "nope")
 
 
 def test_usage_needs_integer_counts() -> None:

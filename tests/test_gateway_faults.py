@@ -1,4 +1,4 @@
-"""Upstream faults: fallback in policy order, circuit breaker, deadlines, broken streams, disconnects."""
+"""Upstream faults: fallback in policy order, breaker, deadlines, refusals, bad replies, disconnects."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import httpx
 import openai
 import pytest
 from gateway_support.common import API_KEY, RunningGateway
-from gateway_support.upstream import FakeUpstream
+from gateway_support.upstream import MASKED_KEY, FakeUpstream
+
+from service.settings import Settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -88,7 +90,7 @@ def test_every_upstream_failing_is_502(gateway: RunningGateway, upstream: FakeUp
 def test_every_upstream_hanging_is_504_within_the_deadline(
     start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
-    gateway = start_gateway(attempt_timeout_s=5, deadline_s=0.5)
+    gateway = start_gateway(attempt_timeout_s=5, deadline_s=0.9)
     for name in ("small-local", "mid-cloud", "vision-pro"):
         upstream.set(name, "hang")
     response = httpx.post(
@@ -99,7 +101,8 @@ def test_every_upstream_hanging_is_504_within_the_deadline(
     )
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
-    assert upstream.count("vision-pro") == 1 and upstream.count("small-local") == 0
+    assert response.json()["error"]["message"].count("timeout") == 3  # each model got a third of it
+    assert [upstream.count(name) for name in ("small-local", "mid-cloud", "vision-pro")] == [1, 1, 1]
 
 
 def test_a_stream_that_breaks_ends_with_an_error_event(
@@ -173,3 +176,93 @@ def test_one_upstream_failing_and_one_hanging_every_request_is_answered_in_time(
     assert {status for status, _, _ in results} == {200}
     assert {model for _, model, _ in results} == {"small-local"}
     assert max(elapsed for _, _, elapsed in results) < deadline_s + 1.0
+
+
+def defaults(*names: str) -> dict[str, object]:
+    return {name: Settings.model_fields[name].default for name in names}
+
+
+def test_a_hanging_upstream_falls_back_within_the_deadline_with_default_settings(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream
+) -> None:
+    """Only the deadline is scaled down: the first-byte limit, retries and attempt timeout are defaults."""
+    deadline_s = 1.5
+    settings = defaults("attempt_timeout_s", "retries", "first_byte_timeout_s")
+    gateway = start_gateway(deadline_s=deadline_s, **settings)
+    upstream.set("vision-pro", "hang")
+    started = time.monotonic()
+    raw = gateway.openai().chat.completions.with_raw_response.create(model="ladder-0", messages=USER)
+    assert raw.parse().model == "mid-cloud"
+    assert raw.headers["x-ladder-fallback"] == "vision-pro (timeout)"
+    assert time.monotonic() - started < deadline_s
+    assert upstream.count("vision-pro") == 1  # a timed-out POST may have reached it: never resent
+
+
+def test_a_timeout_is_never_retried_on_the_same_model(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream
+) -> None:
+    gateway = start_gateway(retries=3, first_byte_timeout_s=0.3, breaker_failures=10)
+    upstream.set("vision-pro", "hang")
+    assert gateway.openai().chat.completions.create(model="ladder-0", messages=USER).model == "mid-cloud"
+    assert upstream.count("vision-pro") == 1
+
+
+@pytest.mark.parametrize("status", ["401", "403", "404", "429"])
+def test_refusals_of_the_key_or_model_fall_back_and_are_never_relayed(
+    gateway: RunningGateway, upstream: FakeUpstream, status: str
+) -> None:
+    upstream.set("vision-pro", status)
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {API_KEY}"},
+        json={"model": "ladder-0", "messages": USER},
+    )
+    assert response.status_code == 200
+    assert response.json()["model"] == "mid-cloud"
+    assert response.headers["x-ladder-fallback"] == f"vision-pro (HTTP {status})"
+    assert MASKED_KEY not in response.text and "Incorrect API key" not in response.text
+
+
+def test_every_upstream_refusing_is_a_clean_502_without_their_bodies(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
+    for name, status in (("small-local", "401"), ("mid-cloud", "403"), ("vision-pro", "404")):
+        upstream.set(name, status)
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {API_KEY}"},
+        json={"model": "ladder-0", "messages": USER},
+    )
+    assert response.status_code == 502
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert MASKED_KEY not in response.text and "Incorrect API key" not in response.text
+
+
+@pytest.mark.parametrize("status", ["429", "503"])
+def test_retry_after_keeps_the_upstream_out_for_that_long(
+    gateway: RunningGateway, upstream: FakeUpstream, status: str
+) -> None:
+    upstream.set("vision-pro", status, retry_after="30")
+    client = gateway.openai()
+    for _ in range(3):
+        assert client.chat.completions.create(model="ladder-0", messages=USER).model == "mid-cloud"
+    assert upstream.count("vision-pro") == 1  # well under the 5 failures that open its circuit
+    breaker = gateway.app.state.gateway.dispatcher.breaker
+    assert breaker.held("vision-pro")
+    raw = client.chat.completions.with_raw_response.create(model="ladder-0", messages=USER)
+    assert raw.headers["x-ladder-fallback"] == "vision-pro (circuit open)"
+
+
+@pytest.mark.parametrize("mode", ["malformed", "badshape"])
+def test_a_malformed_reply_falls_back_and_is_never_a_500(
+    gateway: RunningGateway, upstream: FakeUpstream, mode: str
+) -> None:
+    upstream.set("vision-pro", mode)
+    raw = gateway.openai().chat.completions.with_raw_response.create(model="ladder-0", messages=USER)
+    assert raw.parse().model == "mid-cloud"
+    assert raw.headers["x-ladder-fallback"] == "vision-pro (bad reply)"
+    for name in ("small-local", "mid-cloud"):
+        upstream.set(name, mode)
+    with pytest.raises(openai.APIStatusError) as caught:
+        gateway.openai().chat.completions.create(model="ladder-0", messages=USER)
+    assert caught.value.status_code == 502

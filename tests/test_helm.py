@@ -30,7 +30,6 @@ CHART = ROOT / "helm" / "ladder"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 GRAFANA = ROOT / "docs" / "grafana"
 CONFIG_DIR = "/etc/ladder"  # where the chart mounts the gateway's ConfigMap
-IMAGE_APP_DIR = "/app/"  # where deploy/gateway.Dockerfile puts the project
 CLIENT_KEY = "helm-test-client-key-0123"
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 INLINE_API_KEY = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}")
@@ -206,13 +205,12 @@ def _apply_env(c: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _write_config(docs: list[dict[str, Any]], directory: Path) -> None:
-    """The ConfigMap's files as the pod sees them (paths inside the image mapped onto this checkout)."""
+    """The ConfigMap's files as the pod sees them."""
     for name, text in configmap_files(docs).items():
         data = yaml.safe_load(text)
-        if name == "pool.yaml":
-            checkpoint = str(data["routing"]["checkpoint"])
-            assert checkpoint.startswith(IMAGE_APP_DIR), f"checkpoint {checkpoint} is not in the image"
-            data["routing"]["checkpoint"] = str(ROOT / checkpoint.removeprefix(IMAGE_APP_DIR))
+        if name == "pool.yaml":  # the image has no checkout: its checkpoint is the one in the wheel
+            checkpoint = data["routing"].get("checkpoint")
+            assert checkpoint is None, f"checkpoint {checkpoint}: CI pools use the one shipped in the wheel"
         (directory / name).write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
@@ -540,6 +538,68 @@ def test_the_real_tritonserver_runs_the_rendered_arguments(otlp_sink: _OtlpSink,
     assert "/v1/traces" in otlp_sink.paths, server.log_tail()
 
 
+# ---- shared state (Redis) and client key profiles, from existing Secrets -----------------------------------
+
+REDIS_SCENARIO = "multi-replica-redis-values.yaml"
+SECRET_ENV = ("LADDER_REDIS_URL", "LADDER_KEY_PROFILES")
+
+
+@needs_helm
+def test_replicas_share_a_redis_and_key_profiles_from_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rendered Secret references reach the real ``ladder serve`` settings, and the gateway built from
+    them keeps its rate limits in the real Redis under the configured prefix."""
+    from gateway_support.redis_server import running_redis
+    from gateway_support.servers import ServerThread
+
+    from service.app import create_app
+
+    docs = render(REDIS_SCENARIO)
+    assert has(docs, "HorizontalPodAutoscaler", "gateway")
+    gateway = container(find(docs, "Deployment"), "gateway")
+    env = env_of(gateway)
+    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in SECRET_ENV}
+    assert refs["LADDER_REDIS_URL"] == {"name": "ladder-redis", "key": "redis-url"}
+    assert refs["LADDER_KEY_PROFILES"] == {"name": "ladder-key-profiles", "key": "key-profiles"}
+    profile_key = "helm-test-profile-key-0123"
+    profiles = [{"name": "team-a", "key": profile_key, "tolerance": 0.2, "requests_per_minute": 2}]
+    with running_redis(tmp_path) as redis_url:
+        _clean_ladder_env(monkeypatch)
+        _apply_env(gateway, monkeypatch)  # then what the two Secrets would hold
+        monkeypatch.setenv("LADDER_REDIS_URL", redis_url)
+        monkeypatch.setenv("LADDER_KEY_PROFILES", json.dumps(profiles))
+        _write_config(docs, tmp_path)
+        settings = _serve_settings(gateway, tmp_path)
+        assert settings.redis_url.get_secret_value() == redis_url
+        assert [p.name for p in settings.key_profiles] == ["team-a"]
+        assert settings.session_ttl_s == 7200 and settings.redis_prefix == "ladder:prod:"
+        auth = {"Authorization": f"Bearer {profile_key}"}
+        body = {"messages": [{"role": "user", "content": "hello"}]}
+        app = create_app(settings)
+        with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+            statuses = [http.post("/v1/route", json=body, headers=auth).status_code for _ in range(3)]
+            usage = http.get("/v1/usage", headers=auth).json()
+        import redis
+
+        keys = list(redis.Redis.from_url(redis_url, decode_responses=True).scan_iter("ladder:prod:*"))
+    assert statuses == [200, 200, 429]  # two per minute, counted in Redis
+    assert usage["state"] == "redis" and usage["client"] == "team-a"
+    assert keys == ["ladder:prod:rate:team-a"]
+
+
+@needs_helm
+def test_redis_needs_its_secret_and_secrets_stay_out_of_the_settings() -> None:
+    sets = ("--set", "gateway.redis.enabled=true", "--set", "gateway.redis.existingSecret=")
+    missing = helm("template", "rel", str(CHART), *sets)
+    assert missing.returncode != 0 and "gateway.redis.existingSecret" in missing.stderr
+    for inline in ("redis_url=redis://:hunter2@redis:6379/0", "key_profiles=x"):
+        refused = helm("lint", "--strict", str(CHART), "--set", f"gateway.settings.{inline}")
+        assert refused.returncode != 0 and inline.split("=")[0] in refused.stdout
+    default = env_of(container(find(render(None), "Deployment"), "gateway"))
+    assert "LADDER_REDIS_URL" not in default and "LADDER_KEY_PROFILES" not in default
+
+
 # ---- names, selectors, notes -------------------------------------------------------------------------------
 
 
@@ -610,7 +670,9 @@ def test_gateway_image_agrees_with_the_chart() -> None:
     last_stage = dockerfile.rsplit("\nFROM ", 1)[1]
     assert f"USER {values['podSecurityContext']['runAsUser']}:" in last_stage
     assert f"EXPOSE {values['port']}" in last_stage
-    assert "WORKDIR /app" in last_stage and "pip install -e" in last_stage  # /app/pools is the default pool
+    # the wheel (default pool and checkpoint inside), never an editable checkout
+    assert "/wheels/ladder_router-" in last_stage and "pip install -e" not in dockerfile
+    assert "COPY ladder" not in last_stage and "bench" in last_stage  # serving code only
     assert 'ENTRYPOINT ["ladder"]' in last_stage and "torch" not in last_stage
     assert 'CMD ["serve", "--host", "0.0.0.0"' in last_stage
     assert "FROM build AS export" in dockerfile and "ladder setup" in dockerfile
@@ -685,3 +747,88 @@ def test_grafana_datasources_provide_what_the_dashboard_reads() -> None:
             assert source["type"] in {d["type"] for d in by_uid.values()}
         else:
             assert by_uid[source["uid"]]["type"] == source["type"]
+
+
+# ---- the nightly retrain CronJob and its RBAC ----------------------------------------------------------
+
+
+@needs_helm
+def test_retrain_is_off_by_default_and_needs_a_volume() -> None:
+    assert not [
+        d for d in render(None) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "retrain"
+    ]
+    missing = helm("template", "rel", str(CHART), "--set", "retrain.enabled=true")
+    assert missing.returncode != 0 and "retrain.persistence.existingClaim" in missing.stderr
+    elsewhere = helm(
+        "template", "rel", str(CHART), "-f", str(CHART / "ci" / "retrain-values.yaml"),
+        "--set", "retrain.checkpoint=/var/lib/ladder/other",
+    )  # fmt: skip
+    assert elsewhere.returncode != 0 and "the checkpoint the gateway serves" in elsewhere.stderr
+    typo = helm("lint", "--strict", str(CHART), "--set", "retrain.objective=vibes")
+    assert typo.returncode != 0 and "objective" in typo.stdout
+
+
+@needs_helm
+def test_retrain_role_may_only_get_and_patch_the_gateway_deployment() -> None:
+    docs = render("retrain-values.yaml")
+    gateway = find(docs, "Deployment")["metadata"]["name"]
+    role = find(docs, "Role", "retrain")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": [gateway],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    binding = find(docs, "RoleBinding", "retrain")
+    account = find(docs, "ServiceAccount", "retrain")["metadata"]["name"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "ai"}]
+    # the gateway's own account still mounts no API token; only the retrain pod does
+    gateway_pod = find(docs, "Deployment")["spec"]["template"]["spec"]
+    assert gateway_pod["automountServiceAccountToken"] is False
+    job_pod = find(docs, "CronJob", "retrain")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert job_pod["serviceAccountName"] == account and job_pod["automountServiceAccountToken"] is True
+
+
+@needs_helm
+def test_retrain_cronjob_runs_a_valid_ladder_retrain_against_the_gateway() -> None:
+    from typer.main import get_command
+
+    from cli.main import app
+
+    docs = render("retrain-values.yaml")
+    cronjob = find(docs, "CronJob", "retrain")
+    assert cronjob["spec"]["schedule"] == "15 2 * * *" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert len(cronjob["metadata"]["name"]) <= 52  # a CronJob's Jobs add 11 characters
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = c["args"]
+    assert c["command"] == ["ladder"] and args[0] == "retrain"
+    assert args[args.index("--deployment") + 1] == find(docs, "Deployment")["metadata"]["name"]
+    assert args[args.index("--namespace") + 1] == "ai"
+    assert args[args.index("--pool") + 1] == f"{CONFIG_DIR}/pool.yaml"
+    # the checkpoint it promotes into is the one the gateway's pool serves, on the volume both mount
+    pool = yaml.safe_load(configmap_files(docs)["pool.yaml"])
+    assert args[args.index("--checkpoint") + 1] == pool["routing"]["checkpoint"]
+    claim = next(v for v in pod["volumes"] if v["name"] == "data")["persistentVolumeClaim"]["claimName"]
+    gateway_claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claim in gateway_claims
+    # the database URL comes from the Secret, as the gateway's does
+    env = env_of(c)
+    assert env["LADDER_TRAFFIC_DB"]["valueFrom"]["secretKeyRef"]["name"] == "ladder-traffic-db"
+    assert "$(LADDER_TRAFFIC_DB)" in args
+    # every rendered option is one `ladder retrain` accepts
+    command = get_command(app).commands["retrain"]  # type: ignore[attr-defined]
+    options = {o for p in command.params for o in p.opts}
+    assert {a for a in args if a.startswith("--")} <= options

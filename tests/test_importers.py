@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.errors import DataError
+from ladder.errors import DataError, DataWarning
 from training.dataset import RoutingData, read_canonical, write_canonical
 from training.importers import (
     IMPORTERS,
@@ -106,6 +106,70 @@ def test_routerbench_without_prompt_column(tmp_path: Path) -> None:
     path = write(tmp_path / "rb.csv", "text,gpt-4\nQ,1\n")
     with pytest.raises(DataError, match=r"rb\.csv: no prompt column .*columns found: text, gpt-4"):
         from_routerbench_wide(path)
+
+
+def _routerbench_csv(path: Path, rows: list[tuple[str, str, tuple[float, ...]]]) -> Path:
+    """A file in RouterBench's published wide layout (as in `arc_challenge_train.csv`)."""
+    import csv
+
+    models = ("WizardLM/WizardLM-13B-V1.2", "claude-instant-v1", "gpt-4-1106-preview")
+    header = [
+        "sample_id",
+        "prompt",
+        "eval_name",
+        *models,
+        *(f"{m}|model_response" for m in models),
+        *(f"{m}|total_cost" for m in models),
+        "oracle_model_to_route_to",
+    ]
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for sample_id, prompt, labels in rows:
+            responses = ["A" if label else "C" for label in labels]
+            costs = [f"{c:.6g}" for c in (1.2e-05, 8.1e-06, 3.3e-04)]
+            oracle = models[labels.index(1.0)] if 1.0 in labels else models[0]
+            writer.writerow([sample_id, repr([prompt]), "arc-challenge", *labels, *responses, *costs, oracle])
+    return path
+
+
+def test_routerbench_reused_sample_ids_get_distinct_ids(tmp_path: Path) -> None:
+    """RouterBench's own files reuse a few sample_ids for different prompts: renamed, counted, not refused."""
+    path = _routerbench_csv(
+        tmp_path / "arc_challenge_train.csv",
+        [
+            ("arc-challenge.val.173", "Which gas do plants take in? A) O2 B) CO2", (1.0, 0.0, 1.0)),
+            ("arc-challenge.val.174", "Which of these is a mammal? A) shark B) whale", (0.0, 1.0, 1.0)),
+            ("arc-challenge.val.174", "A ball is dropped. What pulls it down? A) gravity", (1.0, 1.0, 1.0)),
+            ("arc-challenge.val.174", "Plants make food by A) photosynthesis B) digestion", (0.0, 0.0, 1.0)),
+        ],
+    )
+    with pytest.warns(DataWarning, match=r"2 row\(s\) reuse a sample_id .*arc-challenge\.val\.174"):
+        data = from_routerbench_wide(path)
+    assert data.question_ids == [
+        "arc-challenge.val.173",
+        "arc-challenge.val.174",
+        "arc-challenge.val.174#2",
+        "arc-challenge.val.174#3",
+    ]
+    assert data.questions[3] == "Plants make food by A) photosynthesis B) digestion"
+    np.testing.assert_allclose(data.labels[3], [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(data.costs[2], [1.2e-05, 8.1e-06, 3.3e-04], rtol=1e-5)
+    assert data.tasks == ["arc-challenge"] * 4
+
+
+def test_routerbench_import_cli_says_how_many_ids_it_renamed(tmp_path: Path) -> None:
+    from tests.support import ladder
+
+    path = _routerbench_csv(
+        tmp_path / "rb.csv",
+        [("x.1", "First prompt", (1.0, 0.0, 1.0)), ("x.1", "Second prompt", (0.0, 1.0, 1.0))],
+    )
+    result = ladder("import", "routerbench", str(path), "--out", str(tmp_path / "out.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "1 row(s) reuse a sample_id" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_canonical([tmp_path / "out.csv"]).question_ids == ["x.1", "x.1#2"]
 
 
 # --- registry ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ladder.errors import NoEligibleModelError, UnknownModelError
-from ladder.policy import DecisionOptions, budget_tolerance, choose_batch, decide, expected_cost_usd
+from ladder.policy import DecisionOptions, budget_tolerance, choose_batch, decide
 from ladder.pool import PolicyName
 
 P = {"small": 0.60, "medium": 0.70, "large": 0.74}
@@ -85,7 +85,3 @@ def test_budget_tolerance_keeps_mean_cost_under_target() -> None:
         assert costs[chosen].mean() <= budget
         if tolerance > 0:  # a smaller tolerance would have broken the budget
             assert costs[choose_batch(p, costs, tolerance - 0.005)].mean() > budget
-
-
-def test_expected_cost_counts_output_tokens() -> None:
-    assert expected_cost_usd(1000, 500, 1.0, 4.0) == pytest.approx(0.003)

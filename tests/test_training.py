@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 
 from ladder.checkpoint import Checkpoint
+from ladder.errors import CheckpointError, DataError
 from ladder.head import OnnxHead
 from tests.support import ladder, shared_data
-from training.dataset import read_canonical, split_by_id, write_canonical
+from training.costs import EQUAL_COSTS
+from training.dataset import RoutingData, read_canonical, split_by_id, write_canonical
+from training.fit import HeadSettings
 from training.importers import import_data
+from training.train import TrainingSpec, train
 
 MODELS = {
     "flash": "gemini-1.5-flash-002",
@@ -163,3 +167,52 @@ def test_unknown_labels_are_masked_not_wrong(workdir: Path) -> None:
     assert metrics["labels"] == known.sum()
     # were unknowns read as wrong, the learned accuracy would fall to about half
     assert metrics["accuracy"] == pytest.approx(np.nanmean(train.labels[:, pro]), abs=0.06)
+
+
+def test_training_without_costs_or_pool_routes_on_accuracy_alone(workdir: Path) -> None:
+    """MMLU-Pro has no cost_usd: without a pool, train on equal costs and say so (it used to fail late)."""
+    result = ladder(
+        "train",
+        "--data",
+        str(workdir / "slice.csv"),
+        "--out",
+        str(workdir / "no-prices"),
+        "--members",
+        "2",
+        "--pca-dims",
+        "16",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "no cost_usd" in result.stderr
+    manifest = Checkpoint.load(workdir / "no-prices").manifest
+    assert manifest.training.settings["costs"] == EQUAL_COSTS
+    assert manifest.data_cost_per_request == {}
+    # with equal costs every tolerance routes to the most likely model: the recommended point is 0
+    assert manifest.recommended is not None and manifest.recommended.tolerance == 0.0
+
+
+def test_training_checks_what_it_needs_before_embedding(tmp_path: Path) -> None:
+    """A missing cost for one model, or an --out that is a file, fails before any embedding starts."""
+    n = 12
+    data = RoutingData.from_labels(
+        [f"q{i}" for i in range(n)],
+        [f"Question number {i}?" for i in range(n)],
+        ["cheap", "dear"],
+        np.tile([[1.0, 0.0], [0.0, 1.0]], (n // 2, 1)),
+        costs=np.tile([[0.001, np.nan]], (n, 1)),
+    )
+    stages: list[str] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        stages.append(stage)
+
+    spec = TrainingSpec(head=HeadSettings(members=2))
+    with pytest.raises(DataError, match=r"no cost_usd for model 'dear'"):
+        train(data, ["synthetic"], tmp_path / "ckpt", None, spec, progress)
+    (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
+    priced = RoutingData.from_labels(
+        data.question_ids, data.questions, data.models, data.labels, costs=np.full((n, 2), 0.001)
+    )
+    with pytest.raises(CheckpointError, match=r"a-file: exists and is not a folder"):
+        train(priced, ["synthetic"], tmp_path / "a-file", None, spec, progress)
+    assert stages == [] and not (tmp_path / "ckpt").exists()

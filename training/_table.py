@@ -26,8 +26,16 @@ CANONICAL_COLUMNS = (
     "output_tokens",
     "task",
     "split",
+    "answer",
+    "answer_logprob",
 )
-"""Columns of the canonical long CSV, in the order `write_canonical` writes them."""
+"""Columns of the canonical long CSV, in the order `write_canonical` writes them.
+
+`answer` (the model's answer text) and `answer_logprob` (its mean token log-probability) are written only
+when the table holds any, so a table without answers writes (and digests) exactly as before they existed.
+"""
+ANSWER_COLUMNS = ("answer", "answer_logprob")
+AnswerArray = npt.NDArray[np.object_]
 
 
 def _matrix(values: npt.ArrayLike, shape: tuple[int, int], name: str) -> FloatArray:
@@ -46,7 +54,8 @@ class RoutingData:
     """Per-question, per-model labels: `labels[i, j]` is model j's correctness on question i, NaN if unknown.
 
     `costs` (USD per request) and `output_tokens` have the same shape and are NaN where unknown;
-    `tasks` and `splits` hold one optional value per question.
+    `tasks` and `splits` hold one optional value per question. `answers` (an object array of str or None)
+    and `answer_logprobs` (NaN where unknown), when not None, have the same shape too.
     """
 
     question_ids: list[str]
@@ -57,6 +66,8 @@ class RoutingData:
     output_tokens: FloatArray
     tasks: list[str | None]
     splits: list[str | None]
+    answers: AnswerArray | None = None
+    answer_logprobs: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.question_ids)
@@ -71,6 +82,12 @@ class RoutingData:
         self.labels = _matrix(self.labels, shape, "labels")
         self.costs = _matrix(self.costs, shape, "costs")
         self.output_tokens = _matrix(self.output_tokens, shape, "output_tokens")
+        if self.answers is not None:
+            self.answers = np.asarray(self.answers, dtype=object)
+            if self.answers.shape != shape:
+                raise DataError(f"answers has shape {self.answers.shape}, expected {shape}")
+        if self.answer_logprobs is not None:
+            self.answer_logprobs = _matrix(self.answer_logprobs, shape, "answer_logprobs")
         known = self.labels[~np.isnan(self.labels)]
         if known.size and (known.min() < 0.0 or known.max() > 1.0):
             raise DataError("labels must lie in [0, 1] (or be NaN for unknown)")
@@ -87,8 +104,10 @@ class RoutingData:
         output_tokens: npt.ArrayLike | None = None,
         tasks: Sequence[str | None] | None = None,
         splits: Sequence[str | None] | None = None,
+        answers: npt.ArrayLike | None = None,
+        answer_logprobs: npt.ArrayLike | None = None,
     ) -> RoutingData:
-        """Build from a label matrix; costs, output tokens, tasks and splits default to unknown."""
+        """Build from a label matrix; costs, output tokens, tasks, splits and answers default to unknown."""
         shape = (len(question_ids), len(models))
         return cls(
             question_ids=list(question_ids),
@@ -103,7 +122,14 @@ class RoutingData:
             ),
             tasks=list(tasks) if tasks is not None else [None] * shape[0],
             splits=list(splits) if splits is not None else [None] * shape[0],
+            answers=None if answers is None else np.asarray(answers, dtype=object),
+            answer_logprobs=None if answer_logprobs is None else np.asarray(answer_logprobs, np.float32),
         )
+
+    @property
+    def has_answers(self) -> bool:
+        """Whether any cell carries an answer text or an answer log-probability."""
+        return self.answers is not None or self.answer_logprobs is not None
 
     def __len__(self) -> int:
         return len(self.question_ids)
@@ -138,6 +164,8 @@ class RoutingData:
             output_tokens=self.output_tokens[index],
             tasks=[self.tasks[i] for i in picked],
             splits=[self.splits[i] for i in picked],
+            answers=None if self.answers is None else self.answers[index],
+            answer_logprobs=None if self.answer_logprobs is None else self.answer_logprobs[index],
         )
 
     def select_models(self, models: Sequence[str]) -> RoutingData:
@@ -155,6 +183,8 @@ class RoutingData:
             output_tokens=self.output_tokens[:, cols],
             tasks=list(self.tasks),
             splits=list(self.splits),
+            answers=None if self.answers is None else self.answers[:, cols],
+            answer_logprobs=None if self.answer_logprobs is None else self.answer_logprobs[:, cols],
         )
 
     def split(self, name: str) -> RoutingData:
@@ -170,9 +200,12 @@ class RoutingData:
 
         Only labelled cells are written (a missing row means unknown), so a question or model without
         any known label does not survive a write/read round trip. Text fields are quoted as the csv
-        module's QUOTE_MINIMAL does; each question's fields are escaped once, not once per model.
+        module's QUOTE_MINIMAL does; each question's fields are escaped once, not once per model. The
+        answer columns are written only when the table has answers.
         """
-        yield ",".join(CANONICAL_COLUMNS) + "\n"
+        with_answers = self.has_answers
+        columns = CANONICAL_COLUMNS if with_answers else CANONICAL_COLUMNS[: -len(ANSWER_COLUMNS)]
+        yield ",".join(columns) + "\n"
         heads = [f"{_field(q)},{_field(t)}," for q, t in zip(self.question_ids, self.questions, strict=True)]
         tails = [
             f",{_field(t or '')},{_field(s or '')}\n" for t, s in zip(self.tasks, self.splits, strict=True)
@@ -182,9 +215,19 @@ class RoutingData:
         labels = [_number(v) for v in self.labels[rows, cols]]
         costs = [_number(v) for v in self.costs[rows, cols]]
         tokens = [_number(v) for v in self.output_tokens[rows, cols]]
+        extras = [""] * len(labels)
+        if with_answers:
+            texts = [None] * len(labels) if self.answers is None else self.answers[rows, cols].tolist()
+            logprobs = (
+                [""] * len(labels)
+                if self.answer_logprobs is None
+                else [_number(v) for v in self.answer_logprobs[rows, cols]]
+            )
+            extras = [f",{_field(a or '')},{lp}" for a, lp in zip(texts, logprobs, strict=True)]
         lines: list[str] = []
         for k, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
-            lines.append(f"{heads[i]}{models[j]},{labels[k]},{costs[k]},{tokens[k]}{tails[i]}")
+            tail = tails[i] if not with_answers else tails[i][:-1] + extras[k] + "\n"
+            lines.append(f"{heads[i]}{models[j]},{labels[k]},{costs[k]},{tokens[k]}{tail}")
             if len(lines) == chunk_rows:
                 yield "".join(lines)
                 lines.clear()
@@ -244,6 +287,8 @@ class RoutingDataBuilder:
         self._labels: list[float] = []
         self._costs: list[float] = []
         self._tokens: list[float] = []
+        self._answers: dict[int, str] = {}
+        self._logprobs: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self._qids)
@@ -291,9 +336,14 @@ class RoutingDataBuilder:
         *,
         cost_usd: float = math.nan,
         output_tokens: float = math.nan,
+        answer: str | None = None,
+        answer_logprob: float = math.nan,
         where: str,
     ) -> None:
-        """Record `model`'s label on question `row`; a second record of the same pair is an error."""
+        """Record `model`'s label on question `row`; a second record of the same pair is an error.
+
+        `answer` is the model's answer text and `answer_logprob` its mean token log-probability (<= 0).
+        """
         if not model:
             raise DataError(f"{where}: model is empty")
         if not 0.0 <= label <= 1.0:
@@ -301,6 +351,8 @@ class RoutingDataBuilder:
         for name, value in (("cost_usd", cost_usd), ("output_tokens", output_tokens)):
             if not math.isnan(value) and not 0.0 <= value < math.inf:
                 raise DataError(f"{where}: {name} must be a non-negative number, got {value!r}")
+        if not math.isnan(answer_logprob) and not -math.inf < answer_logprob <= 0.0:
+            raise DataError(f"{where}: answer_logprob must be a finite number <= 0, got {answer_logprob!r}")
         col = self._mindex.setdefault(model, len(self._mindex))
         key = (row, col)
         if key in self._cells:
@@ -314,6 +366,10 @@ class RoutingDataBuilder:
         self._labels.append(label)
         self._costs.append(cost_usd)
         self._tokens.append(output_tokens)
+        if answer:
+            self._answers[len(self._labels) - 1] = answer
+        if not math.isnan(answer_logprob):
+            self._logprobs[len(self._labels) - 1] = answer_logprob
 
     def build(self) -> RoutingData:
         """The collected table; cells never recorded are NaN (unknown)."""
@@ -324,6 +380,15 @@ class RoutingDataBuilder:
             array = np.full(shape, np.nan, dtype=np.float32)
             array[index] = np.asarray(values, dtype=np.float32)
             arrays.append(array)
+        answers = logprobs = None
+        if self._answers:
+            answers = np.full(shape, None, dtype=object)
+            for k, text in self._answers.items():
+                answers[self._rows[k], self._cols[k]] = text
+        if self._logprobs:
+            logprobs = np.full(shape, np.nan, dtype=np.float32)
+            for k, value in self._logprobs.items():
+                logprobs[self._rows[k], self._cols[k]] = value
         return RoutingData(
             question_ids=list(self._qids),
             questions=list(self._texts),
@@ -333,4 +398,6 @@ class RoutingDataBuilder:
             output_tokens=arrays[2],
             tasks=list(self._tasks),
             splits=list(self._splits),
+            answers=answers,
+            answer_logprobs=logprobs,
         )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from ladder.errors import DataError
-from ladder.policy import expected_cost_usd
+from ladder.errors import DataError, DataWarning
 from ladder.pool import PoolConfig
-from ladder.router import estimate_tokens
+from ladder.pricing import Pricing, estimate_tokens
 from training.dataset import RoutingData
 
 
@@ -24,6 +24,18 @@ def mean_output_tokens(data: RoutingData) -> dict[str, float]:
     return means
 
 
+def learned_output_tokens(
+    data: RoutingData, models: Sequence[str], labels: Sequence[str], pool: PoolConfig
+) -> dict[str, float]:
+    """The data's mean output tokens keyed by each pool model's checkpoint label, as a manifest holds them."""
+    means = mean_output_tokens(data)
+    return {
+        pool.model(name).checkpoint_label: means[label]
+        for name, label in zip(models, labels, strict=True)
+        if label in means
+    }
+
+
 def cost_matrix(
     data: RoutingData, models: Sequence[str], pool: PoolConfig | None, labels: Sequence[str] | None = None
 ) -> np.ndarray:
@@ -33,14 +45,11 @@ def cost_matrix(
     costs = np.zeros((len(data.questions), len(models)), dtype=np.float64)
     if pool is not None:
         tokens = np.array([estimate_tokens(q) for q in data.questions], dtype=np.float64)
-        learned = mean_output_tokens(data)
-        for j, (name, label) in enumerate(zip(models, labels, strict=True)):
+        # the output tokens the checkpoint will learn (train.py stores the same means in the manifest)
+        pricing = Pricing(pool, learned_output_tokens(data, models, labels, pool))
+        for j, name in enumerate(models):
             spec = pool.model(name)
-            out = spec.expected_output_tokens or learned.get(label) or pool.routing.default_output_tokens
-            costs[:, j] = [
-                expected_cost_usd(int(t), out, spec.price.input_per_1m, spec.price.output_per_1m)
-                for t in tokens
-            ]
+            costs[:, j] = [pricing.expected_cost(spec, t) for t in tokens]
         return costs
     for j, label in enumerate(labels):
         values = data.costs[:, column[label]].astype(np.float64)
@@ -52,3 +61,24 @@ def cost_matrix(
         values[~known] = values[known].mean()
         costs[:, j] = values
     return costs
+
+
+EQUAL_COSTS = "equal: no pool file and no cost_usd in the data, so routed on accuracy alone"
+
+
+def training_costs(
+    data: RoutingData, names: Sequence[str], pool: PoolConfig | None, labels_used: Sequence[str]
+) -> tuple[np.ndarray, str]:
+    """USD per question and model, and where it came from; equal costs (with a warning) when none exist."""
+    if pool is not None:
+        return cost_matrix(data, names, pool, labels_used), "pool prices"
+    columns = [data.models.index(label) for label in labels_used]
+    if np.isnan(data.costs[:, columns]).all():
+        warnings.warn(
+            "the data has no cost_usd and no pool file was given: every model costs the same, so the "
+            "router ranks on P(correct) alone (give --pool with prices to route on cost)",
+            DataWarning,
+            stacklevel=3,
+        )
+        return np.ones((len(data.questions), len(names))), EQUAL_COSTS
+    return cost_matrix(data, names, pool, labels_used), "cost_usd in the data"

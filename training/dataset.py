@@ -1,9 +1,10 @@
 """Ladder's native routing data: the RoutingData table, the canonical CSV format and train/test splits.
 
 The canonical long CSV has one row per (question, model) with a known label:
-`question_id,question,model,correct[,cost_usd][,output_tokens][,task][,split]`. `correct` is in [0, 1]
-(graded labels allowed); the optional columns may be absent or empty. A missing row means the label is
-UNKNOWN (NaN in memory), never wrong.
+`question_id,question,model,correct[,cost_usd][,output_tokens][,task][,split][,answer][,answer_logprob]`.
+`correct` is in [0, 1] (graded labels allowed); the optional columns may be absent or empty. `answer` is
+the model's answer text and `answer_logprob` its mean token log-probability (cascades use them).
+A missing row means the label is UNKNOWN (NaN in memory), never wrong.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def split_by_id(data: RoutingData, test_fraction: float = 0.2, seed: int = 0) ->
         labels=data.labels.copy(),
         costs=data.costs.copy(),
         output_tokens=data.output_tokens.copy(),
+        answers=None if data.answers is None else data.answers.copy(),
+        answer_logprobs=None if data.answer_logprobs is None else data.answer_logprobs.copy(),
         question_ids=list(data.question_ids),
         questions=list(data.questions),
         models=list(data.models),

@@ -1,10 +1,17 @@
-"""Embed training questions with the same ONNX encoder the router runs, caching by content digest."""
+"""Embed training questions with the router's encoder (in process, or on Triton), cached by content digest.
+
+The cache is rebuildable and resumable: a large set is embedded in parts of ``PART`` texts (in length order),
+each saved as it finishes, so an interrupted run redoes only the part it was in; the whole set is then
+saved as one file and the parts removed. Triton's embeddings are cached apart from in-process ones.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -12,14 +19,59 @@ from ladder.encoder import OnnxEncoder, Tokenizer
 from ladder.home import encoder_dir, ladder_home
 
 Progress = Callable[[str, int, int], None]
-CHUNK = 256
+CHUNK = 256  # texts per in-process call (and per progress step)
+PART = 4096  # texts per resumable cache part
+STAGE = "embedding questions"
 
 
-def _digest(texts: Sequence[str], encoder: str, variant: str, max_tokens: int) -> str:
-    digest = hashlib.sha256(f"{encoder}|{variant}|{max_tokens}".encode())
+class Embedder(Protocol):
+    """Turns texts into embeddings; ``cache_tag`` ("" in process) keeps different engines' caches apart."""
+
+    @property
+    def cache_tag(self) -> str: ...
+
+    def embed(self, texts: Sequence[str], tick: Callable[[int], None] | None = None) -> np.ndarray: ...
+
+
+class InProcessEmbedder:
+    """The encoder folder's ONNX graph on ONNX Runtime, in this process (what CPU-only training uses)."""
+
+    cache_tag = ""
+
+    def __init__(self, encoder: str, variant: str = "int8", max_tokens: int = 512) -> None:
+        directory = encoder_dir(encoder)
+        self.model = OnnxEncoder(directory, variant=variant)  # type: ignore[arg-type]
+        self.model.tokenizer = Tokenizer(directory, max_tokens, info=self.model.info)
+
+    def embed(self, texts: Sequence[str], tick: Callable[[int], None] | None = None) -> np.ndarray:
+        out = np.zeros((len(texts), self.model.info.dim), dtype=np.float32)
+        for start in range(0, len(texts), CHUNK):
+            out[start : start + CHUNK] = self.model.embed(list(texts[start : start + CHUNK]))
+            if tick is not None:
+                tick(len(out[start : start + CHUNK]))
+        return out
+
+
+def _digest(texts: Sequence[str], encoder: str, variant: str, max_tokens: int, tag: str = "") -> str:
+    digest = hashlib.sha256(f"{encoder}|{variant}|{max_tokens}{'|' + tag if tag else ''}".encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode("utf-8")).digest())
     return digest.hexdigest()[:32]
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """Write atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(partial, array, allow_pickle=False)
+    os.replace(partial, path)
+
+
+def _load(path: Path, rows: int) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    array = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+    return array if array.ndim == 2 and len(array) == rows else None
 
 
 def embed_texts(
@@ -29,27 +81,49 @@ def embed_texts(
     max_tokens: int = 512,
     progress: Progress | None = None,
     use_cache: bool = True,
+    embedder: Embedder | None = None,
 ) -> np.ndarray:
-    """Embeddings [len(texts), dim]; a rebuildable cache lives under the Ladder home."""
-    cache = ladder_home() / "cache" / "embeddings" / f"{_digest(texts, encoder, variant, max_tokens)}.npy"
-    if use_cache and cache.is_file():
-        return np.asarray(np.load(cache, allow_pickle=False), dtype=np.float32)
-    directory = encoder_dir(encoder)
-    model = OnnxEncoder(directory, variant=variant)  # type: ignore[arg-type]
-    model.tokenizer = Tokenizer(directory, max_tokens, info=model.info)
+    """Embeddings [len(texts), dim] from ``embedder`` (default: in process); cached under the Ladder home."""
+    tag = embedder.cache_tag if embedder is not None else ""
+    root = ladder_home() / "cache" / "embeddings"
+    cache = root / f"{_digest(texts, encoder, variant, max_tokens, tag)}.npy"
+    if use_cache and (cached := _load(cache, len(texts))) is not None:
+        return cached
+    engine = embedder if embedder is not None else InProcessEmbedder(encoder, variant, max_tokens)
     # long texts dominate the cost: embed in length order so batches pad little
     order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), model.info.dim), dtype=np.float32)
-    for start in range(0, len(texts), CHUNK):
+    parts = [order[i : i + PART] for i in range(0, len(texts), PART)]
+    resumable = use_cache and len(parts) > 1
+    done = 0
+    out: np.ndarray | None = None
+
+    def tick(rows: int) -> None:
+        nonlocal done
+        done += rows
         if progress:
-            progress("embedding questions", start, len(texts))
-        index = order[start : start + CHUNK]
-        out[index] = model.embed([texts[i] for i in index])
+            progress(STAGE, done, len(texts))
+
     if progress:
-        progress("embedding questions", len(texts), len(texts))
+        progress(STAGE, 0, len(texts))
+    part_files = []
+    for index in parts:
+        chunk = [texts[i] for i in index]
+        part_file = root / "parts" / f"{_digest(chunk, encoder, variant, max_tokens, tag)}.npy"
+        part_files.append(part_file)
+        vectors = _load(part_file, len(chunk)) if resumable else None
+        if vectors is None:
+            vectors = engine.embed(chunk, tick)
+            if resumable:
+                _save(part_file, vectors)
+        else:
+            tick(len(chunk))
+        if out is None:
+            out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[index] = vectors
+    if out is None:  # no texts: the engine still knows the width
+        out = engine.embed([])
     if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(partial, out, allow_pickle=False)
-        os.replace(partial, cache)
+        _save(cache, out)
+        for part_file in part_files:
+            part_file.unlink(missing_ok=True)
     return out

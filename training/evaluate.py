@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ from ladder.errors import DataError
 from ladder.head import OnnxHead
 from ladder.policy import choose_batch
 from ladder.pool import PoolConfig
-from training.costs import cost_matrix
+from training.cascade import CascadeSide, evaluate_cascades
+from training.costs import training_costs
 from training.dataset import RoutingData
 from training.embed import Progress, embed_texts
 from training.metrics import (
@@ -29,8 +30,32 @@ from training.metrics import (
     sweep,
 )
 from training.neighbours import knn_scores
+from training.objectives import Objective
+from training.oof import out_of_fold_p
+from training.operating_points import (
+    POLICIES,
+    choose,
+    curve,
+    evaluate_choice,
+    parameters,
+    per_task_curve,
+    recommend_across_policies,
+)
 
 KNN_NEIGHBOURS = 40
+
+
+@dataclass(frozen=True)
+class TrainingSide:
+    """The training rows every model answered, with out-of-fold router scores: where choices are tuned."""
+
+    labels: np.ndarray
+    costs: np.ndarray
+    oof_p: np.ndarray
+    tasks: list[str | None]
+    answers: np.ndarray | None
+    logprobs: np.ndarray | None
+    embeddings: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,11 @@ class EvaluationInputs:
     questions: int
     dropped_incomplete: int
     overlap_with_training: int | None
+    tasks: list[str | None] | None = None
+    answers: np.ndarray | None = None
+    logprobs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    training: TrainingSide | None = None
 
 
 def _points(points: list[OperatingPoint]) -> list[dict[str, float]]:
@@ -71,8 +101,17 @@ def build_report(
     strong: str | None = None,
     weak: str | None = None,
     tolerances: tuple[float, ...] = DEFAULT_TOLERANCES,
+    objective: Objective | None = None,
+    at_tolerance: float | None = None,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The evaluation report as a JSON-ready dict."""
+    """The evaluation report as a JSON-ready dict.
+
+    With training rows (``inputs.training``): the (policy, parameter) that ``objective`` picks on their
+    out-of-fold scores, the per-task baseline when both sides have tasks, and cascades when both sides
+    carry answers. ``at_tolerance`` adds that operating point of the cheapest-within-tolerance policy.
+    """
+    objective = objective or Objective()
     names, y, c, p = inputs.names, inputs.labels, inputs.costs, inputs.router_p
     per_model = {}
     for j, name in enumerate(names):
@@ -120,6 +159,37 @@ def build_report(
         rec = point(recommended_tolerance, chosen, y, c)
         report["recommended"] = {**rec.to_dict(), "distribution": distribution(chosen, y, names)}
     report["distribution_at_tolerance_0"] = distribution(choose_batch(p, c, 0.0), y, names)
+    report["policies"] = {policy: curve(policy, p, y, c, parameters(policy, c)) for policy in POLICIES}
+    if at_tolerance is not None:
+        report["at_tolerance"] = at_tolerance_point(inputs, at_tolerance)
+    train = inputs.training
+    if train is not None:
+        chosen_rec = recommend_across_policies(train.oof_p, train.labels, train.costs, objective)
+        picked = choose(chosen_rec["policy"], p, c, chosen_rec["value"])
+        held_out = evaluate_choice(picked, y, c, names)
+        report["recommended_by_objective"] = {
+            **chosen_rec,
+            "held_out": held_out,
+            "held_out_cost_share_of_best_single": held_out["cost_per_1k"] / best_cost if best_cost else None,
+        }
+        if inputs.tasks is not None and any(t is not None for t in train.tasks):
+            baselines["per_task"] = per_task_curve(train.tasks, train.labels, train.costs, inputs.tasks, y, c)
+            report["baseline_cost_to_match_best_single"]["per_task"] = _match(
+                baselines["per_task"], best_acc, best_cost
+            )
+        if inputs.answers is not None and train.answers is not None and inputs.embeddings is not None:
+            report["cascades"] = evaluate_cascades(
+                names,
+                CascadeSide(
+                    train.labels, train.costs, train.answers, train.logprobs, train.oof_p, train.embeddings
+                ),
+                CascadeSide(y, c, inputs.answers, inputs.logprobs, p, inputs.embeddings),
+                objective,
+                embed,
+            )
+            for key in ("cascade", "cascade_with_router"):
+                if key in report["cascades"]:
+                    report[key] = report["cascades"][key]["points"]
     if strong and weak:
         for name in (strong, weak):
             if name not in names:
@@ -132,6 +202,20 @@ def build_report(
         report["strong_weak"] = pair
     report["verdict"] = verdict(report)
     return report
+
+
+def at_tolerance_point(inputs: EvaluationInputs, tolerance: float) -> dict[str, Any]:
+    """The cheapest-within-tolerance policy at one tolerance: accuracy, cost, arena score, distribution."""
+    chosen = choose_batch(inputs.router_p, inputs.costs, tolerance)
+    return {
+        **point(tolerance, chosen, inputs.labels, inputs.costs).to_dict(),
+        "distribution": distribution(chosen, inputs.labels, inputs.names),
+    }
+
+
+def _match(points: list[dict[str, Any]], accuracy: float, cost: float) -> float | None:
+    reaching = [pt["cost_per_1k"] for pt in points if pt["accuracy"] >= accuracy - 1e-12]
+    return min(reaching) / cost if reaching and cost > 0 else None
 
 
 def verdict(report: dict[str, Any]) -> list[str]:
@@ -166,6 +250,30 @@ def verdict(report: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"at or above baseline {name} at every operating point (within 1 point)")
+    rec = report.get("recommended_by_objective")
+    if rec is not None:
+        lines.append(
+            f"objective {rec['objective']['name']}: chosen on training rows {rec['policy']} "
+            f"{rec['parameter']}={rec['value']:.4g}; held out: accuracy {rec['held_out']['accuracy']:.3f} "
+            f"at {rec['held_out_cost_share_of_best_single']:.0%} of the best single model's cost"
+        )
+    for key, label in (("cascade", "cascade"), ("cascade_with_router", "router + cascade")):
+        found = report.get("cascades", {}).get(key)
+        if found is None:
+            continue
+        plan = found["plan"]
+        share = plan["held_out_cost_to_match_best_single"]
+        held = plan["held_out"]
+        lines.append(
+            f"{label} ({plan['first']} -> {plan['top']}, {plan['rule']}): "
+            + (
+                f"matches the best single model at {share:.0%} of its cost"
+                if share
+                else "never matches the best single model"
+            )
+            + f"; at the point chosen on training rows: accuracy {held['accuracy']:.3f} at "
+            f"${held['cost_per_1k']:.4g}/1K"
+        )
     return lines
 
 
@@ -175,8 +283,13 @@ def evaluation_inputs(
     pool: PoolConfig | None,
     train_data: RoutingData | None,
     progress: Progress | None = None,
+    tune_on_training: bool = False,
 ) -> EvaluationInputs:
-    """Score the evaluation rows with the checkpoint (and a kNN over the training rows)."""
+    """Score the evaluation rows with the checkpoint (and a kNN over the training rows).
+
+    With ``tune_on_training`` (and training rows), the checkpoint's out-of-fold scores on its training
+    rows are rebuilt (`training.oof`) so that operating points and cascades can be tuned there.
+    """
     if pool is not None:
         checkpoint.require_models([m.checkpoint_label for m in pool.models])
         names, labels_used = list(pool.names), [m.checkpoint_label for m in pool.models]
@@ -185,7 +298,8 @@ def evaluation_inputs(
     missing = [label for label in labels_used if label not in data.models]
     if missing:
         raise DataError(f"the evaluation data has no labels for {missing}")
-    y_all = data.labels[:, [data.models.index(label) for label in labels_used]]
+    columns_used = [data.models.index(label) for label in labels_used]
+    y_all = data.labels[:, columns_used]
     complete = ~np.isnan(y_all).any(axis=1)
     overlap = None
     if train_data is not None:
@@ -198,7 +312,7 @@ def evaluation_inputs(
     rows = np.nonzero(complete)[0]
     data = data.subset(rows)
     y = y_all[complete]
-    costs = cost_matrix(data, names, pool, labels_used)
+    costs, _ = training_costs(data, names, pool, labels_used)
     enc = checkpoint.manifest.encoder
     max_tokens = int(checkpoint.manifest.training.settings.get("max_tokens", 512))
     x = embed_texts(data.questions, enc.name, enc.variant, max_tokens, progress)
@@ -206,10 +320,13 @@ def evaluation_inputs(
     columns = [checkpoint.models.index(label) for label in labels_used]
     router_p = head.predict(x)[:, columns]
     knn_p = None
+    training = None
     if train_data is not None:
         train_y = train_data.labels[:, [train_data.models.index(label) for label in labels_used]]
         train_x = embed_texts(train_data.questions, enc.name, enc.variant, max_tokens, progress)
         knn_p = knn_scores(train_x, train_y, x)
+        if tune_on_training:
+            training = _training_side(checkpoint, train_data, train_x, pool, names, labels_used, progress)
     return EvaluationInputs(
         names=names,
         labels=y,
@@ -219,6 +336,45 @@ def evaluation_inputs(
         questions=len(rows),
         dropped_incomplete=int(np.isnan(y_all).any(axis=1).sum()),
         overlap_with_training=overlap,
+        tasks=list(data.tasks) if any(t is not None for t in data.tasks) else None,
+        answers=None if data.answers is None else data.answers[:, columns_used],
+        logprobs=None if data.answer_logprobs is None else data.answer_logprobs[:, columns_used],
+        embeddings=x,
+        training=training,
+    )
+
+
+def _training_side(
+    checkpoint: Checkpoint,
+    train_data: RoutingData,
+    train_x: np.ndarray,
+    pool: PoolConfig | None,
+    names: list[str],
+    labels_used: list[str],
+    progress: Progress | None,
+) -> TrainingSide | None:
+    """The checkpoint's training rows (as `ladder train` selected them) with out-of-fold router scores."""
+    if any(label not in train_data.models for label in checkpoint.models):
+        return None
+    ckpt_y = train_data.labels[:, [train_data.models.index(label) for label in checkpoint.models]]
+    keep = ~np.isnan(ckpt_y).all(axis=1)
+    oof = out_of_fold_p(checkpoint, train_x[keep], ckpt_y[keep], progress)
+    kept = train_data.subset(np.nonzero(keep)[0])
+    used = [train_data.models.index(label) for label in labels_used]
+    y = kept.labels[:, used]
+    complete = ~np.isnan(y).any(axis=1)
+    if complete.sum() < 50:
+        return None
+    rows = np.nonzero(complete)[0]
+    side = kept.subset(rows)
+    return TrainingSide(
+        labels=y[complete],
+        costs=training_costs(side, names, pool, labels_used)[0],
+        oof_p=oof[complete][:, [checkpoint.models.index(label) for label in labels_used]],
+        tasks=list(side.tasks),
+        answers=None if side.answers is None else side.answers[:, used],
+        logprobs=None if side.answer_logprobs is None else side.answer_logprobs[:, used],
+        embeddings=train_x[keep][complete],
     )
 
 

@@ -12,7 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def plot_report(report: dict[str, Any], path: Path, title: str = "") -> None:
+def plot_report(
+    report: dict[str, Any], path: Path, title: str = "", router_label: str = "Ladder router"
+) -> None:
     """Write a PNG of accuracy against cost per 1K requests (log scale)."""
     figure, axes = plt.subplots(figsize=(12, 6), dpi=110)
     router = report["router"]
@@ -22,19 +24,50 @@ def plot_report(report: dict[str, Any], path: Path, title: str = "") -> None:
         "-o",
         ms=3,
         lw=2,
-        label="Ladder router",
+        label=router_label,
     )
-    styles = {"knn": ("--", "tab:orange"), "random": (":", "tab:gray")}
+    utility = report.get("policies", {}).get("utility")
+    if utility:
+        axes.plot(
+            [p["cost_per_1k"] for p in utility],
+            [p["accuracy"] for p in utility],
+            "-",
+            color="tab:cyan",
+            lw=1.5,
+            label=f"{router_label}, utility policy (P - w x cost)",
+        )
+    for key, colour, label in (
+        ("cascade", "tab:purple", "cascade"),
+        ("cascade_with_router", "tab:brown", "router + cascade"),
+    ):
+        found = report.get("cascades", {}).get(key)
+        if found:
+            plan = found["plan"]
+            points = sorted(found["points"], key=lambda p: p["cost_per_1k"])
+            axes.plot(
+                [p["cost_per_1k"] for p in points],
+                [p["accuracy"] for p in points],
+                "-" if len(points) > 1 else "s",
+                color=colour,
+                lw=1.5,
+                label=f"{label}: {plan['first']} -> {plan['top']} ({plan['rule']})",
+            )
+    styles: dict[str, tuple[str, str | None]] = {
+        "knn": ("--", "tab:orange"),
+        "random": (":", "tab:gray"),
+        "per_task": ("D", "tab:olive"),  # discrete points: one model per task
+    }
     for name, points in report["baselines"].items():
-        style, colour = styles.get(name, ("--", None))
+        style, line_colour = styles.get(name, ("--", None))
         axes.plot(
             [p["cost_per_1k"] for p in points],
             [p["accuracy"] for p in points],
             style,
-            color=colour,
+            color=line_colour,
             lw=1.5,
             label=f"baseline: {name}"
-            + (" (router's model mix, random questions)" if name == "random" else ""),
+            + (" (router's model mix, random questions)" if name == "random" else "")
+            + (" (best model per task, told the task)" if name == "per_task" else ""),
         )
     for name, stats in report["per_model"].items():
         axes.scatter(stats["cost_per_1k"], stats["accuracy"], color="black", s=18, zorder=3)

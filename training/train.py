@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from ladder.encoder import EncoderInfo
 from ladder.errors import CheckpointError, DataError
 from ladder.home import encoder_dir
 from ladder.pool import PoolConfig
-from training.costs import cost_matrix, mean_output_tokens
+from training.costs import mean_output_tokens, training_costs
 from training.dataset import RoutingData
 from training.embed import Progress, embed_texts
 from training.fit import HeadSettings, fit_head
@@ -63,20 +63,30 @@ def training_rows(data: RoutingData, split: str | None) -> RoutingData:
     return selected
 
 
-def cv_report(p: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
-    report = {}
+def cv_report(p: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """Out-of-fold metrics per model; AUC is None where a model's known labels hold one class only."""
+    report: dict[str, dict[str, float | None]] = {}
     for j, name in enumerate(names):
         known = ~np.isnan(labels[:, j])
         y, q = labels[known, j], p[known, j]
         area = auc(q, y)
         report[name] = {
             "accuracy": float(y.mean()),
-            "auc": float("nan") if area is None else area,
+            "auc": area,
             "ece": expected_calibration_error(q, y),
             "brier": float(np.mean((q - y) ** 2)),
             "labels": float(known.sum()),
         }
     return report
+
+
+def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: exists and is not a folder; give --out a folder path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"{out.parent}: cannot create the checkpoint's parent folder ({exc})") from exc
 
 
 def _export_and_check(fitted_head: torch.nn.Module, embeddings: np.ndarray, path: Path) -> None:
@@ -98,8 +108,13 @@ def train(
     pool: PoolConfig | None = None,
     spec: TrainingSpec = TrainingSpec(),
     progress: Progress | None = None,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
 ) -> Checkpoint:
-    """Train a head for ``data`` and write the checkpoint to ``out``."""
+    """Train a head for ``data`` and write the checkpoint to ``out``.
+
+    ``embed`` maps the training questions to their embeddings (default: the spec's encoder, in process,
+    with its cache); it must be the encoder the manifest names.
+    """
     data = training_rows(data, spec.split)
     names, labels_used = select_models(data, pool)
     columns = [data.models.index(label) for label in labels_used]
@@ -109,12 +124,22 @@ def train(
         raise DataError(f"only {int(keep.sum())} questions have labels; too few to train on")
     data = data.subset(np.nonzero(keep)[0])
     labels = labels[keep]
+    # everything the run needs is checked here, before the first expensive step (embedding)
+    complete = ~np.isnan(labels).any(axis=1)
+    if not complete.any():
+        raise DataError(
+            f"no question has labels for every model in {labels_used}; the recommended operating point "
+            "is chosen on questions every model answered"
+        )
+    costs, cost_source = training_costs(data, names, pool, labels_used)
+    _check_writable(out)
     info = EncoderInfo.load(encoder_dir(spec.encoder))
-    embeddings = embed_texts(data.questions, spec.encoder, spec.variant, spec.max_tokens, progress)
+    if embed is None:
+        embeddings = embed_texts(data.questions, spec.encoder, spec.variant, spec.max_tokens, progress)
+    else:
+        embeddings = embed(data.questions)
     fitted = fit_head(embeddings, labels, spec.head, progress)
 
-    costs = cost_matrix(data, names, pool, labels_used)
-    complete = ~np.isnan(labels).any(axis=1)
     oof, y, c = fitted.oof_p[complete], labels[complete], costs[complete]
     points = sweep(oof, y, c)
     best_single = float(np.nanmax(y.mean(axis=0)))
@@ -142,7 +167,12 @@ def train(
             questions=len(data.questions),
             seed=spec.head.seed,
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            settings={**spec.head.to_dict(), "max_tokens": spec.max_tokens, "split": spec.split},
+            settings={
+                **spec.head.to_dict(),
+                "max_tokens": spec.max_tokens,
+                "split": spec.split,
+                "costs": cost_source,
+            },
         ),
         cv_metrics=cv_report(fitted.oof_p, labels, labels_used),
         recommended=Recommendation(

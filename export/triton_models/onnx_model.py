@@ -3,7 +3,9 @@
 Self-contained (``onnxruntime`` and ``numpy`` only). Tensor names come from the model's ``config.pbtxt``;
 parameters ``onnx_file`` and ``intra_op_threads`` choose the file and ORT's thread count. Requests that the
 dynamic batcher hands over together are run as one batch per distinct input shape (rows are never padded
-here, so batching does not change any row's result beyond float rounding).
+here, so batching does not change any row's result beyond float rounding), unless ``per_row`` is ``true``:
+then every row runs alone, cut to its ``attention_mask`` (dynamic int8 quantisation shares one activation
+scale across a batch and its padding; alone, a row's result depends on itself only).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import onnxruntime as ort
 class OnnxRunner:
     """One ORT session; runs many requests, concatenated along the batch axis by input shape."""
 
-    def __init__(self, path: Path, inputs: list[str], outputs: list[str], threads: int = 0) -> None:
+    def __init__(
+        self, path: Path, inputs: list[str], outputs: list[str], threads: int = 0, per_row: bool = False
+    ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -29,9 +33,25 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = inputs
         self.outputs = outputs
+        self.per_row = per_row and "attention_mask" in inputs
+
+    def _run_rows(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request, each row run alone up to its last attended position."""
+        mask = feeds["attention_mask"]
+        rows: list[list[np.ndarray]] = []
+        for i in range(mask.shape[0]):
+            attended = np.flatnonzero(mask[i])
+            width = int(attended[-1]) + 1 if attended.size else 1
+            rows.append(self.session.run(self.outputs, {n: feeds[n][i : i + 1, :width] for n in self.inputs}))
+        return {
+            name: np.ascontiguousarray(np.concatenate([row[k] for row in rows]))
+            for k, name in enumerate(self.outputs)
+        }
 
     def run(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Outputs per request, in order; requests whose inputs share shapes run as one batch."""
+        if self.per_row:
+            return [self._run_rows(feeds) for feeds in requests]
         groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
         for i, feeds in enumerate(requests):
             key = tuple(tuple(feeds[name].shape[1:]) for name in self.inputs)
@@ -62,6 +82,7 @@ class TritonPythonModel:
             [i["name"] for i in config["input"]],
             [o["name"] for o in config["output"]],
             int(params.get("intra_op_threads", "0")),
+            params.get("per_row", "false") == "true",
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:

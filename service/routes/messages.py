@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from service.anthropic_protocol import MessageCreateParams, to_chat_body
 from service.capabilities import prompt_tokens
-from service.deps import GatewayDep, parse, read_json, require_api_key
+from service.deps import GatewayDep, parse, read_json, require_api_key, within_limits
 from service.serving_messages import create_message
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -22,7 +22,7 @@ async def count_tokens(request: Request, gw: GatewayDep) -> dict[str, int]:
     return {"input_tokens": prompt_tokens(to_chat_body(params))}
 
 
-@router.post("/v1/messages")
+@router.post("/v1/messages", dependencies=[Depends(within_limits)])
 async def messages(request: Request, gw: GatewayDep) -> Response:
     """The Anthropic Messages API, routed like chat completions."""
     params = parse(MessageCreateParams, await read_json(request, gw.settings.max_body_bytes))

@@ -6,14 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service.deps import GatewayDep, parse, read_json, require_api_key
+from service.deps import GatewayDep, parse, read_json, require_api_key, within_rate_limit
 from service.protocol import ModelList, RouteRequest
 from service.serving_route import create_route, list_models
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
-@router.post("/v1/route")
+@router.post("/v1/route", dependencies=[Depends(within_rate_limit)])
 async def route(request: Request, gw: GatewayDep) -> dict[str, Any]:
     """The routing decision for a chat request or a prompt; no upstream is called."""
     raw = await read_json(request, gw.settings.max_body_bytes)

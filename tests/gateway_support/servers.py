@@ -16,20 +16,26 @@ START_TIMEOUT_S = 30.0
 class ServerThread:
     """``with ServerThread(app) as server: server.url`` — uvicorn on 127.0.0.1, stopped on exit."""
 
-    def __init__(self, app: ASGIApp, graceful_s: float = 1.0) -> None:
+    def __init__(self, app: ASGIApp, graceful_s: float = 1.0, **tls: str) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=graceful_s
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_s,
+            **tls,  # ssl_certfile=..., ssl_keyfile=...: serve HTTPS
         )
+        self.scheme = "https" if tls else "http"
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> ServerThread:
         self.thread.start()

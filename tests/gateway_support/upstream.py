@@ -14,7 +14,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODES = ("ok", "fail", "hang", "reject", "midstream", "slow", "no-usage")
+MODES = (
+    "ok",
+    "fail",
+    "hang",
+    "reject",
+    "midstream",
+    "slow",
+    "no-usage",
+    "401",
+    "403",
+    "404",
+    "429",
+    "503",
+    "malformed",
+    "badshape",
+)
+# what an upstream's error body may carry: never to be relayed to a client
+MASKED_KEY = "sk-upst****************ue-42"
 
 
 @dataclass
@@ -23,6 +40,7 @@ class Behaviour:
 
     mode: str = "ok"
     delay_s: float = 0.0
+    retry_after: str | None = None  # the Retry-After header of a 429 or 503
 
 
 @dataclass
@@ -43,9 +61,9 @@ class FakeUpstream:
     cancelled: list[str] = field(default_factory=list)
     generation: int = 0  # a hanging request is let go when the test that set it ends
 
-    def set(self, model: str, mode: str, delay_s: float = 0.0) -> None:
+    def set(self, model: str, mode: str, delay_s: float = 0.0, retry_after: str | None = None) -> None:
         assert mode in MODES, mode
-        self.behaviours[model] = Behaviour(mode, delay_s)
+        self.behaviours[model] = Behaviour(mode, delay_s, retry_after)
 
     def reset(self) -> None:
         self.generation += 1
@@ -129,6 +147,14 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
             return JSONResponse(
                 {"error": {"message": "injected failure", "type": "server_error"}}, status_code=500
             )
+        if behaviour.mode in ("401", "403", "404", "429", "503"):
+            error = {"message": f"Incorrect API key provided: {MASKED_KEY}", "type": "invalid_request_error"}
+            headers = {"retry-after": behaviour.retry_after} if behaviour.retry_after else None
+            return JSONResponse({"error": error}, status_code=int(behaviour.mode), headers=headers)
+        if behaviour.mode == "malformed":
+            return Response(b"<html>502 Bad Gateway</html>", media_type="application/json")
+        if behaviour.mode == "badshape":
+            return JSONResponse({"id": "x", "choices": [{"message": "not an object"}]})
         if behaviour.mode == "reject":
             error = {
                 "message": "bad parameter",

@@ -28,8 +28,9 @@ def from_mmlu_pro(directory: Path) -> RoutingData:
     """`questions.jsonl` + `outputs_long.csv.gz` (question_id, model, pred, correct, output_chars).
 
     The question text is `question_text(question, options)`; task = category; output_tokens =
-    output_chars / 4. A (question, model) pair without a row stays unknown. No split and no cost:
-    split by id afterwards, and take prices from a pool file.
+    output_chars / 4; answer = the model's extracted letter (`pred`; none where it could not be parsed).
+    A (question, model) pair without a row stays unknown. No split and no cost: split by id afterwards,
+    and take prices from a pool file.
     """
     directory = require_dir(Path(directory), "mmlu-pro", ("questions.jsonl", "outputs_long.csv.gz"))
     builder = RoutingDataBuilder()
@@ -55,5 +56,12 @@ def from_mmlu_pro(directory: Path) -> RoutingData:
         if math.isnan(label):
             continue
         chars = parse_number(row.get("output_chars", ""), where, "output_chars")
-        builder.cell(index, row["model"].strip(), label, output_tokens=chars / CHARS_PER_TOKEN, where=where)
+        builder.cell(
+            index,
+            row["model"].strip(),
+            label,
+            output_tokens=chars / CHARS_PER_TOKEN,
+            answer=row.get("pred", "").strip() or None,
+            where=where,
+        )
     return builder.build()

@@ -27,7 +27,8 @@ def _contaminated(directory: Path, benchmark: Benchmark) -> set[str]:
 def _add_response_table(
     builder: RoutingDataBuilder, path: Path, prefix: str, task: str, dropped: set[str]
 ) -> None:
-    """A `prompt, <model>..., [<model>_response...]` CSV: boolean correctness per model."""
+    """A `prompt, <model>..., [<model>_response...]` CSV: boolean correctness per model, and the response
+    (kept as the answer) where the file has one."""
     rows = CsvRows(path, ("prompt",))
     models = [c for c in rows.columns if c != "prompt" and not c.endswith("_response")]
     if not models:
@@ -45,7 +46,7 @@ def _add_response_table(
                 continue
             response = row.get(f"{model}_response")
             tokens = len(response) / CHARS_PER_TOKEN if response else math.nan
-            builder.cell(index, model, label, output_tokens=tokens, where=where)
+            builder.cell(index, model, label, output_tokens=tokens, answer=response or None, where=where)
 
 
 def _add_mt_bench(
@@ -99,7 +100,8 @@ def from_routellm(
 
     - `mmlu`: `mmlu_responses/mmlu_<subject>.csv`, task = subject, id `mmlu-<subject>-<row>` (the same
       prompt can occur more than once: 14,042 rows, each its own question).
-    - `gsm8k`: `gsm8k_responses.csv`, task "gsm8k", id `gsm8k-<row>`; output_tokens = len(response) / 4.
+    - `gsm8k`: `gsm8k_responses.csv`, task "gsm8k", id `gsm8k-<row>`; output_tokens = len(response) / 4;
+      the response is kept as the answer.
     - `mt_bench`: `question.jsonl` + `judgements.jsonl` (GPT-4 single-answer grading, 1-10, one per
       question, model and turn). The text routed on is the FIRST turn (RouteLLM routes on it). The label
       averages the model's scores over both turns (all judges), as RouteLLM's score does, then is

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from pathlib import Path
 
-from ladder.errors import DataError
+from ladder.errors import DataError, DataWarning
 from training.dataset import RoutingData, RoutingDataBuilder
 from training.importers._common import CsvRows, parse_label, parse_number, text_id
 
@@ -59,8 +60,12 @@ def from_routerbench_wide(path: Path) -> RoutingData:
     The question text comes from the first of `prompt`, `question`, `query`, `input`; a prompt stored as
     a Python list of turns is joined with blank lines. `sample_id` (when present) is the question id,
     else `text_id(prompt)`; `eval_name` is the task. A model column is any other column without `|` in
-    its name (pandas index columns such as `Unnamed: 0` are ignored); other `<model>|...` columns (model
-    responses) are ignored. Empty label cells are unknown.
+    its name (pandas index columns such as `Unnamed: 0` are ignored); `<model>|model_response` is kept as
+    the model's answer; other `<model>|...` columns are ignored. Empty label cells are unknown.
+
+    RouterBench reuses a few `sample_id`s for different prompts (`arc-challenge.val.174` in
+    `arc_challenge_train.csv`): such a row gets a distinct id (`<id>#2`, `#3`, ...) and a DataWarning
+    says how many were renamed.
     """
     path = Path(path)
     rows = CsvRows(path, ())
@@ -78,10 +83,11 @@ def from_routerbench_wide(path: Path) -> RoutingData:
         rows.close()
         raise DataError(f"{path}: no model columns; columns found: {', '.join(rows.columns)}")
     builder = RoutingDataBuilder()
+    ids = _DistinctIds()
     for line, row in rows:
         where = f"{path}:{line}"
         text = _prompt_text(row[prompt_column])
-        question_id = row.get("sample_id", "").strip() or text_id(text)
+        question_id = ids.get(row.get("sample_id", "").strip() or text_id(text), text)
         index = builder.question(
             question_id, text, task=row.get("eval_name", "").strip() or None, where=where
         )
@@ -90,8 +96,36 @@ def from_routerbench_wide(path: Path) -> RoutingData:
             if math.isnan(label):
                 continue
             cost = parse_number(row.get(f"{model}|total_cost", ""), where, f"{model}|total_cost")
-            builder.cell(index, model, label, cost_usd=cost, where=where)
+            answer = row.get(f"{model}|model_response", "").strip() or None
+            builder.cell(index, model, label, cost_usd=cost, answer=answer, where=where)
+    if ids.renamed:
+        examples = ", ".join(sorted(ids.renamed)[:3])
+        warnings.warn(
+            f"{path}: {sum(ids.renamed.values())} row(s) reuse a sample_id for a different prompt "
+            f"(e.g. {examples}); they were given distinct ids <sample_id>#2, #3, ...",
+            DataWarning,
+            stacklevel=2,
+        )
     return _built(builder, path)
+
+
+class _DistinctIds:
+    """One id per distinct prompt: a source id met again with another text becomes `<id>#2`, `#3`, ..."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+        self.renamed: dict[str, int] = {}
+
+    def get(self, question_id: str, text: str) -> str:
+        candidate, n = question_id, 1
+        while candidate in self._texts and self._texts[candidate] != text:
+            n += 1
+            candidate = f"{question_id}#{n}"
+        if candidate not in self._texts:
+            self._texts[candidate] = text
+            if n > 1:
+                self.renamed[question_id] = self.renamed.get(question_id, 0) + 1
+        return candidate
 
 
 def _built(builder: RoutingDataBuilder, path: Path) -> RoutingData:

@@ -118,3 +118,11 @@ the init container writes into a folder inside the shared volume, not onto the m
 {{- .Values.triton.modelRepository.path }}
 {{- end }}
 {{- end }}
+
+{{/*
+The retrain CronJob's name (and its ServiceAccount, Role, RoleBinding): cut so that the Jobs it creates
+(name + 11 characters) stay within 63.
+*/}}
+{{- define "ladder.retrain.fullname" -}}
+{{- printf "%s-retrain" (include "ladder.fullname" . | trunc 44 | trimSuffix "-") }}
+{{- end }}

@@ -1,12 +1,14 @@
-"""`ladder bench route`: in-process decision latency against the bare encoder on the same input."""
+"""`ladder bench route`: in-process decision latency against the bare encoder, and batched throughput."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from bench.variants import bench_variants
 from ladder.pool import PoolConfig
 from ladder.router import Router
 from ladder.scoring import EmbeddedScorer
@@ -35,13 +37,17 @@ def _interleaved(calls: tuple[Callable[[], object], ...], repeats: int) -> list[
     return [np.asarray(s) for s in samples]
 
 
-def bench_route(pool: PoolConfig, repeats: int = 200) -> dict[str, dict[str, float]]:
-    """p50/p99 of a full decision (tokenise, score, price, decide) and p50 of the bare encoder."""
+def bench_route(pool: PoolConfig, repeats: int = 200, variants: bool = True) -> dict[str, Any]:
+    """p50/p99 of a full decision (tokenise, score, price, decide) and p50 of the bare encoder; then the
+    batched throughput and batch drift of each way to run the encoder (one ORT thread, as each gateway
+    scoring worker runs it, and ORT's default threads)."""
     router = Router.from_pool(pool)
     scorer = router.scorer
     if not isinstance(scorer, EmbeddedScorer):
         raise TypeError("bench route measures the embedded scorer")
-    result = {}
+    result: dict[str, Any] = {
+        "encoder": {"variant": scorer.encoder.variant, "per_row": scorer.encoder.per_row},
+    }
     long_prompt = LONG_SENTENCE * 40 + "Which risk should the committee address first, and why?"
     for label, prompt in (("short", SHORT_PROMPT), ("long", long_prompt)):
         encoded = router.tokenizer.encode([prompt])
@@ -60,5 +66,10 @@ def bench_route(pool: PoolConfig, repeats: int = 200) -> dict[str, dict[str, flo
             "decision_over_encoder": round(
                 float(np.percentile(decision, 50) / np.percentile(encoder, 50)), 3
             ),
+        }
+    if variants:
+        result["batched"] = {
+            "one_thread": bench_variants(router, threads=1),
+            "default_threads": bench_variants(router, threads=None),
         }
     return result

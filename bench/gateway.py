@@ -1,8 +1,10 @@
-"""``ladder bench gateway``: the gateway's added latency and concurrent throughput against an instant stub."""
+"""``ladder bench gateway``: added latency, closed-loop throughput, open-loop p99 (instant stub)."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import itertools
 import json
 import os
 import socket
@@ -20,11 +22,11 @@ import httpx
 import numpy as np
 import yaml
 
+from bench.loadgen import LoadResult, closed_loop, open_loop, sequential
 from ladder.encoder import OnnxEncoder
 from ladder.pool import PoolConfig
 from ladder.router import Router
 from ladder.scoring import EmbeddedScorer
-from service.loadgen import concurrent, sequential
 from service.settings import Settings, available_cpus
 
 T = TypeVar("T")
@@ -95,7 +97,7 @@ def processes(pool: PoolConfig, scorer_threads: int | None) -> Iterator[tuple[in
         if scorer_threads is not None:
             env["LADDER_SCORER_THREADS"] = str(scorer_threads)
         try:
-            stub = subprocess.Popen([sys.executable, "-m", "service.stub", "--port", str(stub_port)])
+            stub = subprocess.Popen([sys.executable, "-m", "bench.stub", "--port", str(stub_port)])
             children.append(stub)
             gateway = subprocess.Popen([sys.executable, "-m", "service"], env=env)
             children.append(gateway)
@@ -146,8 +148,9 @@ def encoder_batched_rps(
 ) -> float:
     """The bare encoder's best throughput on copies of the prompt: the machine's limit for scoring.
 
-    The best over batch sizes and over three ways to use the cores: one call at a time with ONNX Runtime's
-    default threads, one at a time with one thread, and one single-threaded call per CPU in parallel.
+    The best over batch sizes, over three ways to use the cores (one call at a time with ONNX Runtime's
+    default threads, one at a time with one thread, one single-threaded call per CPU in parallel), and over
+    running rows alone as the gateway does (batch-invariant int8) or batched (no invariance, never slower).
     """
     scorer = router.scorer
     if not isinstance(scorer, EmbeddedScorer):
@@ -155,8 +158,10 @@ def encoder_batched_rps(
     encoded = router.tokenizer.encode([PROMPT])
     workers = available_cpus()
     best = 0.0
-    for threads in (None, 1):
-        encoder = OnnxEncoder(scorer.encoder.directory, scorer.encoder.variant, threads=threads)
+    for threads, per_row in itertools.product((None, 1), sorted({scorer.encoder.per_row, False})):
+        encoder = OnnxEncoder(
+            scorer.encoder.directory, scorer.encoder.variant, threads=threads, per_row=per_row
+        )
         for size in batch_sizes:
             ids = np.repeat(encoded.input_ids, size, axis=0)
             mask = np.repeat(encoded.attention_mask, size, axis=0)
@@ -187,6 +192,20 @@ def batch_totals(metrics_url: str) -> tuple[float, float]:
     return values["sum"], values["count"]
 
 
+TARGET_RATIO = 0.70  # closed-loop throughput against the bare encoder's batched throughput
+ERRORS_MEAN = (
+    "errors: every failed request (HTTP 4xx other than 429, 5xx, timeout, connection error); "
+    "429 overload refusals are counted in refused_429, not in errors"
+)
+
+
+def _load_client() -> str:
+    import aiohttp
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"aiohttp {aiohttp.__version__} on {loop}, one process"
+
+
 def bench_gateway(
     pool: PoolConfig,
     clients: int = 32,
@@ -195,37 +214,94 @@ def bench_gateway(
     scorer_threads: int | None = None,
     decision_repeats: int = 200,
     encoder_batches: tuple[int, ...] = (8, 16, 32, 64),
+    open_fraction: float = 0.8,
+    open_seconds: float = 10.0,
+    open_max_in_flight: int = 1024,
 ) -> dict[str, Any]:
-    """Run both measurements and return the JSON-ready report."""
+    """Run the measurements and return the JSON-ready report (fields: docs/bench.md)."""
     if scorer_threads is None:
         scorer_threads = Settings.model_fields["scorer_threads"].default
     router = Router.from_pool(pool, threads=scorer_threads)  # the gateway's configuration, in-process
     body = json.dumps({"model": "ladder", "messages": [{"role": "user", "content": PROMPT}]}).encode()
     path = "/v1/chat/completions"
     with processes(pool, scorer_threads) as (stub_port, gateway_port):
+        gateway_url = f"http://{HOST}:{gateway_port}{path}"
         decision = decision_p50_ms(router, decision_repeats)
         encoder_rps = encoder_batched_rps(router, encoder_batches)
-        direct = run_async(sequential(HOST, stub_port, path, body, single_requests))
-        through = run_async(sequential(HOST, gateway_port, path, body, single_requests))
+        direct = run_async(sequential(f"http://{HOST}:{stub_port}{path}", body, single_requests))
+        through = run_async(sequential(gateway_url, body, single_requests))
+        for name, run in (("stub", direct), ("gateway", through)):
+            if run.errors or run.counts()["overload_429"]:
+                raise RuntimeError(f"the single-client run against the {name} failed: {run.counts()}")
         metrics_url = f"http://{HOST}:{gateway_port}/metrics"
         before = batch_totals(metrics_url)
-        load = run_async(concurrent(HOST, gateway_port, path, body, clients, requests))
+        load = run_async(closed_loop(gateway_url, body, clients, requests))
         after = batch_totals(metrics_url)
+        capacity = load.counts()["ok"] / load.seconds if load.seconds else 0.0
+        rate = max(1.0, open_fraction * capacity)
+        open_requests = max(1, round(rate * open_seconds))
+        open_bound_s = (
+            1.5 * open_seconds
+        )  # Poisson arrivals: the last is due near open_seconds, rarely past this
+        offered = run_async(
+            open_loop(gateway_url, body, rate, open_requests, open_bound_s, open_max_in_flight, "poisson")
+        )
+        after_open = batch_totals(metrics_url)
+    closed = _closed_report(load, clients, encoder_rps)
+    closed["mean_scoring_batch"] = _mean_batch(before, after)
+    opened = _open_report(offered, rate, open_fraction, open_requests, open_bound_s, open_max_in_flight)
+    opened["mean_scoring_batch"] = _mean_batch(after, after_open)
     return {
         "single_client": {
-            "added_p50_ms": round(_p50(through) - _p50(direct), 3),
+            "added_p50_ms": round(_p50(through.latencies_ms) - _p50(direct.latencies_ms), 3),
             "decision_p50_ms": decision,
-            "gateway_round_trip_p50_ms": _p50(through),
-            "stub_round_trip_p50_ms": _p50(direct),
+            "gateway_round_trip_p50_ms": _p50(through.latencies_ms),
+            "stub_round_trip_p50_ms": _p50(direct.latencies_ms),
         },
-        "concurrent": {
-            "clients": clients,
-            "requests": load.requests,
-            "errors": load.errors,
-            "throughput_rps": round(load.requests / load.seconds, 1),
-            "encoder_batched_throughput_rps": encoder_rps,
-            "seconds": round(load.seconds, 2),
-            "mean_scoring_batch": round((after[0] - before[0]) / max(1.0, after[1] - before[1]), 2),
-        },
+        "concurrent": closed,
+        "open_loop": opened,
+        "load_client": _load_client(),
         "prompt_tokens": int(router.tokenizer.encode([PROMPT]).lengths[0]),
+    }
+
+
+def _mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float:
+    return round((after[0] - before[0]) / max(1.0, after[1] - before[1]), 2)
+
+
+def _closed_report(load: LoadResult, clients: int, encoder_rps: float) -> dict[str, Any]:
+    """The closed-loop run against its target: admitted throughput ≥ 70% of the encoder's, zero errors."""
+    summary = load.summary()
+    for never in ("dropped_in_flight_cap", "unsent_past_max_seconds"):  # open-loop only
+        summary.pop(never)
+    throughput = summary.pop("admitted_rps")
+    ratio = round(throughput / encoder_rps, 3) if encoder_rps else 0.0
+    return {
+        "mode": "closed-loop",
+        "clients": clients,
+        "requests": summary.pop("sent"),
+        **summary,
+        "throughput_rps": throughput,
+        "encoder_batched_throughput_rps": encoder_rps,
+        "throughput_vs_encoder": ratio,
+        "target": {"throughput_vs_encoder_min": TARGET_RATIO, "errors": 0, "errors_mean": ERRORS_MEAN},
+        "meets_target": ratio >= TARGET_RATIO and summary["errors"] == 0,
+    }
+
+
+def _open_report(
+    offered: LoadResult, rate: float, fraction: float, planned: int, seconds: float, max_in_flight: int
+) -> dict[str, Any]:
+    """The open-loop run: Poisson arrivals at ``rate``, latency percentiles of the admitted requests."""
+    return {
+        "mode": "open-loop",
+        "arrivals": "poisson",
+        "rate_rps": round(rate, 1),
+        "rate_fraction_of_closed_loop": fraction,
+        "requests_planned": planned,
+        "max_seconds": seconds,
+        "max_in_flight": max_in_flight,
+        **offered.summary(),
+        "send_lag_max_ms": round(offered.send_lag_max_ms, 3),
+        "errors_mean": ERRORS_MEAN,
     }

@@ -1,0 +1,165 @@
+"""Answer-aware escalation: the signals read from an answer, and the rule that keeps it or asks the next rung.
+
+Shared by the gateway's cascade mode and the offline evaluation (``training/cascade.py``), so an answer is
+normalised, compared and scored the same way online and offline.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SHORT_ANSWER = 32
+"""Answers up to this many characters (normalised) are compared exactly; longer ones as free text."""
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_FINAL = re.compile(r"(?:####|answer is|answer:)\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+_LETTER = re.compile(r"^\(?([A-Z])\)?[.):]?$")
+
+
+def normalise(answer: str | None) -> str:
+    """Case-, space- and punctuation-folded text; a lone option letter (``(B)``, ``B.``) becomes ``B``."""
+    if not answer:
+        return ""
+    text = unicodedata.normalize("NFKC", answer).strip()
+    letter = _LETTER.match(text.upper())
+    if letter:
+        return letter.group(1)
+    text = re.sub(r"\s+", " ", text.lower())
+    return text.strip(" .!?;:\"'`")
+
+
+def final_number(answer: str | None) -> float | None:
+    """The answer's final number: after ``####`` / ``answer is`` when present, else the last number."""
+    if not answer:
+        return None
+    marked = _FINAL.findall(answer)
+    found = marked or _NUMBER.findall(answer)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def answers_agree(first: str | None, second: str | None) -> bool | None:
+    """Whether two answers agree without an embedder: short answers exactly after `normalise`, answers that
+    both carry a number by that number. None for free text that neither rule settles (a missing answer never
+    agrees)."""
+    a, b = normalise(first), normalise(second)
+    if not a or not b:
+        return False
+    if len(a) <= SHORT_ANSWER and len(b) <= SHORT_ANSWER:
+        return a == b
+    x, y = final_number(first), final_number(second)
+    if x is not None and y is not None:
+        return abs(x - y) <= 1e-6 * max(1.0, abs(x))
+    return None
+
+
+def mean_logprob(logprobs: Any) -> float | None:
+    """Mean token logprob of an OpenAI ``choice.logprobs`` object (``{"content": [{"logprob": ..}, ..]}``);
+    None when the upstream sent none."""
+    content = logprobs.get("content") if isinstance(logprobs, Mapping) else None
+    if not isinstance(content, list):
+        return None
+    values = [
+        float(t["logprob"])
+        for t in content
+        if isinstance(t, Mapping)
+        and isinstance(t.get("logprob"), int | float)
+        and not isinstance(t.get("logprob"), bool)
+        and math.isfinite(float(t["logprob"]))
+    ]
+    return sum(values) / len(values) if values else None
+
+
+class CascadeConfig(BaseModel):
+    """``routing.cascade`` in the pool file: how the gateway's cascade mode starts, scores and escalates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first: Literal["router", "cheapest"] = Field(
+        default="router",
+        description="First rung: the prefill router's choice, or the cheapest eligible model",
+    )
+    max_stages: int = Field(default=3, ge=1, le=8, description="Most models asked for one request")
+    router_accept_p: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="The router's P(correct) for the answering model at or above which its answer is kept "
+        "unread (escalate only where the router is unsure)",
+    )
+    min_gain: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Escalate only to a model the router deems at least this much likelier to be right",
+    )
+    min_mean_logprob: float = Field(
+        default=-0.35, le=0, description="Mean token logprob at or above which an answer is confident enough"
+    )
+    logprobs: bool = Field(default=True, description="Ask upstreams for token logprobs (dropped if refused)")
+    agreement: bool = Field(
+        default=False,
+        description="Also ask the cheapest other model on the first rung; the answers must agree (a second "
+        "paid call per request)",
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the acceptance rule made of one stage's answer."""
+
+    accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What is known about one stage's answer when it is judged (None: the signal is not available)."""
+
+    router_p: float
+    mean_logprob: float | None = None
+    agrees: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "router_p": round(self.router_p, 6),
+            "mean_logprob": None if self.mean_logprob is None else round(self.mean_logprob, 6),
+            "agrees": self.agrees,
+        }
+
+
+def judge(signals: Signals, config: CascadeConfig, last_rung: bool) -> Verdict:
+    """Keep the answer when the router is sure of the model, or when every available answer signal passes;
+    escalate when a signal fails, or when none is available and the router is unsure. The last rung keeps."""
+    if signals.router_p >= config.router_accept_p:
+        return Verdict(True, f"router P(correct) {signals.router_p:.3f} >= {config.router_accept_p:g}")
+    failed: list[str] = []
+    passed: list[str] = []
+    if signals.mean_logprob is not None:
+        text = f"mean logprob {signals.mean_logprob:.3f}"
+        if signals.mean_logprob >= config.min_mean_logprob:
+            passed.append(f"{text} >= {config.min_mean_logprob:g}")
+        else:
+            failed.append(f"{text} < {config.min_mean_logprob:g}")
+    if signals.agrees is not None:
+        (passed if signals.agrees else failed).append(
+            "a second answer agrees" if signals.agrees else "a second answer disagrees"
+        )
+    if not failed and passed:
+        return Verdict(True, "; ".join(passed))
+    why = "; ".join(failed) if failed else "no answer signal"
+    why += f" and router P(correct) {signals.router_p:.3f} < {config.router_accept_p:g}"
+    if last_rung:
+        return Verdict(True, f"{why}, but no likelier model is left")
+    return Verdict(False, why)

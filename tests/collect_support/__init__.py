@@ -1,0 +1,1 @@
+"""Test support for `ladder collect` and `ladder judge`: a fake pool of models on loopback."""

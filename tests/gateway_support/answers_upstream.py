@@ -1,0 +1,94 @@
+"""A fake OpenAI-compatible upstream whose models give set answers with set token logprobs (for cascades)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Answer:
+    """What one model answers: its text, each token's logprob, and how it treats ``logprobs: true``."""
+
+    text: str = "42"
+    logprob: float = -0.05
+    logprobs: str = "yes"  # yes: returns them when asked | ignore: never returns them | refuse: 400 if asked
+    fail: bool = False
+
+
+@dataclass
+class AnswersUpstream:
+    """State shared between a test and the fake server: answers per model, and every request received."""
+
+    answers: dict[str, Answer] = field(default_factory=dict)
+    seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def set(self, model: str, text: str, logprob: float = -0.05, logprobs: str = "yes") -> None:
+        self.answers[model] = Answer(text, logprob, logprobs)
+
+    def fail(self, model: str) -> None:
+        self.answers[model] = Answer(fail=True)
+
+    def reset(self) -> None:
+        self.answers.clear()
+        self.seen.clear()
+
+    def asked(self) -> list[str]:
+        return [model for model, _ in self.seen]
+
+
+def _completion(model: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    words = answer.text.split(" ")
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": answer.text},
+        "finish_reason": "stop",
+    }
+    if body.get("logprobs") and answer.logprobs == "yes":
+        tokens = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+        choice["logprobs"] = {
+            "content": [
+                {"token": t, "logprob": answer.logprob, "bytes": list(t.encode()), "top_logprobs": []}
+                for t in tokens
+            ]
+        }
+    return {
+        "id": f"chatcmpl-{model}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", model),
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": 20,
+            "completion_tokens": 10 * len(words),
+            "total_tokens": 20 + 10 * len(words),
+        },
+    }
+
+
+def answers_upstream_app(state: AnswersUpstream) -> Starlette:
+    """``POST /{model}/v1/chat/completions`` answers as ``state.answers[model]`` says."""
+
+    async def chat(request: Request) -> Response:
+        model = request.path_params["model"]
+        body = await request.json()
+        state.seen.append((model, body))
+        answer = state.answers.get(model, Answer())
+        if answer.fail:
+            return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}}, 500)
+        if body.get("logprobs") and answer.logprobs == "refuse":
+            error = {
+                "message": "logprobs are not supported",
+                "type": "invalid_request_error",
+                "param": "logprobs",
+            }
+            return JSONResponse({"error": error}, 400)
+        return JSONResponse(_completion(model, body, answer))
+
+    return Starlette(routes=[Route("/{model}/v1/chat/completions", chat, methods=["POST"])])

@@ -1,0 +1,65 @@
+"""Fixtures for gateways whose pool points at another upstream (a raw, TLS or proxied one) on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.faulty_upstream import RawUpstream
+from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.pool import write_pool
+from gateway_support.servers import ServerThread
+from ladder.pool import load_pool
+from ladder.router import Router
+from service.app import create_app
+from service.settings import load_settings
+
+
+@pytest.fixture(scope="session")
+def raw_server() -> Iterator[RawUpstream]:
+    with RawUpstream() as server:
+        yield server
+
+
+@pytest.fixture()
+def raw(raw_server: RawUpstream) -> RawUpstream:
+    """The raw upstream, its scripts and counts cleared: every model answers normally."""
+    raw_server.clear()
+    return raw_server
+
+
+@pytest.fixture()
+def gateway_at(
+    test_pool: Path, router: Router, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., RunningGateway]]:
+    """``gateway_at(url, **settings)``: a gateway on loopback whose three models live at ``url``."""
+    monkeypatch.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
+    running: list[ServerThread] = []
+
+    def start(url: str, **overrides: Any) -> RunningGateway:
+        path = write_pool(
+            tmp_path / f"pool-{len(running)}.yaml", url, test_pool.parent / "checkpoint", UPSTREAM_KEY_ENV
+        )
+        pool = load_pool(path)
+        routed = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
+        values: dict[str, Any] = {
+            "pool": path,
+            "api_keys": [API_KEY],
+            "attempt_timeout_s": 5.0,
+            "deadline_s": 10.0,
+            "retries": 0,
+            "retry_backoff_s": 0.01,
+            **overrides,
+        }
+        settings = load_settings(None, **values)
+        app = create_app(settings, router=routed)
+        server = ServerThread(app).start()
+        running.append(server)
+        return RunningGateway(server.url, app, settings)
+
+    yield start
+    for server in running:
+        server.stop()

@@ -1,0 +1,131 @@
+"""A prompt gets the same scores and decision whatever it is batched with: through the router's batches and
+through the gateway's batching scorer, on the shipped int8 encoder, for generated multilingual prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ladder.pool import load_pool
+from ladder.router import Router, default_pool_path
+from service.batcher import ScoreBatcher, score_texts
+
+BOUND = 1e-4  # max |P(correct) batched - P(correct) alone|
+SENTENCES = (
+    "the committee reviewed quarterly figures and asked why the integral of x squared diverges ?",
+    "prove that there are infinitely many primes . def merge ( a , b ) : return sorted ( a + b )",
+    "東京 から 大阪 まで 新幹線 で 何時間 かかります か 。 猫 が 窓 の そば で 寝て いる",
+    "请 解释 一下 量子 纠缠 的 基本 原理 ， 用 Python 写 一个 快速 排序 。",
+    "Quelle est la capitale de l'Australie ? Wie viele Tage hat ein Schaltjahr ?",
+)
+WORDS = tuple(word for sentence in SENTENCES for word in sentence.split())
+prompts = st.one_of(
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=400).map(" ".join),  # up to past 512 tokens
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=300),
+).filter(lambda text: bool(text.strip()))
+batches = st.tuples(prompts, st.lists(prompts, min_size=1, max_size=7), st.integers(min_value=0))
+SLOW = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+def _router(batch_invariant: bool = True) -> Router:
+    pool = load_pool(default_pool_path())
+    routing = pool.routing.model_copy(update={"batch_invariant": batch_invariant})
+    return Router.from_pool(pool.model_copy(update={"routing": routing}), threads=1)
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    return _router()
+
+
+def _place(target: str, others: list[str], position: int) -> tuple[list[str], int]:
+    index = position % (len(others) + 1)
+    return [*others[:index], target, *others[index:]], index
+
+
+@SLOW
+@given(batches)
+def test_router_batches_do_not_move_a_prompts_decision(
+    router: Router, case: tuple[str, list[str], int]
+) -> None:
+    target, others, position = case
+    batch, index = _place(target, others, position)
+    alone = router.route(target).decision
+    together = router.route_many(batch)[index].decision
+    assert together.model == alone.model and together.reason == alone.reason
+    np.testing.assert_allclose(
+        [c.p_correct for c in together.candidates],
+        [c.p_correct for c in alone.candidates],
+        atol=BOUND,
+        rtol=0,
+    )
+
+
+async def _through_the_batcher(router: Router, texts: list[str]) -> tuple[list[np.ndarray], list[int]]:
+    sizes: list[int] = []
+    batcher = ScoreBatcher(functools.partial(score_texts, router), max_batch=32, on_batch=sizes.append)
+    await batcher.start()
+    try:
+        scored = await asyncio.gather(*(batcher.score(t) for t in texts))
+    finally:
+        await batcher.close()
+    return [s.p_correct for s in scored], sizes
+
+
+@SLOW
+@given(batches)
+def test_the_gateways_batching_scorer_does_not_move_a_prompts_decision(
+    router: Router, case: tuple[str, list[str], int]
+) -> None:
+    target, others, position = case
+    batch, index = _place(target, others, position)
+    scores, sizes = asyncio.run(_through_the_batcher(router, batch))
+    assert max(sizes) > 1, "the concurrent prompts were not batched together"
+    (alone,) = score_texts(router, [target])
+    np.testing.assert_allclose(scores[index], alone.p_correct, atol=BOUND, rtol=0)
+    options = router.default_options()
+    assert (
+        router.decide_scores(scores[index], 100, options).model
+        == router.decide_scores(alone.p_correct, 100, options).model
+    )
+
+
+def test_without_batch_invariance_int8_scores_drift_with_their_neighbours() -> None:
+    """What the default prevents: batched int8 shares one activation scale across rows and padding."""
+    batched = _router(batch_invariant=False)
+    assert not batched.scorer.encoder.per_row  # type: ignore[attr-defined]
+    target = "What is the capital of Australia?"
+    others = ["東京から大阪まで新幹線で何時間かかりますか？" * 20, "def f(x):\n    return x ** 2" * 10]
+    alone = batched.route(target).decision.candidates
+    together = batched.route_many([target, *others])[0].decision.candidates
+    drift = max(abs(a.p_correct - b.p_correct) for a, b in zip(alone, together, strict=True))
+    assert drift > 10 * BOUND
+
+
+def test_the_triton_cpu_encoder_runs_int8_rows_alone(router: Router) -> None:
+    """The cpu flavour's python-backend runner: with ``per_row`` a request's rows score as they do alone."""
+    from export.triton_configs import RepoShape, encoder_config
+    from export.triton_models.onnx_model import OnnxRunner
+
+    assert 'key: "per_row"' in encoder_config(RepoShape("cpu", 384, 8), per_row=True)
+    encoder = router.scorer.encoder  # type: ignore[attr-defined]
+    path = encoder.directory / encoder.info.files.int8
+    texts = ["What is the capital of Australia?", "東京から大阪まで新幹線で何時間かかりますか？" * 12]
+    batch = router.tokenizer.encode(texts)
+    alone = router.tokenizer.encode(texts[:1])
+    requests = [
+        {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask},
+        {"input_ids": alone.input_ids, "attention_mask": alone.attention_mask},
+    ]
+    names = (["input_ids", "attention_mask"], ["embedding"])
+    rows = OnnxRunner(path, *names, threads=1, per_row=True).run(requests)
+    np.testing.assert_allclose(rows[0]["embedding"][0], rows[1]["embedding"][0], atol=1e-6)
+    shared = OnnxRunner(path, *names, threads=1).run(requests)
+    assert np.abs(shared[0]["embedding"][0] - shared[1]["embedding"][0]).max() > 1e-4

@@ -1,0 +1,184 @@
+"""Answers in the canonical data, the signals read from them, and cascades tuned on training rows only."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ladder.errors import DataError
+from training.answer_scorer import agreement, final_number, normalise
+from training.cascade import CascadeSide, evaluate_cascades
+from training.dataset import RoutingData, read_canonical, write_canonical
+from training.importers import import_data
+from training.objectives import Objective, choose_point
+from training.operating_points import per_task_curve, recommend_across_policies, utility_choose
+
+# --- canonical columns ------------------------------------------------------------------------------
+
+
+def test_answers_round_trip_through_the_canonical_csv(tmp_path: Path) -> None:
+    data = RoutingData.from_labels(
+        ["q1", "q2"],
+        ["What is 2+2?", "Name, with a comma"],
+        ["small", "large"],
+        [[1.0, 0.0], [np.nan, 1.0]],
+        answers=np.array([["4", 'It is "five",\nsurely'], [None, "Ada"]], dtype=object),
+        answer_logprobs=[[-0.05, np.nan], [np.nan, -1.5]],
+    )
+    path = write_canonical(data, tmp_path / "answers.csv.gz")
+    back = read_canonical([path])
+    assert back.answers is not None and back.answer_logprobs is not None
+    assert back.answers.tolist() == [["4", 'It is "five",\nsurely'], [None, "Ada"]]
+    np.testing.assert_allclose(back.answer_logprobs, [[-0.05, np.nan], [np.nan, -1.5]], rtol=1e-6)
+    assert back.subset([1]).answers.tolist() == [[None, "Ada"]]  # type: ignore[union-attr]
+    assert back.select_models(["large"]).answers.tolist() == [['It is "five",\nsurely'], ["Ada"]]  # type: ignore[union-attr]
+
+
+def test_data_without_answers_writes_exactly_the_old_columns(tmp_path: Path) -> None:
+    data = RoutingData.from_labels(["q1"], ["Hi"], ["m"], [[1.0]])
+    path = write_canonical(data, tmp_path / "plain.csv")
+    assert (
+        path.read_text().splitlines()[0]
+        == "question_id,question,model,correct,cost_usd,output_tokens,task,split"
+    )
+    assert read_canonical([path]).answers is None
+
+
+def test_a_positive_answer_logprob_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("question_id,question,model,correct,answer,answer_logprob\nq,Hi,m,1,yes,0.5\n")
+    with pytest.raises(DataError, match=r"bad\.csv:2: answer_logprob must be a finite number <= 0"):
+        read_canonical([path])
+
+
+def test_importers_keep_the_answers_their_sources_have(tmp_path: Path) -> None:
+    mmlu = tmp_path / "mmlu_pro"
+    mmlu.mkdir()
+    (mmlu / "questions.jsonl").write_text(
+        json.dumps({"question_id": 1, "question": "2+2?", "options": ["3", "4"], "category": "math"}) + "\n"
+    )
+    with gzip.open(mmlu / "outputs_long.csv.gz", "wt") as handle:
+        handle.write("question_id,model,pred,correct,output_chars\n1,a,B,1,40\n1,b,,0,900\n")
+    data = import_data("mmlu-pro", mmlu)
+    assert data.answers is not None and data.answers.tolist() == [["B", None]]
+
+    rb = tmp_path / "rb.csv"
+    rb.write_text(
+        "sample_id,prompt,eval_name,m1,m2,m1|model_response,m2|model_response,m1|total_cost,m2|total_cost\n"
+        "s1,Capital of France?,geo,1,0,Paris,Lyon,0.001,0.002\n"
+    )
+    data = import_data("routerbench", rb)
+    assert data.answers is not None and data.answers.tolist() == [["Paris", "Lyon"]]
+
+    routellm = tmp_path / "routellm"
+    routellm.mkdir()
+    (routellm / "gsm8k_contaminated_prompts.jsonl").write_text("")
+    (routellm / "gsm8k_responses.csv").write_text(
+        "prompt,weak,strong,weak_response,strong_response\nHow many?,False,True,About 3,#### 4\n"
+    )
+    data = import_data("routellm-gsm8k", routellm)
+    assert data.answers is not None and data.answers.tolist() == [["About 3", "#### 4"]]
+
+
+# --- signals ----------------------------------------------------------------------------------------
+
+
+def test_agreement_is_exact_for_letters_numeric_for_numbers_and_semantic_for_free_text() -> None:
+    assert normalise(" (b) ") == "B" and final_number("so she makes $1,018.\n#### 1018") == 1018.0
+    first = ["B", "C", "The answer is 18.0", None, "Paris is the capital of France, as everyone knows well."]
+    second = ["(B)", "D", "She makes 9 * 2 = 18 dollars.\n#### 18", "B", "France's capital city is Paris."]
+
+    def embed(texts: list[str]) -> np.ndarray:  # the boundary: an embedder that sees "Paris" as the topic
+        return np.array([[1.0, 0.1] if "Paris" in t else [0.0, 1.0] for t in texts])
+
+    np.testing.assert_array_equal(agreement(first, second, embed), [1, 0, 1, 0, 1])
+    np.testing.assert_array_equal(agreement(first, second, None), [1, 0, 1, 0, 0])
+
+
+# --- objectives and policies ------------------------------------------------------------------------
+
+
+def test_objectives_pick_different_points_from_one_curve() -> None:
+    points = [
+        {"accuracy": 0.60, "cost_per_1k": 0.05, "arena_score": 0.70},
+        {"accuracy": 0.695, "cost_per_1k": 0.30, "arena_score": 0.68},
+        {"accuracy": 0.71, "cost_per_1k": 0.60, "arena_score": 0.65},
+    ]
+    assert choose_point(points, Objective("match-best"), 0.70) == 1
+    assert choose_point(points, Objective("arena"), 0.70) == 0
+    assert choose_point(points, Objective("max-accuracy-under-cost", cost_cap=0.4), 0.70) == 1
+    with pytest.raises(DataError, match="--cost-cap"):
+        Objective("max-accuracy-under-cost")
+    with pytest.raises(DataError, match="unknown objective"):
+        Objective("cheapest-ever")
+
+
+def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Two tasks; the cheap model is good at task a only; the router's P knows the task."""
+    rng = np.random.default_rng(seed)
+    tasks = ["a" if i % 2 else "b" for i in range(n)]
+    is_a = np.array([t == "a" for t in tasks])
+    p = np.stack([np.where(is_a, 0.85, 0.3), np.full(n, 0.8)], axis=1)
+    labels = (rng.random((n, 2)) < p).astype(np.float64)
+    costs = np.tile([0.0001, 0.002], (n, 1))
+    return p + 0.05 * rng.normal(size=p.shape), labels, costs, tasks
+
+
+def test_utility_and_per_task_baseline_find_the_cheap_task() -> None:
+    p, labels, costs, tasks = synthetic(2000, 0)
+    chosen = utility_choose(p, costs, 0.05)  # 0.05 per $/1K: the cheap model wins where it is as good
+    assert (chosen[np.array([t == "a" for t in tasks])] == 0).mean() > 0.95
+    curve = per_task_curve(tasks, labels, costs, tasks, labels, costs)
+    mid = [pt for pt in curve if 0.9 < pt["cost_per_1k"] < 1.2]  # task a cheap, task b strong
+    assert mid and max(pt["accuracy"] for pt in mid) > 0.78
+    rec = recommend_across_policies(p, labels, costs, Objective("match-best"))
+    assert rec["policy"] in ("cheapest", "utility") and rec["cv_cost_per_1k"] < 1.5
+
+
+# --- cascades ---------------------------------------------------------------------------------------
+
+
+def cascade_side(n: int, seed: int) -> CascadeSide:
+    """Three models on a price ladder. The cheap model's answer confidence tells when it is right; the
+    prefill scores know nothing, so only answer signals can save money."""
+    rng = np.random.default_rng(seed)
+    labels = np.stack([rng.random(n) < 0.6, rng.random(n) < 0.5, rng.random(n) < 0.8], axis=1).astype(
+        np.float64
+    )
+    correct = ["4" for _ in range(n)]
+    answers = np.empty((n, 3), dtype=object)
+    for j in range(3):
+        answers[:, j] = [
+            c if y else str(rng.integers(5, 9)) for c, y in zip(correct, labels[:, j], strict=True)
+        ]
+    logprobs = np.where(labels == 1, -0.1, -1.2) + 0.3 * rng.normal(size=(n, 3))
+    return CascadeSide(
+        labels=labels,
+        costs=np.tile([0.0001, 0.0002, 0.002], (n, 1)),
+        answers=answers,
+        logprobs=np.minimum(logprobs, 0.0).astype(np.float32),
+        prefill_p=np.tile([0.6, 0.5, 0.8], (n, 1)).astype(np.float32),
+        prompt=rng.normal(size=(n, 8)).astype(np.float32),
+    )
+
+
+def test_a_confident_cheap_answer_is_kept_and_every_call_is_costed() -> None:
+    train, test = cascade_side(600, 1), cascade_side(600, 2)
+    report = evaluate_cascades(["cheap", "mid", "top"], train, test, Objective("match-best"))
+    best = report["cascade"]
+    plan = best["plan"]
+    assert plan["first"] == "cheap" and plan["top"] == "top"
+    # the top model alone: 0.8 at $2/1K. A cascade on real confidence matches it for far less.
+    assert plan["held_out_cost_to_match_best_single"] is not None
+    assert plan["held_out_cost_to_match_best_single"] < 0.6
+    for pt in best["points"]:
+        floor = 0.1 if plan["second_opinion"] is None else 0.3
+        expected = floor + pt["escalated"] * 2.0
+        assert pt["cost_per_1k"] == pytest.approx(expected, abs=2e-6)
+    agreement_plans = [p for p in report["plans"] if p["rule"] == "agreement"]
+    assert agreement_plans and all(p["second_opinion"] for p in agreement_plans)
+    assert "cascade_with_router" in report

@@ -1,0 +1,77 @@
+"""The cascade's rules in the core: answer agreement, mean token logprob, and the acceptance verdict."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ladder.cascade import CascadeConfig, Signals, answers_agree, judge, mean_logprob
+
+CONFIG = CascadeConfig(router_accept_p=0.9, min_mean_logprob=-0.5)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "agree"),
+    [
+        ("(B)", "b.", True),
+        ("Paris", "paris!", True),
+        ("Paris", "Lyon", False),
+        ("The total is 1,200 apples, so #### 1200", "After adding everything up the answer is 1200.0", True),
+        ("The total is 1,200 apples, so #### 1200", "After adding everything up the answer is 1300", False),
+        ("", "anything", False),
+        (None, "B", False),
+        (
+            "a long free-text explanation without numbers",
+            "another long free-text explanation, no numbers",
+            None,
+        ),
+    ],
+)
+def test_answers_agree(a: str | None, b: str | None, agree: bool | None) -> None:
+    assert answers_agree(a, b) is agree
+
+
+def test_mean_logprob_reads_openai_logprobs_and_skips_junk() -> None:
+    content = [
+        {"token": "4", "logprob": -0.2},
+        {"token": "2", "logprob": -0.4},
+        {"token": "x", "logprob": None},
+    ]
+    assert mean_logprob({"content": content}) == pytest.approx(-0.3)
+    assert mean_logprob(None) is None
+    assert mean_logprob({"content": None}) is None
+    assert mean_logprob({"content": [{"logprob": True}, {"logprob": float("-inf")}]}) is None
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.text(),
+        lambda s: st.lists(s) | st.dictionaries(st.text(), s),
+    )
+)
+def test_mean_logprob_never_raises(value: Any) -> None:
+    result = mean_logprob({"content": value})
+    assert result is None or math.isfinite(result)
+
+
+def test_the_router_vouching_keeps_an_unread_answer() -> None:
+    verdict = judge(Signals(router_p=0.95, mean_logprob=-5.0), CONFIG, last_rung=False)
+    assert verdict.accepted and "router P(correct) 0.950 >= 0.9" in verdict.reason
+
+
+def test_every_available_signal_must_pass() -> None:
+    assert judge(Signals(0.5, mean_logprob=-0.1), CONFIG, False).accepted
+    assert not judge(Signals(0.5, mean_logprob=-0.1, agrees=False), CONFIG, False).accepted
+    assert judge(Signals(0.5, mean_logprob=None, agrees=True), CONFIG, False).accepted
+    low = judge(Signals(0.5, mean_logprob=-2.0), CONFIG, False)
+    assert not low.accepted and "mean logprob -2.000 < -0.5" in low.reason
+
+
+def test_no_signal_escalates_unless_nothing_is_left() -> None:
+    assert not judge(Signals(0.5), CONFIG, last_rung=False).accepted
+    kept = judge(Signals(0.5), CONFIG, last_rung=True)
+    assert kept.accepted and "no likelier model is left" in kept.reason

@@ -1,0 +1,315 @@
+"""Cascade mode: a cheap rung answers, its token confidence (or a second answer, or the router's certainty)
+keeps it or escalates; every call is costed, audited and traced. Real openai client, fake upstreams on
+loopback with set answers and logprobs per model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+from gateway_support.answers_upstream import AnswersUpstream, answers_upstream_app
+from gateway_support.checkpoint import make_checkpoint
+from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.conversations import chat_conversations, mutated
+from gateway_support.pool import BIASES, NAMES, pool_data
+from gateway_support.servers import ServerThread
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from ladder.cascade import CascadeConfig
+from ladder.errors import ConfigError
+from ladder.pool import load_pool
+from ladder.router import Router
+from service.app import create_app
+from service.settings import load_settings
+
+pytest_plugins = ["gateway_support.fixtures"]
+
+QUESTION: list[Any] = [{"role": "user", "content": "What is six times seven?"}]
+CASCADE = {"first": "cheapest", "router_accept_p": 0.85, "min_mean_logprob": -0.5}
+# 20 prompt tokens and 10 completion tokens per answer word, at the test pool's prices per 1M tokens
+PRICES = {"small-local": (0.10, 0.20), "mid-cloud": (0.50, 1.50), "vision-pro": (3.0, 15.0)}
+
+
+def cost(model: str, words: int = 1) -> float:
+    price_in, price_out = PRICES[model]
+    return (20 * price_in + 10 * words * price_out) / 1e6
+
+
+SMALL, MID = cost("small-local"), cost("mid-cloud")
+
+
+@pytest.fixture(scope="module")
+def answers_server() -> Iterator[tuple[AnswersUpstream, ServerThread]]:
+    state = AnswersUpstream()
+    with ServerThread(answers_upstream_app(state)) as server:
+        yield state, server
+
+
+@pytest.fixture()
+def answers(answers_server: tuple[AnswersUpstream, ServerThread]) -> AnswersUpstream:
+    state, _ = answers_server
+    state.reset()
+    return state
+
+
+@pytest.fixture(scope="module")
+def test_pool(
+    tmp_path_factory: pytest.TempPathFactory, answers_server: tuple[AnswersUpstream, ServerThread]
+) -> Path:
+    """The shared test pool (P(correct) 0.50 / 0.73 / 0.88) behind the answers fake, cascading from the
+    cheapest model."""
+    directory = tmp_path_factory.mktemp("cascade")
+    make_checkpoint(directory / "checkpoint", NAMES, BIASES)
+    data = pool_data(answers_server[1].url, directory / "checkpoint", UPSTREAM_KEY_ENV)
+    data["routing"]["cascade"] = CASCADE
+    path = directory / "pool.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def router(test_pool: Path) -> Router:
+    return Router.from_pool(load_pool(test_pool))
+
+
+def ask(gateway: RunningGateway, model: str = "ladder-cascade", **extra: Any) -> tuple[Any, dict[str, str]]:
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model=model,
+        messages=QUESTION,
+        **extra,
+    )
+    return raw.parse(), dict(raw.headers)
+
+
+def test_a_confident_cheap_answer_is_kept(gateway: RunningGateway, answers: AnswersUpstream) -> None:
+    answers.set("small-local", "42", logprob=-0.05)
+    completion, headers = ask(gateway)
+    assert completion.choices[0].message.content == "42"
+    assert completion.choices[0].logprobs is None  # asked for scoring, not by the client: not passed on
+    assert answers.asked() == ["small-local"]
+    assert answers.seen[0][1]["logprobs"] is True
+    assert headers["x-ladder-model"] == "small-local"
+    assert headers["x-ladder-cascade"] == "small-local=accepted"
+    assert "logprob=-0.0500" in headers["x-ladder-cascade-scores"]
+    assert float(headers["x-ladder-cost-usd"]) == pytest.approx(SMALL)
+    assert "cascade" not in answers.seen[0][1]
+
+
+def test_an_unsure_answer_escalates_to_the_next_likelier_rung(
+    gateway: RunningGateway, answers: AnswersUpstream
+) -> None:
+    answers.set("small-local", "41", logprob=-2.0)
+    answers.set("mid-cloud", "42", logprob=-0.1)
+    completion, headers = ask(gateway)
+    assert completion.choices[0].message.content == "42"
+    assert answers.asked() == ["small-local", "mid-cloud"]
+    assert headers["x-ladder-cascade"] == "small-local=escalated,mid-cloud=accepted"
+    assert "small-local: mean logprob -2.000 < -0.5" in headers["x-ladder-cascade-reasons"]
+    assert float(headers["x-ladder-cost-usd"]) == pytest.approx(SMALL + MID)  # both calls paid
+    stages = completion.model_extra["ladder"]["cascade"]["stages"]
+    assert [(s["model"], s["accepted"]) for s in stages] == [("small-local", False), ("mid-cloud", True)]
+    assert completion.model_extra["ladder"]["cost_usd"] == pytest.approx(SMALL + MID)
+
+
+def test_the_router_being_sure_ends_the_climb(gateway: RunningGateway, answers: AnswersUpstream) -> None:
+    for model in NAMES:
+        answers.set(model, "maybe 41", logprob=-3.0)
+    _, headers = ask(gateway)
+    assert answers.asked() == ["small-local", "mid-cloud", "vision-pro"]
+    assert headers["x-ladder-model"] == "vision-pro"
+    last = headers["x-ladder-cascade-reasons"].split(" | ")[-1]
+    assert last.startswith("vision-pro: router P(correct) 0.8") and last.endswith(">= 0.85")
+    assert float(headers["x-ladder-cost-usd"]) == pytest.approx(sum(cost(m, words=2) for m in NAMES))
+
+
+@pytest.mark.parametrize("behaviour", ["ignore", "refuse"])
+def test_without_logprobs_an_unsure_router_escalates(
+    gateway: RunningGateway, answers: AnswersUpstream, behaviour: str
+) -> None:
+    answers.set("small-local", "42", logprobs=behaviour)
+    answers.set("mid-cloud", "42", logprob=-0.1)
+    _, headers = ask(gateway)
+    assert headers["x-ladder-model"] == "mid-cloud"
+    assert headers["x-ladder-cascade-scores"].startswith("small-local:p=0.")
+    assert headers["x-ladder-cascade-scores"].split(",")[0].endswith(";logprob=none")
+    assert "no answer signal" in headers["x-ladder-cascade-reasons"]
+    if behaviour == "refuse":  # refused with logprobs, asked again without them
+        assert answers.asked()[:2] == ["small-local", "small-local"]
+        assert "logprobs" not in answers.seen[1][1]
+
+
+def test_a_held_stream_sends_only_the_accepted_answer(
+    gateway: RunningGateway, answers: AnswersUpstream
+) -> None:
+    answers.set("small-local", "41", logprob=-2.0)
+    answers.set("mid-cloud", "forty two", logprob=-0.1)
+    raw = gateway.openai().chat.completions.with_raw_response.create(
+        model="ladder",
+        messages=QUESTION,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"cascade": True},
+    )
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "forty two"
+    assert {c.model for c in chunks} == {"mid-cloud"}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 20
+    assert chunks[-1].model_extra["ladder"]["cascade"]["accepted"] == "mid-cloud"
+    assert raw.headers["x-ladder-cascade"] == "small-local=escalated,mid-cloud=accepted"
+    assert all(not body.get("stream") for _, body in answers.seen)  # stages are plain calls
+
+
+def test_one_audit_line_holds_every_stage(
+    start_gateway: Callable[..., RunningGateway], answers: AnswersUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    gateway = start_gateway(audit_log=str(path))
+    answers.set("small-local", "41", logprob=-2.0)
+    answers.set("mid-cloud", "42", logprob=-0.1)
+    ask(gateway)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["answered_model"] == "mid-cloud"
+    assert line["cost_usd"] == pytest.approx(SMALL + MID)
+    assert [s["model"] for s in line["cascade"]["stages"]] == ["small-local", "mid-cloud"]
+    assert line["cascade"]["stages"][0]["mean_logprob"] == pytest.approx(-2.0)
+
+
+def test_each_stage_is_a_span(start_gateway: Callable[..., RunningGateway], answers: AnswersUpstream) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    gateway = start_gateway(tracer_provider=provider)
+    answers.set("small-local", "41", logprob=-2.0)
+    answers.set("mid-cloud", "42", logprob=-0.1)
+    ask(gateway)
+    stages = [s for s in exporter.get_finished_spans() if s.name == "ladder.cascade.stage"]
+    assert [s.attributes["ladder.model"] for s in stages] == ["small-local", "mid-cloud"]  # type: ignore[index]
+    upstream_parents = {
+        s.parent.span_id for s in exporter.get_finished_spans() if s.name == "ladder.upstream"
+    }  # type: ignore[union-attr]
+    assert upstream_parents == {s.context.span_id for s in stages}  # type: ignore[union-attr]
+
+
+def test_a_failed_escalation_keeps_the_answer_in_hand(
+    gateway: RunningGateway, answers: AnswersUpstream
+) -> None:
+    answers.set("small-local", "41", logprob=-2.0)
+    answers.fail("mid-cloud")
+    completion, headers = ask(gateway, extra_body={"models": ["small-local", "mid-cloud"]})
+    assert completion.choices[0].message.content == "41"
+    assert headers["x-ladder-model"] == "small-local"
+    assert "kept: escalation failed" in headers["x-ladder-cascade-reasons"]
+
+
+def test_a_first_rung_that_fails_everywhere_is_a_502(
+    gateway: RunningGateway, answers: AnswersUpstream
+) -> None:
+    for model in NAMES:
+        answers.fail(model)
+    with pytest.raises(openai.InternalServerError) as caught:
+        ask(gateway)
+    assert caught.value.status_code == 502
+
+
+def test_key_profiles_and_pins_choose_the_mode(
+    start_gateway: Callable[..., RunningGateway], answers: AnswersUpstream
+) -> None:
+    key = "sk-cascading-app-0123456789"
+    gateway = start_gateway(key_profiles=[{"name": "cascading", "key": key, "cascade": True}])
+    profiled = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    raw = profiled.chat.completions.with_raw_response.create(model="ladder", messages=QUESTION)
+    assert raw.headers["x-ladder-cascade"] == "small-local=accepted"
+    raw = profiled.chat.completions.with_raw_response.create(
+        model="ladder",
+        messages=QUESTION,
+        extra_body={"cascade": False},
+    )
+    assert "x-ladder-cascade" not in raw.headers
+    _, headers = ask(gateway, model="ladder")  # a key without the profile flag
+    assert "x-ladder-cascade" not in headers
+    _, headers = ask(gateway, model="mid-cloud", extra_body={"cascade": True})  # a pin never cascades
+    assert "x-ladder-cascade" not in headers and headers["x-ladder-model"] == "mid-cloud"
+
+
+@pytest.fixture()
+def agreeing_gateway(
+    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path
+) -> Iterator[RunningGateway]:
+    """A gateway whose pool asks a second opinion on the first rung (the same scorer, one more setting)."""
+    start_gateway()  # sets the upstream key in the environment
+    routing = router.pool.routing.model_copy(
+        update={"cascade": CascadeConfig(**{**CASCADE, "agreement": True})}
+    )
+    pool = router.pool.model_copy(update={"routing": routing})
+    agreeing = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
+    settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0)
+    app = create_app(settings, router=agreeing)
+    with ServerThread(app) as server:
+        yield RunningGateway(server.url, app, settings)
+
+
+def test_two_agreeing_cheap_answers_are_kept(
+    agreeing_gateway: RunningGateway, answers: AnswersUpstream
+) -> None:
+    """Agreement as the only answer signal: upstreams that return no logprobs."""
+    gateway = agreeing_gateway
+    answers.set("small-local", "Paris", logprobs="ignore")
+    answers.set("mid-cloud", "paris.", logprobs="ignore")
+    _, headers = ask(gateway)
+    assert headers["x-ladder-model"] == "small-local"
+    assert sorted(answers.asked()) == ["mid-cloud", "small-local"]
+    assert float(headers["x-ladder-cost-usd"]) == pytest.approx(SMALL + MID)  # the second opinion is paid
+    assert headers["x-ladder-cascade-calls"] == "small-local(answer),mid-cloud(second opinion)"
+
+    answers.reset()
+    answers.set("small-local", "Paris", logprobs="ignore")
+    answers.set("mid-cloud", "Lyon", logprobs="ignore")
+    _, headers = ask(gateway)
+    assert "a second answer disagrees" in headers["x-ladder-cascade-reasons"]
+    assert answers.asked().count("mid-cloud") == 1  # its second opinion is reused as its rung's answer
+    assert headers["x-ladder-model"] == "vision-pro"
+
+
+def test_cascade_settings_in_the_pool_file_are_strict(test_pool: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(test_pool.read_text())
+    data["routing"]["cascade"]["min_logprob"] = -1  # a typo
+    bad = tmp_path / "pool.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="min_logprob"):
+        load_pool(bad)
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=mutated(chat_conversations()),
+    stream=st.booleans(),
+    budget=st.one_of(st.none(), st.sampled_from(["1", "50000", "abc", "-1", "1e400"])),
+)
+def test_hostile_cascade_requests_never_give_500(
+    gateway: RunningGateway,
+    answers: AnswersUpstream,
+    body: dict[str, Any],
+    stream: bool,
+    budget: str | None,
+) -> None:
+    body = {**body, "model": "ladder-cascade", **({"stream": True} if stream else {})}
+    headers = {
+        "authorization": f"Bearer {API_KEY}",
+        **({"x-ladder-max-latency-ms": budget} if budget else {}),
+    }
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+    assert response.status_code < 500 or response.status_code in (502, 504), response.text
+    if response.status_code >= 400:
+        assert set(response.json()["error"]) >= {"message", "type", "param", "code"}

@@ -1,0 +1,212 @@
+"""`ladder calibrate`: the tolerance that meets a target on a labelled sample, optionally written to the pool.
+
+Targets:
+- `priciest-share=S`: the share of calls that go to the priciest model is as close to S as the sample
+  allows. The priciest model is the most expensive one that the router sends at least S of the calls at
+  tolerance 0 (raising the tolerance only takes calls away from expensive models);
+- `cost-per-1k=C`: the smallest tolerance (the most accurate routing) whose mean cost per 1K requests
+  is at most C;
+- `relative-accuracy=R`: the cheapest operating point whose accuracy is at least R times the best single
+  model's on the sample.
+The sample is scored exactly as `ladder evaluate` scores held-out rows (`training.evaluate`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ladder.errors import ConfigError, DataError
+from ladder.policy import choose_batch
+from ladder.pool import load_pool
+from ladder.yamlfile import read_yaml
+from training.evaluate import EvaluationInputs, at_tolerance_point
+
+GRID = tuple(float(t) for t in np.round(np.linspace(0.0, 0.5, 501), 4))
+"""Tolerances searched: 0 to 0.5 in steps of 0.001 (routing changes in small steps on a real sample)."""
+
+
+class TargetKind(StrEnum):
+    PRICIEST_SHARE = "priciest-share"
+    COST_PER_1K = "cost-per-1k"
+    RELATIVE_ACCURACY = "relative-accuracy"
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: TargetKind
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        kinds = ", ".join(k.value for k in TargetKind)
+        kind, sep, raw = text.partition("=")
+        if not sep:
+            raise DataError(f"--target {text!r}: expected KIND=VALUE with KIND one of {kinds}")
+        try:
+            target_kind = TargetKind(kind.strip())
+        except ValueError:
+            raise DataError(f"--target {text!r}: unknown kind {kind.strip()!r}; known: {kinds}") from None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise DataError(f"--target {text!r}: {raw.strip()!r} is not a number") from None
+        bounded = target_kind is not TargetKind.COST_PER_1K
+        if not np.isfinite(value) or value < 0 or (bounded and value > 1):
+            limit = "in [0, 1]" if bounded else "a non-negative number"
+            raise DataError(f"--target {text!r}: the value must be {limit}")
+        return cls(target_kind, value)
+
+
+def priciest_model(inputs: EvaluationInputs, share: float = 0.0) -> str:
+    """The most expensive model the router sends at least ``share`` of the calls at tolerance 0.
+
+    A model it (almost) never picks, such as one that costs more than another and is less accurate, cannot
+    be given a share of the calls by any tolerance; the most-picked model stands in when none qualifies.
+    """
+    chosen = choose_batch(inputs.router_p, inputs.costs, 0.0)
+    shares = np.bincount(chosen, minlength=len(inputs.names)) / max(len(chosen), 1)
+    cost = inputs.costs.mean(axis=0)
+    qualifying = [j for j in range(len(inputs.names)) if shares[j] >= max(share, 1e-9)]
+    if not qualifying:
+        return inputs.names[int(np.argmax(shares))]
+    return inputs.names[max(qualifying, key=lambda j: cost[j])]
+
+
+def calibrate(inputs: EvaluationInputs, target: Target) -> dict[str, Any]:
+    """The tolerance meeting ``target`` on the scored sample, and what it gives there."""
+    p, y, c = inputs.router_p, inputs.labels, inputs.costs
+    share = target.value if target.kind is TargetKind.PRICIEST_SHARE else 0.0
+    priciest = inputs.names.index(priciest_model(inputs, share))
+    accuracy = y.mean(axis=0)
+    best = int(np.argmax(accuracy))
+    rows = np.arange(len(y))
+    shares, costs, accuracies = [], [], []
+    for tolerance in GRID:
+        chosen = choose_batch(p, c, tolerance)
+        shares.append(float((chosen == priciest).mean()))
+        costs.append(float(c[rows, chosen].mean() * 1000))
+        accuracies.append(float(y[rows, chosen].mean()))
+    met = True
+    if target.kind is TargetKind.PRICIEST_SHARE:
+        gaps = np.abs(np.asarray(shares) - target.value)
+        index = int(np.argmin(gaps))  # the first (smallest) tolerance among equally close ones
+        met = bool(gaps[index] <= 0.02)
+    elif target.kind is TargetKind.COST_PER_1K:
+        within = [i for i, cost in enumerate(costs) if cost <= target.value + 1e-12]
+        met = bool(within)
+        index = within[0] if within else int(np.argmin(costs))
+    else:
+        goal = target.value * float(accuracy[best])
+        good = [i for i, acc in enumerate(accuracies) if acc >= goal - 1e-12]
+        met = bool(good)
+        index = min(good, key=lambda i: (costs[i], i)) if good else int(np.argmax(accuracies))
+    tolerance = GRID[index]
+    return {
+        "policy": "cheapest",
+        "tolerance": tolerance,
+        "target": {"kind": target.kind.value, "value": target.value, "met_on_sample": met},
+        "on_sample": {
+            "questions": inputs.questions,
+            **at_tolerance_point(inputs, tolerance),
+            "priciest_model": inputs.names[priciest],
+            "priciest_share": shares[index],
+            "best_single_model": inputs.names[best],
+            "best_single_accuracy": float(accuracy[best]),
+            "relative_accuracy": accuracies[index] / float(accuracy[best]) if accuracy[best] > 0 else None,
+        },
+    }
+
+
+def held_out_check(
+    inputs: EvaluationInputs, tolerance: float, priciest_name: str | None = None
+) -> dict[str, Any]:
+    """What ``tolerance`` gives on other rows: the same figures, for checking a calibration."""
+    p, y, c = inputs.router_p, inputs.labels, inputs.costs
+    priciest = inputs.names.index(priciest_name or priciest_model(inputs))
+    chosen = choose_batch(p, c, tolerance)
+    best = float(y.mean(axis=0).max())
+    at = at_tolerance_point(inputs, tolerance)
+    return {
+        **at,
+        "questions": inputs.questions,
+        "priciest_model": inputs.names[priciest],
+        "priciest_share": float((chosen == priciest).mean()),
+        "relative_accuracy": at["accuracy"] / best if best > 0 else None,
+    }
+
+
+_TOLERANCE_LINE = re.compile(r"^(?P<head>\s*tolerance:\s*)(?P<value>[^\s#]+)(?P<tail>.*)$")
+_POLICY_LINE = re.compile(r"^(?P<head>\s*policy:\s*)(?P<value>[^\s#]+)(?P<tail>.*)$")
+
+
+def rewrite_routing(path: Path, tolerance: float) -> tuple[str, str]:
+    """(old text, new text) of ``path`` with `routing.tolerance` (and `policy: cheapest`) set, comments kept.
+
+    Only the lines holding those values change. The new text is validated as a pool file before it is
+    returned; a flow-style `routing: {...}` mapping is refused (edit it by hand).
+    """
+    old = path.read_text(encoding="utf-8")
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("routing", {}), dict):
+        raise ConfigError(f"{path}: no routing mapping to write the tolerance into")
+    text = old.splitlines(keepends=True)
+    edits = {"tolerance": (f"{tolerance:g}", _TOLERANCE_LINE)}
+    if data.get("routing", {}).get("policy", "cheapest") != "cheapest":
+        edits["policy"] = ("cheapest", _POLICY_LINE)
+    # values already in the file first: an inserted line would shift the line numbers after it
+    for key, (value, pattern) in sorted(edits.items(), key=lambda kv: ("routing", kv[0]) not in lines):
+        line = lines.get(("routing", key))
+        if line is not None:
+            match = pattern.match(text[line - 1].rstrip("\r\n"))
+            if match is None or lines.get(("routing",)) == line:
+                raise ConfigError(
+                    f"{path}:{line}: routing.{key} is not on a line of its own; edit it by hand"
+                )
+            ending = text[line - 1][len(text[line - 1].rstrip("\r\n")) :]
+            text[line - 1] = f"{match['head']}{value}{match['tail']}{ending}"
+            continue
+        routing_line = lines.get(("routing",))
+        if routing_line is None:
+            text.append(f"routing:\n  {key}: {value}\n")
+            continue
+        if text[routing_line - 1].rstrip("\r\n").split("#")[0].strip() != "routing:":
+            raise ConfigError(f"{path}:{routing_line}: routing is not a block mapping; edit it by hand")
+        indent = _child_indent(text, routing_line)
+        text.insert(routing_line, f"{indent}{key}: {value}\n")
+    new = "".join(text)
+    _validate(path, new)
+    return old, new
+
+
+def _child_indent(text: list[str], routing_line: int) -> str:
+    for line in text[routing_line:]:
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line[: len(line) - len(line.lstrip())] or "  "
+    return "  "
+
+
+def _validate(path: Path, text: str) -> None:
+    check = path.with_name(f".{path.name}.calibrate-check")
+    try:
+        check.write_text(text, encoding="utf-8")
+        load_pool(check)
+    finally:
+        check.unlink(missing_ok=True)
+
+
+def unified_diff(path: Path, old: str, new: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)

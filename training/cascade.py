@@ -1,0 +1,314 @@
+"""Offline cascades: a first model answers, an acceptance rule keeps the answer or escalates to the top rung.
+
+Every plan is tuned on the training rows (out-of-fold scores only) and reported on the held-out rows. Each
+question pays for every call its plan made: the first answer, a second opinion when the plan asks one, and
+the top model when it escalated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ladder.policy import choose_batch
+from training.answer_scorer import (
+    AnswerScorer,
+    Embed,
+    agreement,
+    answer_features,
+    is_free_text,
+    out_of_fold,
+)
+from training.metrics import arena_score, cost_to_match
+from training.objectives import Objective, choose_point
+
+CHEAP_RUNGS = 3
+ROUTER_TOLERANCES = (0.05, 0.1, 0.2)
+REDUCED_DIMS = 16
+
+
+@dataclass
+class CascadeSide:
+    """One side (training or held-out) of a cascade evaluation, aligned: questions x models."""
+
+    labels: np.ndarray
+    costs: np.ndarray
+    answers: np.ndarray  # object: str or None
+    logprobs: np.ndarray | None
+    prefill_p: np.ndarray  # out-of-fold on training rows, the checkpoint's on held-out rows
+    prompt: np.ndarray  # prompt embeddings
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who answers first (a model, or the prefill router at a tolerance), who gives a second opinion, the
+    acceptance rule, and the top rung escalated to."""
+
+    first: int | None
+    router_tolerance: float | None
+    verifier: bool
+    rule: str  # agreement | confidence | scorer
+    top: int
+
+    def describe(self, names: Sequence[str]) -> dict[str, Any]:
+        first = names[self.first] if self.first is not None else f"router@{self.router_tolerance:g}"
+        return {
+            "first": first,
+            "second_opinion": "cheapest other model" if self.verifier else None,
+            "rule": self.rule,
+            "top": names[self.top],
+            "uses_router": self.router_tolerance is not None,
+        }
+
+
+def _stages(plan: Plan, side: CascadeSide, cheapest: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per question: the first model, and the second-opinion model (the cheapest other one) or None."""
+    n = len(side.labels)
+    if plan.first is not None:
+        first = np.full(n, plan.first)
+    else:
+        assert plan.router_tolerance is not None
+        first = choose_batch(side.prefill_p, side.costs, plan.router_tolerance)
+    if not plan.verifier:
+        return first, None
+    second = np.where(first == cheapest[0], cheapest[1], cheapest[0])
+    return first, second
+
+
+def _pick(matrix: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return np.asarray(matrix[np.arange(len(index)), index])
+
+
+def _features(
+    plan: Plan,
+    side: CascadeSide,
+    first: np.ndarray,
+    second: np.ndarray | None,
+    reducer: _Reducer,
+    embed: Embed | None,
+) -> np.ndarray:
+    answers = list(_pick(side.answers, first))
+    others = [list(_pick(side.answers, second))] if second is not None else []
+    logprob = None if side.logprobs is None else _pick(side.logprobs, first)
+    chosen = np.stack([_pick(side.prefill_p, first), side.prefill_p[:, plan.top]], axis=1)
+    extra = [chosen, reducer.prompt(side.prompt)]
+    if reducer.answers_embedded and embed is not None:
+        reduced = reducer.answer_columns(side, embed)  # [questions, models, dims]
+        extra.append(reduced[np.arange(len(first)), first])
+    return answer_features(
+        answers, logprob, others, side.prefill_p, np.hstack(extra), embed if reducer.free_text else None
+    ).values
+
+
+class _Reducer:
+    """PCA bases fitted on training rows only: prompt embeddings, and answer embeddings for free text."""
+
+    def __init__(self, train: CascadeSide, embed: Embed | None) -> None:
+        self.prompt_mean, self.prompt_basis = _pca(train.prompt, REDUCED_DIMS)
+        flat = [a for a in train.answers.ravel().tolist() if a]
+        self.free_text = is_free_text(flat[:2000])
+        self.answers_embedded = self.free_text and embed is not None
+        self.answer_mean = self.answer_basis = None
+        self._columns: dict[int, np.ndarray] = {}
+        if self.answers_embedded and embed is not None:
+            sample = flat[:: max(1, len(flat) // 2000)]
+            self.answer_mean, self.answer_basis = _pca(embed(sample), REDUCED_DIMS)
+
+    def prompt(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray((x - self.prompt_mean) @ self.prompt_basis, dtype=np.float32)
+
+    def answer(self, x: np.ndarray) -> np.ndarray:
+        assert self.answer_mean is not None and self.answer_basis is not None
+        return np.asarray((x - self.answer_mean) @ self.answer_basis, dtype=np.float32)
+
+    def answer_columns(self, side: CascadeSide, embed: Embed) -> np.ndarray:
+        """Every model's reduced answer embedding on one side, embedded once per model column."""
+        key = id(side.answers)
+        if key not in self._columns:
+            columns = [
+                self.answer(embed([a or "" for a in side.answers[:, j].tolist()]))
+                for j in range(side.answers.shape[1])
+            ]
+            self._columns[key] = np.stack(columns, axis=1)
+        return self._columns[key]
+
+
+def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean, vt[: min(dims, vt.shape[0])].T
+
+
+def _keep_scores(
+    plan: Plan,
+    train: CascadeSide,
+    test: CascadeSide,
+    stages: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    reducer: _Reducer,
+    embed: Embed | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per question, how strongly to keep the first answer (higher keeps); out-of-fold on training rows."""
+    scores = []
+    if plan.rule == "agreement":
+        for side, (first, second) in ((train, stages["train"]), (test, stages["test"])):
+            assert second is not None
+            a = list(_pick(side.answers, first))
+            b = list(_pick(side.answers, second))
+            scores.append(agreement(a, b, embed if reducer.free_text else None))
+        return scores[0], scores[1]
+    if plan.rule == "confidence":
+        for side, (first, _) in ((train, stages["train"]), (test, stages["test"])):
+            if side.logprobs is None:
+                return None
+            lp = _pick(side.logprobs, first)
+            scores.append(np.where(np.isnan(lp), -np.inf, lp))
+        return scores[0], scores[1]
+    (f_train, s_train), (f_test, s_test) = stages["train"], stages["test"]
+    x_train = _features(plan, train, f_train, s_train, reducer, embed)
+    x_test = _features(plan, test, f_test, s_test, reducer, embed)
+    right_first, right_top = _pick(train.labels, f_train), train.labels[:, plan.top]
+    # keep when the first answer is likelier right than the top model would be
+    keep_train = out_of_fold(x_train, right_first) - out_of_fold(x_train, right_top)
+    keep_test = AnswerScorer.fit(x_train, right_first).predict(x_test) - AnswerScorer.fit(
+        x_train, right_top
+    ).predict(x_test)
+    return keep_train, keep_test
+
+
+def _curve(
+    side: CascadeSide,
+    first: np.ndarray,
+    second: np.ndarray | None,
+    top: int,
+    keep: np.ndarray,
+    thresholds: Sequence[float],
+) -> list[dict[str, Any]]:
+    base = _pick(side.costs, first)
+    if second is not None:
+        base = base + np.where(second != first, _pick(side.costs, second), 0.0)
+    first_right = _pick(side.labels, first)
+    points = []
+    for t in thresholds:
+        escalate = (keep < t) & (first != top)
+        cost = base + np.where(escalate, side.costs[:, top], 0.0)
+        accuracy = float(np.where(escalate, side.labels[:, top], first_right).mean())
+        cost_1k = float(cost.mean() * 1000)
+        points.append(
+            {
+                "threshold": round(float(t), 6) if np.isfinite(t) else (None if t > 0 else -1e9),
+                "accuracy": round(accuracy, 6),
+                "cost_per_1k": round(cost_1k, 6),
+                "arena_score": round(arena_score(accuracy, cost_1k), 6),
+                "escalated": round(float(escalate.mean()), 6),
+            }
+        )
+    return points
+
+
+def _thresholds(keep: np.ndarray, rule: str) -> list[float]:
+    if rule == "agreement":
+        return [0.5]
+    finite = keep[np.isfinite(keep)]
+    grid = np.unique(np.quantile(finite, np.linspace(0, 1, 101))) if finite.size else np.zeros(0)
+    return [-np.inf, *grid.tolist(), np.inf]
+
+
+def plans(names: Sequence[str], train: CascadeSide) -> list[Plan]:
+    """Cheap-first plans (each of the cheapest rungs, with and without a second opinion) and router-first
+    plans, all escalating to the most accurate model on the training rows."""
+    if len(names) < 2:
+        return []
+    accuracy = train.labels.mean(axis=0)
+    cost = train.costs.mean(axis=0)
+    top = int(max(range(len(names)), key=lambda j: (accuracy[j], -cost[j])))
+    cheap = [j for j in np.argsort(cost, kind="stable").tolist() if j != top][:CHEAP_RUNGS]
+    has_logprobs = train.logprobs is not None and not np.isnan(train.logprobs).all()
+    out = []
+    for j in cheap:
+        out.append(Plan(j, None, True, "agreement", top))
+        out.append(Plan(j, None, False, "scorer", top))
+        out.append(Plan(j, None, True, "scorer", top))
+        if has_logprobs:
+            out.append(Plan(j, None, False, "confidence", top))
+    for tolerance in ROUTER_TOLERANCES:
+        out.append(Plan(None, tolerance, False, "scorer", top))
+        out.append(Plan(None, tolerance, True, "scorer", top))
+    return out
+
+
+def evaluate_cascades(
+    names: Sequence[str],
+    train: CascadeSide,
+    test: CascadeSide,
+    objective: Objective,
+    embed: Embed | None = None,
+) -> dict[str, Any]:
+    """Every plan tuned on training rows; the report's `cascade` curve (the plan the objective picks on
+    training rows), the best plan that does and does not use the router, and every plan's summary."""
+    reducer = _Reducer(train, embed)
+    best_single = float(test.labels.mean(axis=0).max())
+    best_cost = float(test.costs.mean(axis=0)[int(test.labels.mean(axis=0).argmax())] * 1000)
+    train_best = float(train.labels.mean(axis=0).max())
+    cheapest = np.argsort(train.costs.mean(axis=0), kind="stable")
+    summaries: list[dict[str, Any]] = []
+    curves: list[list[dict[str, Any]]] = []
+    for plan in plans(names, train):
+        stages = {"train": _stages(plan, train, cheapest), "test": _stages(plan, test, cheapest)}
+        scored = _keep_scores(plan, train, test, stages, reducer, embed)
+        if scored is None:
+            continue
+        keep_train, keep_test = scored
+        grid = _thresholds(keep_train, plan.rule)
+        train_points = _curve(train, *stages["train"], plan.top, keep_train, grid)
+        test_points = _curve(test, *stages["test"], plan.top, keep_test, grid)
+        index = choose_point(train_points, objective, train_best)
+        summaries.append(
+            {
+                **plan.describe(names),
+                "chosen_on_training": {
+                    "threshold": train_points[index]["threshold"],
+                    **_brief(train_points[index]),
+                },
+                "held_out": _brief(test_points[index]),
+                "held_out_cost_to_match_best_single": _match(test_points, best_single, best_cost),
+                "_rank": _rank(train_points[index], objective, train_best),
+            }
+        )
+        curves.append(test_points)
+    report: dict[str, Any] = {"objective": objective.name, "plans": []}
+    for uses_router, key in ((False, "cascade"), (True, "cascade_with_router")):
+        group = [k for k, s in enumerate(summaries) if s["uses_router"] == uses_router]
+        if group:
+            best = max(group, key=lambda k: summaries[k]["_rank"])
+            report[key] = {"plan": _public(summaries[best]), "points": curves[best]}
+    report["plans"] = [_public(s) for s in summaries]
+    return report
+
+
+def _brief(pt: dict[str, Any]) -> dict[str, float]:
+    return {k: pt[k] for k in ("accuracy", "cost_per_1k", "arena_score", "escalated")}
+
+
+def _match(points: list[dict[str, Any]], accuracy: float, cost: float) -> float | None:
+    from training.metrics import OperatingPoint
+
+    ops = [OperatingPoint(0.0, p["accuracy"], p["cost_per_1k"], p["arena_score"]) for p in points]
+    return cost_to_match(ops, accuracy, cost)
+
+
+def _rank(pt: dict[str, Any], objective: Objective, best: float) -> tuple[float, ...]:
+    """How a plan's training-chosen point ranks under the objective (higher is better)."""
+    if objective.name == "arena":
+        return (pt["arena_score"],)
+    if objective.name == "max-accuracy-under-cost":
+        within = objective.cost_cap is None or pt["cost_per_1k"] <= objective.cost_cap
+        return (float(within), pt["accuracy"], -pt["cost_per_1k"])
+    reaches = pt["accuracy"] >= best - objective.margin
+    return (float(reaches), -pt["cost_per_1k"] if reaches else pt["accuracy"])
+
+
+def _public(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
