@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.gateway import HOST, PROMPT, processes  # noqa: E402
+from bench.loadgen import open_loop  # noqa: E402
 from ladder.pool import load_pool  # noqa: E402
 from ladder.router import default_pool_path  # noqa: E402
 
@@ -57,34 +58,20 @@ async def _closed_loop(url: str, clients: int, seconds: float) -> list[Sample]:
     return samples
 
 
+KIND_STATUS = {"ok": 200, "overload_429": 429, "http_4xx": 400, "http_5xx": 500, "http_other": 300}
+
+
 async def _open_loop(url: str, rate: float, seconds: float) -> tuple[list[Sample], float]:
-    """Send at ``rate`` per second on a fixed schedule; returns the samples and how late the sender fell."""
-    samples: list[Sample] = []
-    limits = httpx.Limits(max_connections=4096, max_keepalive_connections=512)
-    start = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-
-        async def one() -> None:
-            started = time.perf_counter()
-            try:
-                status = (await client.post(PATH, content=BODY)).status_code
-            except httpx.HTTPError:
-                status = 0
-            samples.append((time.perf_counter() - started, status, started - start))
-
-        tasks = []
-        count = int(rate * seconds)
-        lag = 0.0
-        for i in range(count):
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                lag = max(lag, -delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-    return samples, lag
+    """Send at ``rate`` per second on a fixed schedule (the benchmark's aiohttp load generator, cheap per
+    request so the sender does not starve the gateway of CPU); returns the samples and the sender's lag."""
+    result = await open_loop(
+        url + PATH, BODY, rate, int(rate * seconds), arrivals="fixed", max_in_flight=4096, timeout_s=60
+    )
+    samples = [
+        (ms / 1000, KIND_STATUS.get(kind, 0), sent)
+        for sent, ms, kind in zip(result.sent_at_s, result.latencies_ms, result.kinds, strict=True)
+    ]
+    return samples, result.send_lag_max_ms / 1000
 
 
 def _sender(url: str, rate: float, seconds: float, out: Any) -> None:

@@ -13,7 +13,7 @@ from ladder.prompt import routed_text
 from ladder.upstream import stream_chunks as upstream_chunks
 from service.anthropic_protocol import MessageCreateParams, to_chat_body, to_message
 from service.anthropic_stream import AnthropicStream
-from service.costs import Usage, answer_cost
+from service.costs import Usage, answer_cost, chunk_text, estimated_usage
 from service.dispatch import Dispatched
 from service.errors import UpstreamError, sse_error_event
 from service.gateway import Gateway, Routed
@@ -48,20 +48,23 @@ async def message_stream(
     translator = AnthropicStream(f"msg_{routed.request_id}", name)
     usage: Usage | None = None
     error: str | None = None
+    streamed: list[str] = []
     finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     yield translator.start()
     try:
         async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
             async for chunk in chunks:
                 usage = Usage.from_openai(chunk.get("usage")) or usage
+                streamed.extend(chunk_text(chunk))
                 finished.extend(finished_choices(chunk))
                 out = translator.feed(chunk)
                 if out:
                     yield out
-        extra: dict[str, Any] | None = None
-        if usage is not None:
-            extra = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
-        yield translator.finish(extra)
+        extra = {}
+        if usage is None:  # an upstream that ignores stream_options.include_usage: priced as chat streams are
+            usage = estimated_usage(routed.needs.input_tokens, "".join(streamed))
+            extra["usage_estimated"] = True
+        yield translator.finish({**answer_cost(dispatched.model, gw.baseline, usage).to_dict(), **extra})
     except UpstreamError as exc:
         error = exc.reason
         yield sse_error_event(exc, anthropic=True)

@@ -68,3 +68,40 @@ def test_redaction_patterns_are_configurable() -> None:
     log = AuditLog(None, include_prompts=True, redactions=[r"Project \w+"])
     assert log.redact("about Project Falcon today") == "about [REDACTED] today"
     assert not log.enabled
+
+
+def test_chat_and_messages_streams_without_upstream_usage_are_priced_alike(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """An upstream that reports no usage (llama.cpp): both stream kinds estimate it and record one cost."""
+    path = tmp_path / "audit.jsonl"
+    gateway = start_gateway(audit_log=str(path))
+    upstream.set("small-local", "no-usage")
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    turn = [{"role": "user", "content": "How many moons has Mars?"}]
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        headers=headers,
+        json={"model": "small-local", "messages": turn, "stream": True},
+    ) as response:
+        assert response.status_code == 200
+        chat_lines = [line for line in response.iter_lines() if line]
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/messages",
+        headers=headers,
+        json={"model": "small-local", "max_tokens": 64, "messages": turn, "stream": True},
+    ) as response:
+        assert response.status_code == 200
+        message_lines = [line for line in response.iter_lines() if line]
+    gateway.app.state.gateway.audit.close()
+    chat, messages = lines(path)
+    assert chat["endpoint"] != messages["endpoint"]
+    assert chat["usage"] == messages["usage"] and chat["usage"]["completion"] > 0  # type: ignore[index]
+    assert chat["cost_usd"] == messages["cost_usd"] and float(chat["cost_usd"]) > 0  # type: ignore[arg-type]
+    assert chat["baseline_cost_usd"] == messages["baseline_cost_usd"]
+    deltas = [json.loads(line[6:]) for line in message_lines if line.startswith("data: ")]
+    ladder = next(d["ladder"] for d in deltas if d.get("type") == "message_delta")
+    assert ladder["usage_estimated"] is True and ladder["cost_usd"] == messages["cost_usd"]
+    assert any(line.startswith(": ladder ") and "usage_estimated" in line for line in chat_lines)
