@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ladder.errors import ConfigError
 from ladder.pool import ModelSpec, PoolConfig
@@ -24,6 +25,23 @@ def estimate_tokens(text: str) -> int:
 def price_usd(model: ModelSpec, input_tokens: float, output_tokens: float) -> float:
     """USD for one request on ``model``: tokens in and out at its per-million prices."""
     return (input_tokens * model.price.input_per_1m + output_tokens * model.price.output_per_1m) / 1_000_000
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens an upstream reported for one answer (OpenAI's ``usage`` object)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        if not isinstance(usage, dict):
+            return None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        return cls(prompt, completion)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from ladder.cascade import CascadeConfig, Signals, Verdict, answers_agree, judge
 from ladder.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.policy import Candidate
 from ladder.pool import ModelSpec
+from ladder.pricing import Usage
 from service.capabilities import permitted
-from service.costs import Cost, Usage, answer_cost
+from service.costs import Cost, answer_cost
 from service.disconnect import cancel_on_disconnect
 from service.dispatch import Dispatched
 from service.errors import GatewayError, UpstreamError

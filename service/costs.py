@@ -6,22 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ladder.pool import ModelSpec
-from ladder.pricing import Pricing, estimate_tokens, price_usd
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @classmethod
-    def from_openai(cls, usage: Any) -> Usage | None:
-        if not isinstance(usage, dict):
-            return None
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion, int):
-            return None
-        return cls(prompt, completion)
+from ladder.pricing import Pricing, Usage, estimate_tokens, price_usd
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from opentelemetry.trace import Tracer
 from ladder.errors import UnknownModelError
 from ladder.policy import Decision, DecisionOptions
 from ladder.pool import ModelSpec, PolicyName, PoolConfig
+from ladder.pricing import Usage
 from ladder.router import Router
 from service.audit import AuditLog
 from service.batcher import ScoreBatcher, Scored
 from service.capabilities import Requirements, exclusions, is_sensitive, requirements
-from service.costs import Cost, Usage
+from service.costs import Cost
 from service.dispatch import Dispatched, Dispatcher
 from service.keys import ANONYMOUS, Client, ClientKeys, Limits, restrict
 from service.latency import GatewayLatency, latency_budget

@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ladder.errors import ConfigError, UnknownModelError
-from service.costs import Cost, Usage
+from ladder.pricing import Usage
+from service.costs import Cost
 from service.errors import AuthenticationError, RateLimitError
 from service.metrics import GatewayMetrics
 from service.state import Background, StateError, StateStore

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ladder.latency import LatencySample, LatencyTracker, pool_priors
+from ladder.pricing import Usage
 from ladder.router import Router
-from service.costs import Usage
 from service.dispatch import Dispatched
 from service.errors import InvalidRequestError
 from service.metrics import GatewayMetrics

@@ -11,10 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.errors import NoEligibleModelError
+from ladder.pricing import Usage
 from ladder.prompt import routed_text
 from ladder.upstream import stream_chunks as upstream_chunks
 from service.capabilities import permitted
-from service.costs import Usage, answer_cost, chunk_text, estimated_usage
+from service.costs import answer_cost, chunk_text, estimated_usage
 from service.disconnect import cancel_on_disconnect
 from service.dispatch import Dispatched
 from service.errors import GatewayError, UpstreamError, sse_error_event

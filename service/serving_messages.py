@@ -9,11 +9,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from ladder.pricing import Usage
 from ladder.prompt import routed_text
 from ladder.upstream import stream_chunks as upstream_chunks
 from service.anthropic_protocol import MessageCreateParams, to_chat_body, to_message
 from service.anthropic_stream import AnthropicStream
-from service.costs import Usage, answer_cost, chunk_text, estimated_usage
+from service.costs import answer_cost, chunk_text, estimated_usage
 from service.dispatch import Dispatched
 from service.errors import UpstreamError, sse_error_event
 from service.gateway import Gateway, Routed

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ladder.errors import ConfigError, LadderError
 from ladder.pool import ModelSpec, PoolConfig
+from ladder.pricing import Usage
 from ladder.traffic_db import OutcomeRow
-from service.costs import Usage, usage_cost
+from service.costs import usage_cost
 from service.dispatch import Dispatcher
 from service.settings import ShadowSettings
 from service.traffic_store import TrafficStore, now

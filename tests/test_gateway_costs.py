@@ -8,9 +8,9 @@ import pytest
 
 from ladder.errors import ConfigError
 from ladder.pool import load_pool
-from ladder.pricing import Pricing
+from ladder.pricing import Pricing, Usage
 from service.breaker import CircuitBreaker
-from service.costs import Usage, answer_cost, baseline_model
+from service.costs import answer_cost, baseline_model
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -12,11 +12,11 @@ import yaml
 from gateway_support.servers import ServerThread
 
 from ladder.pool import ModelSpec, load_pool
-from ladder.pricing import REFERENCE_INPUT_TOKENS, Pricing, estimate_tokens, price_usd
+from ladder.pricing import REFERENCE_INPUT_TOKENS, Pricing, Usage, estimate_tokens, price_usd
 from ladder.router import Router, default_pool_path
 from service.app import create_app
 from service.capabilities import prompt_tokens
-from service.costs import Usage, answer_cost
+from service.costs import answer_cost
 from service.settings import load_settings
 from training.costs import cost_matrix
 from training.dataset import RoutingData

@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from ladder.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from ladder.pool import ModelSpec
-from ladder.pricing import estimate_tokens, price_usd
-from ladder.upstream import UpstreamClient, UpstreamReply
-from ladder.upstream_replies import chunk as checked_chunk
-from ladder.upstream_replies import finished
+from ladder.pricing import Usage, estimate_tokens, price_usd
+from ladder.upstream import UpstreamClient, stream_chunks
 from training.collect.questions import Question
 from training.collect.store import Answer
 
@@ -44,21 +40,6 @@ class CallFailed(Exception):
     def __init__(self, message: str, attempts: int) -> None:
         super().__init__(message)
         self.attempts = attempts
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @classmethod
-    def from_openai(cls, usage: Any) -> Usage | None:
-        if not isinstance(usage, dict):
-            return None
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion, int):
-            return None
-        return cls(prompt, completion)
 
 
 @dataclass
@@ -111,31 +92,6 @@ def _read_chunk(chunk: Mapping[str, Any], out: _Stream, now: float) -> None:
                 out.logprobs.append(
                     {"token": str(token.get("token", "")), "logprob": float(token["logprob"])}
                 )
-
-
-async def stream_chunks(reply: UpstreamReply, model: str) -> AsyncIterator[dict[str, Any]]:
-    """A stream's checked chunk objects; UpstreamError when it breaks, stalls or ends before finishing."""
-    done = False
-    try:
-        if reply.events is None:
-            raise UpstreamError(f"upstream for {model} answered without a stream", "bad stream")
-        async for event in reply.events:
-            if event.data.strip() == "[DONE]":
-                break
-            if event.data:
-                value = checked_chunk(event.data, model)
-                done = done or finished(value)
-                yield value
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeoutError(f"upstream for {model} stalled mid-stream") from exc
-    except httpx.TransportError as exc:
-        raise UpstreamError(
-            f"upstream for {model} broke off mid-stream: {type(exc).__name__}", "broken"
-        ) from exc
-    finally:
-        await reply.aclose()
-    if not done:
-        raise UpstreamError(f"upstream for {model} ended its stream before finishing", "truncated")
 
 
 async def _attempt(
