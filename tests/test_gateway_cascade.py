@@ -177,6 +177,7 @@ def test_one_audit_line_holds_every_stage(
     answers.set("small-local", "41", logprob=-2.0)
     answers.set("mid-cloud", "42", logprob=-0.1)
     ask(gateway)
+    gateway.app.state.gateway.audit.close()  # audit lines are written off the event loop: flush them
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 1
     line = lines[0]
