@@ -310,7 +310,13 @@ def test_hostile_cascade_requests_never_give_500(
         "authorization": f"Bearer {API_KEY}",
         **({"x-ladder-max-latency-ms": budget} if budget else {}),
     }
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+    # json.dumps, not json=: a generated body may hold an infinity, and the gateway must answer it with a 400
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=json.dumps(body),
+        headers={**headers, "content-type": "application/json"},
+        timeout=30,
+    )
     assert response.status_code < 500 or response.status_code in (502, 504), response.text
     if response.status_code >= 400:
         assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
