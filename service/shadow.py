@@ -3,7 +3,6 @@ model grades both answers, and the verdicts are stored as outcomes beside the cl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -20,6 +19,7 @@ from ladder.traffic_db import OutcomeRow
 from service.costs import usage_cost
 from service.dispatch import Dispatcher
 from service.settings import ShadowSettings
+from service.state import Background
 from service.traffic_store import TrafficStore, now
 
 log = logging.getLogger("ladder.shadow")
@@ -77,7 +77,7 @@ class ShadowJudge:
         self.traffic = traffic
         self.spent_usd = 0.0
         self.counts: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self._random = random.Random(settings.seed)
 
     def offer(
@@ -101,14 +101,12 @@ class ShadowJudge:
             skip = "no text answer"
         elif self.spent_usd >= self.settings.budget_usd:
             skip = "budget spent"
-        elif len(self._tasks) >= self.settings.max_in_flight:
+        elif len(self._background.pending) >= self.settings.max_in_flight:
             skip = "too many in flight"
         if skip is not None or answer is None:
             self.counts[f"skipped: {skip}"] += 1
             return
-        task = asyncio.get_running_loop().create_task(self._judge(request_id, body, text, answered, answer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.run(self._judge(request_id, body, text, answered, answer))
 
     async def _call(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any] | None:
         dispatched = await self.dispatcher.send([spec], {**body, "stream": False}, stream=False)
@@ -163,10 +161,7 @@ class ShadowJudge:
 
     async def drain(self) -> None:
         """Wait for the judgements in flight (tests, and a clean shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._background.drain()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._background.cancel()

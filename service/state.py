@@ -261,8 +261,15 @@ class Background:
         task.add_done_callback(self.pending.discard)
 
     async def drain(self) -> None:
-        if self.pending:
-            await asyncio.gather(*self.pending, return_exceptions=True)
+        """Wait until nothing is pending, including tasks started while waiting."""
+        while self.pending:
+            await asyncio.gather(*list(self.pending), return_exceptions=True)
+
+    async def cancel(self) -> None:
+        """Cancel what is pending and wait for it to stop."""
+        for task in list(self.pending):
+            task.cancel()
+        await asyncio.gather(*list(self.pending), return_exceptions=True)
 
 
 def make_state(redis_url: str | None, timeout_s: float = 0.5) -> StateStore:
