@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import triton_helpers as th
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import ladder, shared_data
 
 from export.triton_server import TritonServer, free_port
@@ -275,3 +277,17 @@ def test_cli_train_embeds_on_triton(server: TritonServer, home: Path, tmp_path: 
     refused = ladder(*args, "--out", str(tmp_path / "x"), "--embed-with", f"triton://127.0.0.1:{free_port()}")
     assert refused.returncode == 2 and "is unreachable" in refused.stderr
     assert not (tmp_path / "x").exists()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(max_size=40), max_size=700))
+def test_every_chunk_of_the_embedding_order_spans_all_lengths(texts: list[str]) -> None:
+    """Progress stays even (its ETA true): each chunk holds short and long texts, and every text once."""
+    order = embed_module._interleaved_by_length(texts)
+    assert sorted(order.tolist()) == list(range(len(texts)))
+    lengths = np.array([len(t) for t in texts])
+    chunks = [order[i : i + embed_module.CHUNK] for i in range(0, len(texts), embed_module.CHUNK)]
+    count = len(chunks)
+    for chunk in chunks:
+        # each chunk takes every count-th text in length order, so its longest is among the `count` longest
+        assert lengths[chunk].max() >= np.sort(lengths)[-count]

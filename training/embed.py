@@ -1,8 +1,8 @@
 """Embed training questions with the router's encoder (in process, or on Triton), cached by content digest.
 
-The cache is rebuildable and resumable: a large set is embedded in parts of ``PART`` texts (in length order),
-each saved as it finishes, so an interrupted run redoes only the part it was in; the whole set is then
-saved as one file and the parts removed. Triton's embeddings are cached apart from in-process ones.
+The cache is rebuildable and resumable: a large set is embedded in parts of ``PART`` texts, each spanning
+all lengths, each saved as it finishes, so an interrupted run redoes only the part it was in; the whole set
+is then saved as one file and the parts removed. Triton's embeddings are cached apart from in-process ones.
 """
 
 from __future__ import annotations
@@ -74,6 +74,14 @@ def _load(path: Path, rows: int) -> np.ndarray | None:
     return array if array.ndim == 2 and len(array) == rows else None
 
 
+def _interleaved_by_length(texts: Sequence[str]) -> np.ndarray:
+    """An order in which every run of ``CHUNK`` texts spans all lengths: batches within a chunk still pad
+    little (the encoder sorts a call's texts by length), and progress is even, so its ETA holds."""
+    by_length = np.argsort([len(t) for t in texts], kind="stable")
+    chunks = max(1, -(-len(texts) // CHUNK))
+    return np.concatenate([by_length[c::chunks] for c in range(chunks)]) if len(texts) else by_length
+
+
 def embed_texts(
     texts: Sequence[str],
     encoder: str,
@@ -90,8 +98,7 @@ def embed_texts(
     if use_cache and (cached := _load(cache, len(texts))) is not None:
         return cached
     engine = embedder if embedder is not None else InProcessEmbedder(encoder, variant, max_tokens)
-    # long texts dominate the cost: embed in length order so batches pad little
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    order = _interleaved_by_length(texts)
     parts = [order[i : i + PART] for i in range(0, len(texts), PART)]
     resumable = use_cache and len(parts) > 1
     done = 0
