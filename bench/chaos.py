@@ -1,20 +1,23 @@
 """The chaos run: many clients through the gateway while its upstreams fail at random, and what must hold.
 
-Every request must get an answer or a clean error (502/504/429 in the OpenAI envelope, or a stream that ends
-with an error event) within the deadline; no 500; no request reaches a model again after a call there that
-may have been processed (counted at the upstream: only an explicit 5xx or 429 answer may be followed by a
-second call to the same model); one audit line per request. ``scripts/chaos.py`` runs it against a gateway
-process; ``tests/test_gateway_chaos.py`` runs a short version in the suite.
+Every request must get an answer or a clean error (502/503/504/429 in the OpenAI envelope, or a stream that
+ends with an error event) within the deadline; no 500; no request reaches a model again after a call there
+that may have been processed (counted at the upstream: only an explicit 5xx or 429 answer may be followed
+by a second call to the same model); one audit line per request, refusals before any decision (a 503
+while Triton is down with ``on_unavailable=error``, a 429 under overload) included.
+``scripts/chaos.py`` runs it against a gateway process, ``tests/test_gateway_chaos.py`` a short version in
+the suite; ``bench.triton_outages`` adds kills and restarts of a real Triton to either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -51,14 +54,17 @@ class Outcome:
     kind: str  # answered | clean error | unclean
     seconds: float  # to the whole answer, or to a stream's headers
     detail: str = ""
+    started: float = 0.0  # time.perf_counter() when it was sent
+    code: str = ""  # the error envelope's code, for a refusal before streaming
 
 
-def _envelope(text: str) -> bool:
+def _envelope(text: str) -> dict[str, Any] | None:
+    """The ``error`` object of an OpenAI error envelope, or None when ``text`` is not one."""
     try:
         error = json.loads(text).get("error")
     except (ValueError, AttributeError):
-        return False
-    return isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error)
+        return None
+    return error if isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error) else None
 
 
 async def _one(client: httpx.AsyncClient, path: str, index: int, stream: bool) -> Outcome:
@@ -77,26 +83,34 @@ async def _one(client: httpx.AsyncClient, path: str, index: int, stream: bool) -
         return Outcome(0, "unclean", time.perf_counter() - started, type(exc).__name__)
     status = response.status_code
     if status != 200:
-        clean = status in CLEAN_STATUSES and _envelope(text)
-        return Outcome(status, "clean error" if clean else "unclean", total, text[:200])
+        error = _envelope(text)
+        clean = status in CLEAN_STATUSES and error is not None
+        code = str(error["code"]) if error is not None else ""
+        return Outcome(status, "clean error" if clean else "unclean", total, text[:200], code=code)
     if not stream:
         ok = "choices" in json.loads(text)
         return Outcome(status, "answered" if ok else "unclean", total, "" if ok else text[:200])
     events = [e.removeprefix("data: ") for e in text.split("\n\n") if e.startswith("data: ")]
     if events and events[-1] == "[DONE]":
         return Outcome(status, "answered", headers_at)
-    if events and _envelope(events[-1]):
+    if events and _envelope(events[-1]) is not None:
         return Outcome(status, "clean error", headers_at, "stream ended with an error event")
     return Outcome(status, "unclean", headers_at, f"stream ended without [DONE] or an error: {text[-200:]}")
 
 
 async def drive(
-    url: str, requests: int, clients: int, stream_every: int = 3, headers: dict[str, str] | None = None
+    url: str,
+    requests: int,
+    clients: int,
+    stream_every: int = 3,
+    headers: dict[str, str] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    keep_going: Callable[[], bool] | None = None,
 ) -> tuple[list[Outcome], float]:
-    """``requests`` chat completions from ``clients`` concurrent clients; each ``stream_every``-th streams."""
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in range(requests):
-        queue.put_nowait(index)
+    """``requests`` chat completions from ``clients`` concurrent clients; each ``stream_every``-th streams.
+    ``on_outcome`` sees each outcome as it arrives; past ``requests``, more are sent while ``keep_going()``
+    (both run on the event loop and must not block)."""
+    indices = itertools.count()
     outcomes: list[Outcome] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(
@@ -104,9 +118,13 @@ async def drive(
     ) as client:
 
         async def worker() -> None:
-            while not queue.empty():
-                index = queue.get_nowait()
-                outcomes.append(await _one(client, "/v1/chat/completions", index, index % stream_every == 0))
+            while (index := next(indices)) < requests or (keep_going is not None and keep_going()):
+                sent = time.perf_counter()
+                outcome = await _one(client, "/v1/chat/completions", index, index % stream_every == 0)
+                outcome = replace(outcome, started=sent)
+                outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
 
         started = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(clients)])

@@ -21,7 +21,12 @@ from service.dispatch import Dispatcher
 from service.errors import install_error_handlers
 from service.gateway import Gateway
 from service.metrics import GatewayMetrics
-from service.middleware import AdmissionMiddleware, RequestLogMiddleware, TracingMiddleware
+from service.middleware import (
+    AdmissionMiddleware,
+    RefusalAuditMiddleware,
+    RequestLogMiddleware,
+    TracingMiddleware,
+)
 from service.routes import chat, health, messages, route
 from service.routes import feedback as feedback_routes
 from service.routes import usage as usage_routes
@@ -138,5 +143,6 @@ def create_app(
     if tracer is not None:
         app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(AdmissionMiddleware, batcher=batcher, metrics=metrics)
+    app.add_middleware(RefusalAuditMiddleware, audit=audit)  # outside admission: it audits its refusals too
     app.add_middleware(RequestLogMiddleware)  # outermost: it also sees what the tracing middleware does
     return app

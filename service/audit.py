@@ -1,4 +1,4 @@
-"""The audit log: one JSON line per decision; prompt text only when enabled, and then redacted."""
+"""The audit log: one JSON line per scored request; prompt text only when enabled, and then redacted."""
 
 from __future__ import annotations
 
@@ -8,11 +8,22 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 REDACTED = "[REDACTED]"
+
+
+class LineWritten:
+    """Whether the request in whose context it was made has had its audit line written."""
+
+    def __init__(self) -> None:
+        self.written = False
+
+
+_THIS_REQUEST: ContextVar[LineWritten | None] = ContextVar("ladder_audit_line", default=None)
 
 
 class AuditLog:
@@ -51,8 +62,17 @@ class AuditLog:
             text = pattern.sub(REDACTED, text)
         return text
 
+    @staticmethod
+    def expect_line() -> LineWritten:
+        """Start watching the current request: the returned flag turns true when its line is written."""
+        line = LineWritten()
+        _THIS_REQUEST.set(line)
+        return line
+
     def write(self, record: dict[str, Any], prompt: str | None = None) -> None:
         """Queue one record (``time`` is added now); the prompt is kept only if prompts are enabled."""
+        if (current := _THIS_REQUEST.get()) is not None:
+            current.written = True
         if self._out is None:
             return
         line: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: one request id and one structured log line per request; a server span per request."""
+"""Pure ASGI middleware: a request id, a structured log line and an audit line per request; a span each."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import uuid
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.audit import AuditLog
 from service.batcher import ScoreBatcher
 from service.errors import ERROR_STATE, OverloadedError, error_kind, error_response
 from service.gateway import REQUEST_ID
@@ -20,7 +21,8 @@ from service.logs import REQUEST_LOGGER
 from service.metrics import GatewayMetrics
 from service.tracing import extract_context
 
-SCORED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/route"})
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/messages": "messages", "/v1/route": "route"}
+SCORED_PATHS = frozenset(ENDPOINTS)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 REPORTED_HEADERS = {
     "x-ladder-model": "model",
@@ -58,6 +60,48 @@ class AdmissionMiddleware:
             await error_response(Request(scope), error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class RefusalAuditMiddleware:
+    """Writes the audit line of a scored request that got no decision (refused under overload, over budget,
+    with the scorer down, or with a malformed body), so that every scored request has exactly one line."""
+
+    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
+        self.app = app
+        self.audit = audit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in SCORED_PATHS or not self.audit.enabled:
+            await self.app(scope, receive, send)
+            return
+        line = self.audit.expect_line()
+        status = 499  # the client left before an answer started
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            if not line.written:
+                failed = scope.get("state", {}).get(ERROR_STATE)
+                kind = error_kind(failed[0]) if failed is not None else None
+                self.audit.write(
+                    {
+                        "request_id": Headers(scope=scope).get("x-request-id"),
+                        "endpoint": ENDPOINTS[scope["path"]],
+                        "chosen_model": None,
+                        "answered_model": None,
+                        "status": status,
+                        "error": kind.code if kind is not None else None,
+                    }
+                )
 
 
 class RequestLogMiddleware:

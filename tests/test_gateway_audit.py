@@ -1,4 +1,4 @@
-"""The audit log: one JSON line per decision, no prompt text unless enabled, and then redacted."""
+"""The audit log: one JSON line per scored request, no prompt text unless enabled, and then redacted."""
 
 from __future__ import annotations
 
@@ -47,6 +47,34 @@ def test_one_line_per_decision_without_prompt_text(
     assert "time" in first and "routing_ms" in first
     assert second["endpoint"] == "route"
     assert "jane" not in path.read_text(encoding="utf-8") and "prompt" not in first
+
+
+def test_requests_refused_before_a_decision_have_their_line(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A malformed body, a missing key, a body that is not JSON: each one line, with its status and code."""
+    path = tmp_path / "audit.jsonl"
+    gateway = start_gateway(audit_log=str(path))
+    auth = {"authorization": f"Bearer {API_KEY}"}
+    sent = [
+        httpx.post(
+            f"{gateway.url}/v1/chat/completions", headers=auth, json={"extra_body": {"messages": "x"}}
+        ),
+        httpx.post(f"{gateway.url}/v1/messages", json={"model": "ladder", "max_tokens": 8, "messages": []}),
+        httpx.post(f"{gateway.url}/v1/route", headers=auth, content=b"{not json"),
+        httpx.get(f"{gateway.url}/v1/models", headers=auth),  # not a scored request: no line
+    ]
+    assert [r.status_code for r in sent] == [400, 401, 400, 200]
+    gateway.app.state.gateway.audit.close()
+    audited = lines(path)
+    assert [a["endpoint"] for a in audited] == ["chat", "messages", "route"]
+    assert [a["status"] for a in audited] == [400, 401, 400]
+    for line, response in zip(audited, sent, strict=False):
+        assert line["chosen_model"] is None and line["answered_model"] is None
+        error = response.json()["error"]  # OpenAI's envelope has a code; Anthropic's only a type
+        assert line["error"] and line["error"] == error.get("code", line["error"])
+        assert line["request_id"] == response.headers["x-ladder-request-id"]
+    assert upstream.seen == []
 
 
 def test_prompts_are_redacted_when_enabled(

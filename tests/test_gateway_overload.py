@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -55,7 +56,7 @@ def wait_for(condition: object, what: str) -> None:
 
 @pytest.fixture()
 def held(
-    test_pool: Path, router: Router, monkeypatch: pytest.MonkeyPatch
+    test_pool: Path, router: Router, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[tuple[str, Gateway, GatedScorer]]:
     """A gateway with one scoring worker, batches of one and room for two waiting requests."""
     monkeypatch.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
@@ -69,6 +70,7 @@ def held(
         batch_max_size=1,
         score_queue_max=2,
         overload_retry_after_s=3,
+        audit_log=str(tmp_path / "audit.jsonl"),
     )
     app = create_app(settings, router=gated)
     with ServerThread(app) as server:
@@ -115,6 +117,14 @@ def test_past_the_bound_the_gateway_answers_429_at_once(
         assert [f.result(WAIT_S).status_code for f in queued] == [200, 200]
         assert http.post("/v1/route", json={"prompt": "after the rush"}).status_code == 200
     assert upstream.count("vision-pro") + upstream.count("mid-cloud") + upstream.count("small-local") == 1
+    # every request has its audit line, the three refused before any decision included
+    gw.audit.close()
+    assert gw.settings.audit_log is not None
+    audit = [json.loads(line) for line in Path(gw.settings.audit_log).read_text().splitlines()]
+    assert len(audit) == 7
+    refused_lines = [a for a in audit if a["chosen_model"] is None]
+    assert sorted(a["endpoint"] for a in refused_lines) == ["chat", "messages", "route"]
+    assert all(a["status"] == 429 and a["error"] == "overloaded" for a in refused_lines)
 
 
 def test_the_batcher_refuses_without_queueing() -> None:
