@@ -178,10 +178,11 @@ def calibrate(
     from ladder.checkpoint import Checkpoint
     from ladder.errors import DataError
     from ladder.pool import load_pool
-    from training.calibrate import Target, rewrite_routing, unified_diff, write_text_atomic
+    from training.calibrate import Target, rewrite_routing, unified_diff
     from training.calibrate import calibrate as run_calibrate
     from training.dataset import read_canonical
     from training.evaluate import evaluation_inputs
+    from training.pool_edit import write_pool_text
     from training.train import training_rows
 
     goal = Target.parse(target)
@@ -199,7 +200,7 @@ def calibrate(
         diff = unified_diff(pool, old, new)
         if diff:
             stderr.print(diff, markup=False, highlight=False)
-            write_text_atomic(pool, new)
+            write_pool_text(pool, new)
             stderr.print(f"[green]wrote[/green] {pool}")
         else:
             stderr.print(f"{pool} already has tolerance {result['tolerance']:g}")

@@ -1,67 +1,17 @@
 """Answer-aware escalation: the signals read from an answer, and the rule that keeps it or asks the next rung.
 
 Shared by the gateway's cascade mode and the offline evaluation (``training/cascade.py``), so an answer is
-normalised, compared and scored the same way online and offline.
+scored the same way online and offline; how an answer is read and compared lives in `ladder.answers`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-SHORT_ANSWER = 32
-"""Answers up to this many characters (normalised) are compared exactly; longer ones as free text."""
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_FINAL = re.compile(r"(?:####|answer is|answer:)\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
-_LETTER = re.compile(r"^\(?([A-Z])\)?[.):]?$")
-
-
-def normalise(answer: str | None) -> str:
-    """Case-, space- and punctuation-folded text; a lone option letter (``(B)``, ``B.``) becomes ``B``."""
-    if not answer:
-        return ""
-    text = unicodedata.normalize("NFKC", answer).strip()
-    letter = _LETTER.match(text.upper())
-    if letter:
-        return letter.group(1)
-    text = re.sub(r"\s+", " ", text.lower())
-    return text.strip(" .!?;:\"'`")
-
-
-def final_number(answer: str | None) -> float | None:
-    """The answer's final number: after ``####`` / ``answer is`` when present, else the last number."""
-    if not answer:
-        return None
-    marked = _FINAL.findall(answer)
-    found = marked or _NUMBER.findall(answer)
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
-
-
-def answers_agree(first: str | None, second: str | None) -> bool | None:
-    """Whether two answers agree without an embedder: short answers exactly after `normalise`, answers that
-    both carry a number by that number. None for free text that neither rule settles (a missing answer never
-    agrees)."""
-    a, b = normalise(first), normalise(second)
-    if not a or not b:
-        return False
-    if len(a) <= SHORT_ANSWER and len(b) <= SHORT_ANSWER:
-        return a == b
-    x, y = final_number(first), final_number(second)
-    if x is not None and y is not None:
-        return abs(x - y) <= 1e-6 * max(1.0, abs(x))
-    return None
 
 
 def mean_logprob(logprobs: Any) -> float | None:

@@ -18,7 +18,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ladder.cascade import CascadeConfig, Signals, Verdict, answers_agree, judge, mean_logprob
+from ladder.answers import answers_agree
+from ladder.cascade import CascadeConfig, Signals, Verdict, judge, mean_logprob
 from ladder.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.policy import Candidate
 from ladder.pool import ModelSpec

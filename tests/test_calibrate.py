@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -101,19 +102,43 @@ def test_write_adds_a_missing_key_and_switches_the_policy(tmp_path: Path) -> Non
     text = "\n".join(line for line in text.splitlines() if not line.startswith("  tolerance:")) + "\n"
     pool.write_text(text, encoding="utf-8")
     _, new = rewrite_routing(pool, 0.12)
-    assert "  policy: cheapest   # trade P for price\n" in new and "\n  tolerance: 0.12\n" in new
+    assert re.search(r"\n  policy: cheapest +# trade P for price\n  tolerance: 0\.12\n  encoder:", new)
     pool.write_text(new, encoding="utf-8")
     routing = load_pool(pool).routing
     assert routing.tolerance == 0.12 and routing.policy.value == "cheapest"
 
 
-def test_write_refuses_a_flow_mapping(tmp_path: Path) -> None:
+def test_write_edits_a_flow_mapping_in_its_own_style(tmp_path: Path) -> None:
     pool = tmp_path / "pool.yaml"
     text = (REPO / "pools" / "default.yaml").read_text(encoding="utf-8")
     start, end = text.index("routing:"), text.index("models:")
-    pool.write_text(text[:start] + "routing: {policy: cheapest, tolerance: 0.05}\n" + text[end:], "utf-8")
-    with pytest.raises(ConfigError, match=r"pool\.yaml:\d+: routing.tolerance is not on a line of its own"):
+    pool.write_text(
+        text[:start] + "routing: {policy: utility, tolerance: 0.05}  # set by hand\n" + text[end:]
+    )
+    old, new = rewrite_routing(pool, 0.1)
+    assert new == old.replace("{policy: utility, tolerance: 0.05}", "{policy: cheapest, tolerance: 0.1}")
+    assert pool.read_text() == old  # nothing written yet
+
+
+def test_write_adds_routing_to_a_pool_without_one_and_keeps_the_comments_in_place(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    text = (REPO / "pools" / "routellm.yaml").read_text(encoding="utf-8")
+    start, end = text.index("routing:"), text.index("models:")
+    pool.write_text(text[:start] + "\n# the models, cheapest first\n" + text[end:])
+    old, new = rewrite_routing(pool, 0.2)
+    assert new == old.replace("version: 1\n", "version: 1\nrouting:\n  tolerance: 0.2\n")
+
+
+def test_write_refuses_a_result_that_is_not_a_pool_and_names_the_file(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    text = (REPO / "pools" / "default.yaml").read_text(encoding="utf-8")
+    pool.write_text(text.replace("  policy: cheapest\n", "  policy: cheapest\n  tolerence: 0.1\n"))
+    with pytest.raises(ConfigError, match=r"^.*/pool\.yaml:\d+: routing\.tolerence: unknown key"):
         rewrite_routing(pool, 0.1)
+    pool.write_text(text.replace("  policy: cheapest\n", "  policy: cheapest\n  policy: utility\n"))
+    with pytest.raises(ConfigError, match=r"pool\.yaml:\d+: found duplicate key"):
+        rewrite_routing(pool, 0.1)
+    assert not [p for p in tmp_path.iterdir() if p.name != "pool.yaml"]  # no check file left behind
 
 
 def test_calibrate_cli_on_the_default_router_writes_the_pool(tmp_path: Path) -> None:

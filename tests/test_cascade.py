@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ladder.answers import choice_letter, final_number
 from ladder.errors import DataError
-from training.answer_scorer import agreement, final_number, normalise
+from training.answer_scorer import agreement
 from training.cascade import CascadeSide, evaluate_cascades
 from training.dataset import RoutingData, read_canonical, write_canonical
 from training.importers import import_data
@@ -88,7 +89,7 @@ def test_importers_keep_the_answers_their_sources_have(tmp_path: Path) -> None:
 
 
 def test_agreement_is_exact_for_letters_numeric_for_numbers_and_semantic_for_free_text() -> None:
-    assert normalise(" (b) ") == "B" and final_number("so she makes $1,018.\n#### 1018") == 1018.0
+    assert choice_letter(" (b) ") == "B" and final_number("so she makes $1,018.\n#### 1018") == 1018.0
     first = ["B", "C", "The answer is 18.0", None, "Paris is the capital of France, as everyone knows well."]
     second = ["(B)", "D", "She makes 9 * 2 = 18 dollars.\n#### 18", "B", "France's capital city is Paris."]
 

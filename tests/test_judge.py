@@ -9,12 +9,12 @@ import pytest
 from collect_support import world
 from collect_support.harness import Loopback, run_collect
 
+from ladder.answers import choice_letter, final_number, vote_key
 from ladder.errors import ConfigError
 from ladder.pool import load_pool
 from tests.support import ladder
 from training.collect import AnswerStore, CallSettings, Question, read_questions
 from training.judge import ReferenceJudge, judge_store, llm_judge, vote
-from training.judge.extract import choice_letter, final_number, vote_key
 from training.judge.llm import grade_prompt
 from training.judge.sandbox import Limits, run_tests
 

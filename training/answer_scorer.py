@@ -11,10 +11,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ladder.cascade import SHORT_ANSWER as SHORT_ANSWER  # the core's rules, shared with the gateway
-from ladder.cascade import answers_agree
-from ladder.cascade import final_number as final_number
-from ladder.cascade import normalise as normalise
+from ladder.answers import SHORT_ANSWER, answers_agree, fold_text  # the core's rules, shared with the gateway
 
 SIMILAR = 0.92
 """Cosine similarity of two free-text answers' embeddings at or above which they agree."""
@@ -28,18 +25,18 @@ def agreement(
 ) -> np.ndarray:
     """1.0 where two answers to the same question agree, else 0.0 (a missing answer never agrees).
 
-    Short answers compare exactly after `normalise`; answers that both end in a number compare that
-    number; other free text agrees when the embeddings' cosine similarity is at least `SIMILAR` (exact
-    normalised text without an embedder).
+    Letters and numbers compare as `ladder.answers.answers_agree` reads them, other short answers exactly
+    after `fold_text`; other free text agrees when the embeddings' cosine similarity is at least `SIMILAR`
+    (exact folded text without an embedder).
     """
     out = np.zeros(len(first), dtype=np.float32)
     free: list[int] = []
     for i, (a, b) in enumerate(zip(first, second, strict=True)):
-        settled = answers_agree(a, b)  # the gateway's rule (ladder.cascade)
+        settled = answers_agree(a, b)  # the gateway's rule (ladder.answers)
         if settled is not None:
             out[i] = float(settled)
         elif embed is None:
-            out[i] = float(normalise(a) == normalise(b))
+            out[i] = float(fold_text(a) == fold_text(b))
         else:
             free.append(i)
     if free and embed is not None:
@@ -54,7 +51,7 @@ def agreement(
 
 def is_free_text(answers: Sequence[str | None]) -> bool:
     """Whether most given answers are longer than a short answer (then they are worth embedding)."""
-    lengths = [len(normalise(a)) for a in answers if a]
+    lengths = [len(fold_text(a)) for a in answers if a]
     return bool(lengths) and float(np.median(lengths)) > SHORT_ANSWER
 
 
@@ -82,7 +79,7 @@ def answer_features(
     for k, other in enumerate(others):
         columns.append(agreement(answer, other, embed)[:, None])
         names.append(f"agrees_with[{k}]")
-    missing = np.array([not normalise(a) for a in answer], dtype=np.float32)
+    missing = np.array([not fold_text(a) for a in answer], dtype=np.float32)
     length = np.log1p([len(a or "") for a in answer]).astype(np.float32)
     columns += [missing[:, None], length[:, None]]
     names += ["missing", "log_length"]

@@ -14,20 +14,18 @@ The sample is scored exactly as `ladder evaluate` scores held-out rows (`trainin
 from __future__ import annotations
 
 import difflib
-import os
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ruamel.yaml.comments import CommentedMap
 
 from ladder.errors import ConfigError, DataError
 from ladder.policy import choose_batch
-from ladder.pool import load_pool
-from ladder.yamlfile import read_yaml
 from training.evaluate import EvaluationInputs, at_tolerance_point
+from training.pool_edit import check_edit, set_key
 
 GRID = tuple(float(t) for t in np.round(np.linspace(0.0, 0.5, 501), 4))
 """Tolerances searched: 0 to 0.5 in steps of 0.001 (routing changes in small steps on a real sample)."""
@@ -143,70 +141,23 @@ def held_out_check(
     }
 
 
-_TOLERANCE_LINE = re.compile(r"^(?P<head>\s*tolerance:\s*)(?P<value>[^\s#]+)(?P<tail>.*)$")
-_POLICY_LINE = re.compile(r"^(?P<head>\s*policy:\s*)(?P<value>[^\s#]+)(?P<tail>.*)$")
-
-
 def rewrite_routing(path: Path, tolerance: float) -> tuple[str, str]:
-    """(old text, new text) of ``path`` with `routing.tolerance` (and `policy: cheapest`) set, comments kept.
+    """(old text, new text) of ``path`` with `routing.tolerance` (and `policy: cheapest`) set, comments and
+    layout kept (`training.pool_edit`). The new text is checked to load as a pool; nothing is written."""
 
-    Only the lines holding those values change. The new text is validated as a pool file before it is
-    returned; a flow-style `routing: {...}` mapping is refused (edit it by hand).
-    """
-    old = path.read_text(encoding="utf-8")
-    data, lines = read_yaml(path)
-    if not isinstance(data, dict) or not isinstance(data.get("routing", {}), dict):
-        raise ConfigError(f"{path}: no routing mapping to write the tolerance into")
-    text = old.splitlines(keepends=True)
-    edits = {"tolerance": (f"{tolerance:g}", _TOLERANCE_LINE)}
-    if data.get("routing", {}).get("policy", "cheapest") != "cheapest":
-        edits["policy"] = ("cheapest", _POLICY_LINE)
-    # values already in the file first: an inserted line would shift the line numbers after it
-    for key, (value, pattern) in sorted(edits.items(), key=lambda kv: ("routing", kv[0]) not in lines):
-        line = lines.get(("routing", key))
-        if line is not None:
-            match = pattern.match(text[line - 1].rstrip("\r\n"))
-            if match is None or lines.get(("routing",)) == line:
-                raise ConfigError(
-                    f"{path}:{line}: routing.{key} is not on a line of its own; edit it by hand"
-                )
-            ending = text[line - 1][len(text[line - 1].rstrip("\r\n")) :]
-            text[line - 1] = f"{match['head']}{value}{match['tail']}{ending}"
-            continue
-        routing_line = lines.get(("routing",))
-        if routing_line is None:
-            text.append(f"routing:\n  {key}: {value}\n")
-            continue
-        if text[routing_line - 1].rstrip("\r\n").split("#")[0].strip() != "routing:":
-            raise ConfigError(f"{path}:{routing_line}: routing is not a block mapping; edit it by hand")
-        indent = _child_indent(text, routing_line)
-        text.insert(routing_line, f"{indent}{key}: {value}\n")
-    new = "".join(text)
-    _validate(path, new)
-    return old, new
+    def change(document: CommentedMap, where: Path) -> None:
+        routing = document.get("routing")
+        if routing is None:
+            set_key(document, "routing", CommentedMap(tolerance=float(f"{tolerance:g}")), after="version")
+            return
+        if not isinstance(routing, CommentedMap):
+            raise ConfigError(f"{where}: no routing mapping to write the tolerance into")
+        if routing.get("policy", "cheapest") != "cheapest":
+            set_key(routing, "policy", "cheapest")
+        set_key(routing, "tolerance", float(f"{tolerance:g}"), after="policy")
 
-
-def _child_indent(text: list[str], routing_line: int) -> str:
-    for line in text[routing_line:]:
-        if line.strip() and not line.lstrip().startswith("#"):
-            return line[: len(line) - len(line.lstrip())] or "  "
-    return "  "
-
-
-def _validate(path: Path, text: str) -> None:
-    check = path.with_name(f".{path.name}.calibrate-check")
-    try:
-        check.write_text(text, encoding="utf-8")
-        load_pool(check)
-    finally:
-        check.unlink(missing_ok=True)
+    return check_edit(path, change)
 
 
 def unified_diff(path: Path, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)

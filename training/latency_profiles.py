@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
 
 from ladder.errors import ConfigError
 from ladder.latency import LatencyProfile, LatencySample, profile_from_samples
-from ladder.pool import load_pool
 from training.collect.store import AnswerStore
+from training.pool_edit import edit_pool, set_key
 
 
 @dataclass(frozen=True)
@@ -67,29 +64,25 @@ def measured_latency(store: AnswerStore) -> list[MeasuredLatency]:
 
 
 def write_pool_latency(pool_path: Path, measured: list[MeasuredLatency]) -> list[str]:
-    """Set each measured model's ``latency:`` in the pool file (comments and order kept), check the result
-    loads, then replace the file atomically. Returns the models written."""
+    """Set each measured model's ``latency:`` in the pool file (`training.pool_edit`: comments and order
+    kept, the result checked to load, the file replaced atomically). Returns the models written."""
     entries = {m.model: m.entry() for m in measured}
-    yaml = YAML()  # round-trip mode: comments, order and quoting survive
-    yaml.preserve_quotes = True
-    data = yaml.load(pool_path.read_text(encoding="utf-8"))
-    written = []
-    for model in data.get("models") or []:
-        entry = entries.get(str(model.get("name")))
-        if entry is not None:
-            model["latency"] = entry
+    written: list[str] = []
+
+    def change(document: CommentedMap, where: Path) -> None:
+        for model in document.get("models") or []:
+            entry = entries.get(str(model.get("name"))) if isinstance(model, CommentedMap) else None
+            if entry is None:
+                continue
+            current = model.get("latency")
+            if isinstance(current, CommentedMap):  # update in place: its comments and style stay
+                for key, value in entry.items():
+                    set_key(current, key, value)
+            else:
+                set_key(model, "latency", entry)
             written.append(str(model["name"]))
-    buffer = io.StringIO()
-    yaml.dump(data, buffer)
-    fd, tmp = tempfile.mkstemp(prefix=".pool-", suffix=".yaml", dir=pool_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(buffer.getvalue())
-        load_pool(tmp)  # refuse to leave a pool file that no longer loads
-        os.replace(tmp, pool_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    edit_pool(pool_path, change)
     return written
 
 

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
+from ladder.answers import choice_letter, final_number, is_choice_letter, parse_number, squad_text
 from training.collect.questions import Question
-from training.judge.extract import (
-    choice_letter,
-    code_of,
-    final_number,
-    is_choice_letter,
-    normalise,
-    parse_number,
-)
 from training.judge.sandbox import Limits, run_tests
 
 Verdict = tuple[float | None, str]
 """``(correct in [0, 1], or None for unknown; why)``."""
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def code_of(text: str) -> str:
+    """An answer's program: the first fenced block defining something, else the first block, else all."""
+    blocks = [body for lang, body in _FENCE.findall(text) if lang.lower() in ("", "python", "py", "python3")]
+    for body in blocks:
+        if "def " in body or "class " in body:
+            return str(body)
+    return str(blocks[0]) if blocks else text
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class ReferenceJudge:
                 return 0.0, f"number: none found, expected {target:g}"
             close = math.isclose(value, target, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
             return (1.0 if close else 0.0), f"number: {value:g} vs {target:g}"
-        want_text, got_text = normalise(reference), normalise(answer)
+        want_text, got_text = squad_text(reference), squad_text(answer)
         if not want_text:
             return None, "reference is empty once normalised"
         if got_text == want_text:

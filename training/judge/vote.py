@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from training.judge.extract import vote_key
+from ladder.answers import vote_key
 
 Verdict = tuple[float | None, str]
 
