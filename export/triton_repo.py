@@ -152,9 +152,11 @@ def write_repository(
     else:
         link_or_copy(directory / getattr(info.files, variant), enc / "1" / "model.onnx")
         shutil.copyfile(onnx_model.__file__, enc / "1" / "model.py")
-    # int8 runs each row alone (batch-invariant scores, as in the embedded scorer); fp32 batches
+    # a per-tensor int8 graph runs each row alone (batch-invariant scores, as in the embedded scorer); fp32
+    # and per-token int8 graphs batch
     identity = served_identity(info, shape.flavour, variant, tensorrt_plan)
-    _write(enc / "config.pbtxt", cfg.encoder_config(shape, per_row=variant == "int8", identity=identity))
+    per_row = variant == "int8" and info.int8_activations == "per_tensor"
+    _write(enc / "config.pbtxt", cfg.encoder_config(shape, per_row=per_row, identity=identity))
     _warmup_files(enc / "warmup", tokenizer, shape.flavour)
     if tensorrt_plan:
         _build_plan(enc, shape, log, identity)

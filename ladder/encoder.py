@@ -60,6 +60,9 @@ class EncoderInfo(BaseModel):
     max_tokens: int = Field(default=512, ge=8)
     vocab_size: int = Field(gt=0)
     pad_id: int = Field(default=0, ge=0)
+    # How encoder.int8.onnx quantises activations. per_token: each token its own scale, so a row embeds the
+    # same whatever it is batched with. per_tensor (folders built before): one scale over the whole batch.
+    int8_activations: Literal["per_tensor", "per_token"] = "per_tensor"
     files: EncoderFiles = EncoderFiles()
 
     @classmethod
@@ -195,11 +198,25 @@ def _widths(mask: NDArray[np.int64]) -> list[int]:
     return [int(w) if row.any() else 1 for w, row in zip(last, attended, strict=True)]
 
 
+def _similar_widths(widths: list[int], slack: float = 1.25, extra: int = 16) -> list[list[int]]:
+    """Rows grouped by width, each group within ``slack`` x its narrowest (+ ``extra`` tokens): a batch of
+    mixed lengths runs as a few batches that pad little, instead of every row padded to the longest."""
+    groups: list[list[int]] = []
+    narrowest = 0
+    for i in sorted(range(len(widths)), key=widths.__getitem__):
+        if not groups or widths[i] > slack * narrowest + extra:
+            groups.append([])
+            narrowest = widths[i]
+        groups[-1].append(i)
+    return groups
+
+
 class OnnxEncoder:
     """Embeds texts with an encoder folder's ONNX graph on ONNX Runtime.
 
-    ``per_row`` (default: on for int8) runs every row of a batch alone at its own length, so that its
-    embedding is the same whatever it is batched with.
+    ``per_row`` runs every row of a batch alone at its own length, so that its embedding is the same whatever
+    it is batched with. It is on by default only where batching would change a row: an int8 graph that
+    quantises activations with one scale per tensor (folders built before per-token graphs).
     """
 
     def __init__(
@@ -228,9 +245,8 @@ class OnnxEncoder:
                 raise ValueError(f"threads must be at least 1, not {threads}")
             options.intra_op_num_threads = threads
         self.variant = variant
-        # int8 graphs quantise activations dynamically, with one scale over the whole input tensor: a row's
-        # result would depend on the rows and padding it runs with. Run alone at its own length, it cannot.
-        self.per_row = variant == "int8" if per_row is None else per_row
+        shares_scale = variant == "int8" and self.info.int8_activations == "per_tensor"
+        self.per_row = shares_scale if per_row is None else per_row
         self.session = ort.InferenceSession(str(path), options, providers=list(providers))
         self.tokenizer = Tokenizer(self.directory, info=self.info)
 
@@ -258,11 +274,12 @@ class OnnxEncoder:
             raise ValueError(f"token ids must lie in [0, {self.info.vocab_size})")
         ids = ids.astype(np.int64, copy=False)
         mask = mask.astype(np.int64, copy=False)
-        if not self.per_row:
-            return self._run(ids, mask)
         out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
-        for i, width in enumerate(_widths(mask)):
-            out[i] = self._run(ids[i : i + 1, :width], mask[i : i + 1, :width])[0]
+        widths = _widths(mask)
+        groups = [[i] for i in range(len(widths))] if self.per_row else _similar_widths(widths)
+        for rows in groups:
+            width = max(widths[i] for i in rows)
+            out[rows] = self._run(ids[rows, :width], mask[rows, :width])
         return out
 
     def _run(self, ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:

@@ -93,7 +93,9 @@ class RoutingDefaults(Strict):
     encoder_variant: Literal["fp32", "int8"] = "int8"
     batch_invariant: bool = Field(
         default=True,
-        description="Scores never depend on what a prompt is batched with (int8: each prompt runs alone)",
+        description=(
+            "Scores never depend on what a prompt is batched with (per-tensor int8 graphs run prompts alone)"
+        ),
     )
     checkpoint: Path = Field(
         default_factory=default_checkpoint_path, description="Default: the checkpoint shipped with Ladder"

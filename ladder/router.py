@@ -72,8 +72,9 @@ class Router:
                 f"{info.name} ({info.dim}-d)"
             )
         variant = pool.routing.encoder_variant
-        # fp32 batches are invariant up to float rounding (about 1e-7); int8 ones only when run per row
-        per_row = variant == "int8" and pool.routing.batch_invariant
+        # fp32 and per-token int8 batches are invariant up to float rounding (about 1e-7); a per-tensor int8
+        # graph only when its rows run alone, which the encoder does unless batch_invariant is turned off
+        per_row = None if pool.routing.batch_invariant else False
         encoder = OnnxEncoder(directory, variant=variant, threads=threads, per_row=per_row)
         head = OnnxHead(checkpoint.head_path)
         scorer = EmbeddedScorer(encoder, head, checkpoint.models)

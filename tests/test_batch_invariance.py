@@ -1,16 +1,23 @@
 """A prompt gets the same scores and decision whatever it is batched with: through the router's batches and
-through the gateway's batching scorer, on the shipped int8 encoder, for generated multilingual prompts."""
+through the gateway's batching scorer, on the shipped (per-token) int8 encoder, for generated multilingual
+prompts; and how a per-tensor int8 graph built before stays invariant (its rows run alone)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from export.encoder_build import build_encoder
+from export.onnx_export import quiet_logs
+from ladder.encoder import TOKENIZER_FILE, EncoderInfo, OnnxEncoder
 from ladder.pool import load_pool
 from ladder.router import Router, default_pool_path
 from service.batcher import ScoreBatcher, score_texts
@@ -97,20 +104,47 @@ def test_the_gateways_batching_scorer_does_not_move_a_prompts_decision(
     )
 
 
-def test_without_batch_invariance_int8_scores_drift_with_their_neighbours() -> None:
-    """What the default prevents: batched int8 shares one activation scale across rows and padding."""
-    batched = _router(batch_invariant=False)
-    assert not batched.scorer.encoder.per_row  # type: ignore[attr-defined]
-    target = "What is the capital of Australia?"
-    others = ["東京から大阪まで新幹線で何時間かかりますか？" * 20, "def f(x):\n    return x ** 2" * 10]
-    alone = batched.route(target).decision.candidates
-    together = batched.route_many([target, *others])[0].decision.candidates
-    drift = max(abs(a.p_correct - b.p_correct) for a, b in zip(alone, together, strict=True))
-    assert drift > 10 * BOUND
+def test_the_shipped_int8_encoder_batches(router: Router) -> None:
+    """Per-token int8 graphs are invariant by construction, so the scorer batches instead of running rows
+    alone (the tests above hold through real batches)."""
+    encoder = router.scorer.encoder  # type: ignore[attr-defined]
+    assert encoder.info.int8_activations == "per_token" and not encoder.per_row
 
 
-def test_the_triton_cpu_encoder_runs_int8_rows_alone(router: Router) -> None:
-    """The cpu flavour's python-backend runner: with ``per_row`` a request's rows score as they do alone."""
+@pytest.fixture(scope="module")
+def per_tensor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An encoder folder as built before per-token graphs: int8 activations share one scale per tensor."""
+    source = build_encoder("all-minilm-l6-v2")
+    out = tmp_path_factory.mktemp("per-tensor-int8")
+    EncoderInfo.load(source).model_copy(update={"int8_activations": "per_tensor"}).save(out)
+    for name in (TOKENIZER_FILE, "encoder.onnx"):
+        (out / name).symlink_to(source / name)
+    with quiet_logs():
+        quantize_dynamic(
+            str(source / "encoder.onnx"),
+            str(out / "encoder.int8.onnx"),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    return out
+
+
+def test_a_per_tensor_graph_runs_rows_alone_because_batching_would_move_them(per_tensor_dir: Path) -> None:
+    """What per-token graphs prevent, and how older folders stay invariant: their rows run alone."""
+    texts = ["What is the capital of Australia?", "東京から大阪まで新幹線で何時間かかりますか？" * 12, "ok"]
+    default = OnnxEncoder(per_tensor_dir, "int8", threads=1)
+    assert default.per_row
+    batch = default.tokenizer.encode(texts)
+    alone = np.vstack([default.embed(texts[i : i + 1]) for i in range(len(texts))])
+    np.testing.assert_allclose(default.embed_ids(batch.input_ids, batch.attention_mask), alone, atol=1e-6)
+    batched = OnnxEncoder(per_tensor_dir, "int8", threads=1, per_row=False)
+    assert np.abs(batched.embed_ids(batch.input_ids, batch.attention_mask) - alone).max() > 1e-3
+
+
+def test_the_triton_cpu_encoder_batches_per_token_rows(router: Router) -> None:
+    """The cpu flavour's python-backend runner on the shipped graph: batched rows score as they do alone."""
     from export.triton_configs import RepoShape, encoder_config
     from export.triton_models.onnx_model import OnnxRunner
 
@@ -125,7 +159,5 @@ def test_the_triton_cpu_encoder_runs_int8_rows_alone(router: Router) -> None:
         {"input_ids": alone.input_ids, "attention_mask": alone.attention_mask},
     ]
     names = (["input_ids", "attention_mask"], ["embedding"])
-    rows = OnnxRunner(path, *names, threads=1, per_row=True).run(requests)
-    np.testing.assert_allclose(rows[0]["embedding"][0], rows[1]["embedding"][0], atol=1e-6)
     shared = OnnxRunner(path, *names, threads=1).run(requests)
-    assert np.abs(shared[0]["embedding"][0] - shared[1]["embedding"][0]).max() > 1e-4
+    np.testing.assert_allclose(shared[0]["embedding"][0], shared[1]["embedding"][0], atol=1e-6)

@@ -148,7 +148,8 @@ def test_in_process_cache_resumes(home: Path, monkeypatch: pytest.MonkeyPatch) -
     assert len(list((home / "cache" / "embeddings" / "parts").glob("*.npy"))) == 1
     resumed = embed_texts(texts, th.ENCODER, "int8", embedder=local)  # embeds only the second part
     assert not list((home / "cache" / "embeddings" / "parts").glob("*.npy"))
-    np.testing.assert_array_equal(resumed, local.embed(texts))
+    # equal up to float rounding: a part embeds its texts in batches other than one call's
+    np.testing.assert_allclose(resumed, local.embed(texts), atol=1e-6, rtol=0)
     np.testing.assert_array_equal(embed_texts(texts, th.ENCODER, "int8"), resumed)  # the default, cached
     assert embed_texts([], th.ENCODER, "int8", use_cache=False).shape == (0, 384)
 

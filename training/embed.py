@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ladder.encoder import OnnxEncoder, Tokenizer
+from ladder.encoder import EncoderInfo, OnnxEncoder, Tokenizer
 from ladder.home import encoder_dir, ladder_home
 
 Progress = Callable[[str, int, int], None]
@@ -93,8 +93,11 @@ def embed_texts(
 ) -> np.ndarray:
     """Embeddings [len(texts), dim] from ``embedder`` (default: in process); cached under the Ladder home."""
     tag = embedder.cache_tag if embedder is not None else ""
+    graph = variant  # what the cache is keyed on: a per-token int8 graph embeds unlike a per-tensor one
+    if variant == "int8" and EncoderInfo.load(encoder_dir(encoder)).int8_activations == "per_token":
+        graph = "int8-per-token"
     root = ladder_home() / "cache" / "embeddings"
-    cache = root / f"{_digest(texts, encoder, variant, max_tokens, tag)}.npy"
+    cache = root / f"{_digest(texts, encoder, graph, max_tokens, tag)}.npy"
     if use_cache and (cached := _load(cache, len(texts))) is not None:
         return cached
     engine = embedder if embedder is not None else InProcessEmbedder(encoder, variant, max_tokens)
@@ -115,7 +118,7 @@ def embed_texts(
     part_files = []
     for index in parts:
         chunk = [texts[i] for i in index]
-        part_file = root / "parts" / f"{_digest(chunk, encoder, variant, max_tokens, tag)}.npy"
+        part_file = root / "parts" / f"{_digest(chunk, encoder, graph, max_tokens, tag)}.npy"
         part_files.append(part_file)
         vectors = _load(part_file, len(chunk)) if resumable else None
         if vectors is None:
