@@ -179,12 +179,15 @@ def _info(spec: EncoderSpec, hf_dir: Path) -> EncoderInfo:
 
 
 def build_atomically(name: str, force: bool, fill: Callable[[Path, float], EncoderInfo]) -> Path:
-    """Run ``fill(tmp_dir, started)`` and install ``tmp_dir`` as ``encoder_dir(name)``; no-op when built."""
+    """Run ``fill(tmp_dir, started)`` and install ``tmp_dir`` as ``encoder_dir(name)``; a no-op when built,
+    unless forced or built before per-token int8 graphs."""
     target = encoder_dir(name)
     started = time.perf_counter()
     if (target / INFO_FILE).is_file() and not force:
-        log(name, f"already built in {target} (use --force to rebuild)", started)
-        return target
+        if EncoderInfo.load(target).int8_activations == "per_token":
+            log(name, f"already built in {target} (use --force to rebuild)", started)
+            return target
+        log(name, "built before per-token int8 graphs (scores moved with their batch): rebuilding", started)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

