@@ -183,3 +183,46 @@ def test_a_confident_cheap_answer_is_kept_and_every_call_is_costed() -> None:
     agreement_plans = [p for p in report["plans"] if p["rule"] == "agreement"]
     assert agreement_plans and all(p["second_opinion"] for p in agreement_plans)
     assert "cascade_with_router" in report
+
+
+def banded_side(n: int, seed: int) -> CascadeSide:
+    """The router knows when the cheap model is surely right, surely wrong, or unsure; only in the unsure
+    third does the mid model's answer tell (it agrees with the cheap answer exactly when that is right)."""
+    rng = np.random.default_rng(seed)
+    band = rng.integers(0, 3, n)  # 0 surely wrong, 1 unsure, 2 surely right
+    cheap_right = rng.random(n) < np.array([0.05, 0.5, 0.97])[band]
+    top_right = rng.random(n) < 0.85
+    mid_right = np.where(band == 1, cheap_right, rng.random(n) < 0.5)
+    labels = np.stack([cheap_right, mid_right, top_right], axis=1).astype(np.float64)
+    answers = np.empty((n, 3), dtype=object)
+    for j, wrong in enumerate(("B", "C", "D")):
+        answers[:, j] = np.where(labels[:, j] == 1, "A", wrong)
+    prefill = np.stack([np.array([0.05, 0.5, 0.97])[band], np.full(n, 0.5), np.full(n, 0.85)], axis=1)
+    return CascadeSide(
+        labels=labels,
+        costs=np.tile([0.0001, 0.0002, 0.002], (n, 1)),
+        answers=answers,
+        logprobs=None,
+        prefill_p=prefill.astype(np.float32),
+        prompt=rng.normal(size=(n, 8)).astype(np.float32),
+    )
+
+
+def test_a_second_opinion_asked_only_where_unsure_costs_only_there() -> None:
+    train, test = banded_side(900, 3), banded_side(900, 4)
+    report = evaluate_cascades(["cheap", "mid", "top"], train, test, Objective("match-best"))
+    unsure = [p for p in report["plans"] if p["rule"] == "unsure (router)" and p["first"] == "cheap"]
+    assert [p["second_opinion"] for p in unsure] == ["mid where unsure"]
+    plan = unsure[0]
+    # sure answers kept, surely-wrong ones escalated unread, the unsure third checked by the mid model
+    chosen = plan["chosen_on_training"]
+    wrong, unsure_gap, right = 0.05 - 0.85, 0.5 - 0.85, 0.97 - 0.85  # keep score: P(cheap) - P(top)
+    assert wrong < chosen["threshold"] <= unsure_gap < chosen["unsure_below"] <= right
+    always = next(p for p in report["plans"] if p["rule"] == "agreement" and p["first"] == "cheap")
+    assert plan["held_out"]["accuracy"] >= always["held_out"]["accuracy"] - 0.03
+    assert plan["held_out"]["cost_per_1k"] < always["held_out"]["cost_per_1k"]
+    best = report["cascade"]
+    assert best["plan"]["rule"].startswith("unsure")
+    for pt in best["points"]:  # every call costed: the first answer, each second opinion, each escalation
+        expected = 0.1 + pt["second_opinions"] * 0.2 + pt["escalated"] * 2.0
+        assert pt["cost_per_1k"] == pytest.approx(expected, abs=2e-6)

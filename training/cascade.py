@@ -1,14 +1,14 @@
 """Offline cascades: a first model answers, an acceptance rule keeps the answer or escalates to the top rung.
 
 Every plan is tuned on the training rows (out-of-fold scores only) and reported on the held-out rows. Each
-question pays for every call its plan made: the first answer, a second opinion when the plan asks one, and
-the top model when it escalated.
+question pays for every call its plan made: the first answer, a second opinion when the plan asks one (on
+every question, or only where its keep score is unsure), and the top model when it escalated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ from training.objectives import Objective, choose_point
 CHEAP_RUNGS = 3
 ROUTER_TOLERANCES = (0.05, 0.1, 0.2)
 REDUCED_DIMS = 16
+BAND_GRID = 41
+"""Quantiles of the training keep score tried as each edge of the unsure band (all pairs are tried)."""
 
 
 @dataclass
@@ -45,33 +47,47 @@ class CascadeSide:
 @dataclass(frozen=True)
 class Plan:
     """Who answers first (a model, or the prefill router at a tolerance), who gives a second opinion, the
-    acceptance rule, and the top rung escalated to."""
+    acceptance rule, and the top rung escalated to.
+
+    Rule ``unsure`` reads a keep score (``score``: the learned scorer, or the router's P(first) − P(top))
+    with two thresholds: above the upper one the answer is kept, below the lower one it escalates, and in
+    between model ``second`` is asked and the answer is kept when it agrees.
+    """
 
     first: int | None
     router_tolerance: float | None
-    verifier: bool
-    rule: str  # agreement | confidence | scorer
+    verifier: bool  # a second opinion on every question (the cheapest other model)
+    rule: str  # agreement | confidence | scorer | unsure
     top: int
+    second: int | None = None  # rule "unsure": the model asked where the keep score is unsure
+    score: str = "scorer"  # rule "unsure": scorer | router
 
     def describe(self, names: Sequence[str]) -> dict[str, Any]:
         first = names[self.first] if self.first is not None else f"router@{self.router_tolerance:g}"
+        second = "cheapest other model" if self.verifier else None
+        if self.rule == "unsure" and self.second is not None:
+            second = f"{names[self.second]} where unsure"
         return {
             "first": first,
-            "second_opinion": "cheapest other model" if self.verifier else None,
-            "rule": self.rule,
+            "second_opinion": second,
+            "rule": self.rule if self.rule != "unsure" else f"unsure ({self.score})",
             "top": names[self.top],
             "uses_router": self.router_tolerance is not None,
         }
 
 
 def _stages(plan: Plan, side: CascadeSide, cheapest: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per question: the first model, and the second-opinion model (the cheapest other one) or None."""
+    """Per question: the first model, and the second-opinion model or None (plan ``second``, else the
+    cheapest other one; where the first model is that model, the cheapest model other than it)."""
     n = len(side.labels)
     if plan.first is not None:
         first = np.full(n, plan.first)
     else:
         assert plan.router_tolerance is not None
         first = choose_batch(side.prefill_p, side.costs, plan.router_tolerance)
+    if plan.rule == "unsure" and plan.second is not None:
+        fallback = cheapest[0] if cheapest[0] != plan.second else cheapest[1]
+        return first, np.where(first == plan.second, fallback, plan.second)
     if not plan.verifier:
         return first, None
     second = np.where(first == cheapest[0], cheapest[1], cheapest[0])
@@ -152,6 +168,15 @@ def _keep_scores(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Per question, how strongly to keep the first answer (higher keeps); out-of-fold on training rows."""
     scores = []
+    if plan.rule == "unsure" and plan.score == "router":
+        for side, (first, _) in ((train, stages["train"]), (test, stages["test"])):
+            scores.append(_pick(side.prefill_p, first) - side.prefill_p[:, plan.top])
+        return scores[0], scores[1]
+    if plan.rule == "unsure":  # the learned scorer, read before any second opinion is asked
+        unread: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+            k: (f, None) for k, (f, _) in stages.items()
+        }
+        return _keep_scores(replace(plan, rule="scorer", second=None), train, test, unread, reducer, embed)
     if plan.rule == "agreement":
         for side, (first, second) in ((train, stages["train"]), (test, stages["test"])):
             assert second is not None
@@ -178,34 +203,66 @@ def _keep_scores(
     return keep_train, keep_test
 
 
+@dataclass(frozen=True)
+class _Calls:
+    """What one plan's calls are on one side, before any threshold: the first and second-opinion models
+    per question, whether the second opinion is asked on every question, and whether it agrees."""
+
+    first: np.ndarray
+    second: np.ndarray | None
+    always_second: bool
+    agrees: np.ndarray | None  # rule "unsure": whether the second opinion agrees with the first answer
+
+
+def _calls(
+    plan: Plan, side: CascadeSide, stages: tuple[np.ndarray, np.ndarray | None], embed: Embed | None
+) -> _Calls:
+    first, second = stages
+    if plan.rule != "unsure" or second is None:
+        return _Calls(first, second, second is not None, None)
+    agrees = agreement(list(_pick(side.answers, first)), list(_pick(side.answers, second)), embed) > 0.5
+    return _Calls(first, second, False, agrees)
+
+
 def _curve(
-    side: CascadeSide,
-    first: np.ndarray,
-    second: np.ndarray | None,
-    top: int,
-    keep: np.ndarray,
-    thresholds: Sequence[float],
+    side: CascadeSide, calls: _Calls, top: int, keep: np.ndarray, settings: Sequence[tuple[float, float]]
 ) -> list[dict[str, Any]]:
+    """One point per (lower, upper) threshold pair: below the lower the first answer escalates, from the
+    upper up it is kept; in between (rule "unsure") the second opinion is asked and must agree."""
+    first, second = calls.first, calls.second
     base = _pick(side.costs, first)
-    if second is not None:
-        base = base + np.where(second != first, _pick(side.costs, second), 0.0)
+    second_cost = (
+        np.zeros(len(first)) if second is None else np.where(second != first, _pick(side.costs, second), 0.0)
+    )
+    if calls.always_second:
+        base = base + second_cost
     first_right = _pick(side.labels, first)
     points = []
-    for t in thresholds:
-        escalate = (keep < t) & (first != top)
-        cost = base + np.where(escalate, side.costs[:, top], 0.0)
+    for lower, upper in settings:
+        asked = (keep >= lower) & (keep < upper) & (first != top)
+        escalate = ((keep < lower) & (first != top)) | (asked & ~_or_false(calls.agrees))
+        cost = base + np.where(asked, second_cost, 0.0) + np.where(escalate, side.costs[:, top], 0.0)
         accuracy = float(np.where(escalate, side.labels[:, top], first_right).mean())
         cost_1k = float(cost.mean() * 1000)
-        points.append(
-            {
-                "threshold": round(float(t), 6) if np.isfinite(t) else (None if t > 0 else -1e9),
-                "accuracy": round(accuracy, 6),
-                "cost_per_1k": round(cost_1k, 6),
-                "arena_score": round(arena_score(accuracy, cost_1k), 6),
-                "escalated": round(float(escalate.mean()), 6),
-            }
-        )
+        point = {
+            "threshold": _threshold(lower),
+            "accuracy": round(accuracy, 6),
+            "cost_per_1k": round(cost_1k, 6),
+            "arena_score": round(arena_score(accuracy, cost_1k), 6),
+            "escalated": round(float(escalate.mean()), 6),
+        }
+        if calls.agrees is not None:
+            point |= {"unsure_below": _threshold(upper), "second_opinions": round(float(asked.mean()), 6)}
+        points.append(point)
     return points
+
+
+def _or_false(agrees: np.ndarray | None) -> np.ndarray | bool:
+    return False if agrees is None else agrees
+
+
+def _threshold(t: float) -> float | None:
+    return round(float(t), 6) if np.isfinite(t) else (None if t > 0 else -1e9)
 
 
 def _thresholds(keep: np.ndarray, rule: str) -> list[float]:
@@ -214,6 +271,25 @@ def _thresholds(keep: np.ndarray, rule: str) -> list[float]:
     finite = keep[np.isfinite(keep)]
     grid = np.unique(np.quantile(finite, np.linspace(0, 1, 101))) if finite.size else np.zeros(0)
     return [-np.inf, *grid.tolist(), np.inf]
+
+
+def _settings(plan: Plan, side: CascadeSide, calls: _Calls, keep: np.ndarray) -> list[tuple[float, float]]:
+    """The threshold pairs a plan's curve is made of, from training rows only: one threshold for every rule
+    but "unsure", whose band edges are every pair on a quantile grid, kept where no cheaper pair on the
+    training rows is at least as accurate."""
+    if plan.rule != "unsure":
+        return [(t, t) for t in _thresholds(keep, plan.rule)]
+    finite = keep[np.isfinite(keep)]
+    edges = [-np.inf, *np.unique(np.quantile(finite, np.linspace(0, 1, BAND_GRID))).tolist(), np.inf]
+    pairs = [(lo, hi) for i, lo in enumerate(edges) for hi in edges[i:]]
+    points = _curve(side, calls, plan.top, keep, pairs)
+    order = sorted(range(len(pairs)), key=lambda k: (points[k]["cost_per_1k"], -points[k]["accuracy"]))
+    frontier, best = [], -1.0
+    for k in order:
+        if points[k]["accuracy"] > best:
+            frontier.append(pairs[k])
+            best = points[k]["accuracy"]
+    return frontier
 
 
 def plans(names: Sequence[str], train: CascadeSide) -> list[Plan]:
@@ -233,10 +309,31 @@ def plans(names: Sequence[str], train: CascadeSide) -> list[Plan]:
         out.append(Plan(j, None, True, "scorer", top))
         if has_logprobs:
             out.append(Plan(j, None, False, "confidence", top))
+        out += _unsure_plans(j, None, top, accuracy, cost)
     for tolerance in ROUTER_TOLERANCES:
         out.append(Plan(None, tolerance, False, "scorer", top))
         out.append(Plan(None, tolerance, True, "scorer", top))
+        out += _unsure_plans(None, tolerance, top, accuracy, cost)
     return out
+
+
+def _unsure_plans(
+    first: int | None, tolerance: float | None, top: int, accuracy: np.ndarray, cost: np.ndarray
+) -> list[Plan]:
+    """Second opinions asked only where the keep score is unsure: from the cheapest other model and from the
+    most accurate model cheaper than the top one, each read by the learned scorer and by the router."""
+    below_top = [j for j in range(len(cost)) if j not in (first, top) and cost[j] < cost[top]]
+    if not below_top:
+        return []
+    seconds = {
+        min(below_top, key=lambda j: (cost[j], -accuracy[j])),
+        max(below_top, key=lambda j: (accuracy[j], -cost[j])),
+    }
+    return [
+        Plan(first, tolerance, False, "unsure", top, second, score)
+        for second in sorted(seconds)
+        for score in ("scorer", "router")
+    ]
 
 
 def evaluate_cascades(
@@ -261,17 +358,18 @@ def evaluate_cascades(
         if scored is None:
             continue
         keep_train, keep_test = scored
-        grid = _thresholds(keep_train, plan.rule)
-        train_points = _curve(train, *stages["train"], plan.top, keep_train, grid)
-        test_points = _curve(test, *stages["test"], plan.top, keep_test, grid)
+        free_text_embed = embed if reducer.free_text else None
+        train_calls = _calls(plan, train, stages["train"], free_text_embed)
+        test_calls = _calls(plan, test, stages["test"], free_text_embed)
+        settings = _settings(plan, train, train_calls, keep_train)
+        train_points = _curve(train, train_calls, plan.top, keep_train, settings)
+        test_points = _curve(test, test_calls, plan.top, keep_test, settings)
         index = choose_point(train_points, objective, train_best)
+        chosen = {k: v for k, v in train_points[index].items() if k in ("threshold", "unsure_below")}
         summaries.append(
             {
                 **plan.describe(names),
-                "chosen_on_training": {
-                    "threshold": train_points[index]["threshold"],
-                    **_brief(train_points[index]),
-                },
+                "chosen_on_training": {**chosen, **_brief(train_points[index])},
                 "held_out": _brief(test_points[index]),
                 "held_out_cost_to_match_best_single": _match(test_points, best_single, best_cost),
                 "_rank": _rank(train_points[index], objective, train_best),
