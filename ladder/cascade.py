@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def mean_logprob(logprobs: Any) -> float | None:
@@ -63,6 +63,33 @@ class CascadeConfig(BaseModel):
         description="Also ask the cheapest other model on the first rung; the answers must agree (a second "
         "paid call per request)",
     )
+    unsure_gap: tuple[float, float] | None = Field(
+        default=None,
+        description="(lower, upper) on the router's P(correct) for the first rung's model minus that of the "
+        "likeliest eligible model: at or above upper its answer is kept unread, below lower it escalates "
+        "unread, in between a second opinion is asked and must agree ('ladder evaluate' reports both for "
+        "its 'unsure (router)' cascade plans)",
+    )
+    second_opinion: str | None = Field(
+        default=None,
+        description="With unsure_gap: the pool model asked for the second opinion (default, or when it may "
+        "not answer the request: the cheapest other eligible model)",
+    )
+
+    @model_validator(mode="after")
+    def _one_second_opinion_rule(self) -> CascadeConfig:
+        if self.unsure_gap is not None:
+            lower, upper = self.unsure_gap
+            if not (math.isfinite(lower) and math.isfinite(upper) and lower <= upper):
+                raise ValueError("unsure_gap must be two finite numbers [lower, upper] with lower <= upper")
+            if self.agreement:
+                raise ValueError(
+                    "agreement asks a second opinion on every request and unsure_gap only where the router "
+                    "is unsure: set one of them"
+                )
+        if self.second_opinion is not None and self.unsure_gap is None:
+            raise ValueError("second_opinion names the model asked where unsure: it needs unsure_gap")
+        return self
 
 
 @dataclass(frozen=True)
@@ -80,13 +107,27 @@ class Signals:
     router_p: float
     mean_logprob: float | None = None
     agrees: bool | None = None
+    router_gap: float | None = None  # with unsure_gap: router_p minus the likeliest eligible model's P
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "router_p": round(self.router_p, 6),
             "mean_logprob": None if self.mean_logprob is None else round(self.mean_logprob, 6),
             "agrees": self.agrees,
+            "router_gap": None if self.router_gap is None else round(self.router_gap, 6),
         }
+
+
+def gap_verdict(gap: float, config: CascadeConfig) -> Verdict | None:
+    """Outside ``unsure_gap`` the router's gap decides unread; None inside it (a second opinion is asked
+    and `judge` reads it)."""
+    assert config.unsure_gap is not None
+    lower, upper = config.unsure_gap
+    if gap >= upper:
+        return Verdict(True, f"router gap {gap:+.3f} >= {upper:g}: kept unread")
+    if gap < lower:
+        return Verdict(False, f"router gap {gap:+.3f} < {lower:g}: escalated unread")
+    return None
 
 
 def judge(signals: Signals, config: CascadeConfig, last_rung: bool) -> Verdict:

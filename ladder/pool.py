@@ -128,6 +128,15 @@ class PoolConfig(Strict):
             seen.add(model.name)
         return models
 
+    @model_validator(mode="after")
+    def _second_opinion_in_pool(self) -> PoolConfig:
+        named = self.routing.cascade.second_opinion
+        if named is not None and named not in self.names:
+            raise ValueError(
+                f"routing.cascade.second_opinion {named!r} is not a model of this pool {list(self.names)}"
+            )
+        return self
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(model.name for model in self.models)

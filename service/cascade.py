@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.answers import answers_agree
-from ladder.cascade import CascadeConfig, Signals, Verdict, judge, mean_logprob
+from ladder.cascade import CascadeConfig, Signals, Verdict, gap_verdict, judge, mean_logprob
 from ladder.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.policy import Candidate
 from ladder.pool import ModelSpec
@@ -157,14 +157,36 @@ class Cascade:
                 self.stages.append(stage)
             return stage
 
-    def signals(self, stage: Stage, second: Stage | None) -> Signals:
+    def signals(self, stage: Stage, second: Stage | None, gap: float | None = None) -> Signals:
         choices = stage.completion.get("choices") or [{}]
         agrees = answers_agree(stage.text(), second.text()) if second is not None else None
         return Signals(
             router_p=self.eligible[stage.model].p_correct if stage.model in self.eligible else 0.0,
             mean_logprob=mean_logprob(choices[0].get("logprobs")),
             agrees=agrees,
+            router_gap=gap,
         )
+
+    def router_gap(self, stage: Stage) -> float | None:
+        """With ``unsure_gap``: the router's P(correct) for the answering model minus the likeliest eligible
+        model's (None when the answering model is not among the eligible)."""
+        if self.config.unsure_gap is None or stage.model not in self.eligible:
+            return None
+        return self.eligible[stage.model].p_correct - max(c.p_correct for c in self.eligible.values())
+
+    async def second_opinion_where_unsure(self, stage: Stage) -> Stage | None:
+        """The second opinion ``unsure_gap`` asks for (None when no other model may answer, or it failed)."""
+        named = self.config.second_opinion
+        others = sorted(
+            (c for c in self.eligible.values() if c.name != stage.model),
+            key=lambda c: (c.name != named, c.expected_cost_usd, -c.p_correct, c.name),
+        )
+        if not others:
+            return None
+        try:
+            return await self.ask(others[0], "second opinion")
+        except (GatewayError, UpstreamError, UpstreamRejectedError):
+            return None  # the other signals decide
 
     async def run(self) -> tuple[Stage, Stage | None]:
         """Climb until an answer is accepted; the accepted stage and the second opinion, if one was asked.
@@ -191,8 +213,12 @@ class Cascade:
             current = self.eligible.get(stage.model, rung)
             nxt = self.next_rung(current)
             last = nxt is None or len(self.stages) >= self.config.max_stages
-            signals = self.signals(stage, second if len(self.stages) == 1 else None)
-            stage.signals, stage.verdict = signals, judge(signals, self.config, last)
+            gap = self.router_gap(stage) if len(self.stages) == 1 and not last else None
+            by_gap = gap_verdict(gap, self.config) if gap is not None else None
+            if gap is not None and by_gap is None:
+                second = await self.second_opinion_where_unsure(stage)
+            signals = self.signals(stage, second if len(self.stages) == 1 else None, gap)
+            stage.signals, stage.verdict = signals, by_gap or judge(signals, self.config, last)
             verdict = "accepted" if stage.verdict.accepted else "escalated"
             self.gw.metrics.cascade_stages.labels(stage.model, verdict).inc()
             if stage.verdict.accepted:
@@ -227,6 +253,8 @@ def stage_headers(stages: Sequence[Stage]) -> dict[str, str]:
         parts.append("logprob=none" if lp is None else f"logprob={lp:.4f}")
         if agrees is not None:
             parts.append(f"agrees={int(agrees)}")
+        if s.signals is not None and s.signals.router_gap is not None:
+            parts.append(f"gap={s.signals.router_gap:+.4f}")
         return f"{s.model}:" + ";".join(parts)
 
     answers = [s for s in stages if s.role == "answer"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -244,21 +245,28 @@ def test_key_profiles_and_pins_choose_the_mode(
     assert "x-ladder-cascade" not in headers and headers["x-ladder-model"] == "mid-cloud"
 
 
+@contextmanager
+def gateway_with(
+    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path, **cascade: Any
+) -> Iterator[RunningGateway]:
+    """A gateway on the same scorer and pool, with these cascade settings changed."""
+    start_gateway()  # sets the upstream key in the environment
+    routing = router.pool.routing.model_copy(update={"cascade": CascadeConfig(**{**CASCADE, **cascade})})
+    pool = router.pool.model_copy(update={"routing": routing})
+    changed = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
+    settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0)
+    app = create_app(settings, router=changed)
+    with ServerThread(app) as server:
+        yield RunningGateway(server.url, app, settings)
+
+
 @pytest.fixture()
 def agreeing_gateway(
     start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path
 ) -> Iterator[RunningGateway]:
     """A gateway whose pool asks a second opinion on the first rung (the same scorer, one more setting)."""
-    start_gateway()  # sets the upstream key in the environment
-    routing = router.pool.routing.model_copy(
-        update={"cascade": CascadeConfig(**{**CASCADE, "agreement": True})}
-    )
-    pool = router.pool.model_copy(update={"routing": routing})
-    agreeing = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
-    settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0)
-    app = create_app(settings, router=agreeing)
-    with ServerThread(app) as server:
-        yield RunningGateway(server.url, app, settings)
+    with gateway_with(start_gateway, router, test_pool, agreement=True) as gateway:
+        yield gateway
 
 
 def test_two_agreeing_cheap_answers_are_kept(
@@ -281,6 +289,73 @@ def test_two_agreeing_cheap_answers_are_kept(
     assert "a second answer disagrees" in headers["x-ladder-cascade-reasons"]
     assert answers.asked().count("mid-cloud") == 1  # its second opinion is reused as its rung's answer
     assert headers["x-ladder-model"] == "vision-pro"
+
+
+# small-local's P(correct) 0.50 against vision-pro's 0.88: a router gap of about -0.38
+UNSURE = [-0.5, -0.2]
+
+
+def test_a_second_opinion_is_asked_only_where_the_router_is_unsure(
+    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path, answers: AnswersUpstream
+) -> None:
+    """``unsure_gap``: inside the band a second opinion decides; outside it the gap decides unread."""
+    with gateway_with(start_gateway, router, test_pool, unsure_gap=UNSURE, second_opinion="vision-pro") as gw:
+        answers.set("small-local", "B", logprobs="ignore")
+        answers.set("vision-pro", "The answer is (B).", logprobs="ignore")
+        completion, headers = ask(gw)
+        assert headers["x-ladder-model"] == "small-local" and completion.choices[0].message.content == "B"
+        assert headers["x-ladder-cascade-calls"] == "small-local(answer),vision-pro(second opinion)"
+        assert "a second answer agrees" in headers["x-ladder-cascade-reasons"]
+        assert ";gap=-0.3" in headers["x-ladder-cascade-scores"]
+        price_pro = cost("vision-pro", words=4)
+        assert float(headers["x-ladder-cost-usd"]) == pytest.approx(SMALL + price_pro)  # both calls paid
+        stages = completion.model_extra["ladder"]["cascade"]["stages"]  # type: ignore[index]
+        assert stages[0]["router_gap"] == pytest.approx(-0.38, abs=0.03) and stages[0]["agrees"] is True
+
+        answers.reset()
+        answers.set("small-local", "B", logprobs="ignore")
+        answers.set("mid-cloud", "C", logprob=-0.1)
+        answers.set("vision-pro", "C", logprobs="ignore")
+        _, headers = ask(gw)
+        assert "a second answer disagrees" in headers["x-ladder-cascade-reasons"]
+        assert (
+            headers["x-ladder-cascade"] == "small-local=escalated,mid-cloud=accepted"
+        )  # the ladder's next rung
+        assert answers.asked() == ["small-local", "vision-pro", "mid-cloud"]
+
+    for band, kept in (([-0.6, -0.4], True), ([-0.3, -0.1], False)):
+        answers.reset()
+        answers.set("small-local", "B", logprob=-3.0)  # the logprob would escalate: the gap decides first
+        answers.set("mid-cloud", "C", logprob=-0.1)
+        with gateway_with(start_gateway, router, test_pool, unsure_gap=band) as gw:
+            _, headers = ask(gw)
+        reason = headers["x-ladder-cascade-reasons"].split(" | ")[0]
+        if kept:
+            assert answers.asked() == ["small-local"] and reason.endswith(">= -0.4: kept unread")
+        else:
+            assert answers.asked() == ["small-local", "mid-cloud"] and reason.endswith(
+                "< -0.3: escalated unread"
+            )
+
+
+@pytest.mark.parametrize(
+    ("cascade", "message"),
+    [
+        ({"unsure_gap": [-0.5, -0.2], "agreement": True}, "set one of them"),
+        ({"unsure_gap": [-0.2, -0.5]}, "lower <= upper"),
+        ({"unsure_gap": [-0.5, -0.2], "second_opinion": "gpt-9"}, "not a model of this pool"),
+        ({"second_opinion": "mid-cloud"}, "it needs unsure_gap"),
+    ],
+)
+def test_unsure_gap_settings_are_checked_with_the_pool(
+    test_pool: Path, tmp_path: Path, cascade: dict[str, Any], message: str
+) -> None:
+    data = yaml.safe_load(test_pool.read_text())
+    data["routing"]["cascade"] = {**CASCADE, **cascade}
+    bad = tmp_path / "pool.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=message):
+        load_pool(bad)
 
 
 def test_cascade_settings_in_the_pool_file_are_strict(test_pool: Path, tmp_path: Path) -> None:
