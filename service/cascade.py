@@ -167,6 +167,12 @@ class Cascade:
             router_gap=gap,
         )
 
+    def likeliest(self, current: Candidate) -> Candidate | None:
+        """Where ``unsure_gap`` escalates the first rung: straight to the likeliest eligible model (the one
+        the gap is measured against), as ``ladder evaluate`` costs it; else the next rung."""
+        top = max(self.eligible.values(), key=lambda c: (c.p_correct, -c.expected_cost_usd, c.name))
+        return top if top.name != current.name else self.next_rung(current)
+
     def router_gap(self, stage: Stage) -> float | None:
         """With ``unsure_gap``: the router's P(correct) for the answering model minus the likeliest eligible
         model's (None when the answering model is not among the eligible)."""
@@ -223,7 +229,7 @@ class Cascade:
             self.gw.metrics.cascade_stages.labels(stage.model, verdict).inc()
             if stage.verdict.accepted:
                 return stage, second
-            rung = nxt
+            rung = self.likeliest(current) if gap is not None else nxt
         raise AssertionError("the last rung always accepts")  # pragma: no cover
 
     async def _with_second_opinion(self, rung: Candidate) -> tuple[Stage, Stage | None]:

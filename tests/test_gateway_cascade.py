@@ -314,28 +314,25 @@ def test_a_second_opinion_is_asked_only_where_the_router_is_unsure(
 
         answers.reset()
         answers.set("small-local", "B", logprobs="ignore")
-        answers.set("mid-cloud", "C", logprob=-0.1)
         answers.set("vision-pro", "C", logprobs="ignore")
         _, headers = ask(gw)
         assert "a second answer disagrees" in headers["x-ladder-cascade-reasons"]
-        assert (
-            headers["x-ladder-cascade"] == "small-local=escalated,mid-cloud=accepted"
-        )  # the ladder's next rung
-        assert answers.asked() == ["small-local", "vision-pro", "mid-cloud"]
+        # escalated straight to the likeliest model, whose second opinion is its answer (not asked again)
+        assert headers["x-ladder-cascade"] == "small-local=escalated,vision-pro=accepted"
+        assert answers.asked() == ["small-local", "vision-pro"]
 
     for band, kept in (([-0.6, -0.4], True), ([-0.3, -0.1], False)):
         answers.reset()
         answers.set("small-local", "B", logprob=-3.0)  # the logprob would escalate: the gap decides first
-        answers.set("mid-cloud", "C", logprob=-0.1)
+        answers.set("vision-pro", "C", logprob=-0.1)
         with gateway_with(start_gateway, router, test_pool, unsure_gap=band) as gw:
             _, headers = ask(gw)
         reason = headers["x-ladder-cascade-reasons"].split(" | ")[0]
         if kept:
             assert answers.asked() == ["small-local"] and reason.endswith(">= -0.4: kept unread")
-        else:
-            assert answers.asked() == ["small-local", "mid-cloud"] and reason.endswith(
-                "< -0.3: escalated unread"
-            )
+        else:  # straight to the likeliest model, past the ladder's next rung
+            assert answers.asked() == ["small-local", "vision-pro"]
+            assert reason.endswith("< -0.3: escalated unread")
 
 
 @pytest.mark.parametrize(

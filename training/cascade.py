@@ -49,7 +49,8 @@ class Plan:
     """Who answers first (a model, or the prefill router at a tolerance), who gives a second opinion, the
     acceptance rule, and the top rung escalated to.
 
-    Rule ``unsure`` reads a keep score (``score``: the learned scorer, or the router's P(first) − P(top))
+    Rule ``unsure`` reads a keep score (``score``: the learned scorer, or the router's gap: P(first) minus
+    the likeliest model's P, as the gateway's ``unsure_gap`` reads it)
     with two thresholds: above the upper one the answer is kept, below the lower one it escalates, and in
     between model ``second`` is asked and the answer is kept when it agrees.
     """
@@ -170,7 +171,8 @@ def _keep_scores(
     scores = []
     if plan.rule == "unsure" and plan.score == "router":
         for side, (first, _) in ((train, stages["train"]), (test, stages["test"])):
-            scores.append(_pick(side.prefill_p, first) - side.prefill_p[:, plan.top])
+            # the gateway's router gap (``unsure_gap``): P(first) minus the likeliest model's P
+            scores.append(_pick(side.prefill_p, first) - side.prefill_p.max(axis=1))
         return scores[0], scores[1]
     if plan.rule == "unsure":  # the learned scorer, read before any second opinion is asked
         unread: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
