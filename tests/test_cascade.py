@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ladder.answers import choice_letter, final_number
+from ladder.cascade import CascadeConfig, Signals, gap_verdict, judge
 from ladder.errors import DataError
 from training.answer_scorer import agreement
-from training.cascade import CascadeSide, evaluate_cascades
+from training.cascade import CascadeSide, Plan, _calls, _curve, _keep_scores, _Reducer, evaluate_cascades
 from training.dataset import RoutingData, read_canonical, write_canonical
 from training.importers import import_data
 from training.objectives import Objective, choose_point
@@ -221,8 +224,51 @@ def test_a_second_opinion_asked_only_where_unsure_costs_only_there() -> None:
     always = next(p for p in report["plans"] if p["rule"] == "agreement" and p["first"] == "cheap")
     assert plan["held_out"]["accuracy"] >= always["held_out"]["accuracy"] - 0.03
     assert plan["held_out"]["cost_per_1k"] < always["held_out"]["cost_per_1k"]
+    served = report["cascade_served"]["plan"]  # what the pool file needs to serve it as costed
+    assert served["rule"] == "unsure (router)" and served["first"] == "cheap"
+    gateway = CascadeConfig(**served["gateway"])
+    assert gateway.first == "cheapest" and gateway.second_opinion == "mid"
+    assert gateway.unsure_gap == (
+        served["chosen_on_training"]["threshold"],
+        served["chosen_on_training"]["unsure_below"],
+    )
     best = report["cascade"]
     assert best["plan"]["rule"].startswith("unsure")
     for pt in best["points"]:  # every call costed: the first answer, each second opinion, each escalation
         expected = 0.1 + pt["second_opinions"] * 0.2 + pt["escalated"] * 2.0
         assert pt["cost_per_1k"] == pytest.approx(expected, abs=2e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    p_first=st.floats(0.0, 0.99),
+    p_top=st.floats(0.0, 1.0),
+    edges=st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=2).map(sorted),
+    agrees=st.booleans(),
+)
+def test_the_offline_unsure_plan_decides_as_the_gateway_does(
+    p_first: float, p_top: float, edges: list[float], agrees: bool
+) -> None:
+    """One question through `evaluate_cascades`' costing of an ``unsure (router)`` plan and through the
+    gateway's rule (`gap_verdict`, then `judge` on the second opinion): the same calls, the same verdict."""
+
+    prefill = np.array([[p_first, min(p_first, p_top), max(p_first, p_top)]], dtype=np.float32)
+    answers = np.array([["A", "A" if agrees else "B", "C"]], dtype=object)
+    side = CascadeSide(
+        np.ones((1, 3)), np.array([[1e-4, 2e-4, 2e-3]]), answers, None, prefill, np.zeros((1, 4))
+    )
+    plan = Plan(0, None, False, "unsure", 2, second=1, score="router")
+    stages = (np.array([0]), np.array([1]))
+    scored = _keep_scores(plan, side, side, {"train": stages, "test": stages}, _Reducer(side, None), None)
+    assert scored is not None
+    gap = scored[1]  # the router's gap, as the plan reads it
+    lower, upper = edges
+    offline = _curve(side, _calls(plan, side, stages, None), 2, gap, [(lower, upper)])[0]
+
+    config = CascadeConfig(router_accept_p=1.0, unsure_gap=(lower, upper))
+    verdict = gap_verdict(float(gap[0]), config)
+    asked = verdict is None
+    if verdict is None:
+        verdict = judge(Signals(router_p=float(prefill[0, 0]), agrees=agrees), config, last_rung=False)
+    assert offline["second_opinions"] == float(asked)
+    assert offline["escalated"] == float(not verdict.accepted)

@@ -172,7 +172,8 @@ def _keep_scores(
     if plan.rule == "unsure" and plan.score == "router":
         for side, (first, _) in ((train, stages["train"]), (test, stages["test"])):
             # the gateway's router gap (``unsure_gap``): P(first) minus the likeliest model's P
-            scores.append(_pick(side.prefill_p, first) - side.prefill_p.max(axis=1))
+            p = side.prefill_p.astype(np.float64)  # thresholds compare as the gateway's Python floats do
+            scores.append(_pick(p, first) - p.max(axis=1))
         return scores[0], scores[1]
     if plan.rule == "unsure":  # the learned scorer, read before any second opinion is asked
         unread: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
@@ -368,19 +369,26 @@ def evaluate_cascades(
         test_points = _curve(test, test_calls, plan.top, keep_test, settings)
         index = choose_point(train_points, objective, train_best)
         chosen = {k: v for k, v in train_points[index].items() if k in ("threshold", "unsure_below")}
-        summaries.append(
-            {
-                **plan.describe(names),
-                "chosen_on_training": {**chosen, **_brief(train_points[index])},
-                "held_out": _brief(test_points[index]),
-                "held_out_cost_to_match_best_single": _match(test_points, best_single, best_cost),
-                "_rank": _rank(train_points[index], objective, train_best),
-            }
-        )
+        summary = {
+            **plan.describe(names),
+            "chosen_on_training": {**chosen, **_brief(train_points[index])},
+            "held_out": _brief(test_points[index]),
+            "held_out_cost_to_match_best_single": _match(test_points, best_single, best_cost),
+            "_rank": _rank(train_points[index], objective, train_best),
+        }
+        served = _gateway_settings(plan, names, int(cheapest[0]), settings[index])
+        if served is not None:
+            summary["gateway"] = served
+        summaries.append(summary)
         curves.append(test_points)
     report: dict[str, Any] = {"objective": objective.name, "plans": []}
-    for uses_router, key in ((False, "cascade"), (True, "cascade_with_router")):
-        group = [k for k, s in enumerate(summaries) if s["uses_router"] == uses_router]
+    groups = (
+        ("cascade", lambda s: not s["uses_router"]),
+        ("cascade_with_router", lambda s: s["uses_router"]),
+        ("cascade_served", lambda s: "gateway" in s),
+    )
+    for key, belongs in groups:
+        group = [k for k, s in enumerate(summaries) if belongs(s)]
         if group:
             best = max(group, key=lambda k: summaries[k]["_rank"])
             report[key] = {"plan": _public(summaries[best]), "points": curves[best]}
@@ -388,8 +396,25 @@ def evaluate_cascades(
     return report
 
 
+def _gateway_settings(
+    plan: Plan, names: Sequence[str], cheapest: int, setting: tuple[float, float]
+) -> dict[str, Any] | None:
+    """The pool file's ``routing.cascade`` that serves this plan at its chosen thresholds, for the plans the
+    gateway runs exactly as costed here: the cheapest model first, a second opinion where the router's gap
+    is unsure (an open band edge becomes ±1, past any gap)."""
+    if plan.rule != "unsure" or plan.score != "router" or plan.first != cheapest or plan.second is None:
+        return None
+    lower, upper = (float(np.clip(t, -1.0, 1.0)) for t in setting)
+    return {
+        "first": "cheapest",
+        "unsure_gap": [round(lower, 6), round(upper, 6)],
+        "second_opinion": names[plan.second],
+    }
+
+
 def _brief(pt: dict[str, Any]) -> dict[str, float]:
-    return {k: pt[k] for k in ("accuracy", "cost_per_1k", "arena_score", "escalated")}
+    keys = ("accuracy", "cost_per_1k", "arena_score", "escalated", "second_opinions")
+    return {k: pt[k] for k in keys if k in pt}
 
 
 def _match(points: list[dict[str, Any]], accuracy: float, cost: float) -> float | None:

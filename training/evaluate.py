@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +258,12 @@ def verdict(report: dict[str, Any]) -> list[str]:
             f"{rec['parameter']}={rec['value']:.4g}; held out: accuracy {rec['held_out']['accuracy']:.3f} "
             f"at {rec['held_out_cost_share_of_best_single']:.0%} of the best single model's cost"
         )
-    for key, label in (("cascade", "cascade"), ("cascade_with_router", "router + cascade")):
+    cascade_labels = (
+        ("cascade", "cascade"),
+        ("cascade_with_router", "router + cascade"),
+        ("cascade_served", "best cascade the gateway serves as costed"),
+    )
+    for key, label in cascade_labels:
         found = report.get("cascades", {}).get(key)
         if found is None:
             continue
@@ -273,6 +279,7 @@ def verdict(report: dict[str, Any]) -> list[str]:
             )
             + f"; at the point chosen on training rows: accuracy {held['accuracy']:.3f} at "
             f"${held['cost_per_1k']:.4g}/1K"
+            + (f"; pool file routing.cascade: {json.dumps(plan['gateway'])}" if "gateway" in plan else "")
         )
     return lines
 
