@@ -272,3 +272,20 @@ def test_the_offline_unsure_plan_decides_as_the_gateway_does(
         verdict = judge(Signals(router_p=float(prefill[0, 0]), agrees=agrees), config, last_rung=False)
     assert offline["second_opinions"] == float(asked)
     assert offline["escalated"] == float(not verdict.accepted)
+
+
+def test_a_second_opinion_from_the_top_model_is_paid_once() -> None:
+    def cheap_and_top(side: CascadeSide) -> CascadeSide:
+        keep = [0, 2]
+        assert side.logprobs is not None
+        return CascadeSide(
+            side.labels[:, keep], side.costs[:, keep], side.answers[:, keep], side.logprobs[:, keep],
+            side.prefill_p[:, keep], side.prompt,
+        )  # fmt: skip
+
+    train, test = cheap_and_top(cascade_side(400, 5)), cheap_and_top(cascade_side(400, 6))
+    report = evaluate_cascades(["cheap", "top"], train, test, Objective("match-best"))
+    agreement = next(p for p in report["plans"] if p["rule"] == "agreement")
+    assert agreement["held_out"]["escalated"] > 0.1
+    # the top model answers every question as the second opinion; an escalation reuses that answer
+    assert agreement["held_out"]["cost_per_1k"] == pytest.approx(0.1 + 2.0, abs=2e-6)

@@ -231,20 +231,25 @@ def _curve(
     side: CascadeSide, calls: _Calls, top: int, keep: np.ndarray, settings: Sequence[tuple[float, float]]
 ) -> list[dict[str, Any]]:
     """One point per (lower, upper) threshold pair: below the lower the first answer escalates, from the
-    upper up it is kept; in between (rule "unsure") the second opinion is asked and must agree."""
+    upper up it is kept; in between (rule "unsure") the second opinion is asked and must agree. A second
+    opinion that came from the top model is its answer when the question escalates (paid once, as the
+    gateway reuses it)."""
     first, second = calls.first, calls.second
-    base = _pick(side.costs, first)
-    second_cost = (
-        np.zeros(len(first)) if second is None else np.where(second != first, _pick(side.costs, second), 0.0)
-    )
-    if calls.always_second:
-        base = base + second_cost
-    first_right = _pick(side.labels, first)
+    n = len(first)
+    first_cost, first_right = _pick(side.costs, first), _pick(side.labels, first)
+    paid_second = np.zeros(n, dtype=bool) if second is None else second != first
+    second_cost = np.zeros(n) if second is None else _pick(side.costs, second)
+    top_gave_it = np.zeros(n, dtype=bool) if second is None else second == top
     points = []
     for lower, upper in settings:
-        asked = (keep >= lower) & (keep < upper) & (first != top)
-        escalate = ((keep < lower) & (first != top)) | (asked & ~_or_false(calls.agrees))
-        cost = base + np.where(asked, second_cost, 0.0) + np.where(escalate, side.costs[:, top], 0.0)
+        band = (keep >= lower) & (keep < upper) & (first != top)
+        asked = paid_second if calls.always_second else band & paid_second
+        escalate = ((keep < lower) & (first != top)) | (band & ~_or_false(calls.agrees))
+        cost = (
+            first_cost
+            + np.where(asked, second_cost, 0.0)
+            + np.where(escalate & ~(asked & top_gave_it), side.costs[:, top], 0.0)
+        )
         accuracy = float(np.where(escalate, side.labels[:, top], first_right).mean())
         cost_1k = float(cost.mean() * 1000)
         point = {
