@@ -90,6 +90,10 @@ def test_answers_in_the_data_add_cascades_costed_per_stage() -> None:
         assert {"threshold", "accuracy", "cost_per_1k", "arena_score", "escalated"} <= set(pt)
         assert pt["cost_per_1k"] >= 0.1 - 1e-9  # the first answer is always paid for
     assert any(line.startswith("cascade (") for line in report["verdict"])
+    served = report["cascades"]["cascade_served"]["plan"]  # a plan the gateway runs exactly as costed
+    assert report["cascade_served"] and served["gateway"]["first"] == "cheapest"
+    served_line = next(line for line in report["verdict"] if line.startswith("best cascade the gateway"))
+    assert "pool file routing.cascade: {" in served_line
 
 
 def test_max_accuracy_under_cost_without_a_cap_is_one_clear_line(tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def build_report(
                 objective,
                 embed,
             )
-            for key in ("cascade", "cascade_with_router"):
+            for key in ("cascade", "cascade_with_router", "cascade_served"):
                 if key in report["cascades"]:
                     report[key] = report["cascades"][key]["points"]
     if strong and weak:
