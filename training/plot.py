@@ -39,9 +39,10 @@ def plot_report(
     for key, colour, label in (
         ("cascade", "tab:purple", "cascade"),
         ("cascade_with_router", "tab:brown", "router + cascade"),
+        ("cascade_served", "tab:pink", "servable cascade"),
     ):
         found = report.get("cascades", {}).get(key)
-        if found:
+        if found and not (key == "cascade_served" and _same_plan(found, report["cascades"])):
             plan = found["plan"]
             points = sorted(found["points"], key=lambda p: p["cost_per_1k"])
             axes.plot(
@@ -50,7 +51,9 @@ def plot_report(
                 "-" if len(points) > 1 else "s",
                 color=colour,
                 lw=1.5,
-                label=f"{label}: {plan['first']} -> {plan['top']} ({plan['rule']})",
+                label=f"{label}: {plan['first']} -> {plan['top']} ({plan['rule']}"
+                + (f", {plan['second_opinion']}" if plan.get("second_opinion") else "")
+                + ")",
             )
     styles: dict[str, tuple[str, str | None]] = {
         "knn": ("--", "tab:orange"),
@@ -102,3 +105,8 @@ def plot_report(
     figure.savefig(partial)
     plt.close(figure)
     os.replace(partial, path)
+
+
+def _same_plan(served: dict[str, Any], cascades: dict[str, Any]) -> bool:
+    """Whether the servable cascade is already drawn as one of the other two."""
+    return any(cascades.get(k, {}).get("plan") == served["plan"] for k in ("cascade", "cascade_with_router"))
