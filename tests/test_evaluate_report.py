@@ -90,6 +90,10 @@ def test_answers_in_the_data_add_cascades_costed_per_stage() -> None:
         assert {"threshold", "accuracy", "cost_per_1k", "arena_score", "escalated"} <= set(pt)
         assert pt["cost_per_1k"] >= 0.1 - 1e-9  # the first answer is always paid for
     assert any(line.startswith("cascade (") for line in report["verdict"])
+    low, high = plan["held_out_cost_to_match_interval"]  # how far one held-out split can be trusted
+    assert low is not None and (high is None or low <= high)
+    assert len(report["cost_to_match_best_single_interval"]) == 2
+    assert any("90% bootstrap interval" in line for line in report["verdict"])
     served = report["cascades"]["cascade_served"]["plan"]  # a plan the gateway runs exactly as costed
     assert report["cascade_served"] and served["gateway"]["first"] == "cheapest"
     served_line = next(line for line in report["verdict"] if line.startswith("best cascade the gateway"))

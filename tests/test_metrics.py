@@ -8,11 +8,13 @@ import pytest
 from training.metrics import (
     arena_score,
     cost_to_match,
+    cost_to_match_interval,
     expected_calibration_error,
     pgr_summary,
     recommend,
     shuffled_sweep,
     sweep,
+    sweep_outcomes,
 )
 
 
@@ -53,3 +55,41 @@ def test_pgr_for_a_perfect_and_a_useless_router() -> None:
     useless = pgr_summary(rng.random(2000), strong, weak)
     assert perfect["apgr"] > 0.8 and perfect["cpt50"] < 0.2
     assert useless["apgr"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_cost_to_match_interval_brackets_the_figure_and_widens_with_noise() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    best = (rng.random(n) < 0.7).astype(float)
+    best_cost = np.full(n, 1.0)
+    # point 0: a cheap model far below the best; point 1: half the cost, right exactly where the best is
+    # right on 95% of questions (a clear miss); point 2: the best model itself at full cost
+    cheap = (rng.random(n) < 0.4).astype(float)
+    half = np.where(rng.random(n) < 0.95, best, 1 - best)
+    correct = np.stack([cheap, half, best])
+    cost = np.stack([np.full(n, 0.05), np.full(n, 0.5), best_cost])
+    low, high = cost_to_match_interval(correct, cost, best, best_cost, draws=100)
+    assert low == high == pytest.approx(1.0)  # only the best model itself matches it, in every resample
+
+    tied = np.stack([cheap, best.copy(), best])  # point 1 is as good as the best at half its cost
+    low, high = cost_to_match_interval(tied, cost, best, best_cost, draws=100)
+    assert low == high == pytest.approx(0.5)
+
+    noisy = np.stack([cheap, np.where(rng.random(n) < 0.5, best, (rng.random(n) < 0.7).astype(float)), best])
+    low, high = cost_to_match_interval(noisy, cost, best, best_cost, draws=200)
+    assert low == pytest.approx(0.5) and high == pytest.approx(1.0)  # sometimes it matches, sometimes not
+
+    never = np.stack([cheap, cheap])
+    assert cost_to_match_interval(never, cost[:2], best, best_cost, draws=50) == [None, None]
+
+
+def test_sweep_outcomes_are_the_sweep_question_by_question() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.random((300, 3)).astype(np.float32)
+    labels = (rng.random((300, 3)) < p).astype(float)
+    costs = np.tile([0.001, 0.004, 0.02], (300, 1))
+    correct, cost = sweep_outcomes(p, labels, costs)
+    points = sweep(p, labels, costs)
+    assert correct.shape == cost.shape == (len(points), 300)
+    assert correct.mean(axis=1) == pytest.approx([pt.accuracy for pt in points])
+    assert cost.mean(axis=1) * 1000 == pytest.approx([pt.cost_per_1k for pt in points])

@@ -22,7 +22,7 @@ from training.answer_scorer import (
     is_free_text,
     out_of_fold,
 )
-from training.metrics import arena_score, cost_to_match
+from training.metrics import arena_score, cost_to_match, cost_to_match_interval
 from training.objectives import Objective, choose_point
 
 CHEAP_RUNGS = 3
@@ -227,40 +227,53 @@ def _calls(
     return _Calls(first, second, False, agrees)
 
 
-def _curve(
+def _outcomes(
     side: CascadeSide, calls: _Calls, top: int, keep: np.ndarray, settings: Sequence[tuple[float, float]]
-) -> list[dict[str, Any]]:
-    """One point per (lower, upper) threshold pair: below the lower the first answer escalates, from the
-    upper up it is kept; in between (rule "unsure") the second opinion is asked and must agree. A second
-    opinion that came from the top model is its answer when the question escalates (paid once, as the
-    gateway reuses it)."""
+) -> dict[str, np.ndarray]:
+    """Per (lower, upper) threshold pair and question ([settings, questions] each): below the lower the
+    first answer escalates, from the upper up it is kept; in between (rule "unsure") the second opinion is
+    asked and must agree. A second opinion that came from the top model is its answer when the question
+    escalates (paid once, as the gateway reuses it)."""
     first, second = calls.first, calls.second
     n = len(first)
-    first_cost, first_right = _pick(side.costs, first), _pick(side.labels, first)
+    lower = np.array([lo for lo, _ in settings])[:, None]
+    upper = np.array([hi for _, hi in settings])[:, None]
     paid_second = np.zeros(n, dtype=bool) if second is None else second != first
     second_cost = np.zeros(n) if second is None else _pick(side.costs, second)
     top_gave_it = np.zeros(n, dtype=bool) if second is None else second == top
+    band = (keep >= lower) & (keep < upper) & (first != top)
+    asked = np.broadcast_to(paid_second, band.shape) if calls.always_second else band & paid_second
+    escalate = ((keep < lower) & (first != top)) | (band & ~_or_false(calls.agrees))
+    cost = (
+        _pick(side.costs, first)
+        + np.where(asked, second_cost, 0.0)
+        + np.where(escalate & ~(asked & top_gave_it), side.costs[:, top], 0.0)
+    )
+    correct = np.where(escalate, side.labels[:, top], _pick(side.labels, first))
+    return {"correct": correct, "cost": cost, "escalated": escalate, "asked": asked}
+
+
+def _curve(
+    side: CascadeSide, calls: _Calls, top: int, keep: np.ndarray, settings: Sequence[tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """One point per (lower, upper) threshold pair (see `_outcomes`)."""
+    outcomes = _outcomes(side, calls, top, keep, settings)
     points = []
-    for lower, upper in settings:
-        band = (keep >= lower) & (keep < upper) & (first != top)
-        asked = paid_second if calls.always_second else band & paid_second
-        escalate = ((keep < lower) & (first != top)) | (band & ~_or_false(calls.agrees))
-        cost = (
-            first_cost
-            + np.where(asked, second_cost, 0.0)
-            + np.where(escalate & ~(asked & top_gave_it), side.costs[:, top], 0.0)
-        )
-        accuracy = float(np.where(escalate, side.labels[:, top], first_right).mean())
-        cost_1k = float(cost.mean() * 1000)
+    for k, (lower, upper) in enumerate(settings):
+        accuracy = float(outcomes["correct"][k].mean())
+        cost_1k = float(outcomes["cost"][k].mean() * 1000)
         point = {
             "threshold": _threshold(lower),
             "accuracy": round(accuracy, 6),
             "cost_per_1k": round(cost_1k, 6),
             "arena_score": round(arena_score(accuracy, cost_1k), 6),
-            "escalated": round(float(escalate.mean()), 6),
+            "escalated": round(float(outcomes["escalated"][k].mean()), 6),
         }
         if calls.agrees is not None:
-            point |= {"unsure_below": _threshold(upper), "second_opinions": round(float(asked.mean()), 6)}
+            point |= {
+                "unsure_below": _threshold(upper),
+                "second_opinions": round(float(outcomes["asked"][k].mean()), 6),
+            }
         points.append(point)
     return points
 
@@ -354,12 +367,14 @@ def evaluate_cascades(
     """Every plan tuned on training rows; the report's `cascade` curve (the plan the objective picks on
     training rows), the best plan that does and does not use the router, and every plan's summary."""
     reducer = _Reducer(train, embed)
-    best_single = float(test.labels.mean(axis=0).max())
-    best_cost = float(test.costs.mean(axis=0)[int(test.labels.mean(axis=0).argmax())] * 1000)
+    best_model = int(test.labels.mean(axis=0).argmax())
+    best_single = float(test.labels.mean(axis=0)[best_model])
+    best_cost = float(test.costs.mean(axis=0)[best_model] * 1000)
     train_best = float(train.labels.mean(axis=0).max())
     cheapest = np.argsort(train.costs.mean(axis=0), kind="stable")
     summaries: list[dict[str, Any]] = []
     curves: list[list[dict[str, Any]]] = []
+    held_out: list[tuple[_Calls, int, np.ndarray, list[tuple[float, float]]]] = []
     for plan in plans(names, train):
         stages = {"train": _stages(plan, train, cheapest), "test": _stages(plan, test, cheapest)}
         scored = _keep_scores(plan, train, test, stages, reducer, embed)
@@ -386,6 +401,7 @@ def evaluate_cascades(
             summary["gateway"] = served
         summaries.append(summary)
         curves.append(test_points)
+        held_out.append((test_calls, plan.top, keep_test, settings))
     report: dict[str, Any] = {"objective": objective.name, "plans": []}
     groups = (
         ("cascade", lambda s: not s["uses_router"]),
@@ -396,7 +412,12 @@ def evaluate_cascades(
         group = [k for k, s in enumerate(summaries) if belongs(s)]
         if group:
             best = max(group, key=lambda k: summaries[k]["_rank"])
-            report[key] = {"plan": _public(summaries[best]), "points": curves[best]}
+            outcomes = _outcomes(test, *held_out[best])
+            interval = cost_to_match_interval(
+                outcomes["correct"], outcomes["cost"], test.labels[:, best_model], test.costs[:, best_model]
+            )
+            public = {**_public(summaries[best]), "held_out_cost_to_match_interval": interval}
+            report[key] = {"plan": public, "points": curves[best]}
     report["plans"] = [_public(s) for s in summaries]
     return report
 

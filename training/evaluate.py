@@ -24,11 +24,13 @@ from training.metrics import (
     OperatingPoint,
     auc,
     cost_to_match,
+    cost_to_match_interval,
     expected_calibration_error,
     pgr_summary,
     point,
     shuffled_sweep,
     sweep,
+    sweep_outcomes,
 )
 from training.neighbours import knn_scores
 from training.objectives import Objective
@@ -150,6 +152,9 @@ def build_report(
         "router": _points(router),
         "headroom_captured": (at_zero.accuracy - best_acc) / headroom if headroom > 0 else None,
         "cost_to_match_best_single": cost_to_match(router, best_acc, best_cost),
+        "cost_to_match_best_single_interval": cost_to_match_interval(
+            *sweep_outcomes(p, y, c, tolerances), y[:, best_index], c[:, best_index]
+        ),
         "baselines": baselines,
         "baseline_cost_to_match_best_single": {
             "knn": cost_to_match(knn_points, best_acc, best_cost) if knn_points else None,
@@ -229,12 +234,15 @@ def verdict(report: dict[str, Any]) -> list[str]:
         f"router at tolerance 0: accuracy {router[0]['accuracy']:.3f} vs best single model "
         f"{report['best_single_model']} {best:.3f} (oracle {report['oracle_accuracy']:.3f})"
     )
+    spread = _interval_text(report.get("cost_to_match_best_single_interval"))
     if report["cost_to_match_best_single"] is None:
-        lines.append(f"the router never matches the best single model's accuracy (its best is {top:.3f})")
+        lines.append(
+            f"the router never matches the best single model's accuracy (its best is {top:.3f}){spread}"
+        )
     else:
         lines.append(
             "the router matches the best single model at "
-            f"{report['cost_to_match_best_single']:.0%} of its cost"
+            f"{report['cost_to_match_best_single']:.0%} of its cost{spread}"
         )
     for name, points in report["baselines"].items():
         beaten = sum(
@@ -277,11 +285,20 @@ def verdict(report: dict[str, Any]) -> list[str]:
                 if share
                 else "never matches the best single model"
             )
+            + _interval_text(plan.get("held_out_cost_to_match_interval"))
             + f"; at the point chosen on training rows: accuracy {held['accuracy']:.3f} at "
             f"${held['cost_per_1k']:.4g}/1K"
             + (f"; pool file routing.cascade: {json.dumps(plan['gateway'])}" if "gateway" in plan else "")
         )
     return lines
+
+
+def _interval_text(interval: list[float | None] | None) -> str:
+    """`` (90% bootstrap interval 60%–never)`` for a cost-to-match interval; empty without one."""
+    if not interval:
+        return ""
+    low, high = (f"{v:.0%}" if v is not None else "never" for v in interval)
+    return f" (90% bootstrap interval {low}–{high})"
 
 
 def evaluation_inputs(

@@ -78,6 +78,16 @@ def sweep(
     return [point(t, choose_batch(p, costs, t), labels, costs) for t in tolerances]
 
 
+def sweep_outcomes(
+    p: np.ndarray, labels: np.ndarray, costs: np.ndarray, tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per question, whether `sweep`'s choice at each tolerance is right and what it costs: [tolerances,
+    questions] each (for `cost_to_match_interval`)."""
+    rows = np.arange(len(labels))
+    chosen = np.stack([choose_batch(p, costs, t) for t in tolerances])
+    return labels[rows, chosen], costs[rows, chosen]
+
+
 def shuffled_sweep(
     p: np.ndarray,
     labels: np.ndarray,
@@ -102,6 +112,36 @@ def cost_to_match(points: list[OperatingPoint], accuracy: float, cost: float) ->
     """Lowest cost at which a curve reaches ``accuracy``, as a fraction of ``cost``; None if never."""
     reaching = [pt.cost_per_1k for pt in points if pt.accuracy >= accuracy - 1e-12]
     return min(reaching) / cost if reaching and cost > 0 else None
+
+
+BOOTSTRAP_DRAWS = 200
+
+
+def cost_to_match_interval(
+    correct: np.ndarray,
+    cost: np.ndarray,
+    best_correct: np.ndarray,
+    best_cost: np.ndarray,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> list[float | None]:
+    """The 5th and 95th percentiles of `cost_to_match` over bootstrap resamples of the questions.
+
+    ``correct`` and ``cost`` are per question for each point of a curve ([points, questions]); the best
+    single model's are per question. Each resample recomputes the curve, the best model's accuracy and its
+    cost on the same questions; a resample where the curve never matches counts as "never" (None).
+    """
+    rng = np.random.default_rng(seed)
+    n = correct.shape[1]
+    shares = np.empty(draws)
+    for k in range(draws):
+        rows = rng.integers(0, n, n)
+        accuracy, spent = correct[:, rows].mean(axis=1), cost[:, rows].mean(axis=1)
+        reaching = accuracy >= best_correct[rows].mean() - 1e-12
+        base = best_cost[rows].mean()
+        shares[k] = spent[reaching].min() / base if reaching.any() and base > 0 else np.inf
+    low, high = np.percentile(shares, [5, 95], method="inverted_cdf")  # no interpolation toward "never"
+    return [float(v) if np.isfinite(v) else None for v in (low, high)]
 
 
 def recommend(points: list[OperatingPoint], target_accuracy: float, margin: float = 0.005) -> OperatingPoint:
