@@ -392,3 +392,51 @@ def test_hostile_cascade_requests_never_give_500(
     assert response.status_code < 500 or response.status_code in (502, 504), response.text
     if response.status_code >= 400:
         assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+
+
+@pytest.fixture()
+def unsure_gateway(
+    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path
+) -> Iterator[RunningGateway]:
+    """A gateway whose first rung's answer is checked by a second opinion only inside the unsure band."""
+    with gateway_with(start_gateway, router, test_pool, unsure_gap=UNSURE) as gateway:
+        yield gateway
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=mutated(chat_conversations()),
+    replies=st.lists(
+        st.tuples(
+            st.text(max_size=40),
+            st.floats(-20.0, 0.0),
+            st.sampled_from(["yes", "ignore", "refuse"]),
+        ),
+        min_size=3,
+        max_size=3,
+    ),
+)
+def test_the_unsure_band_survives_any_body_and_any_answers(
+    unsure_gateway: RunningGateway,
+    answers: AnswersUpstream,
+    body: dict[str, Any],
+    replies: list[tuple[str, float, str]],
+) -> None:
+    """Whatever the client sends and whatever text the models answer, every reply is a clean one, and a
+    completed cascade reports one reason per answering stage."""
+    answers.reset()
+    for model, (text, logprob, behaviour) in zip(NAMES, replies, strict=True):
+        answers.set(model, text, logprob=logprob, logprobs=behaviour)
+    response = httpx.post(
+        f"{unsure_gateway.url}/v1/chat/completions",
+        content=json.dumps({**body, "model": "ladder-cascade"}),
+        headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code < 500 or response.status_code in (502, 504), response.text
+    if response.status_code >= 400:
+        assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    else:
+        verdicts = response.headers["x-ladder-cascade"].split(",")
+        assert len(response.headers["x-ladder-cascade-reasons"].split(" | ")) == len(verdicts)
+        assert verdicts[-1].endswith("=accepted")
