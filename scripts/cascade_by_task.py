@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ladder.pool import load_pool
-from training.cascade import CascadeSide, evaluate_cascades
+from training.cascade import evaluate_cascades
+from training.cascade_plans import CascadeSide
 from training.costs import cost_matrix
 from training.dataset import RoutingData, read_canonical
 from training.metrics import DEFAULT_TOLERANCES

@@ -15,7 +15,8 @@ from ladder.answers import choice_letter, final_number
 from ladder.cascade import CascadeConfig, Signals, gap_verdict, judge
 from ladder.errors import DataError
 from training.answer_scorer import agreement
-from training.cascade import CascadeSide, Plan, _calls, _curve, _keep_scores, _Reducer, evaluate_cascades
+from training.cascade import _calls, _curve, _keep_scores, _Reducer, evaluate_cascades
+from training.cascade_plans import CascadeSide, Plan
 from training.dataset import RoutingData, read_canonical, write_canonical
 from training.importers import import_data
 from training.objectives import Objective, choose_point

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from ladder.policy import choose_batch
 from training.answer_scorer import (
     AnswerScorer,
     Embed,
@@ -22,77 +21,13 @@ from training.answer_scorer import (
     is_free_text,
     out_of_fold,
 )
+from training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings, plans
 from training.metrics import arena_score, cost_to_match, cost_to_match_interval
 from training.objectives import Objective, choose_point
 
-CHEAP_RUNGS = 3
-ROUTER_TOLERANCES = (0.05, 0.1, 0.2)
 REDUCED_DIMS = 16
 BAND_GRID = 41
 """Quantiles of the training keep score tried as each edge of the unsure band (all pairs are tried)."""
-
-
-@dataclass
-class CascadeSide:
-    """One side (training or held-out) of a cascade evaluation, aligned: questions x models."""
-
-    labels: np.ndarray
-    costs: np.ndarray
-    answers: np.ndarray  # object: str or None
-    logprobs: np.ndarray | None
-    prefill_p: np.ndarray  # out-of-fold on training rows, the checkpoint's on held-out rows
-    prompt: np.ndarray  # prompt embeddings
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Who answers first (a model, or the prefill router at a tolerance), who gives a second opinion, the
-    acceptance rule, and the top rung escalated to.
-
-    Rule ``unsure`` reads a keep score (``score``: the learned scorer, or the router's gap: P(first) minus
-    the likeliest model's P, as the gateway's ``unsure_gap`` reads it)
-    with two thresholds: above the upper one the answer is kept, below the lower one it escalates, and in
-    between model ``second`` is asked and the answer is kept when it agrees.
-    """
-
-    first: int | None
-    router_tolerance: float | None
-    verifier: bool  # a second opinion on every question (the cheapest other model)
-    rule: str  # agreement | confidence | scorer | unsure
-    top: int
-    second: int | None = None  # rule "unsure": the model asked where the keep score is unsure
-    score: str = "scorer"  # rule "unsure": scorer | router
-
-    def describe(self, names: Sequence[str]) -> dict[str, Any]:
-        first = names[self.first] if self.first is not None else f"router@{self.router_tolerance:g}"
-        second = "cheapest other model" if self.verifier else None
-        if self.rule == "unsure" and self.second is not None:
-            second = f"{names[self.second]} where unsure"
-        return {
-            "first": first,
-            "second_opinion": second,
-            "rule": self.rule if self.rule != "unsure" else f"unsure ({self.score})",
-            "top": names[self.top],
-            "uses_router": self.router_tolerance is not None,
-        }
-
-
-def _stages(plan: Plan, side: CascadeSide, cheapest: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per question: the first model, and the second-opinion model or None (plan ``second``, else the
-    cheapest other one; where the first model is that model, the cheapest model other than it)."""
-    n = len(side.labels)
-    if plan.first is not None:
-        first = np.full(n, plan.first)
-    else:
-        assert plan.router_tolerance is not None
-        first = choose_batch(side.prefill_p, side.costs, plan.router_tolerance)
-    if plan.rule == "unsure" and plan.second is not None:
-        fallback = cheapest[0] if cheapest[0] != plan.second else cheapest[1]
-        return first, np.where(first == plan.second, fallback, plan.second)
-    if not plan.verifier:
-        return first, None
-    second = np.where(first == cheapest[0], cheapest[1], cheapest[0])
-    return first, second
 
 
 def _pick(matrix: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -313,50 +248,6 @@ def _settings(plan: Plan, side: CascadeSide, calls: _Calls, keep: np.ndarray) ->
     return frontier
 
 
-def plans(names: Sequence[str], train: CascadeSide) -> list[Plan]:
-    """Cheap-first plans (each of the cheapest rungs, with and without a second opinion) and router-first
-    plans, all escalating to the most accurate model on the training rows."""
-    if len(names) < 2:
-        return []
-    accuracy = train.labels.mean(axis=0)
-    cost = train.costs.mean(axis=0)
-    top = int(max(range(len(names)), key=lambda j: (accuracy[j], -cost[j])))
-    cheap = [j for j in np.argsort(cost, kind="stable").tolist() if j != top][:CHEAP_RUNGS]
-    has_logprobs = train.logprobs is not None and not np.isnan(train.logprobs).all()
-    out = []
-    for j in cheap:
-        out.append(Plan(j, None, True, "agreement", top))
-        out.append(Plan(j, None, False, "scorer", top))
-        out.append(Plan(j, None, True, "scorer", top))
-        if has_logprobs:
-            out.append(Plan(j, None, False, "confidence", top))
-        out += _unsure_plans(j, None, top, accuracy, cost)
-    for tolerance in ROUTER_TOLERANCES:
-        out.append(Plan(None, tolerance, False, "scorer", top))
-        out.append(Plan(None, tolerance, True, "scorer", top))
-        out += _unsure_plans(None, tolerance, top, accuracy, cost)
-    return out
-
-
-def _unsure_plans(
-    first: int | None, tolerance: float | None, top: int, accuracy: np.ndarray, cost: np.ndarray
-) -> list[Plan]:
-    """Second opinions asked only where the keep score is unsure: from the cheapest other model and from the
-    most accurate model cheaper than the top one, each read by the learned scorer and by the router."""
-    below_top = [j for j in range(len(cost)) if j not in (first, top) and cost[j] < cost[top]]
-    if not below_top:
-        return []
-    seconds = {
-        min(below_top, key=lambda j: (cost[j], -accuracy[j])),
-        max(below_top, key=lambda j: (accuracy[j], -cost[j])),
-    }
-    return [
-        Plan(first, tolerance, False, "unsure", top, second, score)
-        for second in sorted(seconds)
-        for score in ("scorer", "router")
-    ]
-
-
 def evaluate_cascades(
     names: Sequence[str],
     train: CascadeSide,
@@ -376,7 +267,10 @@ def evaluate_cascades(
     curves: list[list[dict[str, Any]]] = []
     held_out: list[tuple[_Calls, int, np.ndarray, list[tuple[float, float]]]] = []
     for plan in plans(names, train):
-        stages = {"train": _stages(plan, train, cheapest), "test": _stages(plan, test, cheapest)}
+        stages = {
+            "train": answering_models(plan, train, cheapest),
+            "test": answering_models(plan, test, cheapest),
+        }
         scored = _keep_scores(plan, train, test, stages, reducer, embed)
         if scored is None:
             continue
@@ -396,7 +290,7 @@ def evaluate_cascades(
             "held_out_cost_to_match_best_single": _match(test_points, best_single, best_cost),
             "_rank": _rank(train_points[index], objective, train_best),
         }
-        served = _gateway_settings(plan, names, int(cheapest[0]), settings[index])
+        served = gateway_settings(plan, names, int(cheapest[0]), settings[index])
         if served is not None:
             summary["gateway"] = served
         summaries.append(summary)
@@ -420,22 +314,6 @@ def evaluate_cascades(
             report[key] = {"plan": public, "points": curves[best]}
     report["plans"] = [_public(s) for s in summaries]
     return report
-
-
-def _gateway_settings(
-    plan: Plan, names: Sequence[str], cheapest: int, setting: tuple[float, float]
-) -> dict[str, Any] | None:
-    """The pool file's ``routing.cascade`` that serves this plan at its chosen thresholds, for the plans the
-    gateway runs exactly as costed here: the cheapest model first, a second opinion where the router's gap
-    is unsure (an open band edge becomes ±1, past any gap)."""
-    if plan.rule != "unsure" or plan.score != "router" or plan.first != cheapest or plan.second is None:
-        return None
-    lower, upper = (float(np.clip(t, -1.0, 1.0)) for t in setting)
-    return {
-        "first": "cheapest",
-        "unsure_gap": [round(lower, 6), round(upper, 6)],
-        "second_opinion": names[plan.second],
-    }
 
 
 def _brief(pt: dict[str, Any]) -> dict[str, float]:

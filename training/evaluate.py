@@ -15,7 +15,8 @@ from ladder.errors import DataError
 from ladder.head import OnnxHead
 from ladder.policy import choose_batch
 from ladder.pool import PoolConfig
-from training.cascade import CascadeSide, evaluate_cascades
+from training.cascade import evaluate_cascades
+from training.cascade_plans import CascadeSide
 from training.costs import training_costs
 from training.dataset import RoutingData
 from training.embed import Progress, embed_texts
