@@ -16,7 +16,7 @@ def plot_report(
     report: dict[str, Any], path: Path, title: str = "", router_label: str = "Ladder router"
 ) -> None:
     """Write a PNG of accuracy against cost per 1K requests (log scale)."""
-    figure, axes = plt.subplots(figsize=(12, 6), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 8), dpi=110)
     router = report["router"]
     axes.plot(
         [p["cost_per_1k"] for p in router],
@@ -99,7 +99,7 @@ def plot_report(
     axes.set_ylabel("accuracy")
     axes.set_title(title or "Accuracy vs cost on held-out data")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, borderaxespad=0)
     figure.tight_layout()
     partial = path.with_name(path.name + ".partial.png")
     figure.savefig(partial)
