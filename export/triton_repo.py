@@ -155,7 +155,7 @@ def write_repository(
     # a per-tensor int8 graph runs each row alone (batch-invariant scores, as in the embedded scorer); fp32
     # and per-token int8 graphs batch
     identity = served_identity(info, shape.flavour, variant, tensorrt_plan)
-    per_row = variant == "int8" and info.int8_activations == "per_tensor"
+    per_row = info.batching_moves_rows(variant)
     _write(enc / "config.pbtxt", cfg.encoder_config(shape, per_row=per_row, identity=identity))
     _warmup_files(enc / "warmup", tokenizer, shape.flavour)
     if tensorrt_plan:

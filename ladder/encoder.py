@@ -65,6 +65,11 @@ class EncoderInfo(BaseModel):
     int8_activations: Literal["per_tensor", "per_token"] = "per_tensor"
     files: EncoderFiles = EncoderFiles()
 
+    def batching_moves_rows(self, variant: str) -> bool:
+        """Whether a row's embedding depends on what it is batched with: only an int8 graph that shares one
+        activation scale over the whole tensor (per_tensor); such rows must run alone."""
+        return variant == "int8" and self.int8_activations == "per_tensor"
+
     @classmethod
     def load(cls, directory: Path | str) -> EncoderInfo:
         """Read ``<directory>/encoder.json``; raise ``EncoderNotBuilt`` when it is absent."""
@@ -245,8 +250,7 @@ class OnnxEncoder:
                 raise ValueError(f"threads must be at least 1, not {threads}")
             options.intra_op_num_threads = threads
         self.variant = variant
-        shares_scale = variant == "int8" and self.info.int8_activations == "per_tensor"
-        self.per_row = shares_scale if per_row is None else per_row
+        self.per_row = self.info.batching_moves_rows(variant) if per_row is None else per_row
         self.session = ort.InferenceSession(str(path), options, providers=list(providers))
         self.tokenizer = Tokenizer(self.directory, info=self.info)
 

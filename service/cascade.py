@@ -51,6 +51,11 @@ def cascade_requested(gw: Gateway, params: ChatCompletionCreateParams, headers: 
     return bool(profile is not None and profile.cascade)
 
 
+def by_price(candidate: Candidate) -> tuple[float, float, str]:
+    """The price ladder's order: cheapest first, the likelier model first at equal price."""
+    return (candidate.expected_cost_usd, -candidate.p_correct, candidate.name)
+
+
 @dataclass(eq=False)  # stages compare by identity
 class Stage:
     """One upstream answer in a cascade, what it cost and what the acceptance rule made of it."""
@@ -108,7 +113,7 @@ class Cascade:
 
     def first_rung(self) -> Candidate:
         if self.config.first == "cheapest":
-            return min(self.eligible.values(), key=lambda c: (c.expected_cost_usd, -c.p_correct, c.name))
+            return min(self.eligible.values(), key=by_price)
         return self.eligible[self.routed.decision.model]
 
     def next_rung(self, current: Candidate) -> Candidate | None:
@@ -121,7 +126,7 @@ class Cascade:
             and c.expected_cost_usd > current.expected_cost_usd
             and c.p_correct > current.p_correct + self.config.min_gain
         ]
-        return min(higher, key=lambda c: (c.expected_cost_usd, -c.p_correct, c.name)) if higher else None
+        return min(higher, key=by_price) if higher else None
 
     def order(self, first: Candidate) -> list[ModelSpec]:
         """``first``, then (if it fails) the decision's fallback order, less the models already asked."""
@@ -170,22 +175,26 @@ class Cascade:
     def likeliest(self, current: Candidate) -> Candidate | None:
         """Where ``unsure_gap`` escalates the first rung: straight to the likeliest eligible model (the one
         the gap is measured against), as ``ladder evaluate`` costs it; else the next rung."""
-        top = max(self.eligible.values(), key=lambda c: (c.p_correct, -c.expected_cost_usd, c.name))
+        top = self.top()
         return top if top.name != current.name else self.next_rung(current)
+
+    def top(self) -> Candidate:
+        """The likeliest eligible model (the cheaper one at equal P(correct))."""
+        return max(self.eligible.values(), key=lambda c: (c.p_correct, -c.expected_cost_usd, c.name))
 
     def router_gap(self, stage: Stage) -> float | None:
         """With ``unsure_gap``: the router's P(correct) for the answering model minus the likeliest eligible
         model's (None when the answering model is not among the eligible)."""
         if self.config.unsure_gap is None or stage.model not in self.eligible:
             return None
-        return self.eligible[stage.model].p_correct - max(c.p_correct for c in self.eligible.values())
+        return self.eligible[stage.model].p_correct - self.top().p_correct
 
     async def second_opinion_where_unsure(self, stage: Stage) -> Stage | None:
         """The second opinion ``unsure_gap`` asks for (None when no other model may answer, or it failed)."""
         named = self.config.second_opinion
         others = sorted(
             (c for c in self.eligible.values() if c.name != stage.model),
-            key=lambda c: (c.name != named, c.expected_cost_usd, -c.p_correct, c.name),
+            key=lambda c: (c.name != named, *by_price(c)),
         )
         if not others:
             return None
@@ -235,7 +244,7 @@ class Cascade:
     async def _with_second_opinion(self, rung: Candidate) -> tuple[Stage, Stage | None]:
         others = sorted(
             (c for c in self.eligible.values() if c.name != rung.name),
-            key=lambda c: (c.expected_cost_usd, -c.p_correct, c.name),
+            key=by_price,
         )
         first, second = await asyncio.gather(
             self.ask(rung, "answer"), self.ask(others[0], "second opinion"), return_exceptions=True

@@ -266,12 +266,23 @@ def evaluate_cascades(
     summaries: list[dict[str, Any]] = []
     curves: list[list[dict[str, Any]]] = []
     held_out: list[tuple[_Calls, int, np.ndarray, list[tuple[float, float]]]] = []
+    unread_scores: dict[tuple[int | None, float | None], tuple[np.ndarray, np.ndarray] | None] = {}
     for plan in plans(names, train):
         stages = {
             "train": answering_models(plan, train, cheapest),
             "test": answering_models(plan, test, cheapest),
         }
-        scored = _keep_scores(plan, train, test, stages, reducer, embed)
+        # the learned scorer read before any second opinion: fitted once per first rung, shared by the
+        # plain scorer plan and the unsure plans that read it
+        plain_scorer = plan.rule == "scorer" and not plan.verifier
+        unread = plain_scorer or (plan.rule == "unsure" and plan.score == "scorer")
+        first_rung = (plan.first, plan.router_tolerance)
+        if unread and first_rung in unread_scores:
+            scored = unread_scores[first_rung]
+        else:
+            scored = _keep_scores(plan, train, test, stages, reducer, embed)
+            if unread:
+                unread_scores[first_rung] = scored
         if scored is None:
             continue
         keep_train, keep_test = scored
