@@ -7,11 +7,14 @@ scored the same way online and offline; how an answer is read and compared lives
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # ladder.policy imports the pool, which imports this module
+    from ladder.policy import Candidate
 
 
 def mean_logprob(logprobs: Any) -> float | None:
@@ -39,6 +42,13 @@ class CascadeConfig(BaseModel):
     first: Literal["router", "cheapest"] = Field(
         default="router",
         description="First rung: the prefill router's choice, or the cheapest eligible model",
+    )
+    first_tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="With first: router, the first rung is the cheapest eligible model within this tolerance "
+        "of the likeliest one (default: the request's own routing decision)",
     )
     max_stages: int = Field(default=3, ge=1, le=8, description="Most models asked for one request")
     router_accept_p: float = Field(
@@ -75,6 +85,12 @@ class CascadeConfig(BaseModel):
         description="With unsure_gap: the pool model asked for the second opinion (default, or when it may "
         "not answer the request: the cheapest other eligible model)",
     )
+    escalate_to: str | None = Field(
+        default=None,
+        description="With unsure_gap: the pool model an unsure first answer escalates to, whose answer is "
+        "kept when max_stages is 2 (default, or when it may not answer the request: the likeliest eligible "
+        "model); a first rung that is this model is kept",
+    )
 
     @model_validator(mode="after")
     def _one_second_opinion_rule(self) -> CascadeConfig:
@@ -89,7 +105,16 @@ class CascadeConfig(BaseModel):
                 )
         if self.second_opinion is not None and self.unsure_gap is None:
             raise ValueError("second_opinion names the model asked where unsure: it needs unsure_gap")
+        if self.escalate_to is not None and self.unsure_gap is None:
+            raise ValueError("escalate_to names where an unsure answer goes: it needs unsure_gap")
+        if self.first_tolerance is not None and self.first != "router":
+            raise ValueError("first_tolerance chooses the router's first rung: it needs first: router")
         return self
+
+    def named_models(self) -> dict[str, str]:
+        """The pool models these settings name, by setting."""
+        named = {"second_opinion": self.second_opinion, "escalate_to": self.escalate_to}
+        return {k: v for k, v in named.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -116,6 +141,43 @@ class Signals:
             "agrees": self.agrees,
             "router_gap": None if self.router_gap is None else round(self.router_gap, 6),
         }
+
+
+def by_price(candidate: Candidate) -> tuple[float, float, str]:
+    """The price ladder's order: cheapest first, the likelier model first at equal price."""
+    return (candidate.expected_cost_usd, -candidate.p_correct, candidate.name)
+
+
+def likeliest(eligible: Sequence[Candidate]) -> Candidate:
+    """The eligible model the router deems likeliest right (the cheaper one at equal P(correct))."""
+    return max(eligible, key=lambda c: (c.p_correct, -c.expected_cost_usd, c.name))
+
+
+def first_rung(eligible: Sequence[Candidate], config: CascadeConfig, routed: str) -> Candidate:
+    """Who answers first: the cheapest eligible model, the cheapest within ``first_tolerance`` of the
+    likeliest (as `ladder.policy.choose_batch` picks offline), or the request's routing decision."""
+    if config.first == "cheapest":
+        return min(eligible, key=by_price)
+    if config.first_tolerance is not None:
+        threshold = likeliest(eligible).p_correct - config.first_tolerance
+        return min((c for c in eligible if c.p_correct >= threshold - 1e-12), key=by_price)
+    return next(c for c in eligible if c.name == routed)
+
+
+def second_opinion_order(eligible: Sequence[Candidate], answering: str, named: str | None) -> list[Candidate]:
+    """Who may give a second opinion on ``answering``'s answer, in order: the named model, then the others
+    by price."""
+    others = [c for c in eligible if c.name != answering]
+    return sorted(others, key=lambda c: (c.name != named, *by_price(c)))
+
+
+def escalation_target(
+    eligible: Sequence[Candidate], current: Candidate, named: str | None
+) -> Candidate | None:
+    """Where ``unsure_gap`` escalates ``current``'s answer: the named model (``escalate_to``) if eligible,
+    else the likeliest one; None when that is ``current`` itself (its answer is kept)."""
+    target = next((c for c in eligible if c.name == named), None) or likeliest(eligible)
+    return None if target.name == current.name else target
 
 
 def gap_verdict(gap: float, config: CascadeConfig) -> Verdict | None:

@@ -129,12 +129,12 @@ class PoolConfig(Strict):
         return models
 
     @model_validator(mode="after")
-    def _second_opinion_in_pool(self) -> PoolConfig:
-        named = self.routing.cascade.second_opinion
-        if named is not None and named not in self.names:
-            raise ValueError(
-                f"routing.cascade.second_opinion {named!r} is not a model of this pool {list(self.names)}"
-            )
+    def _cascade_models_in_pool(self) -> PoolConfig:
+        for setting, named in self.routing.cascade.named_models().items():
+            if named not in self.names:
+                raise ValueError(
+                    f"routing.cascade.{setting} {named!r} is not a model of this pool {list(self.names)}"
+                )
         return self
 
     @property

@@ -19,7 +19,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.answers import answers_agree
-from ladder.cascade import CascadeConfig, Signals, Verdict, gap_verdict, judge, mean_logprob
+from ladder.cascade import (
+    CascadeConfig,
+    Signals,
+    Verdict,
+    by_price,
+    escalation_target,
+    first_rung,
+    gap_verdict,
+    judge,
+    likeliest,
+    mean_logprob,
+    second_opinion_order,
+)
 from ladder.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.policy import Candidate
 from ladder.pool import ModelSpec
@@ -49,11 +61,6 @@ def cascade_requested(gw: Gateway, params: ChatCompletionCreateParams, headers: 
     client = gw.clients.identify(headers)
     profile = client.profile if client is not None else None
     return bool(profile is not None and profile.cascade)
-
-
-def by_price(candidate: Candidate) -> tuple[float, float, str]:
-    """The price ladder's order: cheapest first, the likelier model first at equal price."""
-    return (candidate.expected_cost_usd, -candidate.p_correct, candidate.name)
 
 
 @dataclass(eq=False)  # stages compare by identity
@@ -112,9 +119,7 @@ class Cascade:
         self.stages: list[Stage] = []
 
     def first_rung(self) -> Candidate:
-        if self.config.first == "cheapest":
-            return min(self.eligible.values(), key=by_price)
-        return self.eligible[self.routed.decision.model]
+        return first_rung(list(self.eligible.values()), self.config, self.routed.decision.model)
 
     def next_rung(self, current: Candidate) -> Candidate | None:
         """The cheapest model above ``current`` on the price ladder that the router deems likelier right."""
@@ -172,30 +177,16 @@ class Cascade:
             router_gap=gap,
         )
 
-    def likeliest(self, current: Candidate) -> Candidate | None:
-        """Where ``unsure_gap`` escalates the first rung: straight to the likeliest eligible model (the one
-        the gap is measured against), as ``ladder evaluate`` costs it; else the next rung."""
-        top = self.top()
-        return top if top.name != current.name else self.next_rung(current)
-
-    def top(self) -> Candidate:
-        """The likeliest eligible model (the cheaper one at equal P(correct))."""
-        return max(self.eligible.values(), key=lambda c: (c.p_correct, -c.expected_cost_usd, c.name))
-
     def router_gap(self, stage: Stage) -> float | None:
         """With ``unsure_gap``: the router's P(correct) for the answering model minus the likeliest eligible
         model's (None when the answering model is not among the eligible)."""
         if self.config.unsure_gap is None or stage.model not in self.eligible:
             return None
-        return self.eligible[stage.model].p_correct - self.top().p_correct
+        return self.eligible[stage.model].p_correct - likeliest(list(self.eligible.values())).p_correct
 
     async def second_opinion_where_unsure(self, stage: Stage) -> Stage | None:
         """The second opinion ``unsure_gap`` asks for (None when no other model may answer, or it failed)."""
-        named = self.config.second_opinion
-        others = sorted(
-            (c for c in self.eligible.values() if c.name != stage.model),
-            key=lambda c: (c.name != named, *by_price(c)),
-        )
+        others = second_opinion_order(list(self.eligible.values()), stage.model, self.config.second_opinion)
         if not others:
             return None
         try:
@@ -226,9 +217,14 @@ class Cascade:
                 kept.verdict = Verdict(True, f"kept: escalation failed ({type(exc).__name__}: {exc})")
                 return kept, second
             current = self.eligible.get(stage.model, rung)
-            nxt = self.next_rung(current)
+            banded = self.config.unsure_gap is not None and len(self.stages) == 1
+            nxt = (
+                escalation_target(list(self.eligible.values()), current, self.config.escalate_to)
+                if banded
+                else self.next_rung(current)
+            )
             last = nxt is None or len(self.stages) >= self.config.max_stages
-            gap = self.router_gap(stage) if len(self.stages) == 1 and not last else None
+            gap = self.router_gap(stage) if banded and not last else None
             by_gap = gap_verdict(gap, self.config) if gap is not None else None
             if gap is not None and by_gap is None:
                 second = await self.second_opinion_where_unsure(stage)
@@ -238,7 +234,7 @@ class Cascade:
             self.gw.metrics.cascade_stages.labels(stage.model, verdict).inc()
             if stage.verdict.accepted:
                 return stage, second
-            rung = self.likeliest(current) if gap is not None else nxt
+            rung = nxt
         raise AssertionError("the last rung always accepts")  # pragma: no cover
 
     async def _with_second_opinion(self, rung: Candidate) -> tuple[Stage, Stage | None]:

@@ -11,12 +11,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ladder.answers import choice_letter, final_number
-from ladder.cascade import CascadeConfig, Signals, gap_verdict, judge
+from ladder.answers import answers_agree, choice_letter, final_number
+from ladder.cascade import (
+    CascadeConfig,
+    Signals,
+    escalation_target,
+    first_rung,
+    gap_verdict,
+    judge,
+    likeliest,
+    second_opinion_order,
+)
 from ladder.errors import DataError
+from ladder.policy import Candidate
 from training.answer_scorer import agreement
-from training.cascade import _calls, _curve, _keep_scores, _Reducer, evaluate_cascades
-from training.cascade_plans import CascadeSide, Plan
+from training.cascade import _calls, _keep_scores, _outcomes, _Reducer, evaluate_cascades
+from training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings
 from training.dataset import RoutingData, read_canonical, write_canonical
 from training.importers import import_data
 from training.objectives import Objective, choose_point
@@ -229,10 +239,10 @@ def test_a_second_opinion_asked_only_where_unsure_costs_only_there() -> None:
     assert served["rule"] == "unsure (router)" and served["first"] == "cheap"
     gateway = CascadeConfig(**served["gateway"])
     assert gateway.first == "cheapest" and gateway.second_opinion == "mid"
-    assert gateway.unsure_gap == (
-        served["chosen_on_training"]["threshold"],
-        served["chosen_on_training"]["unsure_below"],
+    assert gateway.unsure_gap == pytest.approx(
+        (served["chosen_on_training"]["threshold"], served["chosen_on_training"]["unsure_below"]), abs=1e-6
     )
+    assert gateway.escalate_to == "top" and gateway.max_stages == 2 and not gateway.logprobs
     best = report["cascade"]
     assert best["plan"]["rule"].startswith("unsure")
     for pt in best["points"]:  # every call costed: the first answer, each second opinion, each escalation
@@ -240,39 +250,79 @@ def test_a_second_opinion_asked_only_where_unsure_costs_only_there() -> None:
         assert pt["cost_per_1k"] == pytest.approx(expected, abs=2e-6)
 
 
-@settings(max_examples=200, deadline=None)
+MODELS = ["m0", "m1", "m2", "m3"]
+
+
+@settings(max_examples=300, deadline=None)
 @given(
-    p_first=st.floats(0.0, 0.99),
-    p_top=st.floats(0.0, 1.0),
+    p=st.lists(st.floats(0.0, 0.999), min_size=4, max_size=4),
+    costs=st.lists(st.floats(1e-5, 1e-2), min_size=4, max_size=4, unique=True),
+    letters=st.lists(st.sampled_from("AB"), min_size=4, max_size=4),
     edges=st.lists(st.floats(-1.0, 1.0), min_size=2, max_size=2).map(sorted),
-    agrees=st.booleans(),
+    first=st.one_of(st.none(), st.just(-1)),
+    tolerance=st.sampled_from([0.05, 0.1, 0.2]),
+    second=st.integers(0, 3),
+    top=st.integers(0, 3),
 )
 def test_the_offline_unsure_plan_decides_as_the_gateway_does(
-    p_first: float, p_top: float, edges: list[float], agrees: bool
+    p: list[float],
+    costs: list[float],
+    letters: list[str],
+    edges: list[float],
+    first: int | None,
+    tolerance: float,
+    second: int,
+    top: int,
 ) -> None:
-    """One question through `evaluate_cascades`' costing of an ``unsure (router)`` plan and through the
-    gateway's rule (`gap_verdict`, then `judge` on the second opinion): the same calls, the same verdict."""
-
-    prefill = np.array([[p_first, min(p_first, p_top), max(p_first, p_top)]], dtype=np.float32)
-    answers = np.array([["A", "A" if agrees else "B", "C"]], dtype=object)
+    """One question through `evaluate_cascades`' costing of an ``unsure (router)`` plan, and through the
+    rules the gateway's cascade runs with the pool settings the plan emits (`ladder.cascade`: the first
+    rung, the gap's verdict, the second opinion, where it escalates): the same calls, the same answer.
+    The router's likeliest model need not be the plan's top rung, nor the first model the cheapest."""
+    prices = np.array([costs])
+    if first == -1:
+        first = int(prices.argmin())  # a cheapest-first plan
+    if second in (top,) or (first is not None and second == first) or first == top:
+        second = next(j for j in range(4) if j not in (top, first))
     side = CascadeSide(
-        np.ones((1, 3)), np.array([[1e-4, 2e-4, 2e-3]]), answers, None, prefill, np.zeros((1, 4))
-    )
-    plan = Plan(0, None, False, "unsure", 2, second=1, score="router")
-    stages = (np.array([0]), np.array([1]))
+        np.eye(4)[[top]], prices, np.array([letters], dtype=object), None,
+        np.array([p], dtype=np.float32), np.zeros((1, 4)),
+    )  # fmt: skip
+    plan = Plan(first, None if first is not None else tolerance, False, "unsure", top, second, "router")
+    stages = answering_models(plan, side)
     scored = _keep_scores(plan, side, side, {"train": stages, "test": stages}, _Reducer(side, None), None)
     assert scored is not None
-    gap = scored[1]  # the router's gap, as the plan reads it
     lower, upper = edges
-    offline = _curve(side, _calls(plan, side, stages, None), 2, gap, [(lower, upper)])[0]
+    offline = _outcomes(side, _calls(plan, side, stages, None), top, scored[1], [(lower, upper)])
+    served = gateway_settings(plan, MODELS, side, (lower, upper))
+    assert served is not None
+    config = CascadeConfig(**served)
 
-    config = CascadeConfig(router_accept_p=1.0, unsure_gap=(lower, upper))
-    verdict = gap_verdict(float(gap[0]), config)
-    asked = verdict is None
-    if verdict is None:
-        verdict = judge(Signals(router_p=float(prefill[0, 0]), agrees=agrees), config, last_rung=False)
-    assert offline["second_opinions"] == float(asked)
-    assert offline["escalated"] == float(not verdict.accepted)
+    # the gateway's rules, on the candidates its decision would hold for this question
+    p32 = [float(v) for v in np.array(p, dtype=np.float32)]
+    eligible = [Candidate(n, p32[j], costs[j], True) for j, n in enumerate(MODELS)]
+    answering = first_rung(eligible, config, routed="unused")
+    target = escalation_target(eligible, answering, config.escalate_to)
+    asked: Candidate | None = None
+    escalated = False
+    if target is not None:
+        verdict = gap_verdict(answering.p_correct - likeliest(eligible).p_correct, config)
+        if verdict is None:
+            asked = second_opinion_order(eligible, answering.name, config.second_opinion)[0]
+            agrees = answers_agree(letters[MODELS.index(answering.name)], letters[MODELS.index(asked.name)])
+            verdict = judge(Signals(router_p=answering.p_correct, agrees=agrees), config, last_rung=False)
+        escalated = not verdict.accepted
+    final = target if escalated and target is not None else answering
+    spent = answering.expected_cost_usd + (asked.expected_cost_usd if asked is not None else 0.0)
+    if escalated and target is not None and not (asked is not None and asked.name == target.name):
+        spent += target.expected_cost_usd
+
+    assert MODELS[int(stages[0][0])] == answering.name
+    assert bool(offline["asked"][0, 0]) == (asked is not None and asked.name != answering.name)
+    if asked is not None:
+        assert stages[1] is not None and MODELS[int(stages[1][0])] == asked.name
+    assert bool(offline["escalated"][0, 0]) == escalated
+    assert offline["correct"][0, 0] == float(final.name == MODELS[top])
+    assert offline["cost"][0, 0] == pytest.approx(spent, rel=1e-12)
 
 
 def test_a_second_opinion_from_the_top_model_is_paid_once() -> None:

@@ -335,6 +335,52 @@ def test_a_second_opinion_is_asked_only_where_the_router_is_unsure(
             assert reason.endswith("< -0.3: escalated unread")
 
 
+def test_pool_settings_from_evaluate_serve_the_plan_it_costed(
+    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path, answers: AnswersUpstream
+) -> None:
+    """What ``ladder evaluate`` emits for an ``unsure (router)`` plan: the first rung chosen at the plan's
+    tolerance, the named second opinion, and escalation to the plan's top rung, whose answer is final even
+    where the router deems another model likelier (P(correct) 0.50 / 0.73 / 0.88)."""
+    served = {"max_stages": 2, "router_accept_p": 1.0, "logprobs": False}
+    # router at tolerance 0.2: mid-cloud (0.73 >= 0.88 - 0.2) answers; gap -0.15 is in the band
+    with gateway_with(
+        start_gateway, router, test_pool, first="router", first_tolerance=0.2, unsure_gap=[-0.2, -0.1],
+        second_opinion="small-local", escalate_to="vision-pro", **served,
+    ) as gw:  # fmt: skip
+        answers.set("mid-cloud", "B", logprobs="ignore")
+        answers.set("small-local", "C", logprobs="ignore")
+        answers.set("vision-pro", "D", logprobs="ignore")
+        completion, headers = ask(gw)
+        assert headers["x-ladder-cascade-calls"] == (
+            "mid-cloud(answer),vision-pro(answer),small-local(second opinion)"
+        )
+        assert headers["x-ladder-cascade"] == "mid-cloud=escalated,vision-pro=accepted"
+        assert completion.choices[0].message.content == "D"
+        assert all("logprobs" not in body for _, body in answers.seen)  # the plan reads none
+    answers.reset()
+    # cheapest first, escalated unread (gap -0.38 < -0.3) to the named top rung: mid-cloud's answer is
+    # kept although vision-pro is likelier, as the plan costed it
+    with gateway_with(
+        start_gateway, router, test_pool, first="cheapest", unsure_gap=[-0.3, -0.1],
+        escalate_to="mid-cloud", **served,
+    ) as gw:  # fmt: skip
+        answers.set("small-local", "B", logprobs="ignore")
+        answers.set("mid-cloud", "C", logprobs="ignore")
+        completion, headers = ask(gw)
+        assert answers.asked() == ["small-local", "mid-cloud"]
+        assert headers["x-ladder-model"] == "mid-cloud" and completion.choices[0].message.content == "C"
+        assert headers["x-ladder-cascade"] == "small-local=escalated,mid-cloud=accepted"
+    answers.reset()
+    # a first rung that is the top rung is kept: nothing is asked
+    with gateway_with(
+        start_gateway, router, test_pool, first="router", first_tolerance=0.0, unsure_gap=[-0.3, 0.5],
+        escalate_to="vision-pro", **served,
+    ) as gw:  # fmt: skip
+        answers.set("vision-pro", "D", logprobs="ignore")
+        _, headers = ask(gw)
+        assert answers.asked() == ["vision-pro"] and headers["x-ladder-cascade"] == "vision-pro=accepted"
+
+
 @pytest.mark.parametrize(
     ("cascade", "message"),
     [
@@ -342,6 +388,9 @@ def test_a_second_opinion_is_asked_only_where_the_router_is_unsure(
         ({"unsure_gap": [-0.2, -0.5]}, "lower <= upper"),
         ({"unsure_gap": [-0.5, -0.2], "second_opinion": "gpt-9"}, "not a model of this pool"),
         ({"second_opinion": "mid-cloud"}, "it needs unsure_gap"),
+        ({"unsure_gap": [-0.5, -0.2], "escalate_to": "gpt-9"}, "escalate_to 'gpt-9' is not a model"),
+        ({"escalate_to": "mid-cloud"}, "it needs unsure_gap"),
+        ({"first": "cheapest", "first_tolerance": 0.1}, "it needs first: router"),
     ],
 )
 def test_unsure_gap_settings_are_checked_with_the_pool(

@@ -262,15 +262,14 @@ def evaluate_cascades(
     best_single = float(test.labels.mean(axis=0)[best_model])
     best_cost = float(test.costs.mean(axis=0)[best_model] * 1000)
     train_best = float(train.labels.mean(axis=0).max())
-    cheapest = np.argsort(train.costs.mean(axis=0), kind="stable")
     summaries: list[dict[str, Any]] = []
     curves: list[list[dict[str, Any]]] = []
     held_out: list[tuple[_Calls, int, np.ndarray, list[tuple[float, float]]]] = []
     unread_scores: dict[tuple[int | None, float | None], tuple[np.ndarray, np.ndarray] | None] = {}
     for plan in plans(names, train):
         stages = {
-            "train": answering_models(plan, train, cheapest),
-            "test": answering_models(plan, test, cheapest),
+            "train": answering_models(plan, train),
+            "test": answering_models(plan, test),
         }
         # the learned scorer read before any second opinion: fitted once per first rung, shared by the
         # plain scorer plan and the unsure plans that read it
@@ -301,7 +300,7 @@ def evaluate_cascades(
             "held_out_cost_to_match_best_single": _match(test_points, best_single, best_cost),
             "_rank": _rank(train_points[index], objective, train_best),
         }
-        served = gateway_settings(plan, names, int(cheapest[0]), settings[index])
+        served = gateway_settings(plan, names, train, settings[index])
         if served is not None:
             summary["gateway"] = served
         summaries.append(summary)

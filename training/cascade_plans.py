@@ -59,11 +59,17 @@ class Plan:
         }
 
 
-def answering_models(
-    plan: Plan, side: CascadeSide, cheapest: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None]:
+def cheapest_other(side: CascadeSide, answering: np.ndarray) -> np.ndarray:
+    """Per question, the cheapest model other than ``answering`` by that question's expected cost, the
+    likelier one at equal cost (the gateway's price order, `ladder.cascade.by_price`)."""
+    costs = np.where(np.arange(side.costs.shape[1]) == answering[:, None], np.inf, side.costs)
+    return np.asarray(np.lexsort((-side.prefill_p.T, costs.T), axis=0)[0])
+
+
+def answering_models(plan: Plan, side: CascadeSide) -> tuple[np.ndarray, np.ndarray | None]:
     """Per question: the first model, and the second-opinion model or None (plan ``second``, else the
-    cheapest other one; where the first model is that model, the cheapest model other than it)."""
+    cheapest other one; where the first model is ``second``, the cheapest other than it), chosen as the
+    gateway chooses them for that question."""
     n = len(side.labels)
     if plan.first is not None:
         first = np.full(n, plan.first)
@@ -71,12 +77,10 @@ def answering_models(
         assert plan.router_tolerance is not None
         first = choose_batch(side.prefill_p, side.costs, plan.router_tolerance)
     if plan.rule == "unsure" and plan.second is not None:
-        fallback = cheapest[0] if cheapest[0] != plan.second else cheapest[1]
-        return first, np.where(first == plan.second, fallback, plan.second)
+        return first, np.where(first == plan.second, cheapest_other(side, first), plan.second)
     if not plan.verifier:
         return first, None
-    second = np.where(first == cheapest[0], cheapest[1], cheapest[0])
-    return first, second
+    return first, cheapest_other(side, first)
 
 
 def plans(names: Sequence[str], train: CascadeSide) -> list[Plan]:
@@ -124,16 +128,29 @@ def unsure_plans(
 
 
 def gateway_settings(
-    plan: Plan, names: Sequence[str], cheapest: int, setting: tuple[float, float]
+    plan: Plan, names: Sequence[str], side: CascadeSide, setting: tuple[float, float]
 ) -> dict[str, Any] | None:
     """The pool file's ``routing.cascade`` that serves this plan at its chosen thresholds, for the plans the
-    gateway runs exactly as costed here: the cheapest model first, a second opinion where the router's gap
-    is unsure (an open band edge becomes ±1, past any gap)."""
-    if plan.rule != "unsure" or plan.score != "router" or plan.first != cheapest or plan.second is None:
+    gateway runs exactly as costed here: a second opinion where the router's gap is unsure, after the
+    cheapest model (when it is the cheapest on every question of ``side``) or the router's choice at the
+    plan's tolerance. An open band edge becomes ±1, past any gap; the answer signals the plan does not read
+    are switched off (logprobs, the router's own certainty), and the top rung's answer is final."""
+    if plan.rule != "unsure" or plan.score != "router" or plan.second is None:
         return None
+    if plan.first is not None:
+        cheapest = np.argmin(side.costs, axis=1)
+        if not (cheapest == plan.first).all():
+            return None
+        first: dict[str, Any] = {"first": "cheapest"}
+    else:
+        first = {"first": "router", "first_tolerance": plan.router_tolerance}
     lower, upper = (float(np.clip(t, -1.0, 1.0)) for t in setting)
     return {
-        "first": "cheapest",
-        "unsure_gap": [round(lower, 6), round(upper, 6)],
+        **first,
+        "unsure_gap": [lower, upper],  # unrounded: the gateway compares the very same floats
         "second_opinion": names[plan.second],
+        "escalate_to": names[plan.top],
+        "max_stages": 2,
+        "router_accept_p": 1.0,
+        "logprobs": False,
     }
