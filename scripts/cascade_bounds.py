@@ -9,7 +9,8 @@ fitted on the training rows to predict whether the first answer and the top mode
 questions escalate in the order of P(first right) - P(top right), and each costs its first answer plus the
 top model where it escalated, but nothing for j's answer. The lowest cost at which that reaches the best
 single model's held-out accuracy reads the held-out curve (the protocol of "cost to match") and pays nothing
-for the second opinion, so no plan that asks j can do better; j's own cost share says what asking it costs.
+for the second opinion, so no plan that asks j and reads it with such a scorer can do better; j's own cost
+share says what asking it costs. `boosted` is the same bound with gradient-boosted trees as the scorer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ladder.checkpoint import Checkpoint
 from ladder.pool import load_pool
@@ -37,6 +39,14 @@ def features(
     """The cascade scorer's features of the first answer, with agreement with each of ``others``."""
     second = [list(answers[:, j]) for j in others]
     return answer_features(list(answers[:, first]), None, second, p, prompt).values
+
+
+def boosted(x_train: np.ndarray, correct: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """P(right) from gradient-boosted trees on the same features: a more flexible scorer, for comparison."""
+    model = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=0
+    )
+    return np.asarray(model.fit(x_train, correct >= 0.5).predict_proba(x_test)[:, 1])
 
 
 def bound(
@@ -90,6 +100,9 @@ def main(checkpoint_path: str, data_path: str, pool_path: str, out: str) -> None
         keep = AnswerScorer.fit(x_train, train.labels[:, first]).predict(x_test) - AnswerScorer.fit(
             x_train, train.labels[:, top]
         ).predict(x_test)
+        keep_boosted = boosted(x_train, train.labels[:, first], x_test) - boosted(
+            x_train, train.labels[:, top], x_test
+        )
         agrees = [
             float(agreement(list(inputs.answers[:, first]), list(inputs.answers[:, j])).mean()) for j in asked
         ]
@@ -101,6 +114,7 @@ def main(checkpoint_path: str, data_path: str, pool_path: str, out: str) -> None
                 ),
                 "agrees_with_first": agrees,
                 **bound(keep, inputs.labels, inputs.costs, first, top),
+                "boosted": bound(keep_boosted, inputs.labels, inputs.costs, first, top),
             }
         )
         print(json.dumps(report["second_opinion_free"][-1]))
