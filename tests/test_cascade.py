@@ -325,6 +325,21 @@ def test_the_offline_unsure_plan_decides_as_the_gateway_does(
     assert offline["cost"][0, 0] == pytest.approx(spent, rel=1e-12)
 
 
+def test_an_unsure_answer_escalates_to_the_named_model_only_where_it_may_answer() -> None:
+    cheap, mid, top = (
+        Candidate(n, p, c, True) for n, p, c in (("cheap", 0.5, 1.0), ("mid", 0.9, 2.0), ("top", 0.8, 9.0))
+    )
+    assert escalation_target([cheap, mid, top], cheap, "top") == top  # named, although mid is likelier
+    assert escalation_target([cheap, mid], cheap, "top") == mid  # top may not answer: the likeliest
+    assert escalation_target([cheap, mid, top], top, "top") is None  # already there: kept
+    assert escalation_target([cheap, mid, top], mid, None) is None  # the likeliest answered: kept
+    router_first = CascadeConfig(first="router", first_tolerance=0.35, unsure_gap=(-0.5, -0.1))
+    assert first_rung([cheap, mid, top], router_first, routed="top") == mid  # 0.5 < 0.9 - 0.35 <= 0.8
+    assert first_rung([cheap, mid, top], CascadeConfig(), routed="top") == top  # the routing decision
+    assert [c.name for c in second_opinion_order([cheap, mid, top], "mid", "top")] == ["top", "cheap"]
+    assert [c.name for c in second_opinion_order([cheap, mid, top], "top", "top")] == ["cheap", "mid"]
+
+
 def test_a_second_opinion_from_the_top_model_is_paid_once() -> None:
     def cheap_and_top(side: CascadeSide) -> CascadeSide:
         keep = [0, 2]
