@@ -20,7 +20,7 @@ from cli import (
     serve_commands,
 )
 from cli.progress import stage_progress, stderr
-from ladder.errors import DataWarning, LadderError
+from ladder.errors import DataError, DataWarning, LadderError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ladder: a learned LLM router.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
@@ -201,6 +201,14 @@ def evaluate(
         float | None,
         typer.Option(min=0, max=1, help="Add this tolerance's operating point to the report (at_tolerance)."),
     ] = None,
+    write_cascade: Annotated[
+        bool,
+        typer.Option(
+            "--write-cascade",
+            help="Put the settings of the best cascade the gateway serves as costed (the report's "
+            "cascade_served) into the --pool file's routing.cascade.",
+        ),
+    ] = False,
     tune: Annotated[
         bool,
         typer.Option(
@@ -221,6 +229,8 @@ def evaluate(
     from training.train import training_rows
 
     chosen_objective = Objective(objective, cost_cap=cost_cap)
+    if write_cascade and pool is None:
+        raise DataError("--write-cascade needs --pool FILE (the pool file to write routing.cascade into)")
     loaded = Checkpoint.load(checkpoint)
     eval_rows = training_rows(read_canonical([data]), split)
     train_split = loaded.manifest.training.settings.get("split")
@@ -270,11 +280,31 @@ def evaluate(
         plot_report(report, plot, title=title)
     for line in report["verdict"]:
         typer.echo(line)
+    if write_cascade and pool is not None:
+        _write_cascade(report, pool)
     if not json_path:
         _print_json(report)
 
 
-@bench_app.command("route")
+def _write_cascade(report: dict[str, Any], pool: Path) -> None:
+    """`evaluate --write-cascade`: the served plan's settings into the pool file, with the diff shown."""
+    from training.calibrate import unified_diff
+    from training.pool_edit import rewrite_cascade, write_pool_text
+
+    served = report.get("cascades", {}).get("cascade_served")
+    if served is None:
+        raise DataError(
+            "no cascade plan the gateway serves as costed: it needs answers in both the evaluation and the "
+            "training rows (nothing was written)"
+        )
+    old, new = rewrite_cascade(pool, served["plan"]["gateway"])
+    diff = unified_diff(pool, old, new)
+    if not diff:
+        stderr.print(f"{pool} already has this routing.cascade")
+        return
+    stderr.print(diff, markup=False, highlight=False)
+    write_pool_text(pool, new)
+    stderr.print(f"[green]wrote[/green] routing.cascade into {pool}")
 def bench_route(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     pool: PoolOption = None,

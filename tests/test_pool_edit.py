@@ -14,7 +14,7 @@ from ladder.latency import LatencyProfile
 from ladder.pool import load_pool
 from tests.support import REPO
 from training.latency_profiles import MeasuredLatency, write_pool_latency
-from training.pool_edit import edit_pool, render_edit
+from training.pool_edit import edit_pool, render_edit, rewrite_cascade
 
 
 def added_and_removed(old: str, new: str) -> tuple[list[str], list[str]]:
@@ -97,3 +97,34 @@ def test_a_written_pool_keeps_its_permissions(tmp_path: Path) -> None:
     old, new = edit_pool(pool, retune)
     assert new != old and pool.read_text(encoding="utf-8") == new
     assert pool.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_a_written_cascade_replaces_the_whole_block_and_nothing_else(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    text = (REPO / "pools" / "default.yaml").read_text(encoding="utf-8")
+    text = text.replace(
+        "  max_prompt_tokens: 512\n",
+        "  max_prompt_tokens: 512\n  cascade:  # hand-tuned\n    agreement: true\n    min_gain: 0.1\n",
+    )
+    pool.write_text(text, encoding="utf-8")
+    settings = {
+        "first": "router", "first_tolerance": 0.2, "unsure_gap": [-1.0, -0.0315], "second_opinion":
+        "gemini-1.5-flash", "escalate_to": "gemini-1.5-pro", "max_stages": 2, "router_accept_p": 1.0,
+        "logprobs": False,
+    }  # fmt: skip
+    old, new = rewrite_cascade(pool, settings)
+    assert old == text and pool.read_text(encoding="utf-8") == text  # nothing written yet
+    added, removed = added_and_removed(old, new)
+    assert removed == ["    agreement: true", "    min_gain: 0.1"]  # the key and its comment stay
+    assert len(added) == len(settings) and all(line.startswith("    ") for line in added)
+    pool.write_text(new, encoding="utf-8")
+    cascade = load_pool(pool).routing.cascade
+    assert not cascade.agreement and cascade.min_gain == 0.0  # keys the plan did not cost are not kept
+    assert cascade.escalate_to == "gemini-1.5-pro" and cascade.unsure_gap == (-1.0, -0.0315)
+
+
+def test_a_cascade_naming_a_model_outside_the_pool_is_refused_before_writing(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    shutil.copyfile(REPO / "pools" / "default.yaml", pool)
+    with pytest.raises(ConfigError, match="escalate_to 'gpt-9' is not a model of this pool"):
+        rewrite_cascade(pool, {"unsure_gap": [-0.5, -0.1], "escalate_to": "gpt-9"})

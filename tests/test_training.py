@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ladder.cascade import CascadeConfig
 from ladder.checkpoint import Checkpoint
 from ladder.errors import CheckpointError, DataError
 from ladder.head import OnnxHead
+from ladder.pool import load_pool
 from tests.support import ladder, shared_data
 from training.costs import EQUAL_COSTS
 from training.dataset import RoutingData, read_canonical, split_by_id, write_canonical
@@ -216,3 +218,40 @@ def test_training_checks_what_it_needs_before_embedding(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"a-file: exists and is not a folder"):
         train(priced, ["synthetic"], tmp_path / "a-file", None, spec, progress)
     assert stages == [] and not (tmp_path / "ckpt").exists()
+
+
+def test_evaluate_writes_the_cascade_it_serves_as_costed_into_the_pool_file(workdir: Path) -> None:
+    pool = workdir / "pool-cascade.yaml"
+    pool.write_text(
+        POOL.replace("routing:\n", "routing:  # written by ladder evaluate below\n")
+        + "# the end of the pool\n",
+        encoding="utf-8",
+    )
+    report_path = workdir / "served.json"
+    result = ladder(
+        "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
+        "--pool", str(pool), "--json", str(report_path), "--write-cascade",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    served = json.loads(report_path.read_text())["cascades"]["cascade_served"]["plan"]
+    assert f"wrote routing.cascade into {pool}" in result.stderr and "+  cascade:" in result.stderr
+    written = load_pool(pool).routing.cascade
+    assert written == CascadeConfig(**served["gateway"]) and written.unsure_gap is not None
+    text = pool.read_text(encoding="utf-8")
+    assert "# written by ladder evaluate below" in text and text.endswith("# the end of the pool\n")
+
+    again = ladder(
+        "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
+        "--pool", str(pool), "--json", str(report_path), "--write-cascade",
+    )  # fmt: skip
+    assert again.returncode == 0 and "already has this routing.cascade" in again.stderr
+    assert pool.read_text(encoding="utf-8") == text
+
+
+def test_write_cascade_needs_a_pool_file(workdir: Path) -> None:
+    result = ladder(
+        "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
+        "--write-cascade",
+    )  # fmt: skip
+    assert result.returncode == 2 and "--write-cascade needs --pool" in result.stderr
+    assert "Traceback" not in result.stderr

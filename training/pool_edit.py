@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
@@ -121,3 +121,27 @@ def set_key(mapping: CommentedMap, key: str, value: Any, after: str | None = Non
     while isinstance(holder[last], CommentedMap) and holder[last]:  # a block value: after its last line
         holder, last = holder[last], list(holder[last])[-1]
     holder.ca.items[last] = [None, None, CommentToken("\n" + following, token.start_mark, None), None]
+
+
+def rewrite_cascade(path: Path, settings: dict[str, Any]) -> tuple[str, str]:
+    """(old text, new text) of ``path`` with `routing.cascade` replaced by ``settings`` (keys it does not name
+    would change what the plan costed, so none is kept), comments and layout elsewhere kept. The new text is
+    checked to load as a pool; nothing is written."""
+
+    cascade = CommentedMap()
+    for key, value in settings.items():
+        if isinstance(value, list | tuple):
+            value = CommentedSeq(value)
+            value.fa.set_flow_style()  # unsure_gap: [lower, upper], as the docs write it
+        cascade[key] = value
+
+    def change(document: CommentedMap, where: Path) -> None:
+        routing = document.get("routing")
+        if routing is None:
+            set_key(document, "routing", CommentedMap(cascade=cascade), after="version")
+            return
+        if not isinstance(routing, CommentedMap):
+            raise ConfigError(f"{where}: no routing mapping to write the cascade into")
+        set_key(routing, "cascade", cascade)
+
+    return check_edit(path, change)
