@@ -305,6 +305,9 @@ def _write_cascade(report: dict[str, Any], pool: Path) -> None:
     stderr.print(diff, markup=False, highlight=False)
     write_pool_text(pool, new)
     stderr.print(f"[green]wrote[/green] routing.cascade into {pool}")
+
+
+@bench_app.command("route")
 def bench_route(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     pool: PoolOption = None,

@@ -89,3 +89,9 @@ def test_data_file_missing_a_column(tmp_path: Path) -> None:
         ladder("train", "--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "c")), "model"
     )
     assert not (tmp_path / "c").exists()
+
+
+def test_every_benchmark_is_a_command() -> None:
+    from cli.main import bench_app
+
+    assert {c.name for c in bench_app.registered_commands} == {"route", "gateway", "triton"}
