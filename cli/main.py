@@ -288,8 +288,7 @@ def evaluate(
 
 def _write_cascade(report: dict[str, Any], pool: Path) -> None:
     """`evaluate --write-cascade`: the served plan's settings into the pool file, with the diff shown."""
-    from training.calibrate import unified_diff
-    from training.pool_edit import rewrite_cascade, write_pool_text
+    from training.pool_edit import rewrite_cascade, unified_diff, write_pool_text
 
     served = report.get("cascades", {}).get("cascade_served")
     if served is None:

@@ -178,11 +178,11 @@ def calibrate(
     from ladder.checkpoint import Checkpoint
     from ladder.errors import DataError
     from ladder.pool import load_pool
-    from training.calibrate import Target, rewrite_routing, unified_diff
+    from training.calibrate import Target, rewrite_routing
     from training.calibrate import calibrate as run_calibrate
     from training.dataset import read_canonical
     from training.evaluate import evaluation_inputs
-    from training.pool_edit import write_pool_text
+    from training.pool_edit import unified_diff, write_pool_text
     from training.train import training_rows
 
     goal = Target.parse(target)

@@ -26,11 +26,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from ladder.checkpoint import Checkpoint
 from ladder.pool import load_pool
 from training.answer_scorer import AnswerScorer, agreement, answer_features
+from training.cascade import REDUCED_DIMS, principal_axes
+from training.cascade_plans import top_rung
 from training.dataset import read_canonical
 from training.evaluate import evaluation_inputs
 from training.train import training_rows
-
-DIMS = 16
 
 
 def features(
@@ -79,11 +79,9 @@ def main(checkpoint_path: str, data_path: str, pool_path: str, out: str) -> None
     if train is None or train.answers is None or inputs.answers is None or train.embeddings is None:
         raise SystemExit("the data needs answers and training rows")
     names = inputs.names
-    accuracy, cost = train.labels.mean(axis=0), train.costs.mean(axis=0)
-    top = int(max(range(len(names)), key=lambda j: (accuracy[j], -cost[j])))
-    first = int(np.argmin(cost))
-    mean = train.embeddings.mean(axis=0)
-    basis = np.linalg.svd(train.embeddings - mean, full_matrices=False)[2][:DIMS].T
+    top = top_rung(train.labels, train.costs)
+    first = int(np.argmin(train.costs.mean(axis=0)))
+    mean, basis = principal_axes(train.embeddings, REDUCED_DIMS)
     reduced_train = (train.embeddings - mean) @ basis
     reduced_test = (inputs.embeddings - mean) @ basis
     others = [j for j in range(len(names)) if j not in (first, top)]

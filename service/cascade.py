@@ -118,8 +118,12 @@ class Cascade:
         self.eligible = {c.name: c for c in routed.decision.candidates if c.eligible}
         self.stages: list[Stage] = []
 
+    def candidates(self) -> list[Candidate]:
+        """The models that may answer this request, with the router's standing for each."""
+        return list(self.eligible.values())
+
     def first_rung(self) -> Candidate:
-        return first_rung(list(self.eligible.values()), self.config, self.routed.decision.model)
+        return first_rung(self.candidates(), self.config, self.routed.decision.model)
 
     def next_rung(self, current: Candidate) -> Candidate | None:
         """The cheapest model above ``current`` on the price ladder that the router deems likelier right."""
@@ -182,11 +186,11 @@ class Cascade:
         model's (None when the answering model is not among the eligible)."""
         if self.config.unsure_gap is None or stage.model not in self.eligible:
             return None
-        return self.eligible[stage.model].p_correct - likeliest(list(self.eligible.values())).p_correct
+        return self.eligible[stage.model].p_correct - likeliest(self.candidates()).p_correct
 
     async def second_opinion_where_unsure(self, stage: Stage) -> Stage | None:
         """The second opinion ``unsure_gap`` asks for (None when no other model may answer, or it failed)."""
-        others = second_opinion_order(list(self.eligible.values()), stage.model, self.config.second_opinion)
+        others = second_opinion_order(self.candidates(), stage.model, self.config.second_opinion)
         if not others:
             return None
         try:
@@ -219,7 +223,7 @@ class Cascade:
             current = self.eligible.get(stage.model, rung)
             banded = self.config.unsure_gap is not None and len(self.stages) == 1
             nxt = (
-                escalation_target(list(self.eligible.values()), current, self.config.escalate_to)
+                escalation_target(self.candidates(), current, self.config.escalate_to)
                 if banded
                 else self.next_rung(current)
             )

@@ -13,7 +13,6 @@ The sample is scored exactly as `ladder evaluate` scores held-out rows (`trainin
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -157,7 +156,3 @@ def rewrite_routing(path: Path, tolerance: float) -> tuple[str, str]:
         set_key(routing, "tolerance", float(f"{tolerance:g}"), after="policy")
 
     return check_edit(path, change)
-
-
-def unified_diff(path: Path, old: str, new: str) -> str:
-    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))

@@ -59,7 +59,7 @@ class _Reducer:
     """PCA bases fitted on training rows only: prompt embeddings, and answer embeddings for free text."""
 
     def __init__(self, train: CascadeSide, embed: Embed | None) -> None:
-        self.prompt_mean, self.prompt_basis = _pca(train.prompt, REDUCED_DIMS)
+        self.prompt_mean, self.prompt_basis = principal_axes(train.prompt, REDUCED_DIMS)
         flat = [a for a in train.answers.ravel().tolist() if a]
         self.free_text = is_free_text(flat[:2000])
         self.answers_embedded = self.free_text and embed is not None
@@ -67,7 +67,7 @@ class _Reducer:
         self._columns: dict[int, np.ndarray] = {}
         if self.answers_embedded and embed is not None:
             sample = flat[:: max(1, len(flat) // 2000)]
-            self.answer_mean, self.answer_basis = _pca(embed(sample), REDUCED_DIMS)
+            self.answer_mean, self.answer_basis = principal_axes(embed(sample), REDUCED_DIMS)
 
     def prompt(self, x: np.ndarray) -> np.ndarray:
         return np.asarray((x - self.prompt_mean) @ self.prompt_basis, dtype=np.float32)
@@ -88,7 +88,8 @@ class _Reducer:
         return self._columns[key]
 
 
-def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+def principal_axes(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``x`` and its top ``dims`` principal axes as columns (project: ``(x - mean) @ axes``)."""
     mean = x.mean(axis=0)
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     return mean, vt[: min(dims, vt.shape[0])].T

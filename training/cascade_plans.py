@@ -83,6 +83,13 @@ def answering_models(plan: Plan, side: CascadeSide) -> tuple[np.ndarray, np.ndar
     return first, cheapest_other(side, first)
 
 
+def top_rung(labels: np.ndarray, costs: np.ndarray) -> int:
+    """The model every plan escalates to: the most accurate on these rows, the cheaper one at equal
+    accuracy."""
+    accuracy, cost = labels.mean(axis=0), costs.mean(axis=0)
+    return int(max(range(len(accuracy)), key=lambda j: (accuracy[j], -cost[j])))
+
+
 def plans(names: Sequence[str], train: CascadeSide) -> list[Plan]:
     """Cheap-first plans (each of the cheapest rungs, with and without a second opinion) and router-first
     plans, all escalating to the most accurate model on the training rows."""
@@ -90,7 +97,7 @@ def plans(names: Sequence[str], train: CascadeSide) -> list[Plan]:
         return []
     accuracy = train.labels.mean(axis=0)
     cost = train.costs.mean(axis=0)
-    top = int(max(range(len(names)), key=lambda j: (accuracy[j], -cost[j])))
+    top = top_rung(train.labels, train.costs)
     cheap = [j for j in np.argsort(cost, kind="stable").tolist() if j != top][:CHEAP_RUNGS]
     has_logprobs = train.logprobs is not None and not np.isnan(train.logprobs).all()
     out = []

@@ -3,6 +3,7 @@ checked to load as a pool, then written atomically."""
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import stat
@@ -75,6 +76,11 @@ def write_pool_text(path: Path, text: str, *, check_only: bool = False) -> None:
             os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def unified_diff(path: Path, old: str, new: str) -> str:
+    """The change from ``old`` to ``new`` text of the pool file ``path``, as ``diff -u`` shows it."""
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
 
 
 def check_edit(path: Path, change: Change) -> tuple[str, str]:
