@@ -1,6 +1,6 @@
 """Ladder's routing core: pool configuration, scoring runtime and the routing decision."""
 
-from ladder.errors import (
+from ladder.core.errors import (
     CheckpointError,
     ConfigError,
     DataError,

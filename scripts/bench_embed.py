@@ -22,12 +22,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.triton_repo import export_repository  # noqa: E402
-from export.triton_server import TritonServer  # noqa: E402
-from ladder.encoder import Tokenizer  # noqa: E402
-from ladder.home import encoder_dir  # noqa: E402
-from training.embed import InProcessEmbedder  # noqa: E402
-from training.triton_embed import TritonEmbedder, TritonEmbedSettings  # noqa: E402
+from ladder.core.encoder import Tokenizer  # noqa: E402
+from ladder.core.home import encoder_dir  # noqa: E402
+from ladder.export.triton_repo import export_repository  # noqa: E402
+from ladder.export.triton_server import TritonServer  # noqa: E402
+from ladder.training.embed import InProcessEmbedder  # noqa: E402
+from ladder.training.triton_embed import TritonEmbedder, TritonEmbedSettings  # noqa: E402
 
 MILLION = 1_000_000
 # Published basis of the GPU estimate (not measured here): MLPerf Inference BERT-99 (BERT-large: 24 layers,

@@ -24,11 +24,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ladder.policy import Decision, DecisionOptions, decide
-from service.keys import Client, KeyProfile, Limits
-from service.metrics import GatewayMetrics
-from service.sessions import Sessions
-from service.state import MemoryState, RedisState, StateStore
+from ladder.core.policy import Decision, DecisionOptions, decide
+from ladder.gateway.keys import Client, KeyProfile, Limits
+from ladder.gateway.metrics import GatewayMetrics
+from ladder.gateway.sessions import Sessions
+from ladder.gateway.state import MemoryState, RedisState, StateStore
 
 PROFILE = KeyProfile.model_validate(
     {"name": "bench", "key": "bench-key-0123456789", "requests_per_minute": 10**9, "daily_budget_usd": 1e9}

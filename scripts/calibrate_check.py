@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ladder.checkpoint import Checkpoint
-from ladder.head import OnnxHead
-from ladder.pool import load_pool
-from training.calibrate import Target, TargetKind, calibrate, held_out_check
-from training.costs import cost_matrix
-from training.dataset import read_canonical
-from training.embed import embed_texts
-from training.evaluate import EvaluationInputs
+from ladder.core.checkpoint import Checkpoint
+from ladder.core.head import OnnxHead
+from ladder.core.pool import load_pool
+from ladder.training.calibrate import Target, TargetKind, calibrate, held_out_check
+from ladder.training.costs import cost_matrix
+from ladder.training.dataset import read_canonical
+from ladder.training.embed import embed_texts
+from ladder.training.evaluate import EvaluationInputs
 
 
 def _rows(inputs: EvaluationInputs, rows: np.ndarray) -> EvaluationInputs:

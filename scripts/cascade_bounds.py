@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from ladder.checkpoint import Checkpoint
-from ladder.pool import load_pool
-from training.answer_scorer import AnswerScorer, agreement, answer_features
-from training.cascade import REDUCED_DIMS, principal_axes
-from training.cascade_plans import top_rung
-from training.dataset import read_canonical
-from training.evaluate import evaluation_inputs
-from training.train import training_rows
+from ladder.core.checkpoint import Checkpoint
+from ladder.core.pool import load_pool
+from ladder.training.answer_scorer import AnswerScorer, agreement, answer_features
+from ladder.training.cascade import REDUCED_DIMS, principal_axes
+from ladder.training.cascade_plans import top_rung
+from ladder.training.dataset import read_canonical
+from ladder.training.evaluate import evaluation_inputs
+from ladder.training.train import training_rows
 
 
 def features(

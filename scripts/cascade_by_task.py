@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ladder.pool import load_pool
-from training.cascade import evaluate_cascades
-from training.cascade_plans import CascadeSide
-from training.costs import cost_matrix
-from training.dataset import RoutingData, read_canonical
-from training.metrics import DEFAULT_TOLERANCES
-from training.objectives import Objective
-from training.operating_points import (
+from ladder.core.pool import load_pool
+from ladder.training.cascade import evaluate_cascades
+from ladder.training.cascade_plans import CascadeSide
+from ladder.training.costs import cost_matrix
+from ladder.training.dataset import RoutingData, read_canonical
+from ladder.training.metrics import DEFAULT_TOLERANCES
+from ladder.training.objectives import Objective
+from ladder.training.operating_points import (
     choose,
     cost_weights,
     curve,
@@ -32,7 +32,7 @@ from training.operating_points import (
     per_task_curve,
     recommend_across_policies,
 )
-from training.plot import plot_report
+from ladder.training.plot import plot_report
 
 FOLDS = 5
 
@@ -106,7 +106,7 @@ def main(data_path: str, pool_path: str, out: str) -> None:
         "per_task_baseline": per_task_curve(train.tasks, ty, tc, test.tasks, y, c),
         "cascades": cascades,
     }
-    # shaped for training.plot: the task router stands where the router's curve does
+    # shaped for ladder.training.plot: the task router stands where the router's curve does
     report["router"] = report["task_router"]["cheapest"]
     report["policies"] = report["task_router"]
     report["baselines"] = {"per_task": report["per_task_baseline"]}

@@ -38,11 +38,11 @@ from gateway_support.checkpoint import make_checkpoint  # noqa: E402
 from gateway_support.servers import ServerThread  # noqa: E402
 from local_loop import CHOICE_TASKS, LOCAL_MODELS, MODELS_DIR, llama_server, question_rows  # noqa: E402
 
-from ladder.cascade import mean_logprob  # noqa: E402
-from ladder.pool import load_pool  # noqa: E402
-from ladder.router import Router  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.settings import load_settings  # noqa: E402
+from ladder.core.cascade import mean_logprob  # noqa: E402
+from ladder.core.pool import load_pool  # noqa: E402
+from ladder.core.router import Router  # noqa: E402
+from ladder.gateway.app import create_app  # noqa: E402
+from ladder.gateway.settings import load_settings  # noqa: E402
 
 CHEAP, STRONG = "smollm2-135m", "gemma3-270m"
 BIASES = {CHEAP: 0.0, STRONG: 0.5}

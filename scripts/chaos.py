@@ -4,14 +4,14 @@
     .venv/bin/python scripts/chaos.py --triton --triton-kills 2     # and kill -9 / restart Triton mid-run
 
 The pool is the shipped default with every model's upstream pointed at one misbehaving fake
-(``bench.faulty_upstream``): 5xx, 429 with Retry-After, hangs, resets before an answer and mid-stream,
+(``ladder.bench.faulty_upstream``): 5xx, 429 with Retry-After, hangs, resets before an answer and mid-stream,
 unsolicited 100-continue, close-delimited bodies and CRLFs split across reads, drawn per call. Settings
-are the defaults except the deadline. See ``bench.chaos`` for what must hold.
+are the defaults except the deadline. See ``ladder.bench.chaos`` for what must hold.
 
 With ``--triton`` the gateway scores on a real ``tritonserver`` (``scripts/install_triton.sh``) serving a
 cpu export of the shipped router, which is SIGKILLed and restarted on the same ports ``--triton-kills``
 times, spaced by requests/(kills+1) completed with Triton in use; the run sends at least ``--requests`` and
-goes on until as many have followed the last restart (``bench.triton_outages``). The JSON gains a
+goes on until as many have followed the last restart (``ladder.bench.triton_outages``). The JSON gains a
 ``triton`` section.
 """
 
@@ -34,12 +34,12 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.chaos import WEIGHTS, drive, verdict
-from bench.faulty_upstream import RawUpstream, random_chooser
-from bench.triton_outages import TritonOutages, router_repository
-from export.triton_server import TritonNotInstalled, TritonServer
-from ladder.pool import PoolConfig, load_pool
-from ladder.router import Router, default_pool_path
+from ladder.bench.chaos import WEIGHTS, drive, verdict
+from ladder.bench.faulty_upstream import RawUpstream, random_chooser
+from ladder.bench.triton_outages import TritonOutages, router_repository
+from ladder.core.pool import PoolConfig, load_pool
+from ladder.core.router import Router, default_pool_path
+from ladder.export.triton_server import TritonNotInstalled, TritonServer
 
 HOST = "127.0.0.1"
 
@@ -139,7 +139,7 @@ def main() -> None:
                 lambda: bool(_scorer(url).get("triton_up")),
                 args.triton_down,
             )
-        gateway = subprocess.Popen([sys.executable, "-m", "service"], env=env)
+        gateway = subprocess.Popen([sys.executable, "-m", "ladder.gateway"], env=env)
         try:
             _wait_ready(f"{url}/readyz", gateway)
             if outages is not None:

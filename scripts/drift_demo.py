@@ -45,7 +45,7 @@ def route_window(name: str, count: int, audit: Path) -> None:
     random.Random(0).shuffle(texts)
     key, port = "demo-" + secrets.token_urlsafe(16), free_port()
     env = {**os.environ, "LADDER_API_KEYS": key, "LADDER_AUDIT_LOG": str(audit), "LADDER_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve"], cwd=ROOT, env=env)
+    server = subprocess.Popen([sys.executable, "-m", "ladder.cli", "serve"], cwd=ROOT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
@@ -80,7 +80,7 @@ def main() -> None:
         route_window(name, args.requests, audit)
         report = args.out / f"report-{name}.json"
         done = subprocess.run(
-            [sys.executable, "-m", "cli", "report", "--audit", str(audit), "--json", str(report),
+            [sys.executable, "-m", "ladder.cli", "report", "--audit", str(audit), "--json", str(report),
              "--plot", str(args.out / f"report-{name}.png"), "--bucket", "hour"],
             cwd=ROOT, check=False,
         )  # fmt: skip

@@ -142,7 +142,7 @@ def pool_yaml(urls: dict[str, str]) -> str:
 def ladder(*args: str) -> str:
     """Run the `ladder` CLI; its stdout. Progress and tables go to the terminal (stderr)."""
     print(f"$ ladder {' '.join(args)}", file=sys.stderr, flush=True)
-    done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run([sys.executable, "-m", "ladder.cli", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"ladder {args[0]} failed with exit status {done.returncode}")
     return done.stdout

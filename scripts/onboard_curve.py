@@ -21,18 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from ladder.checkpoint import Checkpoint
-from ladder.head import OnnxHead
-from ladder.pool import load_pool
-from training.costs import cost_matrix
-from training.dataset import read_canonical
-from training.embed import embed_texts
-from training.fit import HeadSettings
-from training.metrics import auc, sweep
-from training.onboard import honest_base_p
-from training.onboard_fit import OnboardSettings, fit_new_model
-from training.probes import suggest
-from training.train import TrainingSpec, train
+from ladder.core.checkpoint import Checkpoint
+from ladder.core.head import OnnxHead
+from ladder.core.pool import load_pool
+from ladder.training.costs import cost_matrix
+from ladder.training.dataset import read_canonical
+from ladder.training.embed import embed_texts
+from ladder.training.fit import HeadSettings
+from ladder.training.metrics import auc, sweep
+from ladder.training.onboard import honest_base_p
+from ladder.training.onboard_fit import OnboardSettings, fit_new_model
+from ladder.training.probes import suggest
+from ladder.training.train import TrainingSpec, train
 
 
 def _log(message: str) -> None:

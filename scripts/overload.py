@@ -1,6 +1,6 @@
 """Overload run: measure the gateway's capacity, then offer four times that, open-loop; print JSON.
 
-The gateway and an instant stub upstream run as subprocesses (``bench.gateway.processes``). Phase one is
+The gateway and an instant stub upstream run as subprocesses (``ladder.bench.gateway.processes``). Phase one is
 closed-loop (``--clients`` clients back to back) and gives the capacity. Phase two sends at ``--factor``
 times that rate on a fixed schedule, whatever the answers, from ``--senders`` processes, and samples the
 gateway's resident memory. What it shows: the requests the gateway admits keep a bounded p99, the rest are
@@ -29,10 +29,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway import HOST, PROMPT, processes  # noqa: E402
-from bench.loadgen import open_loop  # noqa: E402
-from ladder.pool import load_pool  # noqa: E402
-from ladder.router import default_pool_path  # noqa: E402
+from ladder.bench.gateway import HOST, PROMPT, processes  # noqa: E402
+from ladder.bench.loadgen import open_loop  # noqa: E402
+from ladder.core.pool import load_pool  # noqa: E402
+from ladder.core.router import default_pool_path  # noqa: E402
 
 BODY = json.dumps({"model": "ladder", "messages": [{"role": "user", "content": PROMPT}]}).encode()
 PATH = "/v1/chat/completions"
@@ -79,7 +79,7 @@ def _sender(url: str, rate: float, seconds: float, out: Any) -> None:
 
 
 def _gateway_pid() -> int:
-    """The ``python -m service`` child of this process."""
+    """The ``python -m ladder.gateway`` child of this process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

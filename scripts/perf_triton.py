@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.triton_perf import run_benchmark
-from ladder.errors import LadderError
+from ladder.core.errors import LadderError
+from ladder.export.triton_perf import run_benchmark
 
 
 def main(argv: list[str] | None = None) -> int:

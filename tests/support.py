@@ -25,7 +25,7 @@ def ladder(
 ) -> subprocess.CompletedProcess[str]:
     """Run `ladder ARGS...` as a user would, capturing text output."""
     result = subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "ladder.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ladder.answers import (
+from ladder.core.answers import (
     answer_key,
     answers_agree,
     choice_letter,

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from export.encoder_build import build_encoder
-from export.onnx_export import quiet_logs
-from ladder.encoder import TOKENIZER_FILE, EncoderInfo, OnnxEncoder
-from ladder.pool import load_pool
-from ladder.router import Router, default_pool_path
-from service.batcher import ScoreBatcher, score_texts
+from ladder.core.encoder import TOKENIZER_FILE, EncoderInfo, OnnxEncoder
+from ladder.core.pool import load_pool
+from ladder.core.router import Router, default_pool_path
+from ladder.export.encoder_build import build_encoder
+from ladder.export.onnx_export import quiet_logs
+from ladder.gateway.batcher import ScoreBatcher, score_texts
 
 BOUND = 1e-4  # max |P(correct) batched - P(correct) alone|
 SENTENCES = (
@@ -145,8 +145,8 @@ def test_a_per_tensor_graph_runs_rows_alone_because_batching_would_move_them(per
 
 def test_the_triton_cpu_encoder_batches_per_token_rows(router: Router) -> None:
     """The cpu flavour's python-backend runner on the shipped graph: batched rows score as they do alone."""
-    from export.triton_configs import RepoShape, encoder_config
-    from export.triton_models.onnx_model import OnnxRunner
+    from ladder.export.triton_configs import RepoShape, encoder_config
+    from ladder.export.triton_models.onnx_model import OnnxRunner
 
     assert 'key: "per_row"' in encoder_config(RepoShape("cpu", 384, 8), per_row=True)
     encoder = router.scorer.encoder  # type: ignore[attr-defined]

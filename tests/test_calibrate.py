@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.errors import ConfigError, DataError
-from ladder.pool import load_pool
+from ladder.core.errors import ConfigError, DataError
+from ladder.core.pool import load_pool
+from ladder.training.calibrate import Target, TargetKind, calibrate, held_out_check, rewrite_routing
+from ladder.training.dataset import split_by_id, write_canonical
+from ladder.training.evaluate import EvaluationInputs
+from ladder.training.importers import import_data
 from tests.support import REPO, ladder, shared_data
-from training.calibrate import Target, TargetKind, calibrate, held_out_check, rewrite_routing
-from training.dataset import split_by_id, write_canonical
-from training.evaluate import EvaluationInputs
-from training.importers import import_data
 
 
 def synthetic(n: int, seed: int) -> EvaluationInputs:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ladder.answers import answers_agree, choice_letter, final_number
-from ladder.cascade import (
+from ladder.core.answers import answers_agree, choice_letter, final_number
+from ladder.core.cascade import (
     CascadeConfig,
     Signals,
     escalation_target,
@@ -22,15 +22,15 @@ from ladder.cascade import (
     likeliest,
     second_opinion_order,
 )
-from ladder.errors import DataError
-from ladder.policy import Candidate
-from training.answer_scorer import agreement
-from training.cascade import _calls, _keep_scores, _outcomes, _Reducer, evaluate_cascades
-from training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings
-from training.dataset import RoutingData, read_canonical, write_canonical
-from training.importers import import_data
-from training.objectives import Objective, choose_point
-from training.operating_points import per_task_curve, recommend_across_policies, utility_choose
+from ladder.core.errors import DataError
+from ladder.core.policy import Candidate
+from ladder.training.answer_scorer import agreement
+from ladder.training.cascade import _calls, _keep_scores, _outcomes, _Reducer, evaluate_cascades
+from ladder.training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings
+from ladder.training.dataset import RoutingData, read_canonical, write_canonical
+from ladder.training.importers import import_data
+from ladder.training.objectives import Objective, choose_point
+from ladder.training.operating_points import per_task_curve, recommend_across_policies, utility_choose
 
 # --- canonical columns ------------------------------------------------------------------------------
 
@@ -275,7 +275,7 @@ def test_the_offline_unsure_plan_decides_as_the_gateway_does(
     top: int,
 ) -> None:
     """One question through `evaluate_cascades`' costing of an ``unsure (router)`` plan, and through the
-    rules the gateway's cascade runs with the pool settings the plan emits (`ladder.cascade`: the first
+    rules the gateway's cascade runs with the pool settings the plan emits (`ladder.core.cascade`: the first
     rung, the gap's verdict, the second opinion, where it escalates): the same calls, the same answer.
     The router's likeliest model need not be the plan's top rung, nor the first model the cheapest."""
     prices = np.array([costs])

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ladder.answers import answers_agree
-from ladder.cascade import CascadeConfig, Signals, judge, mean_logprob
+from ladder.core.answers import answers_agree
+from ladder.core.cascade import CascadeConfig, Signals, judge, mean_logprob
 
 CONFIG = CascadeConfig(router_accept_p=0.9, min_mean_logprob=-0.5)
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ladder.checkpoint import Checkpoint, EncoderIdentity, Manifest, TrainingRecord, save_checkpoint
-from ladder.errors import CheckpointError
-from ladder.head import OnnxHead
-from training.head_model import MLP, RouterHead, export_head
+from ladder.core.checkpoint import Checkpoint, EncoderIdentity, Manifest, TrainingRecord, save_checkpoint
+from ladder.core.errors import CheckpointError
+from ladder.core.head import OnnxHead
+from ladder.training.head_model import MLP, RouterHead, export_head
 
 MODELS = ["cheap", "dear"]
 
@@ -85,7 +85,7 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path: Path) -> None:
 
 def test_a_model_with_one_class_of_labels_has_no_auc_and_still_loads(tmp_path: Path) -> None:
     """A model right on every training question has no AUC: the manifest records None and loads again."""
-    from training.train import cv_report
+    from ladder.training.train import cv_report
 
     labels = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0], [1.0, np.nan]])
     p = np.array([[0.9, 0.2], [0.8, 0.7], [0.95, 0.4], [0.9, 0.5]])

@@ -61,7 +61,7 @@ def test_empty_prompt() -> None:
 
 def test_invalid_utf8_prompt() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "route", b"caf\xe9 au lait"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "ladder.cli", "route", b"caf\xe9 au lait"], cwd=REPO, capture_output=True, text=True
     )
     assert_clean_error(result, "not valid UTF-8")
 
@@ -92,6 +92,6 @@ def test_data_file_missing_a_column(tmp_path: Path) -> None:
 
 
 def test_every_benchmark_is_a_command() -> None:
-    from cli.main import bench_app
+    from ladder.cli.main import bench_app
 
     assert {c.name for c in bench_app.registered_commands} == {"route", "gateway", "triton"}

@@ -11,11 +11,11 @@ from collect_support import world
 from collect_support.harness import Loopback, run_collect
 from collect_support.pool_server import pool_yaml
 
-from ladder.errors import ConfigError, DataError
-from ladder.pool import load_pool
+from ladder.core.errors import ConfigError, DataError
+from ladder.core.pool import load_pool
+from ladder.training.collect import AnswerStore, CallSettings, read_questions
+from ladder.training.collect.calls import CUT_OFF, EMPTY
 from tests.support import ladder
-from training.collect import AnswerStore, CallSettings, read_questions
-from training.collect.calls import CUT_OFF, EMPTY
 
 pytest_plugins = ["collect_support.fixtures"]
 

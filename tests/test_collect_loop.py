@@ -101,7 +101,7 @@ def test_sigkill_mid_run_then_resume_asks_only_what_is_missing(tmp_path: Path, f
     pairs = {(q["id"], m) for q in world.questions(20) for m in world.ANSWERERS}
     store = tmp_path / "answers.db"
     command = [
-        sys.executable, "-m", "cli", "collect", "--pool", str(fake.pool_file), "--questions", str(questions),
+        sys.executable, "-m", "ladder.cli", "collect", "--pool", str(fake.pool_file), "--questions", str(questions),
         "--store", str(store), "--models", "small,large", "--concurrency", "2",
     ]  # fmt: skip
     fake.pool.delay_s = 0.05

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.errors import DataError
-from training.dataset import RoutingData, read_canonical, split_by_id, write_canonical
+from ladder.core.errors import DataError
+from ladder.training.dataset import RoutingData, read_canonical, split_by_id, write_canonical
 
 HEADER = "question_id,question,model,correct,cost_usd,output_tokens,task,split\n"
 

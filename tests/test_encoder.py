@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer as HfTokenizer
 
-from export.encoder_build import build_encoder
-from ladder.encoder import EncoderInfo, EncoderNotBuilt, OnnxEncoder, Tokenizer
-from ladder.errors import ConfigError, PromptError
+from ladder.core.encoder import EncoderInfo, EncoderNotBuilt, OnnxEncoder, Tokenizer
+from ladder.core.errors import ConfigError, PromptError
+from ladder.export.encoder_build import build_encoder
 
 TEXTS = [
     "How do I reverse a linked list in C?",
@@ -136,7 +136,7 @@ def test_invalid_inputs_are_refused(e5_dir: Path, e5_tokenizer: Tokenizer, e5_in
 
 def test_missing_encoder_says_how_to_build_it(tmp_path: Path) -> None:
     missing = tmp_path / "multilingual-e5-small"
-    with pytest.raises(EncoderNotBuilt, match=r"python -m export\.encoder_build multilingual-e5-small"):
+    with pytest.raises(EncoderNotBuilt, match=r"python -m ladder.export\.encoder_build multilingual-e5-small"):
         OnnxEncoder(missing)
     missing.mkdir()
     (missing / "encoder.json").write_text('{"name": "x"}')

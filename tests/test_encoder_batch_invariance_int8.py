@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from export.encoder_build import LONG_TEXT, build_encoder
-from export.onnx_export import per_token_activations, quantize_int8
-from ladder.encoder import INFO_FILE, TOKENIZER_FILE, OnnxEncoder, _similar_widths
+from ladder.core.encoder import INFO_FILE, TOKENIZER_FILE, OnnxEncoder, _similar_widths
+from ladder.export.encoder_build import LONG_TEXT, build_encoder
+from ladder.export.onnx_export import per_token_activations, quantize_int8
 
 TEXTS = [
     "ok",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ladder.training.evaluate import EvaluationInputs, TrainingSide, build_report
+from ladder.training.objectives import Objective
 from tests.support import ladder
-from training.evaluate import EvaluationInputs, TrainingSide, build_report
-from training.objectives import Objective
 
 NAMES = ["cheap", "mid", "top"]
 

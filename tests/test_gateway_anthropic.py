@@ -7,7 +7,7 @@ import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
-from service.anthropic_protocol import MessageCreateParams, to_chat_body
+from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -11,7 +11,7 @@ from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.pool import NAMES
 from gateway_support.upstream import FakeUpstream
 
-from service.audit import AuditLog
+from ladder.gateway.audit import AuditLog
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from gateway_support.pool import NAMES
 
-from ladder.router import Router
-from service.batcher import ScoreBatcher, Scored, score_texts
-from service.errors import ScorerUnavailableError
+from ladder.core.router import Router
+from ladder.gateway.batcher import ScoreBatcher, Scored, score_texts
+from ladder.gateway.errors import ScorerUnavailableError
 
 pytest_plugins = ["gateway_support.fixtures"]
 

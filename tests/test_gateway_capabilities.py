@@ -9,9 +9,15 @@ from gateway_support.common import RunningGateway
 from gateway_support.pool import NAMES
 from gateway_support.upstream import FakeUpstream
 
-from ladder.pool import Capability, load_pool
-from ladder.pricing import estimate_tokens as core_estimate
-from service.capabilities import Requirements, estimate_tokens, exclusions, needed_capabilities, prompt_tokens
+from ladder.core.pool import Capability, load_pool
+from ladder.core.pricing import estimate_tokens as core_estimate
+from ladder.gateway.capabilities import (
+    Requirements,
+    estimate_tokens,
+    exclusions,
+    needed_capabilities,
+    prompt_tokens,
+)
 
 pytest_plugins = ["gateway_support.fixtures"]
 

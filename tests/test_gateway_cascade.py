@@ -26,12 +26,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ladder.cascade import CascadeConfig
-from ladder.errors import ConfigError
-from ladder.pool import load_pool
-from ladder.router import Router
-from service.app import create_app
-from service.settings import load_settings
+from ladder.core.cascade import CascadeConfig
+from ladder.core.errors import ConfigError
+from ladder.core.pool import load_pool
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import load_settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -196,10 +196,10 @@ def test_each_stage_is_a_span(start_gateway: Callable[..., RunningGateway], answ
     answers.set("small-local", "41", logprob=-2.0)
     answers.set("mid-cloud", "42", logprob=-0.1)
     ask(gateway)
-    stages = [s for s in exporter.get_finished_spans() if s.name == "ladder.cascade.stage"]
+    stages = [s for s in exporter.get_finished_spans() if s.name == "ladder.core.cascade.stage"]
     assert [s.attributes["ladder.model"] for s in stages] == ["small-local", "mid-cloud"]  # type: ignore[index]
     upstream_parents = {
-        s.parent.span_id for s in exporter.get_finished_spans() if s.name == "ladder.upstream"
+        s.parent.span_id for s in exporter.get_finished_spans() if s.name == "ladder.core.upstream"
     }  # type: ignore[union-attr]
     assert upstream_parents == {s.context.span_id for s in stages}  # type: ignore[union-attr]
 

@@ -1,4 +1,4 @@
-"""A short chaos run in the suite: random upstream faults, concurrent clients, the checks of bench.chaos."""
+"""A short chaos run in the suite: random upstream faults, concurrent clients, the checks of ladder.bench.chaos."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from gateway_support.common import API_KEY, RunningGateway
 
-from bench.chaos import WEIGHTS, drive, verdict
-from bench.faulty_upstream import RawUpstream, random_chooser
+from ladder.bench.chaos import WEIGHTS, drive, verdict
+from ladder.bench.faulty_upstream import RawUpstream, random_chooser
 
 pytest_plugins = ["gateway_support.fixtures", "gateway_support.elsewhere"]
 

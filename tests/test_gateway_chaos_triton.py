@@ -15,12 +15,12 @@ import pytest
 import triton_helpers as th
 from gateway_support.common import API_KEY, RunningGateway
 
-from bench.chaos import WEIGHTS, drive, verdict
-from bench.faulty_upstream import RawUpstream, random_chooser
-from bench.triton_outages import TritonOutages, router_repository
-from export.triton_server import TritonServer
-from ladder.router import Router
-from service.triton_scorer import TritonScorer
+from ladder.bench.chaos import WEIGHTS, drive, verdict
+from ladder.bench.faulty_upstream import RawUpstream, random_chooser
+from ladder.bench.triton_outages import TritonOutages, router_repository
+from ladder.core.router import Router
+from ladder.export.triton_server import TritonServer
+from ladder.gateway.triton_scorer import TritonScorer
 
 pytest_plugins = ["gateway_support.fixtures", "gateway_support.elsewhere"]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

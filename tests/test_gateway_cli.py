@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.gateway import bench_gateway, free_port, stub_pool
-from ladder.pool import load_pool
+from ladder.bench.gateway import bench_gateway, free_port, stub_pool
+from ladder.core.pool import load_pool
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ladder.errors import ConfigError
-from ladder.pool import load_pool
-from ladder.pricing import Pricing, Usage
-from service.breaker import CircuitBreaker
-from service.costs import answer_cost, baseline_model
+from ladder.core.errors import ConfigError
+from ladder.core.pool import load_pool
+from ladder.core.pricing import Pricing, Usage
+from ladder.gateway.breaker import CircuitBreaker
+from ladder.gateway.costs import answer_cost, baseline_model
 
 pytest_plugins = ["gateway_support.fixtures"]
 

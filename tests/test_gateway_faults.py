@@ -12,7 +12,7 @@ import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import MASKED_KEY, FakeUpstream
 
-from service.settings import Settings
+from ladder.gateway.settings import Settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 

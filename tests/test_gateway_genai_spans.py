@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.tracing import provider_name
+from ladder.gateway.tracing import provider_name
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -15,11 +15,11 @@ import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
-from ladder.errors import ConfigError
-from ladder.router import Router
-from service.app import create_app
-from service.keys import key_name
-from service.settings import load_settings
+from ladder.core.errors import ConfigError
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.keys import key_name
+from ladder.gateway.settings import load_settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -16,8 +16,8 @@ from gateway_support.pool import BIASES, NAMES, pool_data
 from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
-from ladder.pool import load_pool
-from ladder.router import Router
+from ladder.core.pool import load_pool
+from ladder.core.router import Router
 
 pytest_plugins = ["gateway_support.fixtures"]
 

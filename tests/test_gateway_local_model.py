@@ -22,10 +22,10 @@ from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
 from openai.types.chat import ChatCompletionMessageParam
 
-from ladder.pool import load_pool
-from ladder.router import Router
-from service.app import create_app
-from service.settings import load_settings
+from ladder.core.pool import load_pool
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA_VENV = Path(os.environ.get("LADDER_LLAMA_VENV", ROOT / ".venv-llama"))

@@ -17,8 +17,8 @@ import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
-from service.audit import AuditLog
-from service.logs import REQUEST_LOGGER, JsonFormatter
+from ladder.gateway.audit import AuditLog
+from ladder.gateway.logs import REQUEST_LOGGER, JsonFormatter
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -114,7 +114,7 @@ def test_the_formatter_keeps_third_party_messages_out() -> None:
         try:
             raise ValueError(f"input_value={PROMPT!r}")
         except ValueError as exc:
-            from service.errors import InvalidRequestError
+            from ladder.gateway.errors import InvalidRequestError
 
             raise InvalidRequestError("about Heron with key sk-live-0123456789abcdef") from exc
     except InvalidRequestError as exc:

@@ -17,12 +17,12 @@ from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
-from ladder.router import Router
-from service.app import create_app
-from service.batcher import ScoreBatcher, Scored
-from service.errors import OverloadedError
-from service.gateway import Gateway
-from service.settings import load_settings
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.batcher import ScoreBatcher, Scored
+from ladder.gateway.errors import OverloadedError
+from ladder.gateway.gateway import Gateway
+from ladder.gateway.settings import load_settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -24,7 +24,7 @@ from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, Runn
 from gateway_support.redis_server import free_port, running_redis
 from gateway_support.upstream import FakeUpstream
 
-from service.state import MemoryState, RedisState, StateStore
+from ladder.gateway.state import MemoryState, RedisState, StateStore
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -18,8 +18,8 @@ import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
-from service.sessions import opening_digest
-from service.state import MemoryState
+from ladder.gateway.sessions import opening_digest
+from ladder.gateway.state import MemoryState
 
 pytest_plugins = ["gateway_support.fixtures"]
 

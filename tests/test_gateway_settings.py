@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ladder.errors import ConfigError
-from service.settings import load_settings
+from ladder.core.errors import ConfigError
+from ladder.gateway.settings import load_settings
 
 KEY = "a-real-key-0123456789"
 

@@ -24,9 +24,9 @@ from gateway_support.upstream import FakeUpstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ladder.pool import Capability, load_pool
-from ladder.router import Router
-from service.capabilities import Requirements, permitted
+from ladder.core.pool import Capability, load_pool
+from ladder.core.router import Router
+from ladder.gateway.capabilities import Requirements, permitted
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from service.tracing import provider_from_env, tracing_configured
+from ladder.gateway.tracing import provider_from_env, tracing_configured
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -43,14 +43,14 @@ def test_spans_cover_request_scoring_policy_and_upstream(
         extra_headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_PARENT}-01"},
     )
     spans = {span.name: span for span in exporter.get_finished_spans()}
-    assert {"POST /v1/chat/completions", "ladder.score", "ladder.policy", "ladder.upstream"} <= set(spans)
+    assert {"POST /v1/chat/completions", "ladder.score", "ladder.core.policy", "ladder.core.upstream"} <= set(spans)
     request = spans["POST /v1/chat/completions"]
     assert request.kind is SpanKind.SERVER
     assert request.parent is not None and format(request.parent.span_id, "016x") == CALLER_PARENT
     assert {format(s.context.trace_id, "032x") for s in spans.values()} == {CALLER_TRACE}
-    for child in ("ladder.score", "ladder.policy", "ladder.upstream"):
+    for child in ("ladder.score", "ladder.core.policy", "ladder.core.upstream"):
         assert spans[child].parent is not None and spans[child].parent.span_id == request.context.span_id
-    call = spans["ladder.upstream"]
+    call = spans["ladder.core.upstream"]
     assert call.kind is SpanKind.CLIENT and call.attributes["http.response.status_code"] == 200  # type: ignore[index]
     assert request.attributes["http.response.status_code"] == 200  # type: ignore[index]
     traceparent = upstream.seen[-1].headers["traceparent"]
@@ -63,7 +63,7 @@ def test_failed_upstream_attempts_are_error_spans(
     gateway = traced_gateway(start_gateway, exporter)
     upstream.set("vision-pro", "fail")
     gateway.openai().chat.completions.create(model="ladder-0", messages=[{"role": "user", "content": "hi"}])
-    calls = [s for s in exporter.get_finished_spans() if s.name == "ladder.upstream"]
+    calls = [s for s in exporter.get_finished_spans() if s.name == "ladder.core.upstream"]
     assert [s.attributes["ladder.model"] for s in calls] == ["vision-pro", "mid-cloud"]  # type: ignore[index]
     assert not calls[0].status.is_ok and calls[1].status.is_unset
 

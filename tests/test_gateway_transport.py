@@ -15,7 +15,7 @@ from gateway_support.proxy import ConnectProxy
 from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
 
-from bench.faulty_upstream import RawUpstream
+from ladder.bench.faulty_upstream import RawUpstream
 
 pytest_plugins = ["gateway_support.fixtures", "gateway_support.elsewhere"]
 

@@ -23,11 +23,11 @@ import triton_helpers as th
 from gateway_support.common import API_KEY, RunningGateway
 from test_triton_tracing import OtlpReceiver
 
-from export.triton_server import TritonServer, free_port
-from ladder.errors import ConfigError
-from ladder.router import Router
-from service.batcher import ScoreBatcher, Scored
-from service.triton_scorer import TritonScorer
+from ladder.core.errors import ConfigError
+from ladder.core.router import Router
+from ladder.export.triton_server import TritonServer, free_port
+from ladder.gateway.batcher import ScoreBatcher, Scored
+from ladder.gateway.triton_scorer import TritonScorer
 
 pytest_plugins = ["gateway_support.fixtures"]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -49,7 +49,7 @@ def triton(
     router: Router, receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
     """tritonserver on a cpu export of the gateway test checkpoint, tracing to ``receiver``."""
-    from export.triton_repo import export_repository
+    from ladder.export.triton_repo import export_repository
 
     pytest.importorskip("tritonclient.grpc.aio", reason="tritonclient is not installed")
     directory = tmp_path_factory.mktemp("gateway-triton")
@@ -232,7 +232,7 @@ def test_the_batcher_scores_in_the_request_context() -> None:
 def test_settings_select_triton_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, test_pool: Path
 ) -> None:
-    from service.settings import load_settings
+    from ladder.gateway.settings import load_settings
 
     monkeypatch.setenv("LADDER_SCORER", "triton")
     monkeypatch.setenv("LADDER_TRITON__URL", "triton.ai.svc:8001")

@@ -218,14 +218,14 @@ def _serve_settings(c: dict[str, Any], config_dir: Path) -> Any:
     """Run the rendered command through the real ``ladder`` CLI; return the settings ``serve`` was given."""
     from typer.testing import CliRunner
 
-    import service.server
-    from cli.main import app
+    import ladder.gateway.server
+    from ladder.cli.main import app
 
     assert c["command"] == ["ladder"]
     args = [a.replace(CONFIG_DIR, str(config_dir)) for a in c["args"]]
     captured: list[Any] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(service.server, "serve", captured.append)
+        patch.setattr(ladder.gateway.server, "serve", captured.append)
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     assert len(captured) == 1
@@ -239,7 +239,7 @@ def test_gateway_container_matches_the_real_gateway(
 ) -> None:
     from gateway_support.servers import ServerThread
 
-    from service.app import create_app
+    from ladder.gateway.app import create_app
 
     docs = render(scenario)
     deployment = find(docs, "Deployment")
@@ -282,7 +282,7 @@ def test_gateway_container_matches_the_real_gateway(
 
 
 def settings_pool(settings: Any) -> Any:
-    from ladder.pool import load_pool
+    from ladder.core.pool import load_pool
 
     return load_pool(settings.pool).models
 
@@ -290,8 +290,8 @@ def settings_pool(settings: Any) -> Any:
 @needs_helm
 @pytest.mark.parametrize("scenario", [None, *SCENARIOS])
 def test_no_secret_is_inline(scenario: str | None) -> None:
-    from ladder.pool import load_pool
-    from ladder.router import default_pool_path
+    from ladder.core.pool import load_pool
+    from ladder.core.router import default_pool_path
 
     docs = render(scenario)
     text = rendered_text(scenario)
@@ -323,7 +323,7 @@ def test_no_secret_is_inline(scenario: str | None) -> None:
 @needs_helm
 @pytest.mark.parametrize("scenario", ["gpu-triton-values.yaml", "arm64-dgx-spark-values.yaml"])
 def test_gateway_is_pointed_at_the_triton_service(scenario: str) -> None:
-    from service.triton_scorer import TritonScorerSettings
+    from ladder.gateway.triton_scorer import TritonScorerSettings
 
     docs = render(scenario)
     settings = yaml.safe_load(configmap_files(docs)["settings.yaml"])
@@ -340,7 +340,7 @@ def test_gateway_is_pointed_at_the_triton_service(scenario: str) -> None:
 
 @needs_helm
 def test_the_gateway_accepts_the_rendered_triton_settings(tmp_path: Path) -> None:
-    from service.settings import load_settings
+    from ladder.gateway.settings import load_settings
 
     docs = render("gpu-triton-values.yaml")
     _write_config(docs, tmp_path)
@@ -388,7 +388,7 @@ def test_placement_and_gpu_resources_per_scenario() -> None:
 def test_the_export_init_container_is_a_valid_ladder_export() -> None:
     import typer
 
-    from cli.main import app
+    from ladder.cli.main import app
 
     pod = find(render("gpu-triton-values.yaml"), "Deployment", "triton")["spec"]["template"]["spec"]
     export = pod["initContainers"][0]
@@ -402,7 +402,7 @@ def test_the_export_init_container_is_a_valid_ladder_export() -> None:
 @needs_helm
 @pytest.mark.parametrize("scenario", ["gpu-triton-values.yaml", "arm64-dgx-spark-values.yaml"])
 def test_otel_environment_and_triton_trace_config(scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.tracing import provider_from_env, tracing_configured
+    from ladder.gateway.tracing import provider_from_env, tracing_configured
 
     values = values_of(scenario)["tracing"]
     docs = render(scenario)
@@ -481,7 +481,7 @@ def test_the_real_tritonserver_runs_the_rendered_arguments(otlp_sink: _OtlpSink,
 
     import triton_helpers as th
 
-    from export.triton_server import TritonNotInstalled, TritonServer, free_port
+    from ladder.export.triton_server import TritonNotInstalled, TritonServer, free_port
 
     sets = (f"tracing.otlpEndpoint={otlp_sink.endpoint}", "tracing.tritonRate=1")
     docs = render("gpu-triton-values.yaml", *sets)
@@ -553,7 +553,7 @@ def test_replicas_share_a_redis_and_key_profiles_from_secrets(
     from gateway_support.redis_server import running_redis
     from gateway_support.servers import ServerThread
 
-    from service.app import create_app
+    from ladder.gateway.app import create_app
 
     docs = render(REDIS_SCENARIO)
     assert has(docs, "HorizontalPodAutoscaler", "gateway")
@@ -683,7 +683,7 @@ def test_gateway_image_agrees_with_the_chart() -> None:
 
 def _exposed_metric_names() -> set[str]:
     """Every sample name the gateway's registry exposes (counters as *_total, histograms' series)."""
-    from service.metrics import GatewayMetrics
+    from ladder.gateway.metrics import GatewayMetrics
 
     names = set()
     for family in GatewayMetrics().registry.collect():
@@ -725,7 +725,7 @@ def test_grafana_dashboard_queries_only_metrics_the_gateway_exposes() -> None:
         # label_values(metric, label): the label is not a metric
         names = promql_metrics(re.sub(r"label_values\(([^,)]+),[^)]*\)", r"\1", query))
         assert names, f"no metric in {query!r}"
-        assert names <= exposed, f"{query!r} uses {sorted(names - exposed)}, not in service/metrics.py"
+        assert names <= exposed, f"{query!r} uses {sorted(names - exposed)}, not in ladder/gateway/metrics.py"
         used |= names
     for needed in ("ladder_requests_total", "ladder_cost_usd_total", "ladder_savings_usd_total",
                    "ladder_routing_latency_seconds_bucket", "ladder_fallbacks_total"):  # fmt: skip
@@ -801,7 +801,7 @@ def test_retrain_role_may_only_get_and_patch_the_gateway_deployment() -> None:
 def test_retrain_cronjob_runs_a_valid_ladder_retrain_against_the_gateway() -> None:
     from typer.main import get_command
 
-    from cli.main import app
+    from ladder.cli.main import app
 
     docs = render("retrain-values.yaml")
     cronjob = find(docs, "CronJob", "retrain")

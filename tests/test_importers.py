@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.errors import DataError, DataWarning
-from training.dataset import RoutingData, read_canonical, write_canonical
-from training.importers import (
+from ladder.core.errors import DataError, DataWarning
+from ladder.training.dataset import RoutingData, read_canonical, write_canonical
+from ladder.training.importers import (
     IMPORTERS,
     from_llmrouter,
     from_mmlu_pro,

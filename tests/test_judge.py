@@ -9,14 +9,14 @@ import pytest
 from collect_support import world
 from collect_support.harness import FAST, Loopback, run_collect
 
-from ladder.answers import choice_letter, final_number, vote_key
-from ladder.errors import ConfigError
-from ladder.pool import load_pool
+from ladder.core.answers import choice_letter, final_number, vote_key
+from ladder.core.errors import ConfigError
+from ladder.core.pool import load_pool
+from ladder.training.collect import AnswerStore, CallSettings, Question, read_questions
+from ladder.training.judge import ReferenceJudge, judge_store, llm_judge, vote
+from ladder.training.judge.llm import grade_prompt
+from ladder.training.judge.sandbox import Limits, run_tests
 from tests.support import ladder
-from training.collect import AnswerStore, CallSettings, Question, read_questions
-from training.judge import ReferenceJudge, judge_store, llm_judge, vote
-from training.judge.llm import grade_prompt
-from training.judge.sandbox import Limits, run_tests
 
 pytest_plugins = ["collect_support.fixtures"]
 JUDGE_SETTINGS = CallSettings(max_tokens=64, timeout_s=2.0, retries=1, backoff_s=0.01)

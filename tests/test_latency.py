@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ladder.latency import LatencyProfile, LatencySample, LatencyTracker, profile_from_samples
+from ladder.core.latency import LatencyProfile, LatencySample, LatencyTracker, profile_from_samples
 
 
 def test_profile_is_the_median_of_measured_calls() -> None:

@@ -10,12 +10,12 @@ import yaml
 from gateway_support.pool import pool_data
 from typer.testing import CliRunner
 
-from cli.main import app
-from ladder.errors import ConfigError
-from ladder.latency import pool_priors
-from ladder.pool import load_pool
-from training.collect.questions import Question
-from training.collect.store import Answer, AnswerStore
+from ladder.cli.main import app
+from ladder.core.errors import ConfigError
+from ladder.core.latency import pool_priors
+from ladder.core.pool import load_pool
+from ladder.training.collect.questions import Question
+from ladder.training.collect.store import Answer, AnswerStore
 
 # model: (time to first token s, decode tokens/s)
 SPEEDS = {"small-local": (0.1, 200.0), "vision-pro": (1.5, 40.0)}

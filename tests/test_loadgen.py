@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bench.gateway import _closed_report, _open_report, free_port
-from bench.loadgen import KINDS, LoadResult, arrival_times, closed_loop, open_loop
+from ladder.bench.gateway import _closed_report, _open_report, free_port
+from ladder.bench.loadgen import KINDS, LoadResult, arrival_times, closed_loop, open_loop
 
 BODY = b'{"model": "ladder", "messages": [{"role": "user", "content": "hi"}]}'
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "bench.md"

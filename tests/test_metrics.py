@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import (
+from ladder.training.metrics import (
     arena_score,
     cost_to_match,
     cost_to_match_interval,

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.checkpoint import Checkpoint
-from ladder.head import OnnxHead
-from ladder.pool import load_pool
+from ladder.core.checkpoint import Checkpoint
+from ladder.core.head import OnnxHead
+from ladder.core.pool import load_pool
+from ladder.training.dataset import read_canonical, split_by_id, write_canonical
+from ladder.training.fit import HeadSettings
+from ladder.training.importers import import_data
+from ladder.training.probes import disagreement
+from ladder.training.train import TrainingSpec, train
 from tests.support import ladder, shared_data
 from tests.test_training import MODELS, POOL
-from training.dataset import read_canonical, split_by_id, write_canonical
-from training.fit import HeadSettings
-from training.importers import import_data
-from training.probes import disagreement
-from training.train import TrainingSpec, train
 
 NEW = MODELS["llama-70b"]
 

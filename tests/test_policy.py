@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ladder.errors import NoEligibleModelError, UnknownModelError
-from ladder.policy import DecisionOptions, budget_tolerance, choose_batch, decide
-from ladder.pool import PolicyName
+from ladder.core.errors import NoEligibleModelError, UnknownModelError
+from ladder.core.policy import DecisionOptions, budget_tolerance, choose_batch, decide
+from ladder.core.pool import PolicyName
 
 P = {"small": 0.60, "medium": 0.70, "large": 0.74}
 COST = {"small": 0.0001, "medium": 0.001, "large": 0.01}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ladder.errors import ConfigError
-from ladder.pool import Capability, Locality, PolicyName, load_pool
+from ladder.core.errors import ConfigError
+from ladder.core.pool import Capability, Locality, PolicyName, load_pool
 
 MODEL = """
   - name: {name}

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from ruamel.yaml.comments import CommentedMap
 
-from ladder.errors import ConfigError
-from ladder.latency import LatencyProfile
-from ladder.pool import load_pool
+from ladder.core.errors import ConfigError
+from ladder.core.latency import LatencyProfile
+from ladder.core.pool import load_pool
+from ladder.training.latency_profiles import MeasuredLatency, write_pool_latency
+from ladder.training.pool_edit import edit_pool, render_edit, rewrite_cascade
 from tests.support import REPO
-from training.latency_profiles import MeasuredLatency, write_pool_latency
-from training.pool_edit import edit_pool, render_edit, rewrite_cascade
 
 
 def added_and_removed(old: str, new: str) -> tuple[list[str], list[str]]:

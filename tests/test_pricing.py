@@ -11,15 +11,15 @@ import pytest
 import yaml
 from gateway_support.servers import ServerThread
 
-from ladder.pool import ModelSpec, load_pool
-from ladder.pricing import REFERENCE_INPUT_TOKENS, Pricing, Usage, estimate_tokens, price_usd
-from ladder.router import Router, default_pool_path
-from service.app import create_app
-from service.capabilities import prompt_tokens
-from service.costs import answer_cost
-from service.settings import load_settings
-from training.costs import cost_matrix
-from training.dataset import RoutingData
+from ladder.core.pool import ModelSpec, load_pool
+from ladder.core.pricing import REFERENCE_INPUT_TOKENS, Pricing, Usage, estimate_tokens, price_usd
+from ladder.core.router import Router, default_pool_path
+from ladder.gateway.app import create_app
+from ladder.gateway.capabilities import prompt_tokens
+from ladder.gateway.costs import answer_cost
+from ladder.gateway.settings import load_settings
+from ladder.training.costs import cost_matrix
+from ladder.training.dataset import RoutingData
 
 PROMPTS = ("東京から大阪まで新幹線で何時間かかりますか？ Answer in one sentence.", "Prove that 2 is prime.")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ladder.errors import PromptError
-from ladder.prompt import MAX_PROMPT_CHARS, check_text, routed_text
+from ladder.core.errors import PromptError
+from ladder.core.prompt import MAX_PROMPT_CHARS, check_text, routed_text
 
 
 def test_system_and_latest_user_turns_in_order() -> None:

@@ -17,17 +17,17 @@ import pytest
 import yaml
 from gateway_support.servers import ServerThread
 
-from ladder.checkpoint import Checkpoint
-from ladder.pool import load_pool
-from ladder.traffic_db import DecisionRow, OutcomeRow, TrafficDB
+from ladder.core.checkpoint import Checkpoint
+from ladder.core.pool import load_pool
+from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
+from ladder.training._table import RoutingDataBuilder
+from ladder.training.dataset import write_canonical
+from ladder.training.fit import HeadSettings
+from ladder.training.promote import DeploymentRef, RolloutError, install, rollout_restart
+from ladder.training.train import TrainingSpec, train
 from tests.k8s_fake import TOKEN, FakeKubernetes, fake_kubernetes_app, write_kubeconfig
 from tests.support import ladder, shared_data
 from tests.test_cli import assert_clean_error
-from training._table import RoutingDataBuilder
-from training.dataset import write_canonical
-from training.fit import HeadSettings
-from training.promote import DeploymentRef, RolloutError, install, rollout_restart
-from training.train import TrainingSpec, train
 
 ENCODER = "all-minilm-l6-v2"
 MODELS = (("small-local", 0.2), ("mid-cloud", 1.0), ("vision-pro", 6.0))  # name, $/1M tokens
@@ -95,7 +95,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         ),
         encoding="utf-8",
     )
-    from training.dataset import read_canonical
+    from ladder.training.dataset import read_canonical
 
     spec = TrainingSpec(encoder=ENCODER, head=HeadSettings(**SMALL))  # type: ignore[arg-type]
     train(read_canonical(base), [str(base)], serving, load_pool(pool), spec)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.policy import DecisionOptions
-from ladder.pool import PolicyName, load_pool
-from ladder.router import Router, default_pool_path
+from ladder.core.policy import DecisionOptions
+from ladder.core.pool import PolicyName, load_pool
+from ladder.core.router import Router, default_pool_path
 from tests.support import REPO
 
 PROMPTS = [
@@ -30,7 +30,7 @@ def router() -> Router:
 
 def test_routing_imports_no_torch() -> None:
     code = (
-        "import sys; from ladder.pool import load_pool; from ladder.router import Router, default_pool_path;"
+        "import sys; from ladder.core.pool import load_pool; from ladder.core.router import Router, default_pool_path;"
         "r = Router.from_pool(load_pool(default_pool_path())); r.route('hello there');"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch was imported'"
     )

@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ladder.errors import ConfigError
-from ladder.pool import load_pool
-from ladder.router import Router
-from ladder.traffic_db import TrafficDB
-from service.app import create_app
-from service.settings import load_settings
+from ladder.core.errors import ConfigError
+from ladder.core.pool import load_pool
+from ladder.core.router import Router
+from ladder.core.traffic_db import TrafficDB
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import load_settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -14,9 +14,9 @@ from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
-from ladder.router import Router
-from service.app import create_app
-from service.settings import load_settings
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import load_settings
 from tests.support import ladder
 from tests.test_cli import assert_clean_error
 
@@ -235,10 +235,10 @@ def test_report_against_the_shipped_checkpoints_calibration_sample(tmp_path: Pat
     """Traffic that looks like the calibration sample passes; the same traffic made harder does not."""
     import numpy as np
 
-    from ladder.checkpoint import Checkpoint
-    from ladder.policy import choose_batch
-    from ladder.pool import load_pool
-    from ladder.router import default_pool_path
+    from ladder.core.checkpoint import Checkpoint
+    from ladder.core.policy import choose_batch
+    from ladder.core.pool import load_pool
+    from ladder.core.router import default_pool_path
 
     pool = load_pool(default_pool_path())
     reference = Checkpoint.load(pool.routing.checkpoint).reference_p.astype(np.float64)

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.cascade import CascadeConfig
-from ladder.checkpoint import Checkpoint
-from ladder.errors import CheckpointError, DataError
-from ladder.head import OnnxHead
-from ladder.pool import load_pool
+from ladder.core.cascade import CascadeConfig
+from ladder.core.checkpoint import Checkpoint
+from ladder.core.errors import CheckpointError, DataError
+from ladder.core.head import OnnxHead
+from ladder.core.pool import load_pool
+from ladder.training.costs import EQUAL_COSTS
+from ladder.training.dataset import RoutingData, read_canonical, split_by_id, write_canonical
+from ladder.training.fit import HeadSettings
+from ladder.training.importers import import_data
+from ladder.training.train import TrainingSpec, train
 from tests.support import ladder, shared_data
-from training.costs import EQUAL_COSTS
-from training.dataset import RoutingData, read_canonical, split_by_id, write_canonical
-from training.fit import HeadSettings
-from training.importers import import_data
-from training.train import TrainingSpec, train
 
 MODELS = {
     "flash": "gemini-1.5-flash-002",

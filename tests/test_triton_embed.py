@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import ladder, shared_data
 
-from export.triton_server import TritonServer, free_port
-from ladder.home import encoder_dir
-from training import embed as embed_module
-from training.dataset import read_canonical
-from training.embed import InProcessEmbedder, embed_texts
-from training.triton_embed import (
+from ladder.core.home import encoder_dir
+from ladder.export.triton_server import TritonServer, free_port
+from ladder.training import embed as embed_module
+from ladder.training.dataset import read_canonical
+from ladder.training.embed import InProcessEmbedder, embed_texts
+from ladder.training.triton_embed import (
     TritonEmbedder,
     TritonEmbedError,
     TritonEmbedSettings,

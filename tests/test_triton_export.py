@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import triton_helpers as th
 
-from export import triton_configs as cfg
-from export.triton_models.tokenizer_model import TextTokenizer
-from export.triton_repo import MODELS, ExportError, check_parity, export_repository
-from ladder.errors import ConfigError
-from ladder.head import OnnxHead
-from ladder.scoring import EmbeddedScorer
+from ladder.core.errors import ConfigError
+from ladder.core.head import OnnxHead
+from ladder.core.scoring import EmbeddedScorer
+from ladder.export import triton_configs as cfg
+from ladder.export.triton_models.tokenizer_model import TextTokenizer
+from ladder.export.triton_repo import MODELS, ExportError, check_parity, export_repository
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def test_committed_repository_matches_the_exporter() -> None:
     committed = ROOT / "model_repository"
     if not (committed / "router" / "config.pbtxt").is_file():
         pytest.skip("model_repository/ has not been exported yet")
-    from export.triton_models import tokenizer_model
+    from ladder.export.triton_models import tokenizer_model
 
     step = (committed / "tokenizer" / "1" / "model.py").read_text()
     assert step == Path(tokenizer_model.__file__).read_text()
@@ -108,7 +108,7 @@ def test_committed_repository_matches_the_exporter() -> None:
 def test_cli_export_writes_a_cpu_repository(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from ladder.cli.main import app
 
     out = tmp_path / "repo"
     args = [

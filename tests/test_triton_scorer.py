@@ -1,4 +1,4 @@
-"""``service.triton_scorer``: Triton's answers, the configured fallbacks, and a Triton crash mid-traffic."""
+"""``ladder.gateway.triton_scorer``: Triton's answers, the configured fallbacks, and a Triton crash mid-traffic."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import triton_helpers as th
 
-from export.triton_server import free_port
-from service.errors import ScorerUnavailableError
-from service.triton_scorer import TritonScorer, TritonScorerSettings
+from ladder.export.triton_server import free_port
+from ladder.gateway.errors import ScorerUnavailableError
+from ladder.gateway.triton_scorer import TritonScorer, TritonScorerSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 TOLERANCE = 1e-4
@@ -124,10 +124,10 @@ async def test_sync_call_inside_the_loop_is_refused() -> None:
 @pytest.mark.asyncio
 async def test_default_router_decides_the_same_through_triton(tmp_path: Path) -> None:
     """The shipped router with its scorer swapped for Triton (cpu export of the default): same decisions."""
-    from export.triton_repo import export_repository
-    from ladder.pool import load_pool
-    from ladder.router import Router, default_pool_path
-    from service.triton_scorer import with_triton
+    from ladder.core.pool import load_pool
+    from ladder.core.router import Router, default_pool_path
+    from ladder.export.triton_repo import export_repository
+    from ladder.gateway.triton_scorer import with_triton
 
     pool = load_pool(default_pool_path())
     if not (pool.routing.checkpoint / "manifest.json").is_file():

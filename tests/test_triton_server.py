@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import triton_helpers as th
 
-from export.triton_server import TritonServer
+from ladder.export.triton_server import TritonServer
 
 TOLERANCE = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

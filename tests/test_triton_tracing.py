@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import triton_helpers as th
 
-from export.triton_server import free_port
-from service.triton_scorer import TritonScorer, TritonScorerSettings
+from ladder.export.triton_server import free_port
+from ladder.gateway.triton_scorer import TritonScorer, TritonScorerSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.gateway import free_port
+from ladder.bench.gateway import free_port
 from tests.support import REPO
 
 PROMPT = "東京から大阪まで新幹線で何時間かかりますか？"
@@ -114,7 +114,7 @@ def test_the_wheel_routes_outside_the_repository(installed: Path, tmp_path: Path
         [
             str(installed / "bin" / "python"),
             "-c",
-            "import ladder.router as r, ladder.pool as p; print(r.__file__); "
+            "import ladder.core.router as r, ladder.core.pool as p; print(r.__file__); "
             "print(p.load_pool(r.default_pool_path()).routing.checkpoint)",
         ],
         cwd=tmp_path,

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from export.triton_server import TritonNotInstalled, TritonServer
-from ladder.checkpoint import Checkpoint, EncoderIdentity, Manifest, TrainingRecord, save_checkpoint
-from ladder.encoder import EncoderInfo, EncoderNotBuilt, Tokenizer
-from ladder.home import encoder_dir
-from ladder.scoring import EmbeddedScorer
+from ladder.core.checkpoint import Checkpoint, EncoderIdentity, Manifest, TrainingRecord, save_checkpoint
+from ladder.core.encoder import EncoderInfo, EncoderNotBuilt, Tokenizer
+from ladder.core.home import encoder_dir
+from ladder.core.scoring import EmbeddedScorer
+from ladder.export.triton_server import TritonNotInstalled, TritonServer
 
 ENCODER = "multilingual-e5-small"
 LABELS = ("small-model", "medium-model", "large-model")
@@ -43,7 +43,7 @@ def _workdir() -> Path:
 
 
 def require_encoder() -> EncoderInfo:
-    """The built encoder, or skip (it is built at setup: ``python -m export.encoder_build``)."""
+    """The built encoder, or skip (it is built at setup: ``python -m ladder.export.encoder_build``)."""
     try:
         return EncoderInfo.load(encoder_dir(ENCODER))
     except EncoderNotBuilt as exc:
@@ -54,7 +54,7 @@ def make_checkpoint(directory: Path, dim: int, seed: int = 0) -> Checkpoint:
     """A checkpoint with a random head (PCA 16-d, two MLP members) over ``LABELS``."""
     import torch
 
-    from training.head_model import MLP, RouterHead, export_head
+    from ladder.training.head_model import MLP, RouterHead, export_head
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -89,7 +89,7 @@ def checkpoint() -> Checkpoint:
 @functools.cache
 def cpu_repository() -> Path:
     """The cpu flavour (int8 encoder, as the default pool routes with) of the random checkpoint."""
-    from export.triton_repo import export_repository
+    from ladder.export.triton_repo import export_repository
 
     out = workdir() / "model_repository"
     export_repository(checkpoint().directory, out, flavour="cpu", int8=True, log=lambda _: None)
@@ -99,8 +99,8 @@ def cpu_repository() -> Path:
 @functools.cache
 def embedded_scorer() -> EmbeddedScorer:
     """The in-process reference: the same int8 encoder and head, on ONNX Runtime."""
-    from ladder.encoder import OnnxEncoder
-    from ladder.head import OnnxHead
+    from ladder.core.encoder import OnnxEncoder
+    from ladder.core.head import OnnxHead
 
     encoder = OnnxEncoder(encoder_dir(ENCODER), "int8")
     return EmbeddedScorer(encoder, OnnxHead(checkpoint().head_path), checkpoint().models)

@@ -9,8 +9,8 @@ from typing import Any
 
 from collect_support import world
 from collect_support.pool_server import FakePool
-from ladder.pool import load_pool
-from training.collect import AnswerStore, CallSettings, CollectReport, Question, collect, select_models
+from ladder.core.pool import load_pool
+from ladder.training.collect import AnswerStore, CallSettings, CollectReport, Question, collect, select_models
 
 FAST = CallSettings(max_tokens=64, timeout_s=2.0, retries=3, backoff_s=0.01, max_backoff_s=0.05)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ladder.checkpoint import Checkpoint, EncoderIdentity, Manifest, TrainingRecord, save_checkpoint
-from ladder.encoder import EncoderInfo
-from ladder.home import encoder_dir
-from training.head_model import MLP, RouterHead, export_head
+from ladder.core.checkpoint import Checkpoint, EncoderIdentity, Manifest, TrainingRecord, save_checkpoint
+from ladder.core.encoder import EncoderInfo
+from ladder.core.home import encoder_dir
+from ladder.training.head_model import MLP, RouterHead, export_head
 
 REDUCED_DIMS = 8
 

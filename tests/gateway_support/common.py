@@ -8,7 +8,7 @@ from typing import Any
 import openai
 from fastapi import FastAPI
 
-from service.settings import Settings
+from ladder.gateway.settings import Settings
 
 API_KEY = "test-key-0123456789"
 UPSTREAM_KEY_ENV = "LADDER_TEST_UPSTREAM_KEY"

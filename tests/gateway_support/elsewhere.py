@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from bench.faulty_upstream import RawUpstream
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.pool import write_pool
 from gateway_support.servers import ServerThread
-from ladder.pool import load_pool
-from ladder.router import Router
-from service.app import create_app
-from service.settings import load_settings
+from ladder.bench.faulty_upstream import RawUpstream
+from ladder.core.pool import load_pool
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import load_settings
 
 
 @pytest.fixture(scope="session")

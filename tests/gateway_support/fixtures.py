@@ -13,10 +13,10 @@ from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, Runn
 from gateway_support.pool import BIASES, NAMES, write_pool
 from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
-from ladder.pool import load_pool
-from ladder.router import Router
-from service.app import create_app
-from service.settings import load_settings
+from ladder.core.pool import load_pool
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import load_settings
 
 
 @pytest.fixture(scope="session")

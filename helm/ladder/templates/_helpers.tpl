@@ -82,7 +82,7 @@ Where the gateway's ConfigMap is mounted, and the files in it.
 {{- define "ladder.configDir" -}}/etc/ladder{{- end }}
 
 {{/*
-The gateway's settings file (service/settings.py keys): the user's gateway.settings, plus the Triton
+The gateway's settings file (ladder/gateway/settings.py keys): the user's gateway.settings, plus the Triton
 scorer wiring when Triton is enabled. host, port and pool are passed on the command line.
 */}}
 {{- define "ladder.gateway.settings" -}}

@@ -1,7 +1,7 @@
 """Triton python-backend tokeniser step: raw UTF-8 text (BYTES) → ``input_ids`` and ``attention_mask``.
 
 Self-contained (``tokenizers`` and ``numpy`` only), because it runs inside Triton, not beside Ladder.
-It reproduces ``ladder.encoder.Tokenizer`` exactly: ``[head] prefix content [tail]``, a text longer than
+It reproduces ``ladder.core.encoder.Tokenizer`` exactly: ``[head] prefix content [tail]``, a text longer than
 the budget keeps its END, rows right-padded with ``pad_id``. Settings: ``tokenizer_config.json`` beside it.
 """
 
@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 CONFIG_FILE = "tokenizer_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-CHARS_PER_TOKEN_WINDOW = 12  # same window as ladder.encoder: tokenize only the last max_tokens * 12 chars
+CHARS_PER_TOKEN_WINDOW = 12  # same window as ladder.core.encoder: tokenize only the last max_tokens * 12 chars
 
 
 class TextTokenizer:

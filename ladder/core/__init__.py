@@ -1,0 +1,1 @@
+"""The routing core: pool, policy, scoring, pricing and upstream contracts; imports no gateway or training code."""

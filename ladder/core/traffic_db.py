@@ -1,0 +1,172 @@
+"""The traffic database: routed decisions and the outcomes reported on them, joined by request id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ladder.core.errors import ConfigError, DataError
+
+try:  # an optional dependency: the gateway's and the training pipeline's extras install it
+    import sqlalchemy as sa
+except ImportError:  # pragma: no cover - reported when a database is opened
+    sa = None  # type: ignore[assignment]
+
+THUMBS = {"up": 1.0, "down": 0.0}
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    """One decision as stored: the audit record (a dict) and, when storing prompts is enabled, the text."""
+
+    request_id: str
+    time: str
+    record: dict[str, Any]
+    prompt: str | None
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """An outcome for one model's answer to one request: client feedback or a shadow verdict."""
+
+    request_id: str
+    time: str
+    model: str
+    label: float
+    source: str
+    comment: str | None = None
+
+
+def rated_model(record: dict[str, Any]) -> str | None:
+    """The model whose answer the client saw: the one that answered, or for ``/v1/route`` the chosen one."""
+    answered = record.get("answered_model")
+    if answered:
+        return str(answered)
+    if record.get("endpoint") == "route" and record.get("chosen_model"):
+        return str(record["chosen_model"])
+    return None
+
+
+def database_url(target: str | Path) -> str:
+    """A SQLAlchemy URL: a plain path means a SQLite file."""
+    text = str(target)
+    return text if "://" in text else f"sqlite:///{Path(text).expanduser()}"
+
+
+class TrafficDB:
+    """Tables ``decisions`` and ``outcomes``; every method is blocking (call it off the event loop)."""
+
+    def __init__(self, target: str | Path, create: bool = True) -> None:
+        if sa is None:
+            raise ConfigError("the traffic database needs SQLAlchemy: pip install 'ladder-router[serve]'")
+        url = database_url(target)
+        if url.startswith("sqlite:///") and not create:
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.is_file():
+                raise DataError(f"{path}: no such traffic database")
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = sa.create_engine(url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(f"traffic database {url!r}: {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata = sa.MetaData()
+        self.decisions = sa.Table(
+            "decisions",
+            metadata,
+            sa.Column("request_id", sa.String(128), primary_key=True),
+            sa.Column("time", sa.String(40), nullable=False, index=True),
+            sa.Column("record", sa.Text, nullable=False),
+            sa.Column("prompt", sa.Text, nullable=True),
+        )
+        self.outcomes = sa.Table(
+            "outcomes",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("request_id", sa.String(128), nullable=False, index=True),
+            sa.Column("time", sa.String(40), nullable=False),
+            sa.Column("model", sa.String(256), nullable=False),
+            sa.Column("label", sa.Float, nullable=False),
+            sa.Column("source", sa.String(64), nullable=False),
+            sa.Column("comment", sa.Text, nullable=True),
+        )
+        try:
+            if create:
+                metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise ConfigError(f"traffic database {url!r}: {exc}") from exc
+
+    def add_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        """Insert decisions in one transaction; a reused request id keeps its latest decision."""
+        if not rows:
+            return
+        ids = [r.request_id for r in rows]
+        values = [
+            {
+                "request_id": r.request_id,
+                "time": r.time,
+                "record": json.dumps(r.record, ensure_ascii=False, separators=(",", ":"), default=str),
+                "prompt": r.prompt,
+            }
+            for r in {r.request_id: r for r in rows}.values()
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(self.decisions).where(self.decisions.c.request_id.in_(ids)))
+            conn.execute(sa.insert(self.decisions), values)
+
+    def decision(self, request_id: str) -> DecisionRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self.decisions).where(self.decisions.c.request_id == request_id)
+            ).first()
+        return None if row is None else _decision(row)
+
+    def add_outcome(self, outcome: OutcomeRow) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(self.outcomes),
+                {
+                    "request_id": outcome.request_id,
+                    "time": outcome.time,
+                    "model": outcome.model,
+                    "label": outcome.label,
+                    "source": outcome.source,
+                    "comment": outcome.comment,
+                },
+            )
+
+    def iter_decisions(self, since: str | None = None) -> Iterator[DecisionRow]:
+        query = sa.select(self.decisions).order_by(self.decisions.c.time)
+        if since is not None:
+            query = query.where(self.decisions.c.time >= since)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield _decision(row)
+
+    def iter_outcomes(self, request_ids: Iterable[str] | None = None) -> Iterator[OutcomeRow]:
+        query = sa.select(self.outcomes).order_by(self.outcomes.c.id)
+        wanted = None if request_ids is None else set(request_ids)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                if wanted is None or row.request_id in wanted:
+                    yield OutcomeRow(row.request_id, row.time, row.model, row.label, row.source, row.comment)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _decision(row: Any) -> DecisionRow:
+    return DecisionRow(row.request_id, row.time, json.loads(row.record), row.prompt)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,305 @@
+"""The Anthropic Messages API, translated to and from the upstreams' OpenAI chat format."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
+
+from ladder.gateway.errors import InvalidRequestError
+from ladder.gateway.protocol import Passthrough, RoutingExtensions
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+class Base64Source(Passthrough):
+    type: Literal["base64"]
+    media_type: str = "image/png"
+    data: str
+
+
+class URLSource(Passthrough):
+    type: Literal["url"]
+    url: str
+
+
+class PlainTextSource(Passthrough):
+    type: Literal["text"]
+    data: str
+
+
+class ContentSource(Passthrough):
+    type: Literal["content"]
+    content: str | list[ContentBlockParam]
+
+
+class FileSource(Passthrough):
+    type: Literal["file"]
+    file_id: str
+
+
+ImageSource = Annotated[Base64Source | URLSource | FileSource, Field(discriminator="type")]
+DocumentSource = Annotated[
+    Base64Source | URLSource | PlainTextSource | ContentSource | FileSource, Field(discriminator="type")
+]
+
+
+class TextBlockParam(Passthrough):
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlockParam(Passthrough):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class DocumentBlockParam(Passthrough):
+    type: Literal["document"]
+    source: DocumentSource
+    title: str | None = None
+    context: str | None = None
+
+
+class ToolUseBlockParam(Passthrough):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlockParam(Passthrough):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[ContentBlockParam] | None = None
+    is_error: bool | None = None
+
+
+class OtherBlockParam(Passthrough):
+    """A block Ladder does not translate (thinking, server tools, ...): checked for a type, not forwarded."""
+
+    type: str
+
+
+def _block_tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in TRANSLATED_BLOCKS else "other"
+
+
+TRANSLATED_BLOCKS = ("text", "image", "document", "tool_use", "tool_result")
+ContentBlockParam = Annotated[
+    Annotated[TextBlockParam, Tag("text")]
+    | Annotated[ImageBlockParam, Tag("image")]
+    | Annotated[DocumentBlockParam, Tag("document")]
+    | Annotated[ToolUseBlockParam, Tag("tool_use")]
+    | Annotated[ToolResultBlockParam, Tag("tool_result")]
+    | Annotated[OtherBlockParam, Tag("other")],
+    Discriminator(_block_tag),
+]
+
+
+ContentSource.model_rebuild()
+DocumentBlockParam.model_rebuild()
+ToolResultBlockParam.model_rebuild()
+
+
+class ToolParam(Passthrough):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class ToolChoiceParam(Passthrough):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class MessageParam(Passthrough):
+    role: Literal["user", "assistant"]
+    content: str | list[ContentBlockParam]
+
+
+class MessageCreateParams(Passthrough):
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[MessageParam] = Field(min_length=1)
+    system: str | list[ContentBlockParam] | None = None
+    stream: bool | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    stop_sequences: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    tolerance: float | None = Field(default=None, ge=0, le=1)
+    models: list[str] | None = Field(default=None, min_length=1)
+    extra_body: RoutingExtensions | None = None
+
+
+def _text(blocks: str | list[Any] | None) -> str:
+    """The text of a string or of a list of blocks (text blocks and text documents; others are skipped)."""
+    if blocks is None or isinstance(blocks, str):
+        return blocks or ""
+    texts = []
+    for block in blocks:
+        if isinstance(block, dict):
+            kind = block.get("type")
+            if kind == "text" and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+        elif isinstance(block, TextBlockParam):
+            texts.append(block.text)
+        elif isinstance(block, DocumentBlockParam):
+            texts.append(_document_text(block))
+    return "\n".join(t for t in texts if t)
+
+
+def _image(block: ImageBlockParam) -> dict[str, Any]:
+    source = block.source
+    if isinstance(source, Base64Source):
+        url = f"data:{source.media_type};base64,{source.data}"
+    elif isinstance(source, URLSource):
+        url = source.url
+    else:
+        raise InvalidRequestError("image blocks need a 'base64' or 'url' source, not 'file'", "messages")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_text(block: DocumentBlockParam) -> str:
+    source = block.source
+    if isinstance(source, PlainTextSource):
+        body = source.data
+    elif isinstance(source, ContentSource):
+        body = _text(source.content)
+    else:
+        raise InvalidRequestError(
+            f"document blocks need a 'text' or 'content' source; '{source.type}' is not supported", "messages"
+        )
+    return "\n\n".join(t for t in (block.title, block.context, body) if t)
+
+
+def _user_messages(content: list[Any]) -> list[dict[str, Any]]:
+    tool_results: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for block in content:
+        if isinstance(block, TextBlockParam):
+            parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlockParam):
+            parts.append(_image(block))
+        elif isinstance(block, DocumentBlockParam):
+            parts.append({"type": "text", "text": _document_text(block)})
+        elif isinstance(block, ToolResultBlockParam):
+            tool_results.append(
+                {"role": "tool", "tool_call_id": block.tool_use_id, "content": _text(block.content)}
+            )
+    return tool_results + ([{"role": "user", "content": parts}] if parts else [])
+
+
+def _assistant_message(content: list[Any]) -> dict[str, Any]:
+    calls = [
+        {
+            "id": b.id,
+            "type": "function",
+            "function": {"name": b.name, "arguments": json.dumps(b.input)},
+        }
+        for b in content
+        if isinstance(b, ToolUseBlockParam)
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": _text(content) or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tool_choice(choice: ToolChoiceParam) -> str | dict[str, Any]:
+    if choice.type == "tool":
+        if not choice.name:
+            raise InvalidRequestError("tool_choice of type 'tool' needs a 'name'", "tool_choice.name")
+        return {"type": "function", "function": {"name": choice.name}}
+    return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+
+
+def to_chat_body(params: MessageCreateParams) -> dict[str, Any]:
+    """An OpenAI chat-completions body for a Messages API request."""
+    messages: list[dict[str, Any]] = []
+    system = _text(params.system)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for m in params.messages:
+        if isinstance(m.content, str):
+            messages.append({"role": m.role, "content": m.content})
+        elif m.role == "user":
+            messages.extend(_user_messages(m.content))
+        else:
+            messages.append(_assistant_message(m.content))
+    body: dict[str, Any] = {"model": params.model, "messages": messages, "max_tokens": params.max_tokens}
+    for key in ("temperature", "top_p"):
+        if getattr(params, key) is not None:
+            body[key] = getattr(params, key)
+    if params.stop_sequences:
+        body["stop"] = params.stop_sequences
+    if params.stream:
+        body["stream"] = True
+    if params.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description or "",
+                    "parameters": t.input_schema or {"type": "object"},
+                },
+            }
+            for t in params.tools
+        ]
+    if params.tool_choice:
+        body["tool_choice"] = _tool_choice(params.tool_choice)
+        if params.tool_choice.disable_parallel_tool_use:
+            body["parallel_tool_calls"] = False
+    if params.metadata and params.metadata.get("user_id"):
+        body["user"] = str(params.metadata["user_id"])
+    return body
+
+
+def to_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
+    """An Anthropic ``Message`` for an OpenAI chat completion."""
+    choice = (completion.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):  # Anthropic's ``input`` is always an object
+            arguments = {"_raw": function.get("arguments")}
+        content.append(
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
+        )
+    usage = completion.get("usage") or {}
+    return {
+        "id": f"msg_{completion.get('id', '')}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage.get("prompt_tokens", 0),
+            "output_tokens": usage.get("completion_tokens", 0),
+        },
+    }

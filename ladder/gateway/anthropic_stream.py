@@ -1,0 +1,99 @@
+"""OpenAI chat-completion chunks to Anthropic's stream: message_start, content blocks, message_delta, stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ladder.gateway.anthropic_protocol import STOP_REASONS
+from ladder.gateway.sse import named_event
+
+
+class AnthropicStream:
+    """A state machine: feed OpenAI chunks, get Anthropic events (as SSE bytes)."""
+
+    def __init__(self, message_id: str, model: str) -> None:
+        self.message_id = message_id
+        self.model = model
+        self.index = -1
+        self.block: str | None = None  # "text" or "tool:<openai index>"
+        self.stop_reason = "end_turn"
+        self.output_tokens = 0
+        self.input_tokens = 0
+
+    def start(self) -> bytes:
+        message: dict[str, Any] = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return named_event("message_start", {"type": "message_start", "message": message}) + named_event(
+            "ping", {"type": "ping"}
+        )
+
+    def _open(self, key: str, block: dict[str, Any]) -> bytes:
+        out = self._close()
+        self.index += 1
+        self.block = key
+        return out + named_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": self.index, "content_block": block},
+        )
+
+    def _close(self) -> bytes:
+        if self.block is None:
+            return b""
+        self.block = None
+        return named_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return named_event(
+            "content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}
+        )
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        out = b""
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.input_tokens = int(usage.get("prompt_tokens") or 0)
+            self.output_tokens = int(usage.get("completion_tokens") or 0)
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                if self.block != "text":
+                    out += self._open("text", {"type": "text", "text": ""})
+                out += self._delta({"type": "text_delta", "text": delta["content"]})
+            for call in delta.get("tool_calls") or ():
+                key = f"tool:{call.get('index', 0)}"
+                function = call.get("function") or {}
+                if self.block != key:
+                    block: dict[str, Any] = {
+                        "type": "tool_use",
+                        "id": call.get("id") or f"toolu_{self.index + 1}",
+                        "name": function.get("name") or "",
+                        "input": {},
+                    }
+                    out += self._open(key, block)
+                if function.get("arguments"):
+                    out += self._delta({"type": "input_json_delta", "partial_json": function["arguments"]})
+            if choice.get("finish_reason"):
+                self.stop_reason = STOP_REASONS.get(str(choice["finish_reason"]), "end_turn")
+        return out
+
+    def finish(self, extra: dict[str, Any] | None = None) -> bytes:
+        delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+        }
+        if extra:
+            delta["ladder"] = extra
+        return (
+            self._close()
+            + named_event("message_delta", delta)
+            + named_event("message_stop", {"type": "message_stop"})
+        )

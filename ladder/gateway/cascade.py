@@ -1,0 +1,382 @@
+"""The gateway's cascade mode: a first rung answers; an acceptance rule keeps it or asks the next rung.
+
+Opt-in per request (``model="ladder-cascade"`` or ``cascade: true``) or per key profile (``cascade: true``).
+Every stage is a plain (non-streamed) upstream call, so its whole answer and token logprobs can be read before
+anything reaches the client. A streamed request is held until an answer is accepted and then receives that
+answer as one server-sent stream: the client never sees text that is later replaced by a better model's.
+Thresholds live in the pool file (``routing.cascade``, `ladder.core.cascade.CascadeConfig`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ladder.core.answers import answers_agree
+from ladder.core.cascade import (
+    CascadeConfig,
+    Signals,
+    Verdict,
+    by_price,
+    escalation_target,
+    first_rung,
+    gap_verdict,
+    judge,
+    likeliest,
+    mean_logprob,
+    second_opinion_order,
+)
+from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
+from ladder.core.policy import Candidate
+from ladder.core.pool import ModelSpec
+from ladder.core.pricing import Usage
+from ladder.gateway.capabilities import permitted
+from ladder.gateway.costs import Cost, answer_cost
+from ladder.gateway.disconnect import cancel_on_disconnect
+from ladder.gateway.dispatch import Dispatched
+from ladder.gateway.errors import GatewayError, UpstreamError
+from ladder.gateway.gateway import Gateway, Routed
+from ladder.gateway.protocol import ChatCompletionCreateParams, extension
+from ladder.gateway.serving_chat import SSE_HEADERS, route_chat
+from ladder.gateway.sse import data_event
+from ladder.gateway.tracing import start_span
+
+
+def cascade_requested(gw: Gateway, params: ChatCompletionCreateParams, headers: Mapping[str, str]) -> bool:
+    """``model="<policy>-cascade"``, else the body's ``cascade``, else the key profile's; a pinned model
+    never cascades."""
+    if params.model == f"{gw.settings.policy_name}-cascade":
+        return True
+    if params.model in gw.names:
+        return False
+    asked = extension(params, "cascade")
+    if asked is not None:
+        return bool(asked)
+    client = gw.clients.identify(headers)
+    profile = client.profile if client is not None else None
+    return bool(profile is not None and profile.cascade)
+
+
+@dataclass(eq=False)  # stages compare by identity
+class Stage:
+    """One upstream answer in a cascade, what it cost and what the acceptance rule made of it."""
+
+    role: str  # "answer" or "second opinion"
+    dispatched: Dispatched
+    completion: dict[str, Any]
+    usage: Usage | None
+    cost: Cost | None
+    signals: Signals | None = None
+    verdict: Verdict | None = None
+
+    @property
+    def model(self) -> str:
+        return self.dispatched.model.name
+
+    def text(self) -> str | None:
+        choices = self.completion.get("choices") or [{}]
+        content = (choices[0].get("message") or {}).get("content")
+        return content if isinstance(content, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "role": self.role,
+            **(self.signals.to_dict() if self.signals is not None else {}),
+            "accepted": None if self.verdict is None else self.verdict.accepted,
+            "reason": None if self.verdict is None else self.verdict.reason,
+            "usage": None
+            if self.usage is None
+            else {"prompt": self.usage.prompt_tokens, "completion": self.usage.completion_tokens},
+            "cost_usd": None if self.cost is None else self.cost.cost_usd,
+            "ms": round(sum(a.ms for a in self.dispatched.attempts), 2),
+            "fallback": [a.to_dict() for a in self.dispatched.failures],
+        }
+
+
+class Cascade:
+    """One request's cascade: the rungs it may climb and the stages it has run."""
+
+    def __init__(self, gw: Gateway, routed: Routed, body: dict[str, Any], request: Request) -> None:
+        self.gw = gw
+        self.routed = routed
+        self.config: CascadeConfig = gw.pool.routing.cascade
+        self.request = request
+        self.client_logprobs = bool(body.get("logprobs"))
+        self.body = dict(body)
+        if self.config.logprobs and not self.client_logprobs:
+            # top_logprobs too: llama.cpp's Python server returns no logprobs without it
+            self.body.update({"logprobs": True, "top_logprobs": body.get("top_logprobs") or 1})
+        self.plain = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+        self.refused_logprobs: set[str] = set()
+        self.eligible = {c.name: c for c in routed.decision.candidates if c.eligible}
+        self.stages: list[Stage] = []
+
+    def candidates(self) -> list[Candidate]:
+        """The models that may answer this request, with the router's standing for each."""
+        return list(self.eligible.values())
+
+    def first_rung(self) -> Candidate:
+        return first_rung(self.candidates(), self.config, self.routed.decision.model)
+
+    def next_rung(self, current: Candidate) -> Candidate | None:
+        """The cheapest model above ``current`` on the price ladder that the router deems likelier right."""
+        asked = {s.model for s in self.stages}
+        higher = [
+            c
+            for c in self.eligible.values()
+            if c.name not in asked
+            and c.expected_cost_usd > current.expected_cost_usd
+            and c.p_correct > current.p_correct + self.config.min_gain
+        ]
+        return min(higher, key=by_price) if higher else None
+
+    def order(self, first: Candidate) -> list[ModelSpec]:
+        """``first``, then (if it fails) the decision's fallback order, less the models already asked."""
+        asked = {s.model for s in self.stages}
+        names = [first.name, *(n for n in self.routed.decision.fallback_order if n != first.name)]
+        specs = [self.gw.pool.model(n) for n in names if n not in asked]
+        return permitted(specs, self.routed.needs)
+
+    async def ask(self, first: Candidate, role: str) -> Stage:
+        """One stage; an answer falls back along the decision's order, a second opinion asks one model."""
+        order = self.order(first) if role == "answer" else [self.gw.pool.model(first.name)]
+        if not order:
+            raise NoEligibleModelError("the request is sensitive and no on-prem model may answer it")
+        with start_span(self.gw.tracer, "ladder.core.cascade.stage") as span:
+            span.set_attribute("ladder.core.cascade.role", role)
+            span.set_attribute("ladder.core.cascade.index", len(self.stages))
+            try:
+                body = self.plain if order[0].name in self.refused_logprobs else self.body
+                dispatched = await self.gw.dispatcher.send(order, body, False)
+            except UpstreamRejectedError:
+                if not self.config.logprobs or self.client_logprobs:
+                    raise
+                self.refused_logprobs.add(order[0].name)  # it refuses logprobs: the other signals decide
+                dispatched = await self.gw.dispatcher.send(order, self.plain, False)
+            if dispatched.reply.data is None:
+                raise UpstreamError(f"upstream for {dispatched.model.name} sent no answer", "bad reply")
+            completion = dispatched.reply.data
+            usage = Usage.from_openai(completion.get("usage"))
+            cost = answer_cost(dispatched.model, self.gw.baseline, usage) if usage is not None else None
+            span.set_attribute("ladder.model", dispatched.model.name)
+            stage = Stage(role, dispatched, completion, usage, cost)
+            if role == "answer":
+                self.stages.append(stage)
+            return stage
+
+    def signals(self, stage: Stage, second: Stage | None, gap: float | None = None) -> Signals:
+        choices = stage.completion.get("choices") or [{}]
+        agrees = answers_agree(stage.text(), second.text()) if second is not None else None
+        return Signals(
+            router_p=self.eligible[stage.model].p_correct if stage.model in self.eligible else 0.0,
+            mean_logprob=mean_logprob(choices[0].get("logprobs")),
+            agrees=agrees,
+            router_gap=gap,
+        )
+
+    def router_gap(self, stage: Stage) -> float | None:
+        """With ``unsure_gap``: the router's P(correct) for the answering model minus the likeliest eligible
+        model's (None when the answering model is not among the eligible)."""
+        if self.config.unsure_gap is None or stage.model not in self.eligible:
+            return None
+        return self.eligible[stage.model].p_correct - likeliest(self.candidates()).p_correct
+
+    async def second_opinion_where_unsure(self, stage: Stage) -> Stage | None:
+        """The second opinion ``unsure_gap`` asks for (None when no other model may answer, or it failed)."""
+        others = second_opinion_order(self.candidates(), stage.model, self.config.second_opinion)
+        if not others:
+            return None
+        try:
+            return await self.ask(others[0], "second opinion")
+        except (GatewayError, UpstreamError, UpstreamRejectedError):
+            return None  # the other signals decide
+
+    async def run(self) -> tuple[Stage, Stage | None]:
+        """Climb until an answer is accepted; the accepted stage and the second opinion, if one was asked.
+
+        A failure on a later rung keeps the last answer received (it is returned, marked as such)."""
+        rung: Candidate | None = self.first_rung()
+        second: Stage | None = None
+        while rung is not None:
+            try:
+                if not self.stages and self.config.agreement and len(self.eligible) > 1:
+                    stage, second = await self._with_second_opinion(rung)
+                elif second is not None and second.model == rung.name and second not in self.stages:
+                    stage = second  # the second opinion is this rung's answer, already paid for
+                    stage.role = "answer"
+                    self.stages.append(stage)
+                else:
+                    stage = await self.ask(rung, "answer")
+            except (GatewayError, UpstreamError, NoEligibleModelError) as exc:
+                if not self.stages:
+                    raise
+                kept = self.stages[-1]
+                kept.verdict = Verdict(True, f"kept: escalation failed ({type(exc).__name__}: {exc})")
+                return kept, second
+            current = self.eligible.get(stage.model, rung)
+            banded = self.config.unsure_gap is not None and len(self.stages) == 1
+            nxt = (
+                escalation_target(self.candidates(), current, self.config.escalate_to)
+                if banded
+                else self.next_rung(current)
+            )
+            last = nxt is None or len(self.stages) >= self.config.max_stages
+            gap = self.router_gap(stage) if banded and not last else None
+            by_gap = gap_verdict(gap, self.config) if gap is not None else None
+            if gap is not None and by_gap is None:
+                second = await self.second_opinion_where_unsure(stage)
+            signals = self.signals(stage, second if len(self.stages) == 1 else None, gap)
+            stage.signals, stage.verdict = signals, by_gap or judge(signals, self.config, last)
+            verdict = "accepted" if stage.verdict.accepted else "escalated"
+            self.gw.metrics.cascade_stages.labels(stage.model, verdict).inc()
+            if stage.verdict.accepted:
+                return stage, second
+            rung = nxt
+        raise AssertionError("the last rung always accepts")  # pragma: no cover
+
+    async def _with_second_opinion(self, rung: Candidate) -> tuple[Stage, Stage | None]:
+        others = sorted(
+            (c for c in self.eligible.values() if c.name != rung.name),
+            key=by_price,
+        )
+        first, second = await asyncio.gather(
+            self.ask(rung, "answer"), self.ask(others[0], "second opinion"), return_exceptions=True
+        )
+        if isinstance(first, BaseException):
+            raise first
+        if isinstance(second, BaseException):
+            if not isinstance(second, GatewayError | UpstreamError | UpstreamRejectedError):
+                raise second
+            return first, None  # no second opinion: the other signals decide
+        return first, second
+
+
+def stage_headers(stages: Sequence[Stage]) -> dict[str, str]:
+    """``x-ladder-cascade*``: every model asked, each acceptance score, and why it escalated."""
+
+    def score(s: Stage) -> str:
+        lp = s.signals.mean_logprob if s.signals is not None else None
+        agrees = s.signals.agrees if s.signals is not None else None
+        parts = [f"p={s.signals.router_p:.4f}" if s.signals is not None else "p=none"]
+        parts.append("logprob=none" if lp is None else f"logprob={lp:.4f}")
+        if agrees is not None:
+            parts.append(f"agrees={int(agrees)}")
+        if s.signals is not None and s.signals.router_gap is not None:
+            parts.append(f"gap={s.signals.router_gap:+.4f}")
+        return f"{s.model}:" + ";".join(parts)
+
+    answers = [s for s in stages if s.role == "answer"]
+    return {
+        "x-ladder-cascade": ",".join(
+            f"{s.model}={'accepted' if s.verdict and s.verdict.accepted else 'escalated'}" for s in answers
+        ),
+        "x-ladder-cascade-scores": ",".join(score(s) for s in answers),
+        "x-ladder-cascade-reasons": " | ".join(
+            f"{s.model}: {s.verdict.reason}" for s in answers if s.verdict is not None
+        ),
+        "x-ladder-cascade-calls": ",".join(f"{s.model}({s.role})" for s in stages),
+    }
+
+
+def total_cost(gw: Gateway, stages: Sequence[Stage], final: Stage) -> Cost | None:
+    """Every stage's cost added up, beside what the baseline would have charged for the final answer."""
+    if final.usage is None:
+        return None
+    spent = sum(s.cost.cost_usd for s in stages if s.cost is not None)
+    baseline = answer_cost(final.dispatched.model, gw.baseline, final.usage)
+    return Cost(spent, baseline.baseline_model, baseline.baseline_cost_usd)
+
+
+def account(gw: Gateway, routed: Routed, stages: Sequence[Stage], final: Stage) -> None:
+    """Metrics, spend and latency for the stages other than the final answer (``Gateway.record`` does it)."""
+    for s in stages:
+        if s is final or s.usage is None:
+            continue
+        gw.metrics.tokens.labels(s.model, "prompt").inc(s.usage.prompt_tokens)
+        gw.metrics.tokens.labels(s.model, "completion").inc(s.usage.completion_tokens)
+        if s.cost is not None:
+            gw.metrics.cost.labels(s.model).inc(s.cost.cost_usd)
+        if routed.client is not None:
+            gw.limits.record_soon(routed.client, s.usage, s.cost)
+        gw.latency.observe(s.dispatched, s.usage, 0.0)
+
+
+async def create_cascade_completion(
+    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+) -> Response:
+    """Run the cascade and answer with the accepted stage's reply (plain, or as one held stream)."""
+    name = gw.settings.policy_name
+    routed_params = params.model_copy(update={"model": name}) if params.model == f"{name}-cascade" else params
+    routed, body, text = await route_chat(gw, routed_params, raw, request)
+    cascade = Cascade(gw, routed, body, request)
+    try:
+        final, second = await cancel_on_disconnect(request, cascade.run())
+    except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError) as exc:
+        gw.record(routed, "chat", None, None, None, text, error=type(exc).__name__)
+        raise
+    stages = [*cascade.stages, *([second] if second is not None and second not in cascade.stages else [])]
+    cost = total_cost(gw, stages, final)
+    account(gw, routed, stages, final)
+    completion = dict(final.completion)
+    if not cascade.client_logprobs:
+        completion["choices"] = [
+            {k: v for k, v in c.items() if k != "logprobs"} for c in completion.get("choices") or []
+        ]
+    completion["model"] = final.model
+    headers = {**routed.headers(), **stage_headers(stages), "x-ladder-model": final.model}
+    headers["x-ladder-attempts"] = str(sum(len(s.dispatched.attempts) for s in stages))
+    if cost is not None:
+        headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
+        headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
+    summary = {"stages": [s.to_dict() for s in stages], "accepted": final.model}
+    costs = cost.to_dict() if cost is not None else {}
+    gw.record(
+        routed,
+        "chat",
+        final.dispatched,
+        final.usage,
+        cost,
+        text,
+        reply=final.completion,
+        extra={"cascade": summary},
+    )
+    ladder = {**routed.summary(), "model": final.model, **costs, "cascade": summary}
+    if gw.shadow is not None:
+        gw.shadow.offer(routed.request_id, body, text, final.dispatched.model, completion)
+    if params.stream:
+        wants_usage = bool((params.stream_options or {}).get("include_usage"))
+        events = held_stream(completion, ladder, wants_usage)
+        return StreamingResponse(events, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
+    completion["ladder"] = ladder
+    return JSONResponse(completion, headers=headers)
+
+
+async def held_stream(
+    completion: Mapping[str, Any], ladder: dict[str, Any], wants_usage: bool
+) -> AsyncIterator[bytes]:
+    """The accepted answer as OpenAI chunks: per choice its whole delta, then its finish; usage if asked."""
+    base = {
+        "id": completion.get("id", "chatcmpl-ladder"),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created", int(time.time())),
+        "model": completion.get("model"),
+    }
+    for i, choice in enumerate(completion.get("choices") or []):
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(message["tool_calls"])]
+        index = choice.get("index", i)
+        yield data_event({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        finish = choice.get("finish_reason") or "stop"
+        yield data_event({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
+    if wants_usage and completion.get("usage"):
+        yield data_event({**base, "choices": [], "usage": completion["usage"], "ladder": ladder})
+    yield data_event("[DONE]")

@@ -1,0 +1,80 @@
+"""Request plumbing shared by the route modules: the gateway, client auth, size-limited JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from ladder.gateway.errors import InvalidRequestError, PayloadTooLargeError, describe_validation
+from ladder.gateway.gateway import Gateway
+from ladder.gateway.keys import Client
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+async def require_api_key(request: Request, gw: GatewayDep) -> Client:
+    """Bearer (or Anthropic-style ``x-api-key``) client keys (``api_keys`` and ``key_profiles``), unless
+    auth is explicitly disabled; the caller's client (its profile's name, never the key)."""
+    return gw.clients.authenticate(request.headers)
+
+
+ClientDep = Annotated[Client, Depends(require_api_key)]
+
+
+async def within_rate_limit(gw: GatewayDep, client: ClientDep) -> None:
+    """429 with ``Retry-After`` when the client key is over its requests per minute."""
+    await gw.limits.admit(client, spends=False)
+
+
+async def within_limits(gw: GatewayDep, client: ClientDep) -> None:
+    """429 with ``Retry-After`` when the client key is over its requests per minute or its budget."""
+    await gw.limits.admit(client, spends=True)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not a JSON object."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the request body has {int(declared):,} bytes; the limit is {limit:,}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the request body exceeds the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise InvalidRequestError("the request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequestError("the request body is nested too deeply") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    return data
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    """Validate a body; the first problem becomes a 400 naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(*describe_validation(exc.errors())) from exc

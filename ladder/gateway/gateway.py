@@ -1,0 +1,317 @@
+"""The gateway's state and its routing step: request options, capability filter, batched scoring, policy."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from ladder.core.errors import UnknownModelError
+from ladder.core.policy import Decision, DecisionOptions
+from ladder.core.pool import ModelSpec, PolicyName, PoolConfig
+from ladder.core.pricing import Usage
+from ladder.core.router import Router
+from ladder.gateway.audit import AuditLog
+from ladder.gateway.batcher import ScoreBatcher, Scored
+from ladder.gateway.capabilities import Requirements, exclusions, is_sensitive, requirements
+from ladder.gateway.costs import Cost
+from ladder.gateway.dispatch import Dispatched, Dispatcher
+from ladder.gateway.keys import ANONYMOUS, Client, ClientKeys, Limits, restrict
+from ladder.gateway.latency import GatewayLatency, latency_budget
+from ladder.gateway.metrics import GatewayMetrics
+from ladder.gateway.sessions import SessionOutcome, Sessions
+from ladder.gateway.settings import Settings
+from ladder.gateway.shadow import ShadowJudge
+from ladder.gateway.state import MemoryState, StateStore
+from ladder.gateway.tracing import (
+    annotate_current_span,
+    decision_attributes,
+    genai_request_attributes,
+    genai_response_attributes,
+    start_span,
+)
+from ladder.gateway.traffic_store import TrafficStore
+from ladder.gateway.triton_scorer import TritonScorer
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A routed request: its id, the decision and what it was based on."""
+
+    request_id: str
+    decision: Decision
+    needs: Requirements
+    scored: Scored
+    routing_ms: float
+    started: float
+    client: Client | None = None  # who asked (the key's profile name; never the key)
+    session: SessionOutcome | None = None  # what session affinity did to the decision
+
+    def headers(self) -> dict[str, str]:
+        """Routing metadata as ``x-ladder-*`` response headers."""
+        d = self.decision
+        headers = {
+            "x-ladder-request-id": self.request_id,
+            "x-ladder-routed-model": d.model,
+            "x-ladder-policy": d.policy.value,
+            "x-ladder-tolerance": f"{d.tolerance:g}",
+            "x-ladder-p-correct": ",".join(f"{c.name}={c.p_correct:.4f}" for c in d.candidates),
+            "x-ladder-expected-cost-usd": f"{d.chosen.expected_cost_usd:.8f}",
+            "x-ladder-routing-ms": f"{self.routing_ms:.3f}",
+        }
+        if d.threshold is not None:
+            headers["x-ladder-threshold"] = f"{d.threshold:.4f}"
+        if self.session is not None:
+            headers["x-ladder-session"] = self.session.status
+        return headers
+
+    def summary(self) -> dict[str, Any]:
+        """The decision as the ``ladder`` object of a response body."""
+        d = self.decision
+        return {
+            "request_id": self.request_id,
+            "routed_model": d.model,
+            "policy": d.policy.value,
+            "tolerance": d.tolerance,
+            "threshold": d.threshold,
+            "reason": d.reason,
+            "p_correct": {c.name: round(c.p_correct, 6) for c in d.candidates},
+            "expected_cost_usd": d.chosen.expected_cost_usd,
+            "expected_costs_usd": {c.name: c.expected_cost_usd for c in d.candidates},
+            "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
+            "routed_tokens": self.scored.routed_tokens,
+            "truncated": self.scored.truncated,
+            "routing_ms": round(self.routing_ms, 3),
+            "client": self.client.name if self.client is not None else None,
+            "session": self.session.to_dict() if self.session is not None else None,
+        }
+
+
+class Gateway:
+    """Everything a request handler needs, built once by the app factory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        batcher: ScoreBatcher,
+        dispatcher: Dispatcher,
+        metrics: GatewayMetrics,
+        audit: AuditLog,
+        tracer: Tracer | None,
+        baseline: ModelSpec,
+        triton: TritonScorer | None = None,
+        traffic: TrafficStore | None = None,
+        shadow: ShadowJudge | None = None,
+        state: StateStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.pool: PoolConfig = router.pool
+        self.names = frozenset(self.pool.names)
+        self.batcher = batcher
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.audit = audit
+        self.tracer = tracer
+        self.baseline = baseline
+        self.triton = triton  # the Triton scorer behind ``router`` (scorer: triton), for /readyz
+        self.traffic = traffic  # decisions kept for /v1/feedback and retraining (settings.traffic_db)
+        self.shadow = shadow  # judges a share of answers in the background (settings.shadow)
+        self.sensitive_patterns = [re.compile(p) for p in settings.sensitive_patterns]
+        self.latency = GatewayLatency(router, metrics)  # expected latency per model, for latency budgets
+        self.state = state or MemoryState()  # sessions, rate limits, spend: Redis when redis_url is set
+        self.clients = ClientKeys(
+            settings.api_keys, settings.key_profiles, settings.auth_disabled, self.names
+        )
+        self.limits = Limits(self.state, metrics, settings.redis_prefix)
+        self.sessions = Sessions(
+            self.state,
+            enabled=settings.session_affinity,
+            ttl_s=settings.session_ttl_s,
+            margin=settings.session_margin,
+            header=settings.session_header,
+            prefix=settings.redis_prefix,
+            on_outcome=lambda status: metrics.sessions.labels(status).inc(),
+            on_error=lambda operation: metrics.state_errors.labels(operation).inc(),
+        )
+
+    def scorer_state(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the scorer can answer, and its state (Triton up, or which fallback answers)."""
+        if self.triton is None:
+            return True, {"backend": "embedded"}
+        state = self.triton.describe()
+        return self.triton.up or self.triton.settings.on_unavailable != "error", state
+
+    def request_id(self, headers: Mapping[str, str]) -> str:
+        given = headers.get("x-request-id", "")
+        return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    def options(
+        self,
+        model: str,
+        tolerance: float | None,
+        models: list[str] | None,
+        headers: Mapping[str, str] | None = None,
+        max_latency_ms: float | None = None,
+    ) -> DecisionOptions:
+        """The request's ``model``: a policy name (``ladder``, ``ladder-0.1``) routes, a pool name pins.
+        The client key's profile (found from ``headers``) sets the default tolerance and allowed models."""
+        options = self.router.default_options()
+        client = self.clients.identify(headers) if headers is not None else None
+        profile = client.profile if client is not None else None
+        if profile is not None and profile.tolerance is not None:
+            options = replace(options, tolerance=profile.tolerance)
+        name = self.settings.policy_name
+        if model in self.names:
+            options = replace(options, pinned=model)
+        elif model != name:
+            suffix = model[len(name) + 1 :] if model.startswith(name + "-") else None
+            options = self._suffix_options(options, model, suffix)
+        if tolerance is not None:
+            options = replace(options, tolerance=tolerance)
+        if models is not None:
+            options = replace(options, allowed=frozenset(models))
+        budget = latency_budget(headers, max_latency_ms)
+        if budget is not None:
+            options = replace(options, excluded={**self.latency.exclusions(budget), **options.excluded})
+        not_allowed = restrict(client, options.pinned, self.pool.names)
+        if not_allowed:
+            options = replace(options, excluded={**not_allowed, **options.excluded})
+        return options
+
+    def _suffix_options(self, options: DecisionOptions, model: str, suffix: str | None) -> DecisionOptions:
+        name = self.settings.policy_name
+        if suffix:
+            try:
+                value = float(suffix)
+            except ValueError:
+                value = -1.0
+            if 0 <= value <= 1:
+                return replace(options, tolerance=value)
+            if suffix in {p.value for p in PolicyName if p is not PolicyName.BUDGET}:
+                return replace(options, policy=PolicyName(suffix))
+        raise UnknownModelError(
+            f"unknown model {model!r}: use {name!r}, '{name}-<tolerance>' "
+            f"or a pool model ({', '.join(self.pool.names)})"
+        )
+
+    def sensitive(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> bool:
+        """The header, or a pattern anywhere in the forwarded body (every message, tool call, part)."""
+        return is_sensitive(headers.get(self.settings.sensitive_header), body, self.sensitive_patterns)
+
+    async def route(
+        self,
+        body: Mapping[str, Any],
+        text: str,
+        options: DecisionOptions,
+        headers: Mapping[str, str],
+        session_hint: str | None = None,
+        pin_session: bool = True,
+    ) -> Routed:
+        """Filter by capability, score (batched with concurrent requests), decide, keep the session's model
+        when it still fits (``session_hint``: Anthropic's ``metadata.user_id``; ``pin_session=False`` reads
+        the session without storing the decision)."""
+        started = time.perf_counter()
+        client = self.clients.identify(headers)
+        needs = requirements(body, self.sensitive(headers, body))
+        options = replace(options, excluded={**options.excluded, **exclusions(self.pool, needs)})
+        with start_span(self.tracer, "ladder.score") as span:
+            scored = await self.batcher.score(text)
+            span.set_attribute("ladder.routed_tokens", scored.routed_tokens)
+        with start_span(self.tracer, "ladder.core.policy") as span:
+            decision = self.router.decide_scores(scored.p_correct, needs.input_tokens, options)
+            name = client.name if client is not None else ANONYMOUS
+            ref = self.sessions.ref(headers, body, session_hint, name, options)
+            decision, session = await self.sessions.apply(ref, decision, write=pin_session)
+            span.set_attribute("ladder.model", decision.model)
+        routing_ms = (time.perf_counter() - started) * 1000
+        self.metrics.routing_latency.observe(routing_ms / 1000)
+        self.metrics.decisions.labels(decision.model).inc()
+        routed = Routed(
+            self.request_id(headers), decision, needs, scored, routing_ms, started, client, session
+        )
+        annotate_current_span({**genai_request_attributes(body), **decision_attributes(routed.summary())})
+        return routed
+
+    def record(
+        self,
+        routed: Routed,
+        endpoint: str,
+        dispatched: Dispatched | None,
+        usage: Usage | None,
+        cost: Cost | None,
+        prompt: str,
+        error: str | None = None,
+        reply: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Metrics, the client's usage, the span's GenAI attributes and one audit line for a finished
+        request (``reply``: the upstream's plain chat completion, for its id and finish reasons; ``extra``:
+        more fields for the audit line, e.g. a cascade's stages)."""
+        answered = dispatched.model.name if dispatched is not None else None
+        if dispatched is not None:
+            if routed.client is not None:
+                self.limits.record_soon(routed.client, usage, cost)
+            if error is None:
+                self.sessions.answered_by(routed.session, routed.decision.model, dispatched.model.name)
+            spec = dispatched.model
+            annotate_current_span(
+                genai_response_attributes(
+                    spec.name,
+                    spec.upstream.model,
+                    str(spec.upstream.base_url),
+                    usage.prompt_tokens if usage is not None else None,
+                    usage.completion_tokens if usage is not None else None,
+                    reply,
+                )
+            )
+        if dispatched is not None and error is None:
+            elapsed_s = time.perf_counter() - routed.started - routed.routing_ms / 1000
+            self.latency.observe(dispatched, usage, elapsed_s)
+        if answered is not None and error is None:
+            self.metrics.requests.labels(answered, endpoint).inc()
+            if usage is not None:
+                self.metrics.tokens.labels(answered, "prompt").inc(usage.prompt_tokens)
+                self.metrics.tokens.labels(answered, "completion").inc(usage.completion_tokens)
+            if cost is not None:
+                self.metrics.cost.labels(answered).inc(cost.cost_usd)
+                self.metrics.baseline_cost.labels(answered).inc(cost.baseline_cost_usd)
+                self.metrics.savings.labels(answered).inc(max(0.0, cost.savings_usd))
+        if not self.audit.enabled and self.traffic is None:
+            return
+        d = routed.decision
+        record: dict[str, Any] = {
+            "request_id": routed.request_id,
+            "endpoint": endpoint,
+            "chosen_model": d.model,
+            "answered_model": answered,
+            "policy": d.policy.value,
+            "tolerance": d.tolerance,
+            "threshold": d.threshold,
+            "p_correct": {c.name: round(c.p_correct, 6) for c in d.candidates},
+            "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
+            "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
+            "sensitive": routed.needs.sensitive,
+            "usage": None
+            if usage is None
+            else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
+            **(cost.to_dict() if cost is not None else {"cost_usd": None, "baseline_cost_usd": None}),
+            "fallback": [a.to_dict() for a in dispatched.failures] if dispatched is not None else [],
+            "routing_ms": round(routed.routing_ms, 3),
+            "latency_ms": round((time.perf_counter() - routed.started) * 1000, 3),
+            "error": error,
+            "client": routed.client.name if routed.client is not None else None,
+            "session": routed.session.status if routed.session is not None else None,
+            **(extra or {}),
+        }
+        self.audit.write(record, prompt=prompt)
+        if self.traffic is not None:
+            self.traffic.remember(record, self.audit.redact(prompt) if self.audit.include_prompts else None)

@@ -1,0 +1,160 @@
+"""The logic of ``POST /v1/chat/completions``: route, dispatch with fallback, answer plain or streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ladder.core.errors import NoEligibleModelError
+from ladder.core.pricing import Usage
+from ladder.core.prompt import routed_text
+from ladder.core.upstream import stream_chunks as upstream_chunks
+from ladder.gateway.capabilities import permitted
+from ladder.gateway.costs import answer_cost, chunk_text, estimated_usage
+from ladder.gateway.disconnect import cancel_on_disconnect
+from ladder.gateway.dispatch import Dispatched
+from ladder.gateway.errors import GatewayError, UpstreamError, sse_error_event
+from ladder.gateway.gateway import Gateway, Routed
+from ladder.gateway.protocol import ChatCompletionCreateParams, extension, forwarded_body, routing_extensions
+from ladder.gateway.sse import data_event
+from ladder.gateway.tracing import finished_choices
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def answer_headers(routed: Routed, dispatched: Dispatched) -> dict[str, str]:
+    headers = routed.headers()
+    headers["x-ladder-model"] = dispatched.model.name
+    fallback = dispatched.fallback_header()
+    if fallback:
+        headers["x-ladder-fallback"] = fallback
+    headers["x-ladder-attempts"] = str(len(dispatched.attempts))
+    return headers
+
+
+async def route_chat(
+    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+) -> tuple[Routed, dict[str, Any], str]:
+    """The routing step shared by chat completions and messages: options, text, decision."""
+    tolerance, models = routing_extensions(params)
+    budget = extension(params, "max_latency_ms")
+    options = gw.options(params.model, tolerance, models, request.headers, budget)
+    body = forwarded_body(raw)
+    text = routed_text(body["messages"])
+    routed = await gw.route(body, text, options, request.headers)
+    return routed, body, text
+
+
+async def dispatch(
+    gw: Gateway,
+    routed: Routed,
+    body: dict[str, Any],
+    stream: bool,
+    request: Request,
+    text: str,
+    endpoint: str,
+) -> Dispatched:
+    """Send along the decision's fallback order; a failure is recorded before it propagates."""
+    order = permitted([gw.pool.model(name) for name in routed.decision.fallback_order], routed.needs)
+    try:
+        if not order:
+            raise NoEligibleModelError("the request is sensitive and no on-prem model may answer it")
+        return await cancel_on_disconnect(request, gw.dispatcher.send(order, body, stream))
+    except (GatewayError, UpstreamError, NoEligibleModelError) as exc:  # UpstreamError: a core error
+        gw.record(routed, endpoint, None, None, None, text, error=type(exc).__name__)
+        raise
+
+
+async def create_chat_completion(
+    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+) -> Response:
+    routed, body, text = await route_chat(gw, params, raw, request)
+    dispatched = await dispatch(gw, routed, body, bool(params.stream), request, text, "chat")
+    headers = answer_headers(routed, dispatched)
+    if params.stream:
+        wants_usage = bool((params.stream_options or {}).get("include_usage"))
+        stream = chat_stream(gw, routed, dispatched, wants_usage, text)
+        return StreamingResponse(stream, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
+    data = reply_json(dispatched)
+    data["model"] = dispatched.model.name
+    data["ladder"] = settle(gw, routed, dispatched, data, headers, text, "chat")
+    if gw.shadow is not None:
+        gw.shadow.offer(routed.request_id, body, text, dispatched.model, data)
+    return JSONResponse(data, headers=headers)
+
+
+def reply_json(dispatched: Dispatched) -> dict[str, Any]:
+    """The upstream's plain chat completion, as the upstream client checked it when it arrived."""
+    if dispatched.reply.data is None:
+        raise UpstreamError(f"upstream for {dispatched.model.name} sent no answer", "bad reply")
+    return dispatched.reply.data
+
+
+def settle(
+    gw: Gateway,
+    routed: Routed,
+    dispatched: Dispatched,
+    completion: dict[str, Any],
+    headers: dict[str, str],
+    text: str,
+    endpoint: str,
+) -> dict[str, Any]:
+    """Price a plain answer, add the cost headers, record it, and return the body's ``ladder`` object."""
+    usage = Usage.from_openai(completion.get("usage"))
+    cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+    if cost is not None:
+        headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
+        headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
+    gw.record(routed, endpoint, dispatched, usage, cost, text, reply=completion)
+    return {
+        **routed.summary(),
+        "model": dispatched.model.name,
+        **(cost.to_dict() if cost is not None else {}),
+        "fallback": [a.to_dict() for a in dispatched.failures],
+    }
+
+
+async def chat_stream(
+    gw: Gateway, routed: Routed, dispatched: Dispatched, wants_usage: bool, text: str
+) -> AsyncIterator[bytes]:
+    """Relay the upstream's chunks with ``model`` rewritten; a failure ends the stream with an error event."""
+    name = dispatched.model.name
+    usage: Usage | None = None
+    error: str | None = None
+    streamed: list[str] = []
+    finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
+    try:
+        async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
+            async for chunk in chunks:
+                chunk["model"] = name
+                streamed.extend(chunk_text(chunk))
+                finished.extend(finished_choices(chunk))
+                if chunk.get("usage"):
+                    usage = Usage.from_openai(chunk["usage"]) or usage
+                    if not chunk.get("choices"):
+                        if wants_usage and usage is not None:
+                            chunk["ladder"] = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
+                            yield data_event(chunk)
+                        continue
+                    if not wants_usage:
+                        chunk.pop("usage")
+                yield data_event(chunk)
+        if usage is None:  # an upstream that ignores stream_options.include_usage (llama.cpp does)
+            usage = estimated_usage(routed.needs.input_tokens, "".join(streamed))
+            cost = {**answer_cost(dispatched.model, gw.baseline, usage).to_dict(), "usage_estimated": True}
+            yield f": ladder {json.dumps(cost, separators=(',', ':'))}\n\n".encode()
+        elif not wants_usage:
+            cost = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
+            yield f": ladder {json.dumps(cost, separators=(',', ':'))}\n\n".encode()
+        yield data_event("[DONE]")
+    except UpstreamError as exc:
+        error = exc.reason
+        yield sse_error_event(exc)
+    finally:
+        cost_obj = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+        gw.record(routed, "chat", dispatched, usage, cost_obj, text, error=error, reply={"choices": finished})

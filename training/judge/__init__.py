@@ -1,8 +1,0 @@
-"""Judging collected answers: against references and tests, by an LLM judge, or by majority vote."""
-
-from training.judge.llm import LLMJudge
-from training.judge.reference import ReferenceJudge
-from training.judge.run import JUDGES, JudgeReport, judge_store, llm_judge
-from training.judge.vote import vote
-
-__all__ = ["JUDGES", "JudgeReport", "LLMJudge", "ReferenceJudge", "judge_store", "llm_judge", "vote"]
