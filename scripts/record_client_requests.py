@@ -42,13 +42,19 @@ def _stream(model: str) -> list[bytes]:
     }
     return [
         _event("message_start", {"type": "message_start", "message": message}),
-        _event("content_block_start", {"type": "content_block_start", "index": 0,
-                                        "content_block": {"type": "text", "text": ""}}),
-        _event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                        "delta": {"type": "text_delta", "text": REPLY}}),
+        _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        _event(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": REPLY}},
+        ),
         _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                                  "usage": {"output_tokens": 1}}),
+        _event(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+        ),
         _event("message_stop", {"type": "message_stop"}),
     ]
 
@@ -63,23 +69,36 @@ def recorder(out: Path) -> Starlette:
         except ValueError:
             body = raw.decode("utf-8", "replace")
         headers = {k: v for k, v in request.headers.items() if k not in SECRET_HEADERS}
-        entry = {"method": request.method, "path": request.url.path, "query": request.url.query,
-                 "headers": headers, "body": body}
+        entry = {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": headers,
+            "body": body,
+        }
         name = request.url.path.strip("/").replace("/", "_") or "root"
         (out / f"{next(counter):03d}-{name}.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
         if not request.url.path.startswith("/v1/messages"):
-            return JSONResponse({"type": "error", "error": {"type": "not_found_error", "message": "recorder"}},
-                                status_code=404)
+            return JSONResponse(
+                {"type": "error", "error": {"type": "not_found_error", "message": "recorder"}}, status_code=404
+            )
         if request.url.path.endswith("count_tokens"):
             return JSONResponse({"input_tokens": 1})
         model = body.get("model", "recorded") if isinstance(body, dict) else "recorded"
         if isinstance(body, dict) and body.get("stream"):
             return StreamingResponse(iter(_stream(model)), media_type="text/event-stream")
-        return JSONResponse({
-            "id": "msg_recorded", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": 1},
-        })
+        return JSONResponse(
+            {
+                "id": "msg_recorded",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": REPLY}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 1, "output_tokens": 1},
+            }
+        )
 
     return Starlette(routes=[Route("/{path:path}", record, methods=["GET", "POST", "HEAD"])])
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from ladder.gateway.protocol import MergesExtraBody, Passthrough, RoutingExtensions
 
 # Input items Ladder translates; any other ``type`` (reasoning, web_search_call, ...) is checked and dropped.
-TRANSLATED_ITEMS = ("message", "function_call", "function_call_output", "custom_tool_call",
-                    "custom_tool_call_output")
+TRANSLATED_ITEMS = ("message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output")
 
 
 class EasyInputMessageParam(Passthrough):
@@ -57,14 +56,25 @@ class OtherItemParam(Passthrough):
     type: str
 
 
-ResponseInputItemParam = (
-    EasyInputMessageParam
-    | ResponseFunctionToolCallParam
-    | FunctionCallOutputParam
-    | ResponseCustomToolCallParam
-    | CustomToolCallOutputParam
-    | OtherItemParam
-)
+def _item_tag(value: Any) -> str | None:
+    """An item's union branch: its ``type``; a message may leave ``type`` out."""
+    if not isinstance(value, dict):
+        return getattr(value, "type", None) or ("message" if hasattr(value, "role") else None)
+    kind = value.get("type")
+    if kind is None:
+        return "message" if "role" in value else None
+    return kind if kind in TRANSLATED_ITEMS else "other"
+
+
+ResponseInputItemParam = Annotated[
+    Annotated[EasyInputMessageParam, Tag("message")]
+    | Annotated[ResponseFunctionToolCallParam, Tag("function_call")]
+    | Annotated[FunctionCallOutputParam, Tag("function_call_output")]
+    | Annotated[ResponseCustomToolCallParam, Tag("custom_tool_call")]
+    | Annotated[CustomToolCallOutputParam, Tag("custom_tool_call_output")]
+    | Annotated[OtherItemParam, Tag("other")],
+    Discriminator(_item_tag),
+]
 
 
 class FunctionToolParam(Passthrough):
@@ -89,12 +99,31 @@ class OtherToolParam(Passthrough):
     type: str
 
 
+def _tool_tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in ("function", "custom") else "other"
+
+
+ToolParam = Annotated[
+    Annotated[FunctionToolParam, Tag("function")]
+    | Annotated[CustomToolParam, Tag("custom")]
+    | Annotated[OtherToolParam, Tag("other")],
+    Discriminator(_tool_tag),
+]
+
+
 class ResponseCreateParams(MergesExtraBody):
+    """A Responses API request. Fields a chat upstream cannot use (``reasoning``, ``store``, ``include``,
+    ``truncation``, ``prompt_cache_key``, ``service_tier``, hosted tools, reasoning items) are accepted and
+    not forwarded; ``previous_response_id`` is refused, as Ladder keeps no responses."""
+
     model: str = Field(min_length=1)
-    input: str | list[dict[str, Any]]
+    input: str | list[ResponseInputItemParam]
     instructions: str | None = None
     stream: bool | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolParam] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
@@ -164,8 +193,7 @@ class ResponseUsage(BaseModel):
 
     @classmethod
     def of(cls, input_tokens: int, output_tokens: int) -> ResponseUsage:
-        return cls(input_tokens=input_tokens, output_tokens=output_tokens,
-                   total_tokens=input_tokens + output_tokens)
+        return cls(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens)
 
 
 class IncompleteDetails(BaseModel):
