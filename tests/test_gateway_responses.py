@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -194,3 +195,27 @@ def test_custom_tools_become_one_string_functions() -> None:
         "type": "json_schema",
         "json_schema": {"name": "out", "schema": {"type": "object"}},
     }
+
+
+CODEX = Path(__file__).parent / "gateway_support" / "client_bodies" / "codex_responses.json"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_codexs_first_request_is_answered(gateway: RunningGateway, upstream: FakeUpstream, stream: bool) -> None:
+    """The first request Codex 0.171 sends (recorded by scripts/record_client_requests.py)."""
+    recorded = json.loads(CODEX.read_text(encoding="utf-8"))
+    body = {**recorded["body"], "stream": stream}
+    headers = {**recorded["headers"], "authorization": f"Bearer {API_KEY}"}
+    reply = httpx.post(f"{gateway.url}{recorded['path']}", json=body, headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    if stream:
+        assert reply.text.startswith("event: response.created") and "event: response.completed" in reply.text
+    else:
+        assert reply.json()["output"][0]["type"] == "function_call"
+    sent = upstream.seen[-1].body
+    developer = ["\n".join(p["text"] for p in i["content"]) for i in body["input"] if i["role"] == "developer"]
+    assert [m["role"] for m in sent["messages"]] == ["system", "user", "user"]
+    assert sent["messages"][0]["content"] == "\n\n".join(developer)
+    functions = [t["name"] for t in body["tools"] if t["type"] == "function"]
+    assert [t["function"]["name"] for t in sent["tools"]] == functions  # web_search and the namespace dropped
+    assert not {"reasoning", "store", "include", "prompt_cache_key", "client_metadata"} & set(sent)
