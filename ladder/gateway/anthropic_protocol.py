@@ -306,8 +306,9 @@ def to_chat_body(params: MessageCreateParams) -> dict[str, Any]:
         body["tools"] = tools
     offered = {t["function"]["name"] for t in tools}
     choice = params.tool_choice
-    if tools and choice and (choice.type != "tool" or choice.name in offered or not choice.name):
-        body["tool_choice"] = _tool_choice(choice)
+    translated = _tool_choice(choice) if choice is not None else None  # a 'tool' choice without a name: 400
+    if tools and choice is not None and (choice.type != "tool" or choice.name in offered):
+        body["tool_choice"] = translated  # one naming a dropped tool (web_search) is left to the model
         if choice.disable_parallel_tool_use:
             body["parallel_tool_calls"] = False
     response_format = _response_format(params.output_config)
