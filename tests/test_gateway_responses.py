@@ -45,6 +45,9 @@ def test_plain_response_is_routed_and_costed(gateway: RunningGateway, upstream: 
         {"role": "user", "content": "What is the capital of France?"},
     ]
     assert sent["model"] == "upstream-small-local"
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'ladder_requests_total{endpoint="responses",model="small-local"} 1.0' in metrics
+    assert 'ladder_tokens_total{kind="completion",model="small-local"} 5.0' in metrics
 
 
 def test_streaming_follows_the_responses_event_sequence(gateway: RunningGateway, upstream: FakeUpstream) -> None:
@@ -67,6 +70,9 @@ def test_streaming_follows_the_responses_event_sequence(gateway: RunningGateway,
     assert final.output_text == "small-local says hi" and final.model == "small-local"
     assert final.usage is not None and final.usage.output_tokens == 3
     assert final.model_extra["ladder"]["cost_usd"] > 0  # type: ignore[index]
+    metrics = httpx.get(f"{gateway.url}/metrics").text  # recorded once the stream ended
+    assert 'ladder_requests_total{endpoint="responses",model="small-local"} 1.0' in metrics
+    assert 'ladder_tokens_total{kind="completion",model="small-local"} 3.0' in metrics
 
 
 def test_the_stream_helper_assembles_the_final_response(gateway: RunningGateway, upstream: FakeUpstream) -> None:
