@@ -12,8 +12,9 @@ import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
-from ladder.gateway.responses_chat import to_chat_body
+from ladder.gateway.responses_chat import custom_tool_names, echo, to_chat_body
 from ladder.gateway.responses_protocol import ResponseCreateParams
+from ladder.gateway.responses_stream import ResponsesStream
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -225,3 +226,42 @@ def test_codexs_first_request_is_answered(gateway: RunningGateway, upstream: Fak
     functions = [t["name"] for t in body["tools"] if t["type"] == "function"]
     assert [t["function"]["name"] for t in sent["tools"]] == functions  # web_search and the namespace dropped
     assert not {"reasoning", "store", "include", "prompt_cache_key", "client_metadata"} & set(sent)
+
+
+def events_of(stream: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in stream.decode().splitlines() if line.startswith("data: ")]
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_a_streamed_custom_tool_call_is_unwrapped_and_a_cut_answer_is_incomplete() -> None:
+    params = ResponseCreateParams.model_validate(
+        {"model": "ladder", "input": "Patch it", "tools": [{"type": "custom", "name": "apply_patch"}]}
+    )
+    stream = ResponsesStream(echo(params, "resp_1", "mid-cloud"), custom_tool_names(params))
+    out = stream.start()
+    out += stream.feed(chunk({"content": "Patching."}))
+    head = {"index": 0, "id": "call_9", "function": {"name": "apply_patch", "arguments": '{"input": "*** Be'}}
+    out += stream.feed(chunk({"tool_calls": [head]}))
+    out += stream.feed(chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'gin Patch"}'}}]}, "length"))
+    out += stream.finish({"cost_usd": 0.5})
+    events = events_of(out)
+    kinds = [e["type"] for e in events]
+    assert "response.function_call_arguments.delta" not in kinds  # a custom tool's input comes whole
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert done[0]["type"] == "message" and done[0]["content"][0]["text"] == "Patching."
+    assert done[1] == {
+        "type": "custom_tool_call",
+        "id": "fc_resp_1_1",
+        "call_id": "call_9",
+        "name": "apply_patch",
+        "input": "*** Begin Patch",
+        "status": "completed",
+    }
+    last = events[-1]
+    assert last["type"] == "response.incomplete"
+    assert last["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert last["response"]["ladder"] == {"cost_usd": 0.5} and len(last["response"]["output"]) == 2
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
