@@ -1,7 +1,7 @@
 """The jail answer code runs in: a bubblewrap command line, and whether this machine can build one.
 
-Inside the jail a process sees a read-only system (``/usr`` and the interpreter), a private ``/tmp`` that is
-the only writable place, a fresh ``/proc`` and a minimal ``/dev``; it runs as uid 65534 with no capabilities,
+Inside the jail a process sees a read-only system (``/usr`` and the interpreter), a private scratch directory
+as ``/tmp`` and ``/dev/shm`` that is the only writable place, a fresh ``/proc`` and a read-only minimal ``/dev``; it runs as uid 65534 with no capabilities,
 in new user, PID, mount, IPC, UTS and (unless told otherwise) network namespaces, with an empty environment,
 in its own session, and under a seccomp filter that refuses ``socket()``. When the judge runs as root, bwrap
 itself is started as uid 65534, so the jail's processes are nobody outside it too (root's files stay closed
@@ -42,7 +42,11 @@ class Jail:
         return " + ".join(name for name, on in cuts if on)
 
     def command(self, inbox: Path, scratch: Path, *, seccomp_fd: int | None, info_fd: int) -> list[str]:
-        """The bwrap command line that runs ``python -I -S`` in the jail; the caller appends its arguments."""
+        """The bwrap command line that runs ``python -I -S`` in the jail; the caller appends its arguments.
+
+        ``inbox`` is seen read-only at ``/box``; ``scratch/tmp`` and ``scratch/shm`` are ``/tmp`` and ``/dev/shm``.
+        Start it with a minimal environment: the jail's PID 1 is bwrap, and its environment is readable inside.
+        """
         argv = [
             self.bwrap,
             "--unshare-user",
@@ -72,7 +76,9 @@ class Jail:
             "--proc", "/proc",
             "--dev", "/dev",
             "--ro-bind", str(inbox), "/box",
-            "--bind", str(scratch), "/tmp",
+            "--bind", str(scratch / "tmp"), "/tmp",
+            "--remount-ro", "/dev",
+            "--bind", str(scratch / "shm"), "/dev/shm",
             "--chdir", "/tmp",
             "--remount-ro", "/",
             "--info-fd", str(info_fd),

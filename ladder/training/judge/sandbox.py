@@ -133,6 +133,8 @@ def _box(code: str, tests: str, owner: int | None) -> Iterator[_Box]:
         box = _Box(root, root / "box", root / "scratch", root / "report", root / "info")
         box.inbox.mkdir()
         box.scratch.mkdir(mode=0o700)
+        for inner in ("tmp", "shm"):
+            (box.scratch / inner).mkdir(mode=0o700)
         (box.inbox / "answer.py").write_text(code, encoding="utf-8")
         (box.inbox / "tests.py").write_text(tests, encoding="utf-8")
         shutil.copyfile(harness.__file__, box.inbox / "harness.py")
@@ -140,7 +142,8 @@ def _box(code: str, tests: str, owner: int | None) -> Iterator[_Box]:
             os.chmod(root, 0o711)
             for path in (box.inbox, *box.inbox.iterdir()):
                 os.chmod(path, 0o755 if path.is_dir() else 0o644)
-            os.chown(box.scratch, owner, owner)
+            for path in (box.scratch, box.scratch / "tmp", box.scratch / "shm"):
+                os.chown(path, owner, owner)
         try:
             yield box
         finally:
@@ -211,9 +214,9 @@ def run_jailed(
             "/box/harness.py",
             *_harness_args("/box", token_read, report, limits),
         ]
-        popen: dict[str, Any] = {}
+        popen: dict[str, Any] = {"env": {"PATH": "/usr/bin:/bin"}}  # bwrap is PID 1 inside: nothing to read there
         if jail.as_nobody:
-            popen = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+            popen.update(user=NOBODY, group=NOBODY, extra_groups=[])
         try:
             return _supervise(argv, box, limits, token, fds, popen, errors_to)
         finally:
@@ -232,7 +235,8 @@ def run_unconfined(code: str, tests: str, limits: Limits = Limits()) -> RunResul
         fds = (token_read, report)
         harness_args = _harness_args(str(box.inbox), token_read, report, limits)
         argv = [sys.executable, "-I", "-S", str(box.inbox / "harness.py"), *harness_args]
-        popen = {"cwd": box.scratch, "env": {"PATH": "/usr/bin:/bin", "HOME": str(box.scratch)}}
+        scratch = box.scratch / "tmp"
+        popen = {"cwd": scratch, "env": {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch)}}
         try:
             return _supervise(argv, box, limits, token, fds, popen)
         finally:
