@@ -1,13 +1,7 @@
-"""The program the jail runs: limits, the answer, its tests, then the proof that the tests ran to the end.
-
-Standard library only; run as ``python -I -S harness.py BOX TOKEN_FD REPORT_FD MEMORY_MB FILE_MB CPU_S NPROC``
-inside the jail (BOX holds ``answer.py`` and ``tests.py``). The token (random, from the judge) is read from a pipe and the pipe closed before the answer
-runs, so it is in no file, argument or environment variable the answer could read. The report is one line,
-``TOKEN passed`` or ``TOKEN raised NAME``, written after the last test; an answer that exits, is killed or
-closes the report first leaves no proof, and without the token it cannot write one.
-"""
+"""The program the jail runs: limits, the answer, its tests, then the proof that the tests ran to the end."""
 
 import builtins
+import contextlib
 import os
 import resource
 import sys
@@ -27,6 +21,13 @@ def _limit(memory_mb: int, file_mb: int, cpu_s: int, nproc: int) -> None:
 
 
 def main(argv: list[str]) -> None:
+    """Run as ``python -I -S harness.py BOX TOKEN_FD REPORT_FD MEMORY_MB FILE_MB CPU_S NPROC`` in the jail.
+
+    BOX holds ``answer.py`` and ``tests.py``. The token (random, from the judge) is read from a pipe that is
+    closed before the answer runs: it is in no file, argument or environment variable the answer can read.
+    The report is one line, ``TOKEN passed`` or ``TOKEN raised NAME``, written after the last test; an answer
+    that exits, is killed or closes the report first leaves no proof, and cannot write one without the token.
+    """
     box = argv[0]
     token_fd, report_fd, memory_mb, file_mb, cpu_s, nproc = (int(a) for a in argv[1:])
     token = os.read(token_fd, 128).decode("ascii").strip()
@@ -47,10 +48,8 @@ def main(argv: list[str]) -> None:
     except BaseException as exc:  # SystemExit too: leaving before the tests end is no pass
         verdict = f"raised {kind(exc).__name__}"
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(BaseException):
             stream.flush()
-        except BaseException:
-            pass
     write(report_fd, f"{token} {verdict}\n".encode("ascii", "replace"))
     leave(0)
 

@@ -1,12 +1,4 @@
-"""The jail answer code runs in: a bubblewrap command line, and whether this machine can build one.
-
-Inside the jail a process sees a read-only system (``/usr`` and the interpreter), a private scratch directory
-as ``/tmp`` and ``/dev/shm`` that is the only writable place, a fresh ``/proc`` and a read-only minimal ``/dev``; it runs as uid 65534 with no capabilities,
-in new user, PID, mount, IPC, UTS and (unless told otherwise) network namespaces, with an empty environment,
-in its own session, and under a seccomp filter that refuses ``socket()``. When the judge runs as root, bwrap
-itself is started as uid 65534, so the jail's processes are nobody outside it too (root's files stay closed
-and the process-count limit applies). Whether all of this works here is found out by trying it once.
-"""
+"""The jail answer code runs in: a bubblewrap command line, and what this machine needs to build one."""
 
 from __future__ import annotations
 
@@ -26,7 +18,16 @@ _TOP_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 @dataclass(frozen=True)
 class Jail:
-    """How to jail a command on this machine: bwrap, the interpreter to run, what cuts the network."""
+    """How to jail a command on this machine: bwrap, the interpreter to run, what cuts the network.
+
+    Inside, a process sees a read-only system (``/usr`` and the interpreter), a private scratch directory as
+    ``/tmp`` and ``/dev/shm`` (the only writable place), a fresh ``/proc`` and a read-only minimal ``/dev``.
+    It runs as uid 65534 with no capabilities, in new user, PID, mount, IPC, UTS and (unless
+    ``network_namespace`` is off) network namespaces, with an empty environment, in its own session, under a
+    seccomp filter that refuses ``socket()``. When the judge is root, bwrap itself starts as uid 65534
+    (``as_nobody``): the jail's processes are nobody outside too, so root's files stay closed and the
+    process-count limit applies (the kernel does not count root's processes).
+    """
 
     bwrap: str
     python: str
@@ -102,7 +103,7 @@ def _interpreter(as_nobody: bool) -> tuple[str, tuple[str, ...]] | None:
     """The Python to run in the jail and the folders to bind for it: ours, else the system's python3."""
     ours = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     prefix = os.path.realpath(sys.base_prefix)
-    candidates = [(ours, (prefix,))]
+    candidates: list[tuple[str, tuple[str, ...]]] = [(ours, (prefix,))]
     system = shutil.which("python3", path="/usr/bin:/bin")
     if system:
         candidates.append((os.path.realpath(system), ()))
@@ -116,7 +117,7 @@ def _interpreter(as_nobody: bool) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-def build_jail(*, network_namespace: bool = True) -> Jail | str:
+def build_jail(*, network_namespace: bool = True, machine: str | None = None) -> Jail | str:
     """The jail this machine would use (not yet tried), or why there can be none; ``$LADDER_BWRAP`` names bwrap."""
     named = os.environ.get("LADDER_BWRAP", "").strip()
     bwrap = shutil.which(named or "bwrap")
@@ -127,7 +128,7 @@ def build_jail(*, network_namespace: bool = True) -> Jail | str:
     found = _interpreter(as_nobody)
     if found is None:
         return "no Python interpreter that uid 65534 can read (install Debian's python3)"
-    seccomp = no_sockets_filter()
+    seccomp = no_sockets_filter(machine)
     if not network_namespace and seccomp is None:
         return "no network namespace and no seccomp filter for this machine: sockets would stay open"
     return Jail(bwrap, found[0], found[1], network_namespace, seccomp, as_nobody)

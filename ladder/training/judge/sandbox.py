@@ -1,14 +1,9 @@
-"""Running untrusted answer code against tests: in the bubblewrap jail, and a pass only with proof.
-
-A run passes only when the harness in the jail reports ``passed`` with the run's random token after the last
-test; exit status means nothing. What is kept of a run is an :class:`Outcome` from a fixed vocabulary (with a
-built-in exception's name where there is one), never the program's output. At the time limit the jail's PID
-namespace is torn down, which kills every process the answer started, before the run returns.
-"""
+"""Running untrusted answer code against tests in the jail: a pass only with proof, outcomes in fixed words."""
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import enum
 import functools
 import os
@@ -79,7 +74,7 @@ class RunResult:
             return f"timed out after {self.time_s:g}s"
         if self.outcome is Outcome.CRASHED and self.signal_name:
             return f"crashed ({self.signal_name})"
-        return self.outcome.value
+        return str(self.outcome.value)
 
 
 def _verdict(report: str, token: str) -> RunResult | None:
@@ -165,19 +160,13 @@ def _kill_namespace(process: subprocess.Popen[bytes], info: Path) -> None:
     """Kill the jail's PID 1 (the kernel then kills and reaps every process in it), then bwrap itself."""
     child = _child_pid(info)
     if child is not None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        process.wait(timeout=_KILL_GRACE_S)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=_KILL_GRACE_S)  # bwrap returns once its child, the PID namespace's init, is gone
+            return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # before the jail was up, or no jail: the session
     process.wait()
 
 
@@ -194,7 +183,13 @@ def _child_pid(info: Path) -> int | None:
 def run_jailed(
     jail: Jail, code: str, tests: str, limits: Limits = Limits(), *, errors_to: Path | None = None
 ) -> RunResult:
-    """Run ``code`` then ``tests`` in ``jail``; passed only with this run's proof."""
+    """Run ``code`` then ``tests`` in ``jail``; passed only with this run's proof.
+
+    The harness in the jail reports ``passed`` with the run's random token after the last test; exit status
+    means nothing. Only an :class:`Outcome` (with a built-in exception's name where there is one) is kept,
+    never the program's output. At the time limit the jail's PID namespace is torn down, which kills every
+    process the answer started, before this returns.
+    """
     token = secrets.token_hex(32)
     owner = NOBODY if jail.as_nobody else None
     with _box(code, tests, owner) as box:

@@ -1,10 +1,4 @@
-"""A seccomp filter for the jail: no ``socket()`` (so no connection anywhere) and no io_uring, on x86-64 and arm64.
-
-The filter is classic BPF over ``struct seccomp_data``, handed to bubblewrap with ``--seccomp FD``. It refuses
-``socket`` and ``io_uring_setup`` with ``EPERM`` and kills a process that uses another ABI (x32, i386), whose
-system call numbers it does not check. ``socketpair`` stays allowed: asyncio's event loop needs one, and a
-connected pair reaches nothing outside the jail.
-"""
+"""A seccomp filter for the jail: no ``socket()`` (so no connection anywhere) and no io_uring."""
 
 from __future__ import annotations
 
@@ -33,7 +27,12 @@ def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
 
 
 def no_sockets_filter(machine: str | None = None) -> bytes | None:
-    """The filter program for this machine, or None where its system call numbers are not known here."""
+    """The filter program for this machine, or None where its system call numbers are not known here.
+
+    Classic BPF over ``struct seccomp_data``, for bubblewrap's ``--seccomp FD``: ``socket`` and
+    ``io_uring_setup`` fail with ``EPERM``; a process using another ABI (x32, i386), whose numbers are not
+    checked, is killed. ``socketpair`` stays: asyncio's event loop needs one, and a pair reaches nothing outside.
+    """
     arch = _ARCHES.get(machine or platform.machine())
     if arch is None:
         return None
