@@ -293,6 +293,16 @@ def test_the_judges_environment_never_reaches_answers_or_labels(
 def test_only_builtin_exception_names_are_kept(jail: Jail) -> None:
     named = attack(jail, f"raise type({SECRET!r}, (Exception,), {{}})()")
     assert named.outcome is Outcome.FAILED and named.exception is None and named.detail == "failed: an exception"
+    # garbage on every descriptor before the harness's line: no proof, and no crash of the judge
+    garbage = (
+        "import os\n"
+        "for fd in range(1, 64):\n"
+        "    try:\n"
+        "        os.write(fd, b'\\xff\\xfe\\n')\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    assert attack(jail, garbage).outcome is Outcome.NO_PROOF
 
 
 # -- where there is no jail ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import builtins
 import contextlib
 import enum
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -77,12 +78,13 @@ class RunResult:
         return str(self.outcome.value)
 
 
-def _verdict(report: str, token: str) -> RunResult | None:
+def _verdict(report: bytes, token: str) -> RunResult | None:
     """The harness's report, if it carries this run's token; only known exception names survive."""
-    first = report.split("\n", 1)[0]
-    if not secrets.compare_digest(first[: len(token)], token) or first[len(token) : len(token) + 1] != " ":
+    first = report.split(b"\n", 1)[0]
+    key = token.encode("ascii") + b" "
+    if not secrets.compare_digest(first[: len(key)], key):
         return None
-    verdict = first[len(token) + 1 :]
+    verdict = first[len(key) :].decode("ascii", "replace")
     if verdict == "passed":
         return RunResult(Outcome.PASSED)
     name = verdict.removeprefix("raised ")
@@ -171,8 +173,6 @@ def _kill_namespace(process: subprocess.Popen[bytes], info: Path) -> None:
 
 
 def _child_pid(info: Path) -> int | None:
-    import json
-
     try:
         value = json.loads(info.read_text(encoding="utf-8") or "{}").get("child-pid")
     except (OSError, ValueError):
@@ -274,8 +274,7 @@ def _supervise(
             _kill_namespace(process, box.info)
             return RunResult(Outcome.TIMEOUT, time_s=limits.time_s)
     with box.report.open("rb") as handle:
-        report = handle.read(512).decode("ascii", "replace")
-    verdict = _verdict(report, token)
+        verdict = _verdict(handle.read(512), token)
     return verdict if verdict is not None else _ended_without_proof(returncode, limits)
 
 
