@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import socket
 import stat
@@ -94,6 +95,21 @@ def test_no_connection_to_a_loopback_listener(jail: Jail) -> None:
         with pytest.raises(BlockingIOError):  # nothing ever reached the listener's queue
             listener.accept()
     assert not result.passed and result.detail == "failed: PermissionError"  # seccomp: no socket() at all
+
+
+def test_the_network_namespace_alone_keeps_the_listener_unreached() -> None:
+    only_namespace = dataclasses.replace(jail_or_fail(True), seccomp=None)  # as on a machine with no filter
+    assert only_namespace.network == "network namespace"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'leak')\n"
+        result = attack(only_namespace, code)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert result.detail == "failed: ConnectionRefusedError"  # the jail's own loopback, where nothing listens
 
 
 def _processes_with(marker: str) -> list[int]:
