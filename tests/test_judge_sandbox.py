@@ -124,20 +124,23 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_nothing_runs_after_the_time_limit(jail: Jail) -> None:
-    marker = f"ladder-straggler-{os.getpid()}-{id(jail)}"
+@pytest.mark.parametrize("ending", ["time limit", "tests passed"])
+def test_nothing_runs_after_the_run(jail: Jail, ending: str) -> None:
+    marker = f"ladder-straggler-{os.getpid()}-{id(jail)}-{ending.replace(' ', '-')}"
     code = (
-        "import os, sys\n"
+        "import os, sys, time\n"
         "if os.fork() == 0:\n"
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
         f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
         "    os._exit(0)\n"
-        "while True:\n"
-        "    pass\n"
+        + ("while True:\n    pass\n" if ending == "time limit" else "time.sleep(0.5)\n")
     )
     result = attack(jail, code, limits=Limits(time_s=2, memory_mb=256))
-    assert result.outcome is Outcome.TIMEOUT and result.detail == "timed out after 2s"
+    if ending == "time limit":
+        assert result.outcome is Outcome.TIMEOUT and result.detail == "timed out after 2s"
+    else:
+        assert result.passed
     assert _processes_with(marker) == []  # the PID namespace is gone before the run returns
 
 
