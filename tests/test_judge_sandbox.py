@@ -133,8 +133,7 @@ def test_nothing_runs_after_the_run(jail: Jail, ending: str) -> None:
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
         f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
-        "    os._exit(0)\n"
-        + ("while True:\n    pass\n" if ending == "time limit" else "time.sleep(0.5)\n")
+        "    os._exit(0)\n" + ("while True:\n    pass\n" if ending == "time limit" else "time.sleep(0.5)\n")
     )
     result = attack(jail, code, limits=Limits(time_s=2, memory_mb=256))
     if ending == "time limit":
