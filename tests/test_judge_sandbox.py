@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import shutil
 import socket
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,13 +46,12 @@ def attack(jail: Jail, code: str, tests: str = "", limits: Limits = FAST) -> Run
 
 
 @pytest.fixture
-def open_dir(tmp_path: Path) -> Path:
-    """A directory anyone may write to: only the jail's mount namespace keeps the answer out."""
-    target = tmp_path / "open"
-    target.mkdir()
+def open_dir() -> Iterator[Path]:
+    """A directory anyone may reach and write to: only the jail's mount namespace keeps the answer out."""
+    target = Path(tempfile.mkdtemp(prefix="ladder-open-", dir="/tmp"))
     target.chmod(0o777)
-    tmp_path.chmod(0o755)
-    return target
+    yield target
+    shutil.rmtree(target)
 
 
 def test_ordinary_answers_pass_and_fail_as_before(jail: Jail) -> None:
