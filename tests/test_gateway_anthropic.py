@@ -168,7 +168,7 @@ DROPPED_FIELDS = ("thinking", "context_management", "output_config", "metadata",
 
 
 def claude_code_request() -> dict[str, Any]:
-    """The first request Claude Code 2.1 sends (recorded by scripts/record_client_requests.py)."""
+    """The first request Claude Code 2.1 sends (recorded by gateway_support/recorder.py)."""
     recorded: dict[str, Any] = json.loads(CLAUDE_CODE.read_text(encoding="utf-8"))
     return recorded
 

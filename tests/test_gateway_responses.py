@@ -209,7 +209,7 @@ CODEX = Path(__file__).parent / "gateway_support" / "client_bodies" / "codex_res
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_codexs_first_request_is_answered(gateway: RunningGateway, upstream: FakeUpstream, stream: bool) -> None:
-    """The first request Codex 0.171 sends (recorded by scripts/record_client_requests.py)."""
+    """The first request Codex 0.171 sends (recorded by gateway_support/recorder.py)."""
     recorded = json.loads(CODEX.read_text(encoding="utf-8"))
     body = {**recorded["body"], "stream": stream}
     headers = {**recorded["headers"], "authorization": f"Bearer {API_KEY}"}

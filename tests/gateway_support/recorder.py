@@ -1,9 +1,10 @@
 """Record what a real client sends: a loopback Anthropic-style server that writes each request to a folder.
 
-Usage: python scripts/record_client_requests.py OUT_DIR [--port N]
+Usage: PYTHONPATH=tests python -m gateway_support.recorder OUT_DIR [--port N]
 Point a client at it (``ANTHROPIC_BASE_URL=http://127.0.0.1:N``): every request is written to
 ``OUT_DIR/NNN-<path>.json`` (path, query, headers without credentials, body) and answered with a short
-Anthropic message (streamed when asked), so the client carries on. Used to refresh the test fixtures in
+Anthropic message (streamed when asked), so the client carries on; other paths are recorded and answered
+404 (a Responses client gives up after its retries, its first body kept). Used to refresh the fixtures in
 ``tests/gateway_support/client_bodies/``.
 """
 
