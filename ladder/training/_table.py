@@ -128,8 +128,13 @@ class RoutingData:
         splits: Sequence[str | None] | None = None,
         answers: npt.ArrayLike | None = None,
         answer_logprobs: npt.ArrayLike | None = None,
+        confidence_kinds: npt.ArrayLike | None = None,
+        confidence_costs: npt.ArrayLike | None = None,
+        latencies_ms: npt.ArrayLike | None = None,
+        input_tokens: npt.ArrayLike | None = None,
     ) -> RoutingData:
-        """Build from a label matrix; costs, output tokens, tasks, splits and answers default to unknown."""
+        """Build from a label matrix; costs, output tokens, tasks, splits, answers and call records default to
+        unknown."""
         shape = (len(question_ids), len(models))
         return cls(
             question_ids=list(question_ids),
@@ -144,6 +149,10 @@ class RoutingData:
             splits=list(splits) if splits is not None else [None] * shape[0],
             answers=None if answers is None else np.asarray(answers, dtype=object),
             answer_logprobs=None if answer_logprobs is None else np.asarray(answer_logprobs, np.float32),
+            confidence_kinds=None if confidence_kinds is None else np.asarray(confidence_kinds, dtype=object),
+            confidence_costs=None if confidence_costs is None else np.asarray(confidence_costs, np.float32),
+            latencies_ms=None if latencies_ms is None else np.asarray(latencies_ms, np.float32),
+            input_tokens=None if input_tokens is None else np.asarray(input_tokens, np.float32),
         )
 
     def map_cells(self, pick: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> dict[str, Any]:
