@@ -71,7 +71,7 @@ def test_play_pays_each_answer_and_each_self_check_it_read() -> None:
     after[:, 0, :] = [0.0, 0.8, 0.9]
     after[:, 1, :] = [0.0, 0.0, 0.9]
     side = Side(prefill, calibrated, after)
-    expected = np.array([[1e-3, 1e-2, 1e-1]] * 2)
+    expected = (np.array([[1e-3, 1e-2, 1e-1]] * 2), np.array([[5e-4, 5e-3, 5e-2]] * 2))
     out = play(data, side, expected, [RungSettings(3.0, margin=0.0, max_stages=3)])
     # "a": small asked (0.9 - 0.003 is best), read (0.95), kept. "b": small read (0.2) -> mid (0.8 - 0.03)
     # read (0.9: big's 0.9 - 0.3 does not beat it), kept

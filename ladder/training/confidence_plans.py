@@ -50,23 +50,40 @@ def _calls(data: RoutingData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return data.costs.astype(np.float64), np.nan_to_num(check.astype(np.float64)), latency.astype(np.float64)
 
 
-def expected_costs(train: RoutingData, data: RoutingData) -> np.ndarray:
-    """What asking each model is expected to cost on each of ``data``'s questions [rows, models]: its mean
-    answer and self-check cost on the training questions of the same confidence kind."""
+def expected_costs(train: RoutingData, data: RoutingData) -> tuple[np.ndarray, np.ndarray]:
+    """What asking each model is expected to cost on each of ``data``'s questions ([rows, models] each):
+    its mean answer cost, and its mean self-check cost, on the training questions of the same confidence
+    kind."""
     answer, check, _ = _calls(train)
-    spent = answer + check
-    out = np.zeros(data.costs.shape)
+    out = (np.zeros(data.costs.shape), np.zeros(data.costs.shape))
     for m in range(len(data.models)):
         kinds = np.full(len(data), "") if data.confidence_kinds is None else data.confidence_kinds[:, m]
-        train_kinds = np.full(len(train), "") if train.confidence_kinds is None else train.confidence_kinds[:, m]
+        seen = np.full(len(train), "") if train.confidence_kinds is None else train.confidence_kinds[:, m]
         for kind in set(kinds.tolist()):
-            same = train_kinds == kind
-            out[kinds == kind, m] = spent[same, m].mean() if same.any() else spent[:, m].mean()
+            same = seen == kind if (seen == kind).any() else np.ones(len(train), dtype=bool)
+            out[0][kinds == kind, m] = answer[same, m].mean()
+            out[1][kinds == kind, m] = check[same, m].mean()
     return out
 
 
-def play(data: RoutingData, side: Side, expected: np.ndarray, settings: Sequence[RungSettings]) -> Outcomes:
-    """Each setting's calibrated cascade (`ladder.core.rung.next_asks`) on every question of ``data``."""
+def _price(
+    expected: tuple[np.ndarray, np.ndarray], prefill: np.ndarray, asked: np.ndarray, setting: RungSettings
+) -> np.ndarray:
+    """Each model's expected price if asked now: its answer, and its self-check where the plan would read
+    it (a stage would be left, a likelier model could follow, and reading is worth its price)."""
+    answer, check = expected
+    unasked = np.where(asked, -np.inf, prefill)
+    could_follow = (asked.sum(axis=1, keepdims=True) + 1 < setting.max_stages) & (
+        unasked < unasked.max(axis=1, keepdims=True)
+    )
+    return np.asarray(answer + check * worth_reading(prefill, check, could_follow, setting))
+
+
+def play(
+    data: RoutingData, side: Side, expected: tuple[np.ndarray, np.ndarray], settings: Sequence[RungSettings]
+) -> Outcomes:
+    """Each setting's calibrated cascade (`ladder.core.rung.next_asks`) on every question of ``data``;
+    ``expected`` is `expected_costs` for its questions."""
     answer, check, latency = _calls(data)
     n, models = data.labels.shape
     rows = np.arange(n)
@@ -78,7 +95,7 @@ def play(data: RoutingData, side: Side, expected: np.ndarray, settings: Sequence
         live = np.ones(n, dtype=bool)
         for _ in range(models):
             q = np.where((current < 0)[:, None], side.prefill, side.after[rows, np.maximum(current, 0)])
-            choice = next_asks(p_keep, q, expected, asked, setting)
+            choice = next_asks(p_keep, q, _price(expected, side.prefill, asked, setting), asked, setting)
             live &= choice != KEEP
             if not live.any():
                 break
@@ -89,7 +106,7 @@ def play(data: RoutingData, side: Side, expected: np.ndarray, settings: Sequence
             out[2][k] += np.where(live, latency[rows, ask], 0.0)
             # the answer's confidence is read (a self-check paid) only where another model could follow
             # and reading is worth its price
-            follow = next_asks(np.zeros(n), side.prefill, expected, asked, setting) != KEEP
+            follow = next_asks(np.zeros(n), side.prefill, expected[0], asked, setting) != KEEP
             worth = worth_reading(side.prefill[rows, ask], check[rows, ask], follow, setting)
             read = live & worth
             out[1][k] += np.where(read, check[rows, ask], 0.0)
