@@ -41,4 +41,4 @@ mkdir -p reports/mmlu-pro
 # prefill router and the calibrated cascade tuned on train, every plan measured on test beside 405B, the
 # authors' kind of probabilistic cascade and grid-searched chains (docs/confidence-cascades.md).
 $ladder import cascades-llama "$data/cascades_llama" --out runs/cascades_llama.csv.gz
-$ladder evaluate-confidence --data runs/cascades_llama.csv.gz --out reports/cascades-llama
+$ladder evaluate-confidence --data runs/cascades_llama.csv.gz --out reports/cascades-llama --prompts words
