@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from postgres_support import free_port
 
 from ladder.core.errors import ConfigError, DataError
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
@@ -98,4 +97,4 @@ def test_replicas_starting_together_create_the_tables_once(postgres_url: str, op
 
 def test_an_unreachable_answer_store_says_so() -> None:
     with pytest.raises(DataError, match=r"cannot reach the database .*is the server up"):
-        AnswerStore(f"postgresql+psycopg://ladder@127.0.0.1:{free_port()}/x", create=True)
+        AnswerStore("postgresql+psycopg://ladder@127.0.0.1:1/x", create=True)  # nothing listens on port 1
