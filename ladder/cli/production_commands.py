@@ -10,13 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from ladder.cli.progress import stage_progress, stderr
+from ladder.core.secrets import secret
 
 AuditOption = Annotated[
     list[Path] | None, typer.Option("--audit", help="Audit log(s) written by the gateway (JSON lines).")
 ]
 DbOption = Annotated[
     str | None,
-    typer.Option("--feedback", "--db", help="The gateway's traffic_db (a SQLite path or SQLAlchemy URL)."),
+    typer.Option(
+        "--feedback",
+        "--db",
+        help="The gateway's traffic_db (a SQLite path or SQLAlchemy URL); default: LADDER_TRAFFIC_DB, "
+        "or that file in LADDER_SECRETS_DIR.",
+    ),
 ]
 SinceOption = Annotated[
     str | None,
@@ -66,6 +72,7 @@ def export_traffic(
     from ladder.training.traffic import export_traffic as run
     from ladder.training.traffic import load_decisions, window_start
 
+    feedback = feedback or secret("LADDER_TRAFFIC_DB")
     db = _open_db(feedback)
     if db is None:
         raise DataError("--feedback: the traffic database holding the outcomes is required")
@@ -118,6 +125,7 @@ def report(
 
     if bucket not in ("hour", "day"):
         raise DataError(f"--bucket must be hour or day, got {bucket!r}")
+    feedback = feedback or secret("LADDER_TRAFFIC_DB")
     if not audit and not feedback:
         raise DataError("give the decisions to report on: --audit FILE and/or --feedback DB")
     db = _open_db(feedback)
@@ -216,6 +224,7 @@ def retrain(
     from ladder.core.errors import DataError
     from ladder.training.retrain import OBJECTIVES
 
+    feedback = feedback or secret("LADDER_TRAFFIC_DB")
     if not feedback:
         raise DataError("--feedback: the traffic database holding the outcomes is required")
     if objective not in OBJECTIVES:
