@@ -10,6 +10,7 @@ from ladder.core.pool import PoolConfig
 from ladder.core.router import Router
 from ladder.core.router_cost import RouterCost
 
+GATEWAY_THREADS = 1  # ONNX Runtime threads per scoring call, as the gateway runs it (scorer_threads)
 LONG_PROMPT = LONG_SENTENCE * 40 + "Which risk should the committee address first, and why?"
 
 
@@ -28,7 +29,7 @@ def bench_router_cost(
     pool: PoolConfig, decisions: int, instance_usd_per_hour: float, instance_vcpus: float
 ) -> dict[str, Any]:
     """The figure per prompt length and for short and long prompts alternating, with its cost."""
-    router = Router.from_pool(pool)
+    router = Router.from_pool(pool, threads=GATEWAY_THREADS)
     short, long = cpu_s_per_1k(router, [SHORT_PROMPT], decisions), cpu_s_per_1k(router, [LONG_PROMPT], decisions)
     mixed = cpu_s_per_1k(router, [SHORT_PROMPT, LONG_PROMPT], decisions)
     tokens = [int(n) for n in router.tokenizer.encode([SHORT_PROMPT, LONG_PROMPT]).lengths]

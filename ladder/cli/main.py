@@ -326,6 +326,7 @@ def bench_route(
 
 @bench_app.command("router-cost")
 def bench_router_cost(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only (the output is JSON).")] = False,
     pool: PoolOption = None,
     decisions: Annotated[int, typer.Option(min=10, help="Decisions per measurement.")] = 300,
     instance_usd_per_hour: production_commands.InstancePriceOption = DEFAULT_INSTANCE_USD_PER_HOUR,
@@ -335,6 +336,7 @@ def bench_router_cost(
     from ladder.bench.router_cost import bench_router_cost as run
 
     _print_json(run(_pool(pool), decisions, instance_usd_per_hour, instance_vcpus))
+    del as_json
 
 
 app.command("serve")(serve_commands.serve)

@@ -219,11 +219,12 @@ def _router_cost(
         raise DataError("give --router-cpu-s-per-1k or --measure-router, not both")
     if measure:
         from ladder.bench.route import SHORT_PROMPT
-        from ladder.bench.router_cost import LONG_PROMPT
+        from ladder.bench.router_cost import GATEWAY_THREADS, LONG_PROMPT
         from ladder.bench.router_cost import cpu_s_per_1k as measured
         from ladder.core.router import Router
 
-        figure = measured(Router.from_pool(_pool(pool)), [SHORT_PROMPT, LONG_PROMPT], 100)
+        router = Router.from_pool(_pool(pool), threads=GATEWAY_THREADS)
+        figure = measured(router, [SHORT_PROMPT, LONG_PROMPT], 100)
         return RouterCost(figure, usd_per_hour, vcpus, "measured here: 100 decisions")
     if cpu_s_per_1k is not None:
         return RouterCost(cpu_s_per_1k, usd_per_hour, vcpus, "--router-cpu-s-per-1k")
