@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-# `ladder bench router-cost` on the shipped router (multilingual-e5-small int8, one ONNX Runtime thread,
-# one decision at a time, prompts of 41 and 512 tokens alternating) on a 2-vCPU x86-64 machine; README.
-DEFAULT_CPU_S_PER_1K = 64.0
+# The shipped router (multilingual-e5-small int8, one ONNX Runtime thread, one decision at a time) on prompts
+# of 41 and 512 tokens alternating, on an idle 2-core machine: its decisions take 8.3 and 93.3 ms (README,
+# "Speed"), all of it on one thread, so about 51 CPU-seconds per 1,000. Measure your own with
+# `ladder bench router-cost` or `ladder report --measure-router`.
+DEFAULT_CPU_S_PER_1K = 51.0
 # An illustrative on-demand price of a 2-vCPU compute instance, in USD per hour; set your own.
 DEFAULT_INSTANCE_USD_PER_HOUR = 0.10
 DEFAULT_INSTANCE_VCPUS = 2.0
