@@ -94,4 +94,4 @@ def test_data_file_missing_a_column(tmp_path: Path) -> None:
 def test_every_benchmark_is_a_command() -> None:
     from ladder.cli.main import bench_app
 
-    assert {c.name for c in bench_app.registered_commands} == {"route", "gateway", "triton"}
+    assert {c.name for c in bench_app.registered_commands} == {"route", "gateway", "triton", "router-cost"}
