@@ -94,7 +94,9 @@ def test_data_file_missing_a_column(tmp_path: Path) -> None:
 def test_every_benchmark_is_a_command() -> None:
     from ladder.cli.main import bench_app
 
-    assert {c.name for c in bench_app.registered_commands} == {"route", "gateway", "triton", "chaos", "overload"}
+    assert {c.name for c in bench_app.registered_commands} == {
+        "route", "gateway", "triton", "chaos", "overload", "router-cost"
+    }
     for name in ("chaos", "overload"):  # their own options reach the run, which answers --help with its usage
         done = ladder("bench", name, "--help")
         assert done.returncode == 0 and f"usage: ladder bench {name}" in done.stdout, done.stderr

@@ -17,7 +17,15 @@ from ladder.training.collect import AnswerStore, CallSettings, read_questions
 from ladder.training.collect.calls import CUT_OFF, EMPTY
 from tests.support import ladder
 
-pytest_plugins = ["collect_support.fixtures"]
+pytest_plugins = ["collect_support.fixtures", "postgres_support"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test keeps its answers: a SQLite file, or a database on a real PostgreSQL server (one code path)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    return str(request.getfixturevalue("postgres_url"))
 
 
 def questions_file(tmp_path: Path, n_each: int = 3) -> Path:
@@ -42,9 +50,7 @@ def test_plain_text_and_jsonl_questions(tmp_path: Path) -> None:
             }
         )
         + "\n"
-        + json.dumps(
-            {"id": "b", "question": "Sum?", "reference": 4, "task": "math", "tests": ["assert f() == 1"]}
-        )
+        + json.dumps({"id": "b", "question": "Sum?", "reference": 4, "task": "math", "tests": ["assert f() == 1"]})
         + "\n",
         encoding="utf-8",
     )
@@ -93,20 +99,16 @@ def test_cli_refuses_a_bad_line_with_its_number(tmp_path: Path, loopback: Loopba
 # -- collecting ------------------------------------------------------------------------------------------
 
 
-def test_every_pair_answered_once_and_recorded(tmp_path: Path, fake: Loopback) -> None:
+def test_every_pair_answered_once_and_recorded(tmp_path: Path, fake: Loopback, store_at: str) -> None:
     questions = read_questions(questions_file(tmp_path))
-    report, store = run_collect(tmp_path / "s.db", fake.pool_file, questions)
+    report, store = run_collect(store_at, fake.pool_file, questions)
     answers = {(a.question_id, a.model): a for a in store.answers()}
     assert len(answers) == len(questions) * 2 == fake.pool.total()
     assert all(n == 1 for n in fake.pool.calls.values())
     assert report.models["small"].answered == report.models["large"].answered == len(questions)
     large = answers[("geo-1", "large")]
     assert large.ok and large.text == world.answer("large", [{"role": "user", "content": questions[3].text}])
-    assert (
-        large.finish_reason == "stop"
-        and large.input_tokens
-        and large.output_tokens == len(large.text.split())
-    )
+    assert large.finish_reason == "stop" and large.input_tokens and large.output_tokens == len(large.text.split())
     config = load_pool(fake.pool_file)
     price = config.model("large").price
     assert large.cost_usd == pytest.approx(
@@ -116,11 +118,11 @@ def test_every_pair_answered_once_and_recorded(tmp_path: Path, fake: Loopback) -
     assert large.logprobs and all(t["logprob"] == -0.25 for t in large.logprobs)
     assert all(body.get("logprobs") is True and body.get("stream") for body in fake.pool.bodies)
     # a second run asks nothing: every pair has its row
-    again, _ = run_collect(tmp_path / "s.db", fake.pool_file, questions)
+    again, _ = run_collect(store_at, fake.pool_file, questions)
     assert again.planned == 0 and fake.pool.total() == len(questions) * 2
 
 
-def test_failures_are_retried_or_recorded_per_model(tmp_path: Path, fake: Loopback) -> None:
+def test_failures_are_retried_or_recorded_per_model(tmp_path: Path, fake: Loopback, store_at: str) -> None:
     questions = read_questions(questions_file(tmp_path, 2))
     by_id = {q.id: q.text for q in questions}
     fake.pool.fail("small", by_id["add-0"], "500", "500")
@@ -131,24 +133,19 @@ def test_failures_are_retried_or_recorded_per_model(tmp_path: Path, fake: Loopba
     fake.pool.fail("large", by_id["geo-1"], *["length"] * 4)
     fake.pool.fail("small", by_id["geo-1"], *["500"] * 5)
     settings = CallSettings(max_tokens=64, timeout_s=0.5, retries=3, backoff_s=0.01, max_backoff_s=0.05)
-    report, store = run_collect(tmp_path / "s.db", fake.pool_file, questions, settings=settings)
+    report, store = run_collect(store_at, fake.pool_file, questions, settings=settings)
     answers = {(a.question_id, a.model): a for a in store.answers()}
     assert answers[("add-0", "small")].ok and answers[("add-0", "small")].attempts == 3
     first, second = fake.pool.times[("small", by_id["add-1"])]
     assert second - first >= 0.95  # Retry-After: 1 was honoured
-    assert (
-        answers[("add-0", "large")].ok and fake.pool.calls[("large", by_id["add-0"])] == 2
-    )  # timed out, asked again
+    assert answers[("add-0", "large")].ok and fake.pool.calls[("large", by_id["add-0"])] == 2  # timed out, asked again
     assert answers[("geo-0", "large")].failure == EMPTY and not answers[("geo-0", "large")].ok
-    assert (
-        answers[("geo-1", "large")].failure == CUT_OFF
-        and answers[("geo-1", "large")].finish_reason == "length"
-    )
+    assert answers[("geo-1", "large")].failure == CUT_OFF and answers[("geo-1", "large")].finish_reason == "length"
     assert report.models["large"].failed == {EMPTY: 1, CUT_OFF: 1}
     # a call that never succeeds is reported, not stored: the next run asks it again
     assert ("geo-1", "small") not in answers and fake.pool.calls[("small", by_id["geo-1"])] == 4
     assert sum(report.models["small"].errors.values()) == 1
-    again, _ = run_collect(tmp_path / "s.db", fake.pool_file, questions, settings=settings)
+    again, _ = run_collect(store_at, fake.pool_file, questions, settings=settings)
     assert again.planned == 1 and again.models["small"].answered == 1
 
 
@@ -166,27 +163,21 @@ def test_logprobs_dropped_for_a_model_that_refuses_them(tmp_path: Path, fake: Lo
     assert answers[(questions[1].id, "large")].logprobs is not None
 
 
-def test_budget_stops_before_it_is_exceeded(tmp_path: Path, fake: Loopback) -> None:
+def test_budget_stops_before_it_is_exceeded(tmp_path: Path, fake: Loopback, store_at: str) -> None:
     questions = read_questions(questions_file(tmp_path, 6))
-    report, store = run_collect(
-        tmp_path / "s.db", fake.pool_file, questions, budget_usd=0.0015, concurrency=2
-    )
+    report, store = run_collect(store_at, fake.pool_file, questions, budget_usd=0.0015, concurrency=2)
     assert report.stopped_by_budget and report.not_started > 0
     assert 0 < store.spent_usd() <= 0.0015
     assert len(list(store.answers())) == fake.pool.total() < len(questions) * 2
 
 
-def test_store_of_another_pool_is_refused(tmp_path: Path, fake: Loopback) -> None:
+def test_store_of_another_pool_is_refused(tmp_path: Path, fake: Loopback, store_at: str) -> None:
     questions = read_questions(questions_file(tmp_path, 1))
-    run_collect(tmp_path / "s.db", fake.pool_file, questions, models=["small"])
+    run_collect(store_at, fake.pool_file, questions, models=["small"])
     other = tmp_path / "other.yaml"
-    other.write_text(
-        pool_yaml(fake.url, world.MODELS).replace("fake-small", "another-small"), encoding="utf-8"
-    )
-    store = AnswerStore(tmp_path / "s.db", create=False)
-    with pytest.raises(
-        DataError, match=r"made with a different pool .*small was 'fake-small', now 'another-small'"
-    ):
+    other.write_text(pool_yaml(fake.url, world.MODELS).replace("fake-small", "another-small"), encoding="utf-8")
+    store = AnswerStore(store_at, create=False)
+    with pytest.raises(DataError, match=r"made with a different pool .*small was 'fake-small', now 'another-small'"):
         store.bind_pool(load_pool(other), str(other))
     result = ladder(
         "collect",
@@ -195,7 +186,7 @@ def test_store_of_another_pool_is_refused(tmp_path: Path, fake: Loopback) -> Non
         "--questions",
         str(tmp_path / "questions.jsonl"),
         "--store",
-        str(tmp_path / "s.db"),
+        str(store_at),
     )
     assert result.returncode == 2 and "different pool" in result.stderr
 
@@ -222,9 +213,9 @@ def test_unset_key_variable_is_refused_before_any_call(
     assert fake.pool.total() == 0
 
 
-def test_dry_run_estimate_matches_the_full_run(tmp_path: Path, fake: Loopback) -> None:
+def test_dry_run_estimate_matches_the_full_run(tmp_path: Path, fake: Loopback, store_at: str) -> None:
     path = questions_file(tmp_path, 12)
-    store = tmp_path / "s.db"
+    store = store_at
     args = (
         "collect",
         "--pool",

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import httpx
 import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.redis_server import running_redis
+from gateway_support.serve_process import ServeProcess, clean_env
 from gateway_support.upstream import FakeUpstream
 
 from ladder.core.loopback import free_port
@@ -38,7 +36,6 @@ PROFILES = [
 ]
 SHARED = {"key_profiles": PROFILES, "session_margin": 0.2, "retries": 0}
 MESSAGES = [{"role": "user", "content": "Refactor the billing module"}]
-START_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="module")
@@ -124,53 +121,15 @@ async def test_every_redis_key_has_a_ttl(redis_url: str) -> None:
 # ---- two gateways, one Redis -------------------------------------------------------------------------------
 
 
-class ServeProcess:
-    """``ladder serve`` in a subprocess, configured by the environment as a replica would be."""
-
-    def __init__(self, pool: Path, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        ladder = Path(sys.executable).with_name("ladder")
-        command = [str(ladder), "serve", "--pool", str(pool), "--port", str(self.port)]
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"ladder serve did not become ready:\n{self.log.read_text(errors='replace')[-3000:]}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 def replica_env(redis_url: str) -> dict[str, str]:
-    keep = {"LADDER_HOME"}  # where the encoder was built; every other LADDER_* is a setting set here
-    env = {k: v for k, v in os.environ.items() if k in keep or not k.startswith(("LADDER_", "OTEL_"))}
-    env.update(
-        {
-            "LADDER_API_KEYS": API_KEY,
-            "LADDER_KEY_PROFILES": json.dumps(PROFILES),
-            "LADDER_REDIS_URL": redis_url,
-            "LADDER_SESSION_MARGIN": "0.2",
-            "LADDER_RETRIES": "0",
-            UPSTREAM_KEY_ENV: UPSTREAM_KEY,
-        }
+    return clean_env(
+        LADDER_API_KEYS=API_KEY,
+        LADDER_KEY_PROFILES=json.dumps(PROFILES),
+        LADDER_REDIS_URL=redis_url,
+        LADDER_SESSION_MARGIN="0.2",
+        LADDER_RETRIES="0",
+        **{UPSTREAM_KEY_ENV: UPSTREAM_KEY},
     )
-    return env
 
 
 def chat(base: str, key: str, session: str | None = None, **body: Any) -> httpx.Response:
@@ -203,9 +162,7 @@ def pinned_model(base: str, session: str, deadline_s: float = 10.0) -> str:
     headers = {"authorization": f"Bearer {API_KEY}", "x-ladder-session-id": session}
     deadline = time.monotonic() + deadline_s
     while True:
-        decision = httpx.post(
-            f"{base}/v1/route", json={"model": "ladder", "messages": MESSAGES}, headers=headers
-        )
+        decision = httpx.post(f"{base}/v1/route", json={"model": "ladder", "messages": MESSAGES}, headers=headers)
         model = str(decision.json()["model"])
         if model != "vision-pro" or time.monotonic() > deadline:
             return model
@@ -280,8 +237,6 @@ def test_a_redis_outage_serves_without_limits_and_counts_it(
     assert chat(gateway.url, AGENT_KEY).status_code == 200  # the budget cannot be read: not enforced
     metrics = httpx.get(f"{gateway.url}/metrics").text
     failed = {
-        ln.split("{")[1].split("}")[0]
-        for ln in metrics.splitlines()
-        if ln.startswith("ladder_state_errors_total")
+        ln.split("{")[1].split("}")[0] for ln in metrics.splitlines() if ln.startswith("ladder_state_errors_total")
     }
     assert {'operation="budget"', 'operation="session read"', 'operation="usage"'} <= failed

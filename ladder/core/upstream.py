@@ -15,7 +15,6 @@ import asyncio
 import email.utils
 import json
 import math
-import os
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -29,6 +28,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from ladder.core.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from ladder.core.pool import ModelSpec
+from ladder.core.secrets import secret
 from ladder.core.upstream_replies import chunk as checked_chunk
 from ladder.core.upstream_replies import completion, finished
 
@@ -193,7 +193,7 @@ class UpstreamClient:
             **extra,
         }
         if spec.upstream.api_key_env:
-            key = os.environ.get(spec.upstream.api_key_env)
+            key = secret(spec.upstream.api_key_env)
             if key:
                 headers["authorization"] = f"Bearer {key}"
         return headers

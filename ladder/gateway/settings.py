@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from ladder.core.errors import ConfigError
 from ladder.core.router import default_pool_path
+from ladder.core.secrets import SECRETS_DIR_ENV, secrets_dir
 from ladder.core.yamlfile import describe_validation_error, read_yaml
 from ladder.gateway.keys import KeyProfile
 from ladder.gateway.triton_scorer import TritonScorerSettings
@@ -185,7 +186,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, InitSettingsSource(settings_cls, _file_data.get() or {})
+        # a secret mounted as a file (LADDER_SECRETS_DIR/LADDER_REDIS_URL, ...) counts as that variable
+        return (
+            init_settings,
+            env_settings,
+            file_secret_settings,
+            InitSettingsSource(settings_cls, _file_data.get() or {}),
+        )
 
     @field_validator("api_keys", "sensitive_patterns", "audit_redactions", mode="before")
     @classmethod
@@ -264,12 +271,17 @@ def _read_file(path: Path) -> tuple[dict[str, Any], dict[Any, int]]:
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build and validate settings: ``overrides`` > ``LADDER_*`` environment > the file > defaults."""
+    """Build and validate settings: ``overrides`` > ``LADDER_*`` environment > files named like those variables
+    in ``LADDER_SECRETS_DIR`` (mounted secrets) > the settings file > defaults."""
     path = config_file or os.environ.get(CONFIG_ENV) or None
     data, lines = _read_file(Path(path)) if path else ({}, {})
+    secrets = secrets_dir()
+    if secrets is not None and not secrets.is_dir():
+        raise ConfigError(f"{SECRETS_DIR_ENV}={secrets}: no such directory (the mounted secrets)")
     token = _file_data.set(data)
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(_secrets_dir=secrets, **values)  # type: ignore[call-arg]  # pydantic-settings init option
     except ValidationError as exc:
         where = Path(path) if path else Path("settings")
         raise ConfigError(describe_validation_error(where, exc, lines)) from exc

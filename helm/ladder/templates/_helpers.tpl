@@ -126,3 +126,54 @@ The retrain CronJob's name (and its ServiceAccount, Role, RoleBinding): cut so t
 {{- define "ladder.retrain.fullname" -}}
 {{- printf "%s-retrain" (include "ladder.fullname" . | trunc 44 | trimSuffix "-") }}
 {{- end }}
+
+{{/* Where the gateway and its helpers find their credentials as files (LADDER_SECRETS_DIR). */}}
+{{- define "ladder.secretsDir" -}}/var/run/secrets/ladder{{- end }}
+
+{{/*
+The gateway's credentials as projected Secret sources: each key becomes a file named like the variable it
+replaces (LADDER_API_KEYS, LADDER_KEY_PROFILES, LADDER_REDIS_URL, LADDER_TRAFFIC_DB, the upstream keys).
+*/}}
+{{- define "ladder.gateway.secretSources" -}}
+{{- $gw := .Values.gateway -}}
+{{- if not $gw.auth.disabled }}
+- secret:
+    name: {{ $gw.auth.existingSecret }}
+    items:
+      - key: {{ $gw.auth.secretKey }}
+        path: LADDER_API_KEYS
+{{- end }}
+{{- with $gw.auth.keyProfiles }}
+{{- if .existingSecret }}
+- secret:
+    name: {{ .existingSecret }}
+    items:
+      - key: {{ .secretKey }}
+        path: LADDER_KEY_PROFILES
+{{- end }}
+{{- end }}
+{{- if $gw.redis.enabled }}
+- secret:
+    name: {{ $gw.redis.existingSecret }}
+    items:
+      - key: {{ $gw.redis.secretKey }}
+        path: LADDER_REDIS_URL
+{{- end }}
+{{- if $gw.postgres.enabled }}
+- secret:
+    name: {{ $gw.postgres.existingSecret }}
+    items:
+      - key: {{ $gw.postgres.secretKey }}
+        path: LADDER_TRAFFIC_DB
+{{- end }}
+{{- if and $gw.upstreamKeys.existingSecret $gw.upstreamKeys.env }}
+- secret:
+    name: {{ $gw.upstreamKeys.existingSecret }}
+    optional: {{ $gw.upstreamKeys.optional }}
+    items:
+      {{- range $gw.upstreamKeys.env }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
+{{- end }}

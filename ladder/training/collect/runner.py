@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 from ladder.core.errors import ConfigError
 from ladder.core.pool import ModelSpec, PoolConfig
 from ladder.core.pricing import estimate_tokens, price_usd
+from ladder.core.secrets import SECRETS_DIR_ENV, secret
 from ladder.core.upstream import UpstreamClient
 from ladder.training.collect.calls import CallFailed, CallSettings, ask, prompt_chars
 from ladder.training.collect.questions import Question
@@ -38,8 +38,11 @@ def check_keys(models: Sequence[ModelSpec]) -> None:
     """Refuse before any call when a model's key variable is unset, naming the variable."""
     for model in models:
         env = model.upstream.api_key_env
-        if env and not os.environ.get(env):
-            raise ConfigError(f"model {model.name}: its key variable {env} is not set (upstream.api_key_env)")
+        if env and not secret(env):
+            raise ConfigError(
+                f"model {model.name}: its key variable {env} is not set (upstream.api_key_env), "
+                f"nor a file {env} in {SECRETS_DIR_ENV}"
+            )
 
 
 def upstream_key(spec: ModelSpec) -> str:

@@ -16,24 +16,25 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from ladder.core.errors import DataError
 from ladder.core.pool import PoolConfig
+from ladder.core.sqlstore import SafeText, make_engine, schema_transaction
 from ladder.training.collect.questions import Question
 
 SCHEMA_VERSION = "1"
 metadata = sa.MetaData()
 meta_table = sa.Table(
-    "ladder_meta", metadata, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Text)
+    "ladder_meta", metadata, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", SafeText)
 )
 questions_table = sa.Table(
     "ladder_questions",
     metadata,
     sa.Column("id", sa.String(512), primary_key=True),
     sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("text", SafeText, nullable=False),
+    sa.Column("body", SafeText, nullable=False),
 )
 answers_table = sa.Table(
     "ladder_answers",
@@ -41,8 +42,8 @@ answers_table = sa.Table(
     sa.Column("question_id", sa.String(512), primary_key=True),
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("status", sa.String(16), nullable=False),  # "ok" or "failed"
-    sa.Column("failure", sa.Text),
-    sa.Column("text", sa.Text),
+    sa.Column("failure", SafeText),
+    sa.Column("text", SafeText),
     sa.Column("finish_reason", sa.String(64)),
     sa.Column("input_tokens", sa.Integer),
     sa.Column("output_tokens", sa.Integer),
@@ -50,7 +51,7 @@ answers_table = sa.Table(
     sa.Column("cost_usd", sa.Float, nullable=False),
     sa.Column("latency_s", sa.Float, nullable=False),
     sa.Column("ttft_s", sa.Float),
-    sa.Column("logprobs", sa.Text),  # JSON list of {"token", "logprob"}, or NULL when none came back
+    sa.Column("logprobs", SafeText),  # JSON list of {"token", "logprob"}, or NULL when none came back
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
@@ -61,7 +62,7 @@ labels_table = sa.Table(
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("judge", sa.String(256), primary_key=True),
     sa.Column("correct", sa.Float),  # NULL: the judge could not decide (an unknown label)
-    sa.Column("detail", sa.Text),
+    sa.Column("detail", SafeText),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
@@ -126,15 +127,21 @@ class AnswerStore:
         if url.startswith("sqlite:///") and not create and not Path(url.removeprefix("sqlite:///")).is_file():
             raise DataError(f"{store}: no such store (make one with `ladder collect`)")
         try:
-            self.engine: Engine = sa.create_engine(url)
+            self.engine: Engine = make_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise DataError(f"{store}: cannot open the store: {exc}") from None
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            if create:
-                metadata.create_all(self.engine)
-            self._check_schema()
+            with schema_transaction(self.engine, "ladder answer store") as conn:
+                if create:
+                    metadata.create_all(conn)
+                self._check_schema(conn)
+        except OperationalError as exc:
+            if self.engine.dialect.name == "sqlite":
+                raise DataError(f"{store}: not a Ladder answer store ({type(exc).__name__})") from None
+            reason = " ".join(str(exc.orig).split())
+            raise DataError(f"{store}: cannot reach the database ({reason}); is the server up?") from None
         except SQLAlchemyError as exc:
             raise DataError(f"{store}: not a Ladder answer store ({type(exc).__name__})") from None
 
@@ -150,11 +157,10 @@ class AnswerStore:
         conn.execute(sa.delete(meta_table).where(meta_table.c.key == key))
         conn.execute(sa.insert(meta_table).values(key=key, value=value))
 
-    def _check_schema(self) -> None:
-        version = self._meta("schema_version")
+    def _check_schema(self, conn: sa.Connection) -> None:
+        version = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
         if version is None:
-            with self.engine.begin() as conn:
-                self._set_meta(conn, "schema_version", SCHEMA_VERSION)
+            self._set_meta(conn, "schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise DataError(f"{self.where}: store schema {version}, this Ladder reads {SCHEMA_VERSION}")
 
@@ -171,8 +177,7 @@ class AnswerStore:
         """
         stored, current = self.stored_pool(), _pool_identity(pool)
         problems = [
-            f"{name} was {model!r}, now "
-            + (f"{current[name]!r}" if name in current else "missing from the pool")
+            f"{name} was {model!r}, now " + (f"{current[name]!r}" if name in current else "missing from the pool")
             for name, model in stored.items()
             if current.get(name) != model
         ]
@@ -190,10 +195,7 @@ class AnswerStore:
         """Record the questions (once); an id whose question changed since is an error naming it."""
         questions = list(questions)
         with self.engine.begin() as conn:
-            stored = {
-                row.id: row.body
-                for row in conn.execute(sa.select(questions_table.c.id, questions_table.c.body))
-            }
+            stored = {row.id: row.body for row in conn.execute(sa.select(questions_table.c.id, questions_table.c.body))}
             offset = len(stored)
             new: list[dict[str, Any]] = []
             for question in questions:
@@ -205,9 +207,7 @@ class AnswerStore:
                             f"{self.where} under that id; give it a new id or use a new store"
                         )
                     continue
-                new.append(
-                    {"id": question.id, "position": offset + len(new), "text": question.text, "body": body}
-                )
+                new.append({"id": question.id, "position": offset + len(new), "text": question.text, "body": body})
                 stored[question.id] = body
             if new:
                 conn.execute(sa.insert(questions_table), new)
@@ -288,9 +288,7 @@ class AnswerStore:
 
     def spent_usd(self) -> float:
         with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(answers_table.c.cost_usd), 0.0))
-            ).scalar()
+            value = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(answers_table.c.cost_usd), 0.0))).scalar()
         return float(value or 0.0)
 
     # -- labels -----------------------------------------------------------------------------------------

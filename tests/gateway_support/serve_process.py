@@ -1,0 +1,58 @@
+"""``ladder serve`` in a subprocess on a free loopback port, configured by its environment as a replica is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ladder.core.loopback import free_port
+
+START_TIMEOUT_S = 90.0
+
+
+class ServeProcess:
+    """One gateway process; ``wait_ready`` fails the test with the log's tail when it does not come up."""
+
+    def __init__(self, pool: Path, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        ladder = Path(sys.executable).with_name("ladder")
+        command = [str(ladder), "serve", "--pool", str(pool), "--port", str(self.port)]
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"ladder serve did not become ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any ``LADDER_*``/``OTEL_*`` setting (``LADDER_HOME`` kept: the
+    encoder built there), plus ``settings``."""
+    keep = {"LADDER_HOME"}
+    env = {k: v for k, v in os.environ.items() if k in keep or not k.startswith(("LADDER_", "OTEL_"))}
+    env.update(settings)
+    return env
