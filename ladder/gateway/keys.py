@@ -24,7 +24,7 @@ from ladder.core.pricing import Usage
 from ladder.gateway.costs import Cost
 from ladder.gateway.errors import AuthenticationError, RateLimitError, StateUnavailableError
 from ladder.gateway.metrics import GatewayMetrics
-from ladder.gateway.state import Background, StateError, StateStore
+from ladder.gateway.state import Background, MemoryState, StateError, StateStore
 
 log = logging.getLogger("ladder.gateway")
 
@@ -174,6 +174,8 @@ class Limits:
         self.prefix = prefix
         self.fail_closed = fail_closed
         self.background = Background()
+        self.last_totals: dict[str, dict[str, float]] = {}  # the last usage read per hash (outage fallback)
+        self.local = MemoryState()  # rate limits while the shared state is down (``fail_closed`` off)
 
     def usage_key(self, client: str, period: Period) -> str:
         # the braces keep a client's day and month in one Redis Cluster slot (one script touches both)
@@ -213,22 +215,26 @@ class Limits:
     async def _throttle(self, client: str, per_minute: int | None) -> float:
         if per_minute is None:
             return 0.0
+        key = f"{self.prefix}rate:{client}"
         try:
-            return await self.state.throttle(f"{self.prefix}rate:{client}", per_minute)
+            return await self.state.throttle(key, per_minute)
         except StateError as exc:
             self._unenforced("rate limit", exc)
-            return 0.0
+            return await self.local.throttle(key, per_minute)  # this replica's share of the outage
 
     async def _totals(
         self, client: str, periods: tuple[Period, Period], wanted: bool
     ) -> list[dict[str, float]]:
         if not wanted:
             return [{}, {}]
+        keys = [self.usage_key(client, p) for p in periods]
         try:
-            return await self.state.totals([self.usage_key(client, p) for p in periods])
+            totals = await self.state.totals(keys)
         except StateError as exc:
             self._unenforced("budget", exc)
             return [{}, {}]
+        self.last_totals.update(zip(keys, totals, strict=True))
+        return totals
 
     def record_soon(self, client: Client, usage: Usage | None, cost: Cost | None) -> None:
         """Count an answered request and its cost: metrics now, the shared state in a background task."""

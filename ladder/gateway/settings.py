@@ -181,7 +181,10 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Total time of a streamed answer, comment lines or not (None: deadline_s)"
     )
     feedback_per_minute: int = Field(default=60, ge=1, description="Feedback a client key may send per minute")
-    max_json_depth: int = Field(default=64, ge=2, le=1000, description="Nesting of arrays/objects in a body")
+    max_json_depth: int = Field(default=64, ge=2, le=900, description="Nesting of arrays/objects in a body")
+    max_json_items: int = Field(
+        default=100_000, ge=100, description="Arrays, objects and elements in a body (bounds its memory)"
+    )
     session_affinity: bool = Field(default=True, description="Keep a conversation's model across turns")
     session_ttl_s: float = Field(default=3600.0, gt=0, description="How long an idle session is kept")
     session_margin: float = Field(

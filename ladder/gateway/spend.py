@@ -7,6 +7,11 @@ at most the one request that crosses the budget is answered. ``Reservation.charg
 upstream call (every cascade stage, the estimated usage of a stream the client abandoned); ``settle``
 drops the hold and adds what was charged in one step. A hold that is never settled (a crashed replica)
 expires after ``hold_ttl_s``.
+
+When the shared state (Redis) is unreachable, ``fail_closed`` refuses the requests of keys with budgets
+(503); otherwise holds are taken in this process's memory, from the last spend read from Redis. Either
+way, spend settled during the outage is buffered (summed per usage hash, so the buffer stays small) and
+replayed when Redis answers again.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from datetime import UTC, datetime
 from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage, price_usd
 from ladder.gateway.errors import RateLimitError, StateUnavailableError
-from ladder.gateway.keys import Client, Limits, Period, usage_ttl_s
-from ladder.gateway.state import Hold, StateError
+from ladder.gateway.keys import DAY_TTL_S, Client, Limits, Period, usage_ttl_s
+from ladder.gateway.state import Hold, MemoryState, StateError
 
 log = logging.getLogger("ladder.gateway")
 
@@ -100,6 +105,14 @@ class SpendGuard:
         self.limits = limits
         self.hold_ttl_s = hold_ttl_s
         self.fail_closed = fail_closed
+        self.local = MemoryState()  # holds while the shared state is down (``fail_closed`` off)
+        self.local_holds: set[str] = set()  # ids of the holds taken there
+        self.pending: dict[tuple[str, float], dict[str, float]] = {}  # spend to replay into the state
+        self.outage = False  # the last call to the shared state failed
+
+    @property
+    def shared(self) -> bool:
+        return not isinstance(self.limits.state, MemoryState)
 
     def hold_key(self, client: str) -> str:
         return f"{self.limits.prefix}hold:{{{client}}}"  # the usage hashes' cluster slot
@@ -121,14 +134,17 @@ class SpendGuard:
         keys = [self.limits.usage_key(client.name, p) for p in periods]
         try:
             refusal = await self.limits.state.reserve(hold, keys, budgets)
+            await self._recovered()
         except StateError as exc:
-            self.limits.metrics.state_errors.labels("budget").inc()
+            self._lost(exc)
             if self.fail_closed:
                 raise StateUnavailableError(
                     "the shared state (Redis) is unreachable, so budgets cannot be enforced; retry shortly"
                 ) from exc
-            log.warning("budget not enforced: %s", exc)
-            return Reservation(self, client, None, worst_case_usd)
+            await self._seed(keys)
+            refusal = await self.local.reserve(hold, keys, budgets)
+            if refusal is None:
+                self.local_holds.add(hold.id)
         if refusal is not None:
             period, budget = periods[refusal.index], budgets[refusal.index]
             self.limits.metrics.client_rejections.labels(client.name, f"{period.kind}_budget").inc()
@@ -142,9 +158,62 @@ class SpendGuard:
         return Reservation(self, client, hold, worst_case_usd)
 
     async def write(self, client: str, hold: Hold | None, amounts: dict[str, float]) -> None:
+        """Settle in the store that holds ``hold``; spend that cannot reach the shared state is buffered."""
         periods = Period.both(datetime.now(UTC))
         keys = [(self.limits.usage_key(client, p), usage_ttl_s(p)) for p in periods]
+        if hold is not None and hold.id in self.local_holds:
+            self.local_holds.discard(hold.id)
+            await self.local.settle(hold, keys, amounts)  # the local view of the spend, until Redis returns
+            hold = None
         try:
             await self.limits.state.settle(hold, keys, amounts)
+            await self._recovered()
         except StateError as exc:
-            self.limits.failed("usage", exc)
+            self._lost(exc)
+            for key in keys:
+                buffered = self.pending.setdefault(key, {})
+                for name, amount in amounts.items():
+                    buffered[name] = buffered.get(name, 0.0) + amount
+
+    async def _seed(self, keys: list[str]) -> None:
+        """Start the local view of a usage hash from the last spend read from the shared state."""
+        for key in keys:
+            if (await self.local.totals([key]))[0]:
+                continue
+            last = self.limits.last_totals.get(key)
+            if last:
+                await self.local.add([(key, float(DAY_TTL_S))], last)
+
+    def _lost(self, exc: StateError) -> None:
+        if not self.outage:
+            log.warning("shared state unreachable: %s", exc)
+        self.outage = True
+        self.limits.metrics.state_errors.labels("budget").inc()
+
+    async def _recovered(self) -> None:
+        """After an outage: replay the buffered spend, forget the local view."""
+        if not self.outage and not self.pending:
+            return
+        self.outage = False
+        while self.pending:
+            key, amounts = self.pending.popitem()
+            try:
+                await self.limits.state.add([key], amounts)
+            except StateError as exc:
+                self.pending[key] = amounts
+                self._lost(exc)
+                return
+        self.local = MemoryState()
+        log.info("shared state reachable again: buffered spend replayed")
+
+    async def replay(self) -> bool:
+        """Try the shared state now (``/readyz``): whether it answers; buffered spend is replayed if so."""
+        if not self.shared:
+            return True
+        try:
+            await self.limits.state.totals([f"{self.limits.prefix}probe"])
+        except StateError as exc:
+            self._lost(exc)
+            return False
+        await self._recovered()
+        return not self.outage
