@@ -27,7 +27,13 @@ from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.sessions import SessionOutcome, Sessions
 from ladder.gateway.settings import Settings
 from ladder.gateway.shadow import ShadowJudge
-from ladder.gateway.spend import Reservation, SpendGuard, max_output_tokens, worst_case_usd
+from ladder.gateway.spend import (
+    Reservation,
+    SpendGuard,
+    held_input_tokens,
+    max_output_tokens,
+    worst_case_usd,
+)
 from ladder.gateway.state import MemoryState, StateStore
 from ladder.gateway.tracing import (
     annotate_current_span,
@@ -168,7 +174,7 @@ class Gateway:
         """Hold the worst case of an answer from any of ``models`` (``every``: from each of them, as a
         cascade may ask them all) against the client's budgets; settled by ``record``."""
         out = max_output_tokens(dict(body), self.settings.reserve_output_tokens)
-        tokens = routed.needs.input_tokens
+        tokens = held_input_tokens(routed.needs.input_tokens)
         worst = (
             sum(worst_case_usd([m], tokens, out) for m in models)
             if every

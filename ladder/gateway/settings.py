@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Total time of a streamed answer, comment lines or not (None: deadline_s)"
     )
     feedback_per_minute: int = Field(default=60, ge=1, description="Feedback a client key may send per minute")
+    metrics_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key /metrics requires (an admin profile's key also works); unset: /metrics is open "
+        "and must stay on a private network",
+    )
     max_json_depth: int = Field(default=64, ge=2, le=900, description="Nesting of arrays/objects in a body")
     max_json_items: int = Field(
         default=100_000, ge=100, description="Arrays, objects and elements in a body (bounds its memory)"

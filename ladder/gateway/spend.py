@@ -17,6 +17,7 @@ replayed when Redis answers again.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,8 +41,15 @@ def max_output_tokens(body: dict[str, object], default: int) -> int:
     return default
 
 
+def held_input_tokens(estimate: int) -> int:
+    """The input tokens held: the routing estimate plus a margin, as upstream tokenizers count more (message
+    framing, other vocabularies)."""
+    return math.ceil(estimate * 1.25) + 8
+
+
 def worst_case_usd(models: Iterable[ModelSpec], input_tokens: int, output_tokens: int) -> float:
-    """The most one answer could cost: the priciest of ``models`` at ``output_tokens`` (within its window)."""
+    """The most one answer could cost: the priciest of ``models`` at ``output_tokens`` (within its window),
+    ``input_tokens`` given as ``held_input_tokens`` of the estimate."""
     costs = [
         price_usd(m, input_tokens, max(0, min(output_tokens, m.context_window - input_tokens))) for m in models
     ]
@@ -167,6 +175,10 @@ class SpendGuard:
             hold = None
         try:
             await self.limits.state.settle(hold, keys, amounts)
+            for key, _ in keys:  # the last spend known, should the state go down next
+                last = self.limits.last_totals.setdefault(key, {})
+                for name, amount in amounts.items():
+                    last[name] = last.get(name, 0.0) + amount
             await self._recovered()
         except StateError as exc:
             self._lost(exc)

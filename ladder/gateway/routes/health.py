@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -9,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ladder.gateway.deps import GatewayDep
+from ladder.gateway.errors import AuthenticationError
+from ladder.gateway.keys import presented_key
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 router = APIRouter()
@@ -41,8 +44,17 @@ async def readyz(request: Request, gw: GatewayDep) -> Response:
 
 
 @router.get("/metrics")
-async def metrics(gw: GatewayDep) -> Response:
-    """Prometheus exposition."""
+async def metrics(request: Request, gw: GatewayDep) -> Response:
+    """Prometheus exposition (every client's name and spend): behind ``metrics_key`` when it is set."""
+    required = gw.settings.metrics_key
+    if required is not None:
+        presented = presented_key(request.headers)
+        client = gw.clients.identify(request.headers)
+        admitted = (presented and hmac.compare_digest(presented, required.get_secret_value())) or (
+            client is not None and client.admin
+        )
+        if not admitted:
+            raise AuthenticationError("/metrics needs the metrics key: send 'Authorization: Bearer <key>'")
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
