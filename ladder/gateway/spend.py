@@ -175,8 +175,8 @@ class SpendGuard:
             hold = None
         try:
             await self.limits.state.settle(hold, keys, amounts)
-            for key, _ in keys:  # the last spend known, should the state go down next
-                last = self.limits.last_totals.setdefault(key, {})
+            for name_ttl in keys:  # the last spend known, should the state go down next
+                last = self.limits.last_totals.setdefault(name_ttl[0], {})
                 for name, amount in amounts.items():
                     last[name] = last.get(name, 0.0) + amount
             await self._recovered()
