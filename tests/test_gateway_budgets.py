@@ -62,6 +62,12 @@ def stub_app(stub: Stub) -> Starlette:
         mode = stub.modes.get(model, "ok")
         if mode == "slow":
             await asyncio.sleep(0.5)  # every concurrent request is in flight at once
+        if mode == "hang":  # until the gateway hangs up (or the module ends)
+            for _ in range(600):
+                if stub.release.is_set() or await request.is_disconnected():
+                    break
+                await asyncio.sleep(0.1)
+            return JSONResponse({"error": {"message": "released"}}, status_code=503)
         if not body.get("stream"):
             message = {"role": "assistant", "content": f"{model} says hi"}
             usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -218,6 +224,55 @@ def test_an_abandoned_stream_is_charged_what_was_generated(serve: Callable[..., 
     day = spent(gateway, KEY_A, 1)
     assert day["requests"] == 1
     assert day["completion_tokens"] > 0 and day["cost_usd"] > 0
+
+
+def test_a_cascade_interrupted_midway_is_charged_for_the_stages_paid(
+    serve: Callable[..., str], stub: Stub
+) -> None:
+    gateway = serve(profiles={"alpha": {"daily_budget_usd": 1.0, "tolerance": 0.5}})
+    stub.modes["mid-cloud"] = "hang"  # the second rung never answers: the client gives up
+    body = {"model": "ladder-cascade", "messages": MESSAGES}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway}/v1/chat/completions", json=body, headers=auth(KEY_A), timeout=3)
+    day = spent(gateway, KEY_A, 1)
+    assert stub.calls == 2  # small-local answered (and was paid), mid-cloud was asked
+    assert day["requests"] == 1 and day["prompt_tokens"] == 10 and day["completion_tokens"] == 5
+    assert day["cost_usd"] == pytest.approx((10 * 0.10 + 5 * 0.20) / 1e6)  # small-local's answer
+
+
+def test_per_key_limits_on_requests_and_streams_in_flight(serve: Callable[..., str], stub: Stub) -> None:
+    gateway = serve(profiles={"alpha": {"max_concurrent": 2}, "bravo": {"max_streams": 1}})
+    stub.modes["vision-pro"] = "slow"
+    replies: list[httpx.Response] = []
+    threads = [threading.Thread(target=lambda: replies.append(chat(gateway, KEY_A))) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(r.status_code for r in replies)
+    assert codes.count(200) >= 1 and codes.count(429) >= 1 and codes.count(200) + codes.count(429) == 5
+    assert stub.calls == codes.count(200) <= 4  # at most two at a time, and refused ones never reach it
+    refused = next(r for r in replies if r.status_code == 429).json()["error"]
+    assert refused["code"] == "concurrency_limit_exceeded" and "2 requests in flight" in refused["message"]
+
+    stub.modes["mid-cloud"] = "stall"
+    body = {"model": "mid-cloud", "messages": MESSAGES, "stream": True}
+    with httpx.stream(
+        "POST", f"{gateway}/v1/chat/completions", json=body, headers=auth(KEY_B), timeout=30
+    ) as open_stream:
+        assert open_stream.status_code == 200
+        second = httpx.post(f"{gateway}/v1/chat/completions", json=body, headers=auth(KEY_B), timeout=30)
+        assert second.status_code == 429 and second.json()["error"]["code"] == "concurrency_limit_exceeded"
+        assert chat(gateway, KEY_B, model="mid-cloud").status_code == 200  # a plain answer is no stream
+    deadline = time.monotonic() + 10  # the stream's place is given back once the gateway sees it closed
+    while True:
+        with httpx.stream(
+            "POST", f"{gateway}/v1/chat/completions", json=body, headers=auth(KEY_B), timeout=30
+        ) as again:
+            if again.status_code == 200 or time.monotonic() > deadline:
+                break
+        time.sleep(0.05)
+    assert again.status_code == 200
 
 
 # ---- Redis killed mid-run ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ladder.gateway.batcher import ScoreBatcher, Scored
 from ladder.gateway.capabilities import Requirements, exclusions, is_sensitive, requirements
 from ladder.gateway.costs import Cost
 from ladder.gateway.dispatch import Dispatched, Dispatcher
+from ladder.gateway.inflight import InFlight
 from ladder.gateway.keys import ANONYMOUS, Client, ClientKeys, Limits, restrict
 from ladder.gateway.latency import GatewayLatency, latency_budget
 from ladder.gateway.metrics import GatewayMetrics
@@ -144,6 +145,7 @@ class Gateway:
         self.limits = Limits(self.state, metrics, settings.redis_prefix, fail_closed)
         hold_ttl_s = 2 * max(settings.deadline_s, settings.stream_deadline_s or 0.0) + 60
         self.spend = SpendGuard(self.limits, hold_ttl_s, fail_closed)
+        self.inflight = InFlight(metrics)  # max_concurrent / max_streams per key (InFlightMiddleware)
         self.sessions = Sessions(
             self.state,
             enabled=settings.session_affinity,

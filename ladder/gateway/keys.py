@@ -46,6 +46,8 @@ class KeyProfile(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1, description="Rate limit")
     daily_budget_usd: float | None = Field(default=None, gt=0, description="Spend per UTC day")
     monthly_budget_usd: float | None = Field(default=None, gt=0, description="Spend per UTC month")
+    max_concurrent: int | None = Field(default=None, ge=1, description="Requests in flight at once")
+    max_streams: int | None = Field(default=None, ge=1, description="Streamed answers open at once")
     admin: bool = Field(default=False, description="May read every client's usage")
     cascade: bool = Field(default=False, description="Answer in cascade mode unless a request says otherwise")
 

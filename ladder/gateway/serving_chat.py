@@ -67,6 +67,8 @@ async def dispatch(
     try:
         if not order:
             raise NoEligibleModelError("the request is sensitive and no on-prem model may answer it")
+        if stream:
+            gw.inflight.open_stream(request, routed.client)
         await gw.reserve(routed, order, body)
         return await cancel_on_disconnect(request, gw.dispatcher.send(order, body, stream))
     except (GatewayError, UpstreamError, NoEligibleModelError) as exc:  # UpstreamError: a core error

@@ -60,8 +60,8 @@ async def message_stream(
     streamed: list[str] = []
     finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     deadline = stream_deadline(gw)
-    yield translator.start()
     try:
+        yield translator.start()
         async with aclosing(within_deadline(upstream_chunks(dispatched.reply, name), deadline, name)) as chunks:
             async for chunk in chunks:
                 usage = Usage.from_openai(chunk.get("usage")) or usage

@@ -72,8 +72,7 @@ class Reservation:
 
     def charge(self, usage: Usage | None, cost_usd: float | None) -> None:
         """Count one paid upstream call (its usage, reported or estimated, and its price)."""
-        if self.settled:
-            raise RuntimeError("a settled reservation cannot be charged")
+        late = self.settled  # charged after the settlement (never expected): written on its own
         metrics = self.guard.limits.metrics
         self.calls += 1
         if usage is not None:
@@ -84,6 +83,12 @@ class Reservation:
         if cost_usd is not None:
             self.cost_usd += cost_usd
             metrics.client_cost.labels(self.client.name).inc(cost_usd)
+        if late:
+            amounts = {"cost_usd": cost_usd or 0.0}
+            if usage is not None:
+                amounts["prompt_tokens"] = float(usage.prompt_tokens)
+                amounts["completion_tokens"] = float(usage.completion_tokens)
+            self.guard.limits.background.run(self.guard.write(self.client.name, None, amounts))
 
     def settle(self) -> None:
         """Drop the hold and add what was charged (in the background; a second call does nothing)."""
