@@ -323,6 +323,25 @@ def bench_route(
     del as_json
 
 
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@bench_app.command("chaos", context_settings=PASSTHROUGH, add_help_option=False)
+def bench_chaos(ctx: typer.Context) -> None:
+    """Chaos run: a gateway process, upstreams failing at random, many clients; JSON, exit 1 on a failure."""
+    from ladder.bench.chaos_run import main as run
+
+    run(ctx.args)
+
+
+@bench_app.command("overload", context_settings=PASSTHROUGH, add_help_option=False)
+def bench_overload(ctx: typer.Context) -> None:
+    """Overload run: measure the gateway's capacity, then offer four times that, open-loop; JSON."""
+    from ladder.bench.overload import main as run
+
+    run(ctx.args)
+
+
 app.command("serve")(serve_commands.serve)
 bench_app.command("gateway")(serve_commands.bench_gateway)
 app.command("export")(export_commands.export)
