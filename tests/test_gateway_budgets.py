@@ -16,15 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.checkpoint import make_checkpoint
 from gateway_support.pool import BIASES, NAMES, write_pool
-from gateway_support.redis_server import free_port, redis_binary, running_redis
-from gateway_support.servers import ServerThread
+from gateway_support.redis_server import redis_binary, running_redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ladder.bench.server_thread import ServerThread
+from ladder.core.loopback import free_port
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.core.traffic_db import TrafficDB
@@ -32,6 +32,7 @@ from ladder.gateway.app import create_app
 from ladder.gateway.capabilities import prompt_tokens
 from ladder.gateway.settings import load_settings
 from ladder.gateway.spend import held_input_tokens, worst_case_usd
+from ladder.training.prior_checkpoint import make_checkpoint
 
 KEY_A = "sk-tenant-alpha-key-0123456789"
 KEY_B = "sk-tenant-bravo-key-0123456789"
