@@ -32,6 +32,7 @@ from ladder.gateway.app import create_app
 from ladder.gateway.capabilities import prompt_tokens
 from ladder.gateway.settings import load_settings
 from ladder.gateway.spend import held_input_tokens, worst_case_usd
+from ladder.gateway.state import Hold, MemoryState, RedisState, Refusal, StateStore
 from ladder.training.prior_checkpoint import make_checkpoint
 
 KEY_A = "sk-tenant-alpha-key-0123456789"
@@ -177,6 +178,47 @@ def worst_case(stub_router: Router) -> float:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.asyncio
+async def test_the_hold_contract(backend: str, request: pytest.FixtureRequest) -> None:
+    """Both stores: a hold is refused once spend plus live holds reach a budget (naming which), settling
+    drops the hold and adds the spend in one step, and a hold never settled expires."""
+    if backend == "redis":
+        import redis
+
+        url = request.getfixturevalue("redis_server")
+        redis.Redis.from_url(url).flushall()
+        store: StateStore = RedisState(url)
+    else:
+        store = MemoryState()
+    usage = ["t:usage:{c}:day", "t:usage:{c}:month"]
+    try:
+        await store.add([(usage[0], 60.0), (usage[1], 60.0)], {"cost_usd": 0.5})
+        first = Hold("t:hold:{c}", "one", 0.3, 60.0)
+        assert await store.reserve(first, usage, [1.0, 10.0]) is None  # 0.5 spent < 1.0
+        assert await store.reserve(Hold("t:hold:{c}", "two", 0.3, 60.0), usage, [1.0, 10.0]) is None
+        refused = await store.reserve(Hold("t:hold:{c}", "three", 0.3, 60.0), usage, [1.0, 10.0])
+        assert refused == Refusal(0, pytest.approx(1.1))  # 0.5 spent + 0.6 held reach the daily budget
+        assert await store.reserve(Hold("t:hold:{c}", "four", 0.3, 60.0), usage, [None, 10.0]) is None
+        await store.settle(first, [(usage[0], 60.0), (usage[1], 60.0)], {"cost_usd": 0.1, "requests": 1})
+        totals = await store.totals(usage)
+        assert totals[0] == {"cost_usd": pytest.approx(0.6), "requests": 1.0} and totals[1] == totals[0]
+        # "two" and "four" still held: 0.6 + 0.6 reach 1.0; after they expire, 0.6 does not
+        assert await store.reserve(Hold("t:hold:{c}", "five", 0.1, 0.2), usage, [1.0, None]) is not None
+        await store.settle(Hold("t:hold:{c}", "two", 0.3, 60.0), [], {})
+        await store.settle(Hold("t:hold:{c}", "four", 0.3, 60.0), [], {})
+        short = Hold("t:hold:{c}", "six", 0.35, 0.2)
+        assert await store.reserve(short, usage, [1.0, None]) is None  # 0.6 + 0.35 < 1.0
+        assert await store.reserve(Hold("t:hold:{c}", "seven", 0.1, 60.0), usage, [1.0, None]) is None  # 0.95
+        # 1.05 committed; once "six" expires, 0.7
+        deadline = time.monotonic() + 5
+        while await store.reserve(Hold("t:hold:{c}", "eight", 0.1, 60.0), usage, [1.0, None]) is not None:
+            assert time.monotonic() < deadline, "an unsettled hold never expired"
+            await asyncio.sleep(0.05)
+    finally:
+        await store.aclose()
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
