@@ -32,7 +32,7 @@ from ladder.gateway.app import create_app
 from ladder.gateway.capabilities import prompt_tokens
 from ladder.gateway.settings import load_settings
 from ladder.gateway.spend import held_input_tokens, worst_case_usd
-from ladder.gateway.state import Hold, MemoryState, RedisState, Refusal, StateStore
+from ladder.gateway.state import Hold, MemoryState, RedisState, StateStore
 from ladder.training.prior_checkpoint import make_checkpoint
 
 KEY_A = "sk-tenant-alpha-key-0123456789"
@@ -200,7 +200,8 @@ async def test_the_hold_contract(backend: str, request: pytest.FixtureRequest) -
         assert await store.reserve(first, usage, [1.0, 10.0]) is None  # 0.5 spent < 1.0
         assert await store.reserve(Hold("t:hold:{c}", "two", 0.3, 60.0), usage, [1.0, 10.0]) is None
         refused = await store.reserve(Hold("t:hold:{c}", "three", 0.3, 60.0), usage, [1.0, 10.0])
-        assert refused == Refusal(0, pytest.approx(1.1))  # 0.5 spent + 0.6 held reach the daily budget
+        assert refused is not None and refused.index == 0  # 0.5 spent + 0.6 held reach the daily budget
+        assert refused.committed_usd == pytest.approx(1.1)
         assert await store.reserve(Hold("t:hold:{c}", "four", 0.3, 60.0), usage, [None, 10.0]) is None
         await store.settle(first, [(usage[0], 60.0), (usage[1], 60.0)], {"cost_usd": 0.1, "requests": 1})
         totals = await store.totals(usage)
