@@ -175,13 +175,15 @@ class Gateway:
     ) -> Reservation:
         """Hold the worst case of an answer from any of ``models`` (``every``: from each of them, as a
         cascade may ask them all) against the client's budgets; settled by ``record``."""
-        out = max_output_tokens(dict(body), self.settings.reserve_output_tokens)
-        tokens = held_input_tokens(routed.needs.input_tokens)
-        worst = (
-            sum(worst_case_usd([m], tokens, out) for m in models)
-            if every
-            else worst_case_usd(models, tokens, out)
-        )
+        worst = 0.0  # nothing to hold against where there is no budget
+        if any(b is not None for b in self.spend.budgets(routed.client)):
+            out = max_output_tokens(dict(body), self.settings.reserve_output_tokens)
+            tokens = held_input_tokens(routed.needs.input_tokens)
+            worst = (
+                sum(worst_case_usd([m], tokens, out) for m in models)
+                if every
+                else worst_case_usd(models, tokens, out)
+            )
         reservation = await self.spend.reserve(routed.client, worst)
         routed.spend.append(reservation)
         return reservation

@@ -81,9 +81,18 @@ class InFlightMiddleware:
         self.app = app
         self.inflight = inflight
         self.clients = clients
+        self.enabled = any(  # no key with such limits: nothing to count (no second key lookup per request)
+            c.profile is not None and (c.profile.max_concurrent or c.profile.max_streams)
+            for c in clients.clients.values()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ANSWERED_PATHS:
+        if (
+            not self.enabled
+            or scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] not in ANSWERED_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         request = Request(scope)

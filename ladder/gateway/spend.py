@@ -127,6 +127,12 @@ class SpendGuard:
     def shared(self) -> bool:
         return not isinstance(self.limits.state, MemoryState)
 
+    @staticmethod
+    def budgets(client: Client | None) -> tuple[float | None, float | None]:
+        """The client's daily and monthly budgets (None: none)."""
+        profile = client.profile if client is not None else None
+        return (profile.daily_budget_usd, profile.monthly_budget_usd) if profile is not None else (None, None)
+
     def hold_key(self, client: str) -> str:
         return f"{self.limits.prefix}hold:{{{client}}}"  # the usage hashes' cluster slot
 
@@ -135,10 +141,7 @@ class SpendGuard:
         state is down and ``state_unavailable`` is ``closed``."""
         if client is None:
             client = Client("anonymous")
-        profile = client.profile
-        budgets = (
-            (profile.daily_budget_usd, profile.monthly_budget_usd) if profile is not None else (None, None)
-        )
+        budgets = self.budgets(client)
         if all(b is None for b in budgets):
             return Reservation(self, client, None, worst_case_usd)
         now = datetime.now(UTC)
