@@ -132,7 +132,7 @@ def test_failed_request_cannot_be_rated(fed: tuple[RunningGateway, Path], upstre
         json={"model": "ladder", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert failed.status_code == 502
-    reply = post(gateway, {"request_id": "failed-request-1", "thumbs": "up"})
+    reply = post(gateway, {"request_id": failed.headers["x-ladder-request-id"], "thumbs": "up"})
     assert reply.status_code == 400 and "nothing to rate" in reply.json()["error"]["message"]
 
 

@@ -75,8 +75,8 @@ def test_one_json_line_per_request_without_prompts_or_keys(
         401,
     ]
 
-    ok = request_log(captured, "client-id-1")  # the client's id is the request's id everywhere
-    assert fell_back.headers["x-ladder-request-id"] == "client-id-1"
+    ok = request_log(captured, fell_back.headers["x-ladder-request-id"])  # the server's id everywhere
+    assert ok["correlation_id"] == "client-id-1"  # the client's id is kept beside it, never as it
     assert ok["status"] == 200 and ok["model"] == "mid-cloud" and ok["routed_model"] == "vision-pro"
     assert ok["fallback"].startswith("vision-pro (") and ok["latency_ms"] > 0 and ok["level"] == "info"
     assert ok["path"] == "/v1/chat/completions" and ok["method"] == "POST"

@@ -227,16 +227,21 @@ def test_without_redis_replicas_share_nothing(
     assert chat(b, API_KEY, session="c").headers["x-ladder-session"] == "new"
 
 
-def test_a_redis_outage_serves_without_limits_and_counts_it(
+def test_a_redis_outage_refuses_limited_keys_unless_told_to_enforce_locally(
     start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    gateway = start_gateway(redis_url=down, **SHARED)
-    answered = chat(gateway.url, AGENT_KEY, session="s")
+    closed = start_gateway(redis_url=down, **SHARED)
+    refused = chat(closed.url, AGENT_KEY)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "state_unavailable"
+    answered = chat(closed.url, API_KEY, session="s")  # no limits to enforce: served, without a session
     assert answered.status_code == 200 and "x-ladder-session" not in answered.headers
-    assert chat(gateway.url, AGENT_KEY).status_code == 200  # the budget cannot be read: not enforced
-    metrics = httpx.get(f"{gateway.url}/metrics").text
+
+    local = start_gateway(redis_url=down, state_unavailable="local", **SHARED)
+    assert chat(local.url, AGENT_KEY).status_code == 200
+    assert chat(local.url, AGENT_KEY).status_code == 429  # the budget is held in this process meanwhile
+    metrics = httpx.get(f"{local.url}/metrics").text
     failed = {
         ln.split("{")[1].split("}")[0] for ln in metrics.splitlines() if ln.startswith("ladder_state_errors_total")
     }
-    assert {'operation="budget"', 'operation="session read"', 'operation="usage"'} <= failed
+    assert {'operation="budget"'} <= failed

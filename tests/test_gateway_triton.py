@@ -82,7 +82,7 @@ def _route(url: str, text: str, **headers: str) -> dict[str, Any]:
 
 
 def _readyz(url: str) -> tuple[int, dict[str, Any]]:
-    response = httpx.get(f"{url}/readyz", timeout=5)
+    response = httpx.get(f"{url}/readyz", headers=AUTH, timeout=5)  # a client key sees the details
     return response.status_code, dict(response.json())
 
 

@@ -148,6 +148,14 @@ class TrafficDB:
             for row in conn.execute(query):
                 yield _decision(row)
 
+    def has_outcome(self, request_id: str, source_prefix: str) -> bool:
+        """Whether ``request_id`` has an outcome whose source starts with ``source_prefix`` (indexed)."""
+        query = sa.select(self.outcomes.c.id).where(
+            self.outcomes.c.request_id == request_id, self.outcomes.c.source.startswith(source_prefix)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
     def iter_outcomes(self, request_ids: Iterable[str] | None = None) -> Iterator[OutcomeRow]:
         query = sa.select(self.outcomes).order_by(self.outcomes.c.id)
         wanted = None if request_ids is None else set(request_ids)

@@ -20,6 +20,7 @@ from ladder.gateway.costs import baseline_model
 from ladder.gateway.dispatch import Dispatcher
 from ladder.gateway.errors import install_error_handlers
 from ladder.gateway.gateway import Gateway
+from ladder.gateway.inflight import InFlightMiddleware
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.middleware import (
     AdmissionMiddleware,
@@ -142,6 +143,7 @@ def create_app(
     app.include_router(usage_routes.router)
     if tracer is not None:
         app.add_middleware(TracingMiddleware, tracer=tracer)
+    app.add_middleware(InFlightMiddleware, inflight=gateway.inflight, clients=gateway.clients)
     app.add_middleware(AdmissionMiddleware, batcher=batcher, metrics=metrics)
     app.add_middleware(RefusalAuditMiddleware, audit=audit)  # outside admission: it audits its refusals too
     app.add_middleware(RequestLogMiddleware)  # outermost: it also sees what the tracing middleware does

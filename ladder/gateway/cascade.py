@@ -165,6 +165,7 @@ class Cascade:
             completion = dispatched.reply.data
             usage = Usage.from_openai(completion.get("usage"))
             cost = answer_cost(dispatched.model, self.gw.baseline, usage) if usage is not None else None
+            self.gw.charge(self.routed, usage, cost)  # paid, whatever happens to the cascade next
             span.set_attribute("ladder.model", dispatched.model.name)
             stage = Stage(role, dispatched, completion, usage, cost)
             if role == "answer":
@@ -295,7 +296,8 @@ def total_cost(gw: Gateway, stages: Sequence[Stage], final: Stage) -> Cost | Non
 
 
 def account(gw: Gateway, routed: Routed, stages: Sequence[Stage], final: Stage) -> None:
-    """Metrics, spend and latency for the stages other than the final answer (``Gateway.record`` does it)."""
+    """Metrics and latency for the stages other than the final answer (``Gateway.record`` does it; every
+    stage's spend was charged when it was paid)."""
     for s in stages:
         if s is final or s.usage is None:
             continue
@@ -303,8 +305,6 @@ def account(gw: Gateway, routed: Routed, stages: Sequence[Stage], final: Stage) 
         gw.metrics.tokens.labels(s.model, "completion").inc(s.usage.completion_tokens)
         if s.cost is not None:
             gw.metrics.cost.labels(s.model).inc(s.cost.cost_usd)
-        if routed.client is not None:
-            gw.limits.record_soon(routed.client, s.usage, s.cost)
         gw.latency.observe(s.dispatched, s.usage, 0.0)
 
 
@@ -316,10 +316,14 @@ async def create_cascade_completion(
     routed_params = params.model_copy(update={"model": name}) if params.model == f"{name}-cascade" else params
     routed, body, text = await route_chat(gw, routed_params, raw, request)
     cascade = Cascade(gw, routed, body, request)
-    try:
+    try:  # a cascade may ask every eligible model once: the hold covers them all
+        await gw.reserve(routed, [gw.pool.model(c.name) for c in cascade.candidates()], body, every=True)
         final, second = await cancel_on_disconnect(request, cascade.run())
     except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError) as exc:
-        gw.record(routed, "chat", None, None, None, text, error=type(exc).__name__)
+        gw.record(routed, "chat", None, None, None, text, error=type(exc).__name__)  # stages paid stay charged
+        raise
+    except BaseException:
+        gw.release(routed)
         raise
     stages = [*cascade.stages, *([second] if second is not None and second not in cascade.stages else [])]
     cost = total_cost(gw, stages, final)
@@ -346,6 +350,7 @@ async def create_cascade_completion(
         text,
         reply=final.completion,
         extra={"cascade": summary},
+        charged=True,
     )
     ladder = {**routed.summary(), "model": final.model, **costs, "cascade": summary}
     if gw.shadow is not None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from ladder.gateway.errors import InvalidRequestError, PayloadTooLargeError, describe_validation
 from ladder.gateway.gateway import Gateway
+from ladder.gateway.json_limits import check_json_bounds
 from ladder.gateway.keys import Client
 
 M = TypeVar("M", bound=BaseModel)
@@ -47,7 +48,8 @@ def _no_constant(name: str) -> Any:
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not a JSON object."""
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not a JSON object or nests or
+    holds more than the gateway's settings allow (checked before it is parsed)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"the request body has {int(declared):,} bytes; the limit is {limit:,}")
@@ -61,6 +63,8 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         raise InvalidRequestError("the request body is empty; send a JSON object")
+    settings = request.app.state.gateway.settings
+    check_json_bounds(raw, settings.max_json_depth, settings.max_json_items)
     try:
         data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -51,6 +51,14 @@ class ScorerUnavailableError(GatewayError):
     """The scorer failed or is not loaded."""
 
 
+class StateUnavailableError(GatewayError):
+    """The shared state is unreachable and the gateway is set to refuse what it cannot enforce (503)."""
+
+
+class FeedbackConflictError(GatewayError):
+    """Feedback for a request that already has the client's feedback (409)."""
+
+
 class OverloadedError(GatewayError):
     """The scoring queue is full: the client should retry after ``retry_after_s`` seconds (429)."""
 
@@ -89,7 +97,9 @@ ERROR_KINDS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (ClientDisconnected, ErrorKind(499, "client_closed_request", None)),
     (UpstreamTimeoutError, ErrorKind(504, "upstream_error", "upstream_timeout")),
     (UpstreamError, ErrorKind(502, "upstream_error", "upstream_failure")),
+    (FeedbackConflictError, ErrorKind(409, "invalid_request_error", "feedback_exists")),
     (ScorerUnavailableError, ErrorKind(503, "service_unavailable", "scorer_unavailable")),
+    (StateUnavailableError, ErrorKind(503, "service_unavailable", "state_unavailable")),
     (OverloadedError, ErrorKind(429, "rate_limit_error", "overloaded")),
     (LadderError, ErrorKind(500, "server_error", None)),
 )
@@ -97,6 +107,7 @@ ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    409: "invalid_request_error",
     413: "request_too_large",
     429: "rate_limit_error",
     502: "api_error",

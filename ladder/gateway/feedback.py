@@ -1,4 +1,4 @@
-"""The logic of ``POST /v1/feedback``: a client's outcome for one request, stored with its decision."""
+"""The logic of ``POST /v1/feedback``: a client's outcome for one of its own requests, once, at a rate."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ladder.core.traffic_db import THUMBS, OutcomeRow, rated_model
-from ladder.gateway.errors import InvalidRequestError, RequestNotFoundError
+from ladder.core.traffic_db import THUMBS, OutcomeRow, TrafficDB, rated_model
+from ladder.gateway.errors import (
+    FeedbackConflictError,
+    InvalidRequestError,
+    RateLimitError,
+    RequestNotFoundError,
+)
 from ladder.gateway.gateway import REQUEST_ID, Gateway
+from ladder.gateway.keys import Client
+from ladder.gateway.state import StateError
 from ladder.gateway.traffic_store import now
 
 MAX_COMMENT = 4000
@@ -38,15 +45,34 @@ class FeedbackCreateParams(BaseModel):
         return THUMBS[self.thumbs] if self.thumbs is not None else float(self.score or 0.0)
 
 
-async def create_feedback(gw: Gateway, params: FeedbackCreateParams) -> dict[str, Any]:
-    """Store the outcome against the decision; 404 for a request this gateway never recorded."""
+async def throttle(gw: Gateway, client: Client) -> None:
+    """429 past ``feedback_per_minute`` for this key (feedback feeds retraining: it must not be flooded)."""
+    per_minute = gw.settings.feedback_per_minute
+    try:
+        wait_s = await gw.state.throttle(f"{gw.settings.redis_prefix}feedback:{client.name}", per_minute)
+    except StateError as exc:
+        gw.limits.failed("feedback rate limit", exc)
+        wait_s = 0.0
+    if wait_s > 0:
+        gw.metrics.client_rejections.labels(client.name, "feedback_rate_limit").inc()
+        raise RateLimitError(
+            f"client key {client.name!r} is over its feedback limit of {per_minute} per minute; "
+            f"retry in {wait_s:.1f} s",
+            retry_after_s=wait_s,
+        )
+
+
+async def create_feedback(gw: Gateway, params: FeedbackCreateParams, client: Client) -> dict[str, Any]:
+    """Store the outcome against the decision; 404 for a request this gateway never recorded for this
+    client key (another key's request is not found either), 409 when it was rated already."""
     store = gw.traffic
     if store is None:
         raise RequestNotFoundError(
             "feedback is not enabled on this gateway: set traffic_db (LADDER_TRAFFIC_DB)", "request_id"
         )
+    await throttle(gw, client)
     found = await store.call(lambda db: db.decision(params.request_id))
-    if found is None:
+    if found is None or found.record.get("client") != client.name:
         raise RequestNotFoundError(f"no request with id {params.request_id!r}", "request_id")
     model = rated_model(found.record)
     if model is None:
@@ -57,7 +83,17 @@ async def create_feedback(gw: Gateway, params: FeedbackCreateParams) -> dict[str
     comment = gw.audit.redact(params.comment) if params.comment else None
     source = "thumbs" if params.thumbs is not None else "score"
     outcome = OutcomeRow(params.request_id, now(), model, params.label, f"feedback:{source}", comment)
-    await store.add_outcome(outcome)
+
+    def add_once(db: TrafficDB) -> bool:  # on the store's one writer thread: the check and the write at once
+        rated = db.has_outcome(params.request_id, "feedback:")
+        if not rated:
+            db.add_outcome(outcome)
+        return not rated
+
+    if not await store.call(add_once):
+        raise FeedbackConflictError(
+            f"request {params.request_id!r} has feedback already: a request is rated once", "request_id"
+        )
     return {
         "object": "feedback",
         "request_id": params.request_id,

@@ -6,7 +6,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opentelemetry.trace import Tracer
@@ -21,12 +21,20 @@ from ladder.gateway.batcher import ScoreBatcher, Scored
 from ladder.gateway.capabilities import Requirements, exclusions, is_sensitive, requirements
 from ladder.gateway.costs import Cost
 from ladder.gateway.dispatch import Dispatched, Dispatcher
+from ladder.gateway.inflight import InFlight
 from ladder.gateway.keys import ANONYMOUS, Client, ClientKeys, Limits, restrict
 from ladder.gateway.latency import GatewayLatency, latency_budget
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.sessions import SessionOutcome, Sessions
 from ladder.gateway.settings import Settings
 from ladder.gateway.shadow import ShadowJudge
+from ladder.gateway.spend import (
+    Reservation,
+    SpendGuard,
+    held_input_tokens,
+    max_output_tokens,
+    worst_case_usd,
+)
 from ladder.gateway.state import MemoryState, StateStore
 from ladder.gateway.tracing import (
     annotate_current_span,
@@ -53,6 +61,8 @@ class Routed:
     started: float
     client: Client | None = None  # who asked (the key's profile name; never the key)
     session: SessionOutcome | None = None  # what session affinity did to the decision
+    spend: list[Reservation] = field(default_factory=list)  # held at dispatch, settled by ``record``
+    correlation_id: str | None = None  # the client's own ``x-request-id``, kept beside the server's id
 
     def headers(self) -> dict[str, str]:
         """Routing metadata as ``x-ladder-*`` response headers."""
@@ -131,7 +141,11 @@ class Gateway:
         self.clients = ClientKeys(
             settings.api_keys, settings.key_profiles, settings.auth_disabled, self.names
         )
-        self.limits = Limits(self.state, metrics, settings.redis_prefix)
+        fail_closed = settings.state_unavailable == "closed"
+        self.limits = Limits(self.state, metrics, settings.redis_prefix, fail_closed)
+        hold_ttl_s = 2 * max(settings.deadline_s, settings.stream_deadline_s or 0.0) + 60
+        self.spend = SpendGuard(self.limits, hold_ttl_s, fail_closed)
+        self.inflight = InFlight(metrics)  # max_concurrent / max_streams per key (InFlightMiddleware)
         self.sessions = Sessions(
             self.state,
             enabled=settings.session_affinity,
@@ -151,8 +165,40 @@ class Gateway:
         return self.triton.up or self.triton.settings.on_unavailable != "error", state
 
     def request_id(self, headers: Mapping[str, str]) -> str:
-        given = headers.get("x-request-id", "")
+        """The stored id: the one the request-log middleware generated for this request (``x-ladder-...``);
+        a client's ``x-request-id`` is only a correlation field, so it can never name another's request."""
+        given = headers.get("x-ladder-request-id", "")
         return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    async def reserve(
+        self, routed: Routed, models: list[ModelSpec], body: Mapping[str, Any], every: bool = False
+    ) -> Reservation:
+        """Hold the worst case of an answer from any of ``models`` (``every``: from each of them, as a
+        cascade may ask them all) against the client's budgets; settled by ``record``."""
+        worst = 0.0  # nothing to hold against where there is no budget
+        if any(b is not None for b in self.spend.budgets(routed.client)):
+            out = max_output_tokens(dict(body), self.settings.reserve_output_tokens)
+            tokens = held_input_tokens(routed.needs.input_tokens)
+            worst = (
+                sum(worst_case_usd([m], tokens, out) for m in models)
+                if every
+                else worst_case_usd(models, tokens, out)
+            )
+        reservation = await self.spend.reserve(routed.client, worst)
+        routed.spend.append(reservation)
+        return reservation
+
+    def charge(self, routed: Routed, usage: Usage | None, cost: Cost | None) -> None:
+        """Count one paid upstream call against the request's reservation."""
+        if routed.spend:
+            routed.spend[-1].charge(usage, cost.cost_usd if cost is not None else None)
+        elif routed.client is not None:
+            self.limits.record_soon(routed.client, usage, cost)
+
+    def release(self, routed: Routed) -> None:
+        """Settle the request's reservations with what was charged (and drop their holds)."""
+        for reservation in routed.spend:
+            reservation.settle()
 
     def options(
         self,
@@ -235,8 +281,17 @@ class Gateway:
         routing_ms = (time.perf_counter() - started) * 1000
         self.metrics.routing_latency.observe(routing_ms / 1000)
         self.metrics.decisions.labels(decision.model).inc()
+        given = headers.get("x-request-id")
         routed = Routed(
-            self.request_id(headers), decision, needs, scored, routing_ms, started, client, session
+            self.request_id(headers),
+            decision,
+            needs,
+            scored,
+            routing_ms,
+            started,
+            client,
+            session,
+            correlation_id=given if given and REQUEST_ID.match(given) else None,
         )
         annotate_current_span({**genai_request_attributes(body), **decision_attributes(routed.summary())})
         return routed
@@ -252,14 +307,16 @@ class Gateway:
         error: str | None = None,
         reply: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
+        charged: bool = False,
     ) -> None:
         """Metrics, the client's usage, the span's GenAI attributes and one audit line for a finished
         request (``reply``: the upstream's plain chat completion, for its id and finish reasons; ``extra``:
-        more fields for the audit line, e.g. a cascade's stages)."""
+        more fields for the audit line, e.g. a cascade's stages; ``charged``: its calls are charged already)."""
         answered = dispatched.model.name if dispatched is not None else None
+        if dispatched is not None and not charged:
+            self.charge(routed, usage, cost)
+        self.release(routed)
         if dispatched is not None:
-            if routed.client is not None:
-                self.limits.record_soon(routed.client, usage, cost)
             if error is None:
                 self.sessions.answered_by(routed.session, routed.decision.model, dispatched.model.name)
             spec = dispatched.model
@@ -290,6 +347,7 @@ class Gateway:
         d = routed.decision
         record: dict[str, Any] = {
             "request_id": routed.request_id,
+            "correlation_id": routed.correlation_id,
             "endpoint": endpoint,
             "chosen_model": d.model,
             "answered_model": answered,

@@ -2,9 +2,9 @@
 
 A profile names a key (the name is what metrics, usage and traces show; the secret never appears) and can
 carry a default tolerance, an allowed model subset, a request rate limit (GCRA, requests per minute) and a
-spend budget per UTC day and/or month in USD. Spend is the actual cost of each answer, added to the shared
-state right after the answer; a budget refuses requests once the spend reaches it (the request in flight
-that crosses it is answered).
+spend budget per UTC day and/or month in USD. Spend is held at admission and settled to the actual cost
+after the answer (``ladder.gateway.spend``); a budget refuses requests once the spend and the holds of the
+requests in flight reach it (the one request that crosses it is answered).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ladder.core.errors import ConfigError, UnknownModelError
 from ladder.core.pricing import Usage
 from ladder.gateway.costs import Cost
-from ladder.gateway.errors import AuthenticationError, RateLimitError
+from ladder.gateway.errors import AuthenticationError, RateLimitError, StateUnavailableError
 from ladder.gateway.metrics import GatewayMetrics
-from ladder.gateway.state import Background, StateError, StateStore
+from ladder.gateway.state import Background, MemoryState, StateError, StateStore
 
 log = logging.getLogger("ladder.gateway")
 
@@ -46,6 +46,8 @@ class KeyProfile(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1, description="Rate limit")
     daily_budget_usd: float | None = Field(default=None, gt=0, description="Spend per UTC day")
     monthly_budget_usd: float | None = Field(default=None, gt=0, description="Spend per UTC month")
+    max_concurrent: int | None = Field(default=None, ge=1, description="Requests in flight at once")
+    max_streams: int | None = Field(default=None, ge=1, description="Streamed answers open at once")
     admin: bool = Field(default=False, description="May read every client's usage")
     cascade: bool = Field(default=False, description="Answer in cascade mode unless a request says otherwise")
 
@@ -158,16 +160,26 @@ class Period:
         return max(1.0, (self.ends - now).total_seconds())
 
 
-class Limits:
-    """Rate limits, budgets and usage per client, in the shared state (fail open when it is down)."""
+def usage_ttl_s(period: Period) -> float:
+    return DAY_TTL_S if period.kind == "day" else MONTH_TTL_S
 
-    def __init__(self, state: StateStore, metrics: GatewayMetrics, prefix: str) -> None:
+
+class Limits:
+    """Rate limits, budgets and usage per client, in the shared state. When it is down, ``fail_closed``
+    refuses the requests of keys with limits (503); otherwise they are served without them."""
+
+    def __init__(
+        self, state: StateStore, metrics: GatewayMetrics, prefix: str, fail_closed: bool = False
+    ) -> None:
         self.state = state
         self.metrics = metrics
         self.prefix = prefix
+        self.fail_closed = fail_closed
         self.background = Background()
+        self.last_totals: dict[str, dict[str, float]] = {}  # the last usage read per hash (outage fallback)
+        self.local = MemoryState()  # rate limits while the shared state is down (``fail_closed`` off)
 
-    def _usage_key(self, client: str, period: Period) -> str:
+    def usage_key(self, client: str, period: Period) -> str:
         # the braces keep a client's day and month in one Redis Cluster slot (one script touches both)
         return f"{self.prefix}usage:{{{client}}}:{period.kind}:{period.label}"
 
@@ -205,22 +217,26 @@ class Limits:
     async def _throttle(self, client: str, per_minute: int | None) -> float:
         if per_minute is None:
             return 0.0
+        key = f"{self.prefix}rate:{client}"
         try:
-            return await self.state.throttle(f"{self.prefix}rate:{client}", per_minute)
+            return await self.state.throttle(key, per_minute)
         except StateError as exc:
-            self._failed("rate limit", exc)
-            return 0.0
+            self._unenforced("rate limit", exc)
+            return await self.local.throttle(key, per_minute)  # this replica's share of the outage
 
     async def _totals(
         self, client: str, periods: tuple[Period, Period], wanted: bool
     ) -> list[dict[str, float]]:
         if not wanted:
             return [{}, {}]
+        keys = [self.usage_key(client, p) for p in periods]
         try:
-            return await self.state.totals([self._usage_key(client, p) for p in periods])
+            totals = await self.state.totals(keys)
         except StateError as exc:
-            self._failed("budget", exc)
+            self._unenforced("budget", exc)
             return [{}, {}]
+        self.last_totals.update(zip(keys, totals, strict=True))
+        return totals
 
     def record_soon(self, client: Client, usage: Usage | None, cost: Cost | None) -> None:
         """Count an answered request and its cost: metrics now, the shared state in a background task."""
@@ -238,11 +254,11 @@ class Limits:
 
     async def record(self, client: str, amounts: Mapping[str, float]) -> None:
         periods = Period.both(datetime.now(UTC))
-        keys = [(self._usage_key(client, p), DAY_TTL_S if p.kind == "day" else MONTH_TTL_S) for p in periods]
+        keys = [(self.usage_key(client, p), usage_ttl_s(p)) for p in periods]
         try:
             await self.state.add(keys, amounts)
         except StateError as exc:
-            self._failed("usage", exc)
+            self.failed("usage", exc)
 
     async def drain(self) -> None:
         """Wait for the usage writes still in flight (at shutdown)."""
@@ -253,9 +269,9 @@ class Limits:
         now = datetime.now(UTC)
         periods = Period.both(now)
         try:
-            totals = await self.state.totals([self._usage_key(client.name, p) for p in periods])
+            totals = await self.state.totals([self.usage_key(client.name, p) for p in periods])
         except StateError as exc:
-            self._failed("usage", exc)
+            self.failed("usage", exc)
             totals = [{}, {}]
         profile = client.profile
         budgets = (
@@ -277,6 +293,14 @@ class Limits:
             out[period.kind] = entry
         return out
 
-    def _failed(self, operation: str, exc: StateError) -> None:
+    def _unenforced(self, operation: str, exc: StateError) -> None:
+        self.failed(operation, exc)
+        if self.fail_closed:
+            raise StateUnavailableError(
+                f"the shared state (Redis) is unreachable, so the {operation} of this key cannot be "
+                "enforced; retry shortly"
+            ) from exc
+
+    def failed(self, operation: str, exc: StateError) -> None:
         log.warning("%s not enforced: %s", operation, exc)
         self.metrics.state_errors.labels(operation).inc()

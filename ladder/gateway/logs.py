@@ -24,6 +24,7 @@ from ladder.core.errors import LadderError
 REQUEST_LOGGER = "ladder.request"
 FIELDS = (
     "request_id",
+    "correlation_id",
     "method",
     "path",
     "status",

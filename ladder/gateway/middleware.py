@@ -99,7 +99,7 @@ class RefusalAuditMiddleware:
                 kind = error_kind(failed[0]) if failed is not None else None
                 self.audit.write(
                     {
-                        "request_id": Headers(scope=scope).get("x-request-id"),
+                        "request_id": Headers(scope=scope).get("x-ladder-request-id"),
                         "endpoint": ENDPOINTS[scope["path"]],
                         "chosen_model": None,
                         "answered_model": None,
@@ -110,8 +110,9 @@ class RefusalAuditMiddleware:
 
 
 class RequestLogMiddleware:
-    """Gives every request one id (the client's valid ``x-request-id``, else a new one, seen by the routes as
-    ``x-request-id`` and returned as ``x-ladder-request-id``) and logs it once it has been answered: status,
+    """Gives every request one id, always generated here (seen by the routes as ``x-ladder-request-id`` and
+    returned as such; a client's ``x-request-id`` is logged beside it as a correlation id but never becomes
+    the id, so one client cannot name another's stored request) and logs it once answered: status,
     latency, the model that answered, the fallback reasons and the error's exception chain. Never a body."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -122,10 +123,11 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _assign_request_id(scope)
+        request_id, correlation = _assign_request_id(scope)
         state = scope.setdefault("state", {})
         fields: dict[str, object] = {
             "request_id": request_id,
+            **({"correlation_id": correlation} if correlation else {}),
             "method": scope["method"],
             "path": scope["path"],
         }
@@ -159,12 +161,14 @@ class RequestLogMiddleware:
             _log(fields.setdefault("status", 499), fields, started, error)
 
 
-def _assign_request_id(scope: Scope) -> str:
-    headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
+def _assign_request_id(scope: Scope) -> tuple[str, str | None]:
+    """A new id in ``x-ladder-request-id`` (any such header the client sent is dropped), and the client's
+    valid ``x-request-id`` as a correlation id."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"x-ladder-request-id"]
     given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-    request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-    scope["headers"] = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
-    return request_id
+    request_id = uuid.uuid4().hex
+    scope["headers"] = [*headers, (b"x-ladder-request-id", request_id.encode("latin-1"))]
+    return request_id, given if REQUEST_ID.match(given) else None
 
 
 def _log(status: object, fields: dict[str, object], started: float, exc: BaseException | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -22,6 +23,7 @@ from ladder.gateway.errors import GatewayError, UpstreamError, sse_error_event
 from ladder.gateway.gateway import Gateway, Routed
 from ladder.gateway.protocol import ChatCompletionCreateParams, extension, forwarded_body, routing_extensions
 from ladder.gateway.sse import data_event
+from ladder.gateway.stream_deadline import within_deadline
 from ladder.gateway.tracing import finished_choices
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -59,15 +61,27 @@ async def dispatch(
     text: str,
     endpoint: str,
 ) -> Dispatched:
-    """Send along the decision's fallback order; a failure is recorded before it propagates."""
+    """Hold the worst case against the client's budget, then send along the decision's fallback order; a
+    failure is recorded (and the hold released) before it propagates."""
     order = permitted([gw.pool.model(name) for name in routed.decision.fallback_order], routed.needs)
     try:
         if not order:
             raise NoEligibleModelError("the request is sensitive and no on-prem model may answer it")
+        if stream:
+            gw.inflight.open_stream(request, routed.client)
+        await gw.reserve(routed, order, body)
         return await cancel_on_disconnect(request, gw.dispatcher.send(order, body, stream))
     except (GatewayError, UpstreamError, NoEligibleModelError) as exc:  # UpstreamError: a core error
         gw.record(routed, endpoint, None, None, None, text, error=type(exc).__name__)
         raise
+    except BaseException:
+        gw.release(routed)
+        raise
+
+
+def stream_deadline(gw: Gateway) -> float:
+    """When a stream starting now must have ended (``time.monotonic()``)."""
+    return time.monotonic() + (gw.settings.stream_deadline_s or gw.settings.deadline_s)
 
 
 async def create_chat_completion(
@@ -128,8 +142,9 @@ async def chat_stream(
     error: str | None = None
     streamed: list[str] = []
     finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
+    deadline = stream_deadline(gw)
     try:
-        async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
+        async with aclosing(within_deadline(upstream_chunks(dispatched.reply, name), deadline, name)) as chunks:
             async for chunk in chunks:
                 chunk["model"] = name
                 streamed.extend(chunk_text(chunk))
@@ -155,6 +170,7 @@ async def chat_stream(
     except UpstreamError as exc:
         error = exc.reason
         yield sse_error_event(exc)
-    finally:
-        cost_obj = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+    finally:  # a stream that broke off or that the client left is charged what was generated
+        usage = usage or estimated_usage(routed.needs.input_tokens, "".join(streamed))
+        cost_obj = answer_cost(dispatched.model, gw.baseline, usage)
         gw.record(routed, "chat", dispatched, usage, cost_obj, text, error=error, reply={"choices": finished})

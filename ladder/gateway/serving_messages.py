@@ -19,7 +19,15 @@ from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import UpstreamError, sse_error_event
 from ladder.gateway.gateway import Gateway, Routed
 from ladder.gateway.protocol import routing_extensions
-from ladder.gateway.serving_chat import SSE_HEADERS, answer_headers, dispatch, reply_json, settle
+from ladder.gateway.serving_chat import (
+    SSE_HEADERS,
+    answer_headers,
+    dispatch,
+    reply_json,
+    settle,
+    stream_deadline,
+)
+from ladder.gateway.stream_deadline import within_deadline
 from ladder.gateway.tracing import finished_choices
 
 
@@ -51,9 +59,10 @@ async def message_stream(
     error: str | None = None
     streamed: list[str] = []
     finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
-    yield translator.start()
+    deadline = stream_deadline(gw)
     try:
-        async with aclosing(upstream_chunks(dispatched.reply, name)) as chunks:
+        yield translator.start()
+        async with aclosing(within_deadline(upstream_chunks(dispatched.reply, name), deadline, name)) as chunks:
             async for chunk in chunks:
                 usage = Usage.from_openai(chunk.get("usage")) or usage
                 streamed.extend(chunk_text(chunk))
@@ -69,6 +78,7 @@ async def message_stream(
     except UpstreamError as exc:
         error = exc.reason
         yield sse_error_event(exc, anthropic=True)
-    finally:
-        cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
+    finally:  # a stream that broke off or that the client left is charged what was generated
+        usage = usage or estimated_usage(routed.needs.input_tokens, "".join(streamed))
+        cost = answer_cost(dispatched.model, gw.baseline, usage)
         gw.record(routed, "messages", dispatched, usage, cost, text, error=error, reply={"choices": finished})

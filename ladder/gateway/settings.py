@@ -170,6 +170,27 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = Field(default="ladder:", pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$")
     redis_timeout_s: float = Field(default=0.5, gt=0, le=30, description="One Redis call")
+    state_unavailable: Literal["closed", "local"] = Field(
+        default="closed",
+        description="Redis unreachable: 'closed' refuses the requests of keys with limits (503); 'local' "
+        "enforces them in this process from the last spend it read; spend is replayed when Redis returns",
+    )
+    reserve_output_tokens: int = Field(
+        default=4096, ge=1, description="Output tokens held against a budget for a request without max_tokens"
+    )
+    stream_deadline_s: float | None = Field(
+        default=None, gt=0, description="Total time of a streamed answer, comment lines or not (None: deadline_s)"
+    )
+    feedback_per_minute: int = Field(default=60, ge=1, description="Feedback a client key may send per minute")
+    metrics_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key /metrics requires (an admin profile's key also works); unset: /metrics is open "
+        "and must stay on a private network",
+    )
+    max_json_depth: int = Field(default=64, ge=2, le=900, description="Nesting of arrays/objects in a body")
+    max_json_items: int = Field(
+        default=100_000, ge=100, description="Arrays, objects and elements in a body (bounds its memory)"
+    )
     session_affinity: bool = Field(default=True, description="Keep a conversation's model across turns")
     session_ttl_s: float = Field(default=3600.0, gt=0, description="How long an idle session is kept")
     session_margin: float = Field(

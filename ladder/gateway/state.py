@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ladder.core.errors import LadderError
@@ -48,6 +49,50 @@ redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now) +
 return 0
 """
 
+# Spend holds (ladder/gateway/spend.py). KEYS[1]: the client's holds (field: hold id, value "usd:expires_ms");
+# KEYS[2..]: its usage hashes. ARGV[1]: hold id; ARGV[2]: USD; ARGV[3]: TTL (ms); ARGV[4..]: one budget per
+# usage hash ('' for none). Refuses ({index, committed}) when spent + held reaches a budget, else holds.
+RESERVE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = 0
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local amount, expires = string.match(entries[i + 1], '^([^:]+):(.+)$')
+  if tonumber(expires) <= now then
+    redis.call('HDEL', KEYS[1], entries[i])
+  else
+    held = held + tonumber(amount)
+  end
+end
+local spent = {}
+for k = 2, #KEYS do
+  spent[k - 1] = tonumber(redis.call('HGET', KEYS[k], 'cost_usd') or '0')
+  local budget = ARGV[2 + k]
+  if budget ~= '' and spent[k - 1] + held >= tonumber(budget) then
+    return {k - 1, tostring(spent[k - 1] + held)}
+  end
+end
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. tostring(now + ttl))
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {0, tostring(held)}
+"""
+
+# The hold's release and its spend in one step. KEYS[1]: the holds; KEYS[2..]: usage hashes; ARGV[1]: hold
+# id; ARGV[2]: how many fields, then field/amount pairs, then one TTL (seconds) per usage hash.
+SETTLE_SCRIPT = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+local n = tonumber(ARGV[2])
+for k = 2, #KEYS do
+  for i = 0, n - 1 do
+    redis.call('HINCRBYFLOAT', KEYS[k], ARGV[3 + 2 * i], ARGV[4 + 2 * i])
+  end
+  redis.call('EXPIRE', KEYS[k], ARGV[3 + 2 * n + k - 2])
+end
+return 1
+"""
+
 
 class StateError(LadderError):
     """The shared store could not be reached or answered an error."""
@@ -57,6 +102,24 @@ def gcra_parameters(per_minute: int) -> tuple[float, float]:
     """Emission interval and burst tolerance (ms) for ``per_minute`` requests, a minute's worth at once."""
     interval = 60_000.0 / per_minute
     return interval, interval * (per_minute - 1)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Spend set aside for one request until it settles: ``amount_usd`` under ``id`` in the hash ``key``."""
+
+    key: str
+    id: str
+    amount_usd: float
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a hold was refused: the budget at ``index`` is reached by ``committed_usd`` (spent + held)."""
+
+    index: int
+    committed_usd: float
 
 
 class StateStore(ABC):
@@ -84,6 +147,18 @@ class StateStore(ABC):
     async def throttle(self, key: str, per_minute: int) -> float:
         """Take one request from ``key``'s allowance: 0 when admitted, else the seconds until it would be."""
 
+    @abstractmethod
+    async def reserve(
+        self, hold: Hold, usage_keys: Sequence[str], budgets: Sequence[float | None]
+    ) -> Refusal | None:
+        """Atomically: refuse when spent plus live holds reach a budget, else add ``hold``."""
+
+    @abstractmethod
+    async def settle(
+        self, hold: Hold | None, keys: Sequence[tuple[str, float]], amounts: Mapping[str, float]
+    ) -> None:
+        """Atomically drop ``hold`` and add ``amounts`` to each usage hash (as ``add``)."""
+
     async def describe(self) -> dict[str, Any]:
         return {"backend": self.backend}
 
@@ -104,6 +179,7 @@ class MemoryState(StateStore):
         self.clock = clock
         self._values: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._counters: dict[str, tuple[float, Any]] = {}
+        self._holds: dict[str, dict[str, tuple[float, float]]] = {}  # key: id: (usd, expires)
         self._writes = 0
 
     def _table(self, value: Any) -> dict[str, tuple[float, Any]]:
@@ -173,6 +249,35 @@ class MemoryState(StateStore):
         self._write(key, next_tat, (next_tat - now) / 1000 + 1)
         return 0.0
 
+    async def reserve(
+        self, hold: Hold, usage_keys: Sequence[str], budgets: Sequence[float | None]
+    ) -> Refusal | None:
+        # no await between the read and the write: atomic within the event loop, as the Lua script is
+        now = float(self.clock())
+        holds = self._holds.setdefault(hold.key, {})
+        for stale in [i for i, (_, expires) in holds.items() if expires <= now]:
+            del holds[stale]
+        held = sum(usd for usd, _ in holds.values())
+        for index, (key, budget) in enumerate(zip(usage_keys, budgets, strict=True)):
+            value = self._read(key)
+            spent = float(value.get("cost_usd", 0.0)) if isinstance(value, dict) else 0.0
+            if budget is not None and spent + held >= budget:
+                return Refusal(index, spent + held)
+        holds[hold.id] = (hold.amount_usd, now + hold.ttl_s)
+        return None
+
+    async def settle(
+        self, hold: Hold | None, keys: Sequence[tuple[str, float]], amounts: Mapping[str, float]
+    ) -> None:
+        if hold is not None:
+            self._holds.get(hold.key, {}).pop(hold.id, None)
+        await self.add(keys, amounts)
+
+    def held_usd(self, key: str) -> float:
+        """The live holds under ``key`` (tests and the outage fallback)."""
+        now = float(self.clock())
+        return sum(usd for usd, expires in self._holds.get(key, {}).values() if expires > now)
+
 
 class RedisState(StateStore):
     """State in Redis through redis-py's asyncio client; errors become ``StateError``."""
@@ -194,6 +299,8 @@ class RedisState(StateStore):
         )
         self._add = self.client.register_script(ADD_SCRIPT)
         self._throttle = self.client.register_script(THROTTLE_SCRIPT)
+        self._reserve = self.client.register_script(RESERVE_SCRIPT)
+        self._settle = self.client.register_script(SETTLE_SCRIPT)
 
     async def _call(self, what: str, awaitable: Any) -> Any:
         from redis.exceptions import RedisError
@@ -237,6 +344,28 @@ class RedisState(StateStore):
         interval, tolerance = gcra_parameters(per_minute)
         wait_ms = await self._call("throttle script", self._throttle(keys=[key], args=[interval, tolerance]))
         return float(wait_ms) / 1000
+
+    async def reserve(
+        self, hold: Hold, usage_keys: Sequence[str], budgets: Sequence[float | None]
+    ) -> Refusal | None:
+        args: list[Any] = [hold.id, repr(float(hold.amount_usd)), max(1, math.ceil(hold.ttl_s * 1000))]
+        args += ["" if b is None else repr(float(b)) for b in budgets]
+        index, committed = await self._call(
+            "reserve script", self._reserve(keys=[hold.key, *usage_keys], args=args)
+        )
+        return Refusal(int(index) - 1, float(committed)) if int(index) > 0 else None
+
+    async def settle(
+        self, hold: Hold | None, keys: Sequence[tuple[str, float]], amounts: Mapping[str, float]
+    ) -> None:
+        if hold is None:
+            await self.add(keys, amounts)
+            return
+        args: list[Any] = [hold.id, len(amounts)]
+        for name, amount in amounts.items():
+            args += [name, repr(float(amount))]
+        args += [max(1, math.ceil(ttl_s)) for _, ttl_s in keys]
+        await self._call("settle script", self._settle(keys=[hold.key, *(k for k, _ in keys)], args=args))
 
     async def describe(self) -> dict[str, Any]:
         try:
