@@ -24,9 +24,7 @@ from rich.table import Table
 
 from ladder.cli.progress import LOG_EVERY_SECONDS, stderr
 
-StoreOption = Annotated[
-    str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")
-]
+StoreOption = Annotated[str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")]
 
 
 @contextmanager
@@ -68,15 +66,11 @@ def _spend_progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
 
 
 def _estimate_table(result: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"Dry-run estimate: {result['questions']} questions (sample of {result['sample_questions']})"
-    )
+    table = Table(title=f"Dry-run estimate: {result['questions']} questions (sample of {result['sample_questions']})")
     for column in ("model", "calls", "left", "input tok", "output tok", "cost $", "left $", "s/call", "time"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in result["models"]:
-        warn = (
-            f" ({row['sample_failures']} of {row['sample_answers']} failed)" if row["sample_failures"] else ""
-        )
+        warn = f" ({row['sample_failures']} of {row['sample_answers']} failed)" if row["sample_failures"] else ""
         table.add_row(
             row["model"] + warn,
             str(row["calls"]),
@@ -117,9 +111,7 @@ def _report_table(report: dict[str, Any]) -> Table:
     for name, row in report["models"].items():
         failed = "; ".join(f"{n} {why}" for why, n in row["failed"].items()) or "0"
         errors = "; ".join(f"{n} {why}" for why, n in row["errors"].items()) or "0"
-        table.add_row(
-            name, str(row["answered"]), failed, errors, str(row["retries"]), f"{row['cost_usd']:.4f}"
-        )
+        table.add_row(name, str(row["answered"]), failed, errors, str(row["retries"]), f"{row['cost_usd']:.4f}")
     return table
 
 
@@ -138,9 +130,7 @@ def collect(
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each call.")] = 512,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per call attempt.")] = 120.0,
     retries: Annotated[int, typer.Option(min=0, help="Retries of a failed call (5xx, 429, timeout).")] = 4,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the report or estimate here.")
-    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report or estimate here.")] = None,
 ) -> None:
     """Ask every question of every pool model and store the answers (resumable: re-run to continue)."""
     from ladder.core.pool import load_pool
@@ -178,9 +168,7 @@ def collect(
                 )
             )
     except KeyboardInterrupt:
-        stderr.print(
-            "[yellow]interrupted:[/yellow] every answer received is stored; run the same command to continue"
-        )
+        stderr.print("[yellow]interrupted:[/yellow] every answer received is stored; run the same command to continue")
         sys.exit(130)
     result: dict[str, Any] = report.to_dict()
     stderr.print(_report_table(result))
@@ -210,12 +198,8 @@ def judge(
     allow_self_judge: Annotated[
         bool, typer.Option("--allow-self-judge", help="llm: let a pool participant judge.")
     ] = False,
-    pairwise: Annotated[
-        bool, typer.Option("--pairwise", help="llm: compare answers in pairs, both orders.")
-    ] = False,
-    graded: Annotated[
-        bool, typer.Option("--graded", help="llm: a score in [0, 1], not right/wrong.")
-    ] = False,
+    pairwise: Annotated[bool, typer.Option("--pairwise", help="llm: compare answers in pairs, both orders.")] = False,
+    graded: Annotated[bool, typer.Option("--graded", help="llm: a score in [0, 1], not right/wrong.")] = False,
     test_fraction: Annotated[
         float | None, typer.Option(help="Add a split column: this share of question ids becomes 'test'.")
     ] = None,
@@ -256,9 +240,7 @@ def judge(
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, row in result["models"].items():
         accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-        table.add_row(
-            name, str(row["labelled"]), str(row["unknown"]), str(row["failed_answers_not_judged"]), accuracy
-        )
+        table.add_row(name, str(row["labelled"]), str(row["unknown"]), str(row["failed_answers_not_judged"]), accuracy)
     stderr.print(table)
     for note in report.notes:
         stderr.print(f"note: {note}", highlight=False, markup=False)

@@ -19,9 +19,11 @@ from ladder.cli import (
     retrain_commands,
     serve_commands,
 )
+from ladder.cli.help_format import drop_flag_placeholders
 from ladder.cli.progress import stage_progress, stderr
 from ladder.core.errors import DataError, DataWarning, LadderError
 
+drop_flag_placeholders()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ladder: a learned LLM router.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
@@ -56,9 +58,7 @@ def setup(
 @app.command()
 def route(
     prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
-    tolerance: Annotated[
-        float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")
-    ] = None,
+    tolerance: Annotated[float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")] = None,
     model: Annotated[str | None, typer.Option(help="Pin one pool model.")] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated allowed subset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
@@ -88,9 +88,7 @@ def route(
     typer.echo(f"why:   {decision.reason}")
     if decision.threshold is not None:
         typer.echo(f"threshold: {decision.threshold:.3f} (tolerance {decision.tolerance:g})")
-    typer.echo(
-        f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}"
-    )
+    typer.echo(f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}")
     for c in sorted(decision.candidates, key=lambda c: c.expected_cost_usd):
         mark = "->" if c.name == decision.model else ("  " if c.eligible else " x")
         typer.echo(f" {mark} {c.name:32s} P={c.p_correct:.3f}  ${c.expected_cost_usd * 1000:.4f}/1K requests")
@@ -98,9 +96,7 @@ def route(
 
 @app.command("import")
 def import_data(
-    fmt: Annotated[
-        str, typer.Argument(help="Source format, e.g. mmlu-pro, llmrouter, nvidia-v3, routerbench.")
-    ],
+    fmt: Annotated[str, typer.Argument(help="Source format, e.g. mmlu-pro, llmrouter, nvidia-v3, routerbench.")],
     source: Annotated[Path, typer.Argument(help="Source file or folder.")],
     out: Annotated[Path, typer.Option(help="Canonical CSV to write.")],
     test_fraction: Annotated[
@@ -125,9 +121,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
     pool: Annotated[Path | None, typer.Option(help="Pool file: train for its models, price with it.")] = None,
     encoder: str = "multilingual-e5-small",
-    split: Annotated[
-        str | None, typer.Option(help="Train on rows with this split (when the data has one).")
-    ] = "train",
+    split: Annotated[str | None, typer.Option(help="Train on rows with this split (when the data has one).")] = "train",
     seed: int = 0,
     members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
     pca_dims: Annotated[int, typer.Option(min=2)] = 128,
@@ -135,6 +129,7 @@ def train(
         str | None,
         typer.Option(help="Embed on Triton's encoder model: triton://HOST:PORT (gRPC). Default: in process."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing checkpoint at --out.")] = False,
 ) -> None:
     """Train a router head on canonical data."""
     import dataclasses
@@ -144,12 +139,11 @@ def train(
     from ladder.training.fit import HeadSettings
     from ladder.training.train import TrainingSpec
     from ladder.training.train import train as run_train
+    from ladder.training.costs import EQUAL_COSTS
     from ladder.training.triton_embed import embed_for_training
 
     dataset = read_canonical(data)
-    spec = TrainingSpec(
-        encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims)
-    )
+    spec = TrainingSpec(encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims))
     with (
         stage_progress() as progress,
         embed_for_training(embed_with, encoder, spec.variant, spec.max_tokens, progress) as (variant, embed),
@@ -162,14 +156,22 @@ def train(
             dataclasses.replace(spec, variant=variant),
             progress,
             embed,
+            force=force,
         )
     rec = checkpoint.manifest.recommended
     stderr.print(f"[green]checkpoint written[/green] to {out} ({len(checkpoint.models)} models)")
     if rec is not None:
-        stderr.print(
-            f"recommended tolerance {rec.tolerance:g}: cross-validated accuracy {rec.cv_accuracy:.3f} "
-            f"at ${rec.cv_cost_per_1k:.4f} per 1K requests"
-        )
+        priced = checkpoint.manifest.training.settings.get("costs") != EQUAL_COSTS
+        cost = f" at ${rec.cv_cost_per_1k:.4f} per 1K requests" if priced else " (no costs: equal prices)"
+        stderr.print(f"recommended tolerance {rec.tolerance:g}: cross-validated accuracy {rec.cv_accuracy:.3f}{cost}")
+    pool_arg = f" --pool {pool}" if pool else ""
+    stderr.print(
+        "next: judge it on held-out rows with "
+        f"`ladder evaluate --checkpoint {out} --data {data[0]}{pool_arg}`, then serve it with "
+        f"`ladder serve{pool_arg} --checkpoint {out}`",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()

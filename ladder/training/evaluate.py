@@ -187,9 +187,7 @@ def build_report(
         if inputs.answers is not None and train.answers is not None and inputs.embeddings is not None:
             report["cascades"] = evaluate_cascades(
                 names,
-                CascadeSide(
-                    train.labels, train.costs, train.answers, train.logprobs, train.oof_p, train.embeddings
-                ),
+                CascadeSide(train.labels, train.costs, train.answers, train.logprobs, train.oof_p, train.embeddings),
                 CascadeSide(y, c, inputs.answers, inputs.logprobs, p, inputs.embeddings),
                 objective,
                 embed,
@@ -237,13 +235,10 @@ def verdict(report: dict[str, Any]) -> list[str]:
     )
     spread = _interval_text(report.get("cost_to_match_best_single_interval"))
     if report["cost_to_match_best_single"] is None:
-        lines.append(
-            f"the router never matches the best single model's accuracy (its best is {top:.3f}){spread}"
-        )
+        lines.append(f"the router never matches the best single model's accuracy (its best is {top:.3f}){spread}")
     else:
         lines.append(
-            "the router matches the best single model at "
-            f"{report['cost_to_match_best_single']:.0%} of its cost{spread}"
+            f"the router matches the best single model at {report['cost_to_match_best_single']:.0%} of its cost{spread}"
         )
     for name, points in report["baselines"].items():
         beaten = sum(
@@ -408,9 +403,7 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     import os
 
     partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(
-        json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"
-    )
+    partial.write_text(json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
     os.replace(partial, path)
 
 

@@ -65,18 +65,14 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     return (loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _train_member(
-    x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, settings: HeadSettings, seed: int
-) -> MLP:
+def _train_member(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, settings: HeadSettings, seed: int) -> MLP:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     order = torch.randperm(len(x), generator=generator)
     n_val = max(1, len(x) // 10)
     val, fit = order[:n_val], order[n_val:]
     member = MLP(x.shape[1], settings.hidden, y.shape[1], settings.dropout)
-    optimiser = torch.optim.AdamW(
-        member.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
+    optimiser = torch.optim.AdamW(member.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     best_loss, best_state, stale = float("inf"), None, 0
     for _ in range(settings.max_epochs):
         member.train()
@@ -140,7 +136,7 @@ def fit_head(
     members = []
     for k in range(settings.members):
         if progress:
-            progress("training ensemble members", k, settings.members)
+            progress("ensemble members trained (cross-validation folds)", k, settings.members)
         train = torch.as_tensor(np.nonzero(folds != k)[0])
         held = torch.as_tensor(np.nonzero(folds == k)[0])
         member = _train_member(reduced[train], y[train], m[train], settings, settings.seed * 1000 + k)
@@ -148,7 +144,7 @@ def fit_head(
             oof_logits[held.numpy()] = member(reduced[held]).numpy()
         members.append(member)
     if progress:
-        progress("training ensemble members", settings.members, settings.members)
+        progress("ensemble members trained (cross-validation folds)", settings.members, settings.members)
     mlp_p = 1 / (1 + np.exp(-oof_logits))
     vote_mean, vote_basis, vote_bank = _vote_space(embeddings, settings.vote_dims)
     vote_p = np.zeros_like(mlp_p)
@@ -161,9 +157,12 @@ def fit_head(
             settings.vote_neighbours,
             settings.vote_temperature,
         )
+    stage = "blend weights tried (MLP and neighbour vote)"
     if progress:
-        progress("calibrating the MLP and neighbour blend", 0, len(settings.vote_weights))
+        progress(stage, 0, len(settings.vote_weights))
     weight, scale, bias, blend_logits = _best_blend(mlp_p, vote_p, labels, mask, settings.vote_weights)
+    if progress:
+        progress(stage, len(settings.vote_weights), len(settings.vote_weights))
     oof_p = 1 / (1 + np.exp(-(blend_logits * scale + bias)))
     vote = NeighbourVote(
         vote_mean,
