@@ -135,11 +135,11 @@ def train(
     import dataclasses
 
     from ladder.core.pool import load_pool
+    from ladder.training.costs import EQUAL_COSTS
     from ladder.training.dataset import read_canonical
     from ladder.training.fit import HeadSettings
     from ladder.training.train import TrainingSpec
     from ladder.training.train import train as run_train
-    from ladder.training.costs import EQUAL_COSTS
     from ladder.training.triton_embed import embed_for_training
 
     dataset = read_canonical(data)

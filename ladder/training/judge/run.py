@@ -167,7 +167,11 @@ def judge_store(
     store.put_labels(name, labels)
     report = JudgeReport(judge=name, notes=list(notes or []))
     if kind == "reference":
-        report.notes.append(f"code answers run with limits {reference.limits}, network cut by {network_isolation()}")
+        limits = reference.limits
+        report.notes.append(
+            f"code answers run with limits of {limits.time_s:g} s CPU, {limits.memory_mb} MB memory and "
+            f"{limits.file_mb} MB files, network cut by {network_isolation()}"
+        )
     for answer in store.answers():
         if not answer.ok:
             report.failed_answers[answer.model] += 1
@@ -183,6 +187,14 @@ def judge_store(
         report.judge_cost_usd = judge.cost_usd
         if judge.malformed:
             report.notes.append(f"{judge.malformed} malformed verdicts were asked again")
+    if judge is not None and labels and all(correct is None for correct, _ in labels.values()):
+        said = (judge.last_malformed or "").strip().replace("\n", " ")
+        example = f"; its last reply began: {said[:160]!r}" if said else ""
+        raise ConfigError(
+            f"the judge gave no known label: nothing to write. {judge.name} never gave the JSON verdict it was "
+            f"asked for ({judge.malformed} malformed replies){example}. Choose a judge model that follows "
+            "instructions (--judge-model), or judge with --judge reference or vote"
+        )
     data = labelled_data(store, labels)
     if test_fraction is not None:
         data = split_by_id(data, test_fraction=test_fraction, seed=seed)
