@@ -219,8 +219,11 @@ def evaluate(
             "cascades there (a few minutes on large data).",
         ),
     ] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --json or --plot file.")] = False,
 ) -> None:
     """Judge a checkpoint on held-out data beside every single model, the oracle, kNN and random routing."""
+    from ladder.cli.evaluate_table import report_console
+    from ladder.cli.output import prepare_output
     from ladder.core.checkpoint import Checkpoint
     from ladder.core.pool import load_pool
     from ladder.training.dataset import read_canonical
@@ -233,6 +236,9 @@ def evaluate(
     chosen_objective = Objective(objective, cost_cap=cost_cap)
     if write_cascade and pool is None:
         raise DataError("--write-cascade needs --pool FILE (the pool file to write routing.cascade into)")
+    for path, option in ((json_path, "--json"), (plot, "--plot")):
+        if path is not None:
+            prepare_output(path, option, force)
     loaded = Checkpoint.load(checkpoint)
     eval_rows = training_rows(read_canonical([data]), split)
     train_split = loaded.manifest.training.settings.get("split")
@@ -240,11 +246,6 @@ def evaluate(
     train_rows = None
     if all(p.is_file() for p in train_files):
         train_rows = training_rows(read_canonical(train_files), train_split)
-    else:
-        stderr.print(
-            "[yellow]training data not found: the kNN baseline, the per-task baseline, the recommendation "
-            "by objective and cascades are skipped (pass --train-data)[/yellow]"
-        )
     enc = loaded.manifest.encoder
     max_tokens = int(loaded.manifest.training.settings.get("max_tokens", 512))
     with stage_progress() as progress:
@@ -280,12 +281,14 @@ def evaluate(
     if plot:
         title = f"Held-out accuracy vs cost: {data.name}, {report['questions']} questions"
         plot_report(report, plot, title=title)
-    for line in report["verdict"]:
-        typer.echo(line)
+    typer.echo(report_console(report).rstrip("\n"))
+    for path, what in ((json_path, "the full report"), (plot, "the accuracy-cost plot")):
+        if path is not None:
+            stderr.print(f"wrote {what} to {path}", highlight=False, markup=False)
+    if json_path is None:
+        stderr.print("(the full report, every curve and baseline: --json FILE)", highlight=False, markup=False)
     if write_cascade and pool is not None:
         _write_cascade(report, pool)
-    if not json_path:
-        _print_json(report)
 
 
 def _write_cascade(report: dict[str, Any], pool: Path) -> None:
