@@ -45,6 +45,14 @@ def latency(
             stderr.print(f"[yellow]not in {pool}:[/yellow] {', '.join(missing)}")
         if write:
             written = write_pool_latency(pool, measured)
-            stderr.print(f"wrote `latency:` for {', '.join(written) or 'no model'} into {pool}")
+            unknown = [m.model for m in measured if m.entry() is None and m.model in config.names]
+            if written:
+                stderr.print(f"wrote `latency:` for {', '.join(written)} into {pool}")
+            if unknown:
+                stderr.print(
+                    f"[yellow]no `latency:` written for {', '.join(unknown)}[/yellow]: their decode speed is "
+                    "unknown (no streamed answer with more than one token to time); collect streamed answers first",
+                    highlight=False,
+                )
             result["written"] = written
     typer.echo(json.dumps(result, indent=2))
