@@ -96,7 +96,13 @@ def route(
 
 @app.command("import")
 def import_data(
-    fmt: Annotated[str, typer.Argument(help="Source format, e.g. mmlu-pro, llmrouter, nvidia-v3, routerbench.")],
+    fmt: Annotated[
+        str,
+        typer.Argument(
+            help="Source format: mmlu-pro, llmrouter, nvidia-v3, routerbench, routellm-mmlu, routellm-gsm8k, "
+            "routellm-mt-bench, or canonical (a canonical file or folder of them)."
+        ),
+    ],
     source: Annotated[Path, typer.Argument(help="Source file or folder.")],
     out: Annotated[Path, typer.Option(help="Canonical CSV to write.")],
     test_fraction: Annotated[

@@ -188,12 +188,13 @@ def judge_store(
         if judge.malformed:
             report.notes.append(f"{judge.malformed} malformed verdicts were asked again")
     if judge is not None and labels and all(correct is None for correct, _ in labels.values()):
+        (why, times), *_ = Counter(reason for _, reason in labels.values()).most_common(1)
         said = (judge.last_malformed or "").strip().replace("\n", " ")
-        example = f"; its last reply began: {said[:160]!r}" if said else ""
+        example = f"; a reply that was not a verdict began: {said[:160]!r}" if said else ""
         raise ConfigError(
-            f"the judge gave no known label: nothing to write. {judge.name} never gave the JSON verdict it was "
-            f"asked for ({judge.malformed} malformed replies){example}. Choose a judge model that follows "
-            "instructions (--judge-model), or judge with --judge reference or vote"
+            f"the judge gave no known label: nothing to write. The most common reason ({times} of "
+            f"{len(labels)}): {why}{example}. Choose a judge model that follows instructions (--judge-model), "
+            "or judge with --judge reference or vote"
         )
     data = labelled_data(store, labels)
     if test_fraction is not None:
