@@ -64,7 +64,10 @@ def test_serve_banner_names_pool_checkpoint_models_and_urls(
     assert "serving:    http://127.0.0.1:8123/v1 (OpenAI: /v1/chat/completions; Anthropic: /v1/messages)" in lines
     assert "playground: http://127.0.0.1:8123/" in lines
     warnings = check_keys(pool, settings)
-    assert len(warnings) == 3 and "LADDER_TEST_UNSET_KEY is not set" in warnings[0]
+    assert warnings == [
+        "LADDER_TEST_UNSET_KEY is not set (upstream.api_key_env of small, large, judge): requests to them "
+        "would go without an Authorization header"
+    ]
     strict = load_settings(None, pool=pool_file, auth_disabled=True, production=True)
     with pytest.raises(ConfigError, match=r"production mode: 3 pool model\(s\) have no key"):
         check_keys(pool, strict)

@@ -103,7 +103,7 @@ class Shell:
                 assert child.poll() is None, f"`{shlex.join(argv)}` exited:\n{log.read_text()}"
                 assert time.monotonic() < deadline, f"the gateway did not start:\n{log.read_text()}"
                 try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                         break
                 except httpx.TransportError:
                     time.sleep(0.2)

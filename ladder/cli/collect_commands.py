@@ -285,8 +285,9 @@ def judge(
     answers.close()
     result = report.to_dict()
     table = Table(title=f"Labels by {report.judge}")
-    for column in ("model", "labelled", "unknown", "failed answers (not judged)", "accuracy"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    _model_column(table, list(result["models"]))
+    for column in ("labelled", "unknown", "failed (not judged)", "accuracy"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name, row in result["models"].items():
         accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
         table.add_row(name, str(row["labelled"]), str(row["unknown"]), str(row["failed_answers_not_judged"]), accuracy)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 from typer.core import TyperOption
 
 _typer_display_type_rich = TyperOption.display_type_rich
 
 
-def _display_type_rich(self: TyperOption, ctx: click.Context) -> str | None:
+def _display_type_rich(self: TyperOption, ctx: Any) -> str | None:
     if self.is_flag or self.count:
         return None
     return _typer_display_type_rich(self, ctx)

@@ -31,7 +31,10 @@ def latency(
     measured = measured_latency(AnswerStore(store, create=False))
     if not measured:
         raise ConfigError(f"{store}: no successful answers to learn latency from")
-    table = Table("model", "answers", "streamed", "TTFT ms", "tokens/s", title="latency per model")
+    table = Table(title="latency per model")
+    table.add_column("model", no_wrap=True, min_width=max(len(m.model) for m in measured))
+    for column in ("answers", "streamed", "TTFT ms", "tokens/s"):
+        table.add_column(column, justify="right", no_wrap=True)
     for m in measured:
         row = m.to_dict()
         speed = "unknown" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.1f}"

@@ -35,9 +35,9 @@ def serve(
     warnings = check_keys(loaded, settings)
     sock = bind(settings)
     for line in banner(loaded, settings, int(sock.getsockname()[1])):
-        stderr.print(line, highlight=False, markup=False)
+        stderr.print(line, highlight=False, markup=False, soft_wrap=True)
     for warning in warnings:
-        stderr.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        stderr.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     run(settings, sock)
 
 

@@ -19,12 +19,6 @@ class MissingKey:
     model: str
     variable: str
 
-    def __str__(self) -> str:
-        return (
-            f"model {self.model}: its key variable {self.variable} is not set (upstream.api_key_env); its "
-            "requests would go without an Authorization header"
-        )
-
 
 def missing_keys(pool: PoolConfig) -> list[MissingKey]:
     """The pool models whose key variable is named but unset or empty."""
@@ -36,15 +30,22 @@ def missing_keys(pool: PoolConfig) -> list[MissingKey]:
 
 
 def check_keys(pool: PoolConfig, settings: Settings) -> list[str]:
-    """Warnings for unset key variables; in production mode, a refusal to start."""
+    """One warning per unset key variable, naming its models; in production mode, a refusal to start."""
     missing = missing_keys(pool)
     if missing and settings.production:
-        names = ", ".join(k.variable for k in missing)
+        names = ", ".join(sorted({k.variable for k in missing}))
         raise ConfigError(
             f"production mode: {len(missing)} pool model(s) have no key ({names} unset); set them, or remove "
             "upstream.api_key_env from models that need none"
         )
-    return [str(k) for k in missing]
+    by_variable: dict[str, list[str]] = {}
+    for key in missing:
+        by_variable.setdefault(key.variable, []).append(key.model)
+    return [
+        f"{variable} is not set (upstream.api_key_env of {', '.join(models)}): requests to "
+        f"{'it' if len(models) == 1 else 'them'} would go without an Authorization header"
+        for variable, models in by_variable.items()
+    ]
 
 
 def bind(settings: Settings) -> socket.socket:
