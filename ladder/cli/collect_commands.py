@@ -34,7 +34,7 @@ def _spend_progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
     """A bar with ETA and the running cost on a terminal; a line every 10 s in a log."""
     if stderr.is_terminal:
         columns = (
-            TextColumn(label),
+            TextColumn(f"{label}: calls"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("${task.fields[cost]:.4f}"),
