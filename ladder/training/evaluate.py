@@ -302,8 +302,10 @@ def verdict(report: dict[str, Any]) -> list[str]:
             f"${held['cost_per_1k']:.4g}/1K"
             + (f"; pool file routing.cascade: {json.dumps(plan['gateway'])}" if "gateway" in plan else "")
         )
+    by_reason: dict[str, list[str]] = {}
     for section, why in report.get("left_out", {}).items():
-        lines.append(f"left out: {section}: {why}")
+        by_reason.setdefault(why, []).append(section)
+    lines += [f"left out: {', '.join(sections)}: {why}" for why, sections in by_reason.items()]
     return lines
 
 

@@ -43,6 +43,7 @@ def out_of_fold_p(
     cache = ladder_home() / "cache" / "oof" / f"{digest.hexdigest()[:32]}.npy"
     if cache.is_file():
         return np.asarray(np.load(cache, allow_pickle=False), dtype=np.float32)
+
     def refit(stage: str, done: int, total: int) -> None:
         if progress is not None:
             progress(f"refit on training rows, to tune on (cached after): {stage}", done, total)
