@@ -111,7 +111,9 @@ def test_evaluate_reports_every_baseline_on_held_out_rows(workdir: Path) -> None
     assert report["router"][0]["tolerance"] == 0.0
     costs = [p["cost_per_1k"] for p in report["router"]]
     assert costs[0] >= costs[-1]  # climbing down the ladder never costs more
-    assert report["recommended"]["tolerance"] == Checkpoint.load(workdir / "ckpt").manifest.recommended.tolerance
+    assert (
+        report["recommended"]["tolerance"] == Checkpoint.load(workdir / "ckpt").manifest.recommended.tolerance
+    )
     assert {"apgr", "cpt50", "cpt80"} <= set(report["strong_weak"]["router"])
     assert "router at tolerance 0" in result.stdout
     assert (workdir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -231,7 +233,8 @@ def test_training_checks_what_it_needs_before_embedding(tmp_path: Path) -> None:
 def test_evaluate_writes_the_cascade_it_serves_as_costed_into_the_pool_file(workdir: Path) -> None:
     pool = workdir / "pool-cascade.yaml"
     pool.write_text(
-        POOL.replace("routing:\n", "routing:  # written by ladder evaluate below\n") + "# the end of the pool\n",
+        POOL.replace("routing:\n", "routing:  # written by ladder evaluate below\n")
+        + "# the end of the pool\n",
         encoding="utf-8",
     )
     report_path = workdir / "served.json"

@@ -113,7 +113,9 @@ async def drive(
     indices = itertools.count()
     outcomes: list[Outcome] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits, trust_env=False, headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60.0, limits=limits, trust_env=False, headers=headers
+    ) as client:
 
         async def worker() -> None:
             while (index := next(indices)) < requests or (keep_going is not None and keep_going()):

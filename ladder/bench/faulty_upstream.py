@@ -160,7 +160,9 @@ class RawUpstream:
     def __enter__(self) -> RawUpstream:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -194,7 +196,9 @@ class RawUpstream:
         upstream_model = str(body.get("model", model))
         if mode in ("reset", "reset-stream"):
             if mode == "reset-stream" and stream:
-                writer.write(_head(200, "OK", {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
+                writer.write(
+                    _head(200, "OK", {"content-type": "text/event-stream", "transfer-encoding": "chunked"})
+                )
                 for event in _events(upstream_model, crlf=False)[:2]:
                     writer.write(_chunked(event))
                 await writer.drain()
@@ -218,7 +222,9 @@ class RawUpstream:
             await writer.drain()
         if stream:
             crlf = mode == "crlf"
-            writer.write(_head(200, "OK", {"content-type": "text/event-stream", "transfer-encoding": "chunked"}))
+            writer.write(
+                _head(200, "OK", {"content-type": "text/event-stream", "transfer-encoding": "chunked"})
+            )
             for event in _events(upstream_model, crlf):
                 if crlf:  # split every CRLF between two reads
                     for part in event.split(b"\n"):

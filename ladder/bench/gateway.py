@@ -128,7 +128,9 @@ def _sequential_rps(encoder: OnnxEncoder, ids: np.ndarray, mask: np.ndarray, rep
     return len(ids) / float(np.median(timings))
 
 
-def _parallel_rps(encoder: OnnxEncoder, ids: np.ndarray, mask: np.ndarray, repeats: int, workers: int) -> float:
+def _parallel_rps(
+    encoder: OnnxEncoder, ids: np.ndarray, mask: np.ndarray, repeats: int, workers: int
+) -> float:
     def run() -> None:
         for _ in range(repeats):
             encoder.embed_ids(ids, mask)
@@ -141,7 +143,9 @@ def _parallel_rps(encoder: OnnxEncoder, ids: np.ndarray, mask: np.ndarray, repea
         return workers * repeats * len(ids) / (time.perf_counter() - started)
 
 
-def encoder_batched_rps(router: Router, batch_sizes: tuple[int, ...] = (8, 16, 32, 64), repeats: int = 5) -> float:
+def encoder_batched_rps(
+    router: Router, batch_sizes: tuple[int, ...] = (8, 16, 32, 64), repeats: int = 5
+) -> float:
     """The bare encoder's best throughput on copies of the prompt: the machine's limit for scoring.
 
     The best over batch sizes, over three ways to use the cores (one call at a time with ONNX Runtime's
@@ -156,7 +160,9 @@ def encoder_batched_rps(router: Router, batch_sizes: tuple[int, ...] = (8, 16, 3
     workers = available_cpus()
     best = 0.0
     for threads, per_row in itertools.product((None, 1), sorted({scorer.encoder.per_row, False})):
-        encoder = OnnxEncoder(scorer.encoder.directory, scorer.encoder.variant, threads=threads, per_row=per_row)
+        encoder = OnnxEncoder(
+            scorer.encoder.directory, scorer.encoder.variant, threads=threads, per_row=per_row
+        )
         for size in batch_sizes:
             ids = np.repeat(encoded.input_ids, size, axis=0)
             mask = np.repeat(encoded.attention_mask, size, axis=0)
@@ -235,7 +241,9 @@ def bench_gateway(
         capacity = load.counts()["ok"] / load.seconds if load.seconds else 0.0
         rate = max(1.0, open_fraction * capacity)
         open_requests = max(1, round(rate * open_seconds))
-        open_bound_s = 1.5 * open_seconds  # Poisson arrivals: the last is due near open_seconds, rarely past this
+        open_bound_s = (
+            1.5 * open_seconds
+        )  # Poisson arrivals: the last is due near open_seconds, rarely past this
         offered = run_async(
             open_loop(gateway_url, body, rate, open_requests, open_bound_s, open_max_in_flight, "poisson")
         )

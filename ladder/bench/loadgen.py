@@ -121,7 +121,9 @@ def session(connections: int, timeout_s: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
-async def sequential(url: str, body: bytes, requests: int, warmup: int = 20, timeout_s: float = 30) -> LoadResult:
+async def sequential(
+    url: str, body: bytes, requests: int, warmup: int = 20, timeout_s: float = 30
+) -> LoadResult:
     """One client sending ``requests`` requests one after another (after ``warmup`` unrecorded ones)."""
     result = LoadResult()
     async with session(1, timeout_s) as client:
@@ -136,7 +138,9 @@ async def sequential(url: str, body: bytes, requests: int, warmup: int = 20, tim
     return result
 
 
-async def closed_loop(url: str, body: bytes, clients: int, requests: int, timeout_s: float = 30) -> LoadResult:
+async def closed_loop(
+    url: str, body: bytes, clients: int, requests: int, timeout_s: float = 30
+) -> LoadResult:
     """``clients`` clients, each sending its next request once its last is answered; ``requests`` in all."""
     result = LoadResult()
     remaining = requests

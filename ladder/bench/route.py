@@ -63,7 +63,9 @@ def bench_route(pool: PoolConfig, repeats: int = 200, variants: bool = True) -> 
             "decision_p50_ms": round(float(np.percentile(decision, 50)), 3),
             "decision_p99_ms": round(float(np.percentile(decision, 99)), 3),
             "encoder_p50_ms": round(float(np.percentile(encoder, 50)), 3),
-            "decision_over_encoder": round(float(np.percentile(decision, 50) / np.percentile(encoder, 50)), 3),
+            "decision_over_encoder": round(
+                float(np.percentile(decision, 50) / np.percentile(encoder, 50)), 3
+            ),
         }
     if variants:
         result["batched"] = {

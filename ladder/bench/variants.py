@@ -40,7 +40,9 @@ def mixed_prompts(count: int = 64, seed: int = 0) -> list[str]:
     ]
 
 
-def _throughput(encoders: dict[str, OnnxEncoder], texts: list[str], batch_size: int, repeats: int) -> dict[str, float]:
+def _throughput(
+    encoders: dict[str, OnnxEncoder], texts: list[str], batch_size: int, repeats: int
+) -> dict[str, float]:
     """Prompts per second of each encoder on ``texts`` in length-sorted batches (least padding when batched),
     the ways taking turns so that machine noise hits them alike."""
     timings: dict[str, list[float]] = {name: [] for name in encoders}

@@ -26,7 +26,9 @@ from rich.table import Table
 from ladder.cli.output import write_text
 from ladder.cli.progress import LOG_EVERY_SECONDS, stderr
 
-StoreOption = Annotated[str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")]
+StoreOption = Annotated[
+    str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")
+]
 
 
 @contextmanager
@@ -82,7 +84,9 @@ def _model_column(table: Table, names: list[str]) -> None:
 
 
 def _estimate_table(result: dict[str, Any]) -> Table:
-    table = Table(title=f"Dry-run estimate: {result['questions']} questions (sample of {result['sample_questions']})")
+    table = Table(
+        title=f"Dry-run estimate: {result['questions']} questions (sample of {result['sample_questions']})"
+    )
     _model_column(table, [row["model"] for row in result["models"]])
     for column in ("calls", "left", "in tok", "out tok", "cost $", "left $", "s/call", "time"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -151,7 +155,9 @@ def collect(
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each call.")] = 512,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per call attempt.")] = 120.0,
     retries: Annotated[int, typer.Option(min=0, help="Retries of a failed call (5xx, 429, timeout).")] = 4,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report or estimate here.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report or estimate here.")
+    ] = None,
 ) -> None:
     """Ask every question of every pool model and store the answers (resumable: re-run to continue)."""
     from ladder.core.pool import load_pool
@@ -197,7 +203,9 @@ def collect(
                 )
             )
     except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted:[/yellow] every answer received is stored; run the same command to continue")
+        stderr.print(
+            "[yellow]interrupted:[/yellow] every answer received is stored; run the same command to continue"
+        )
         sys.exit(130)
     result: dict[str, Any] = report.to_dict()
     table, reasons = _report_table(result)
@@ -247,8 +255,12 @@ def judge(
     allow_self_judge: Annotated[
         bool, typer.Option("--allow-self-judge", help="llm: let a pool participant judge.")
     ] = False,
-    pairwise: Annotated[bool, typer.Option("--pairwise", help="llm: compare answers in pairs, both orders.")] = False,
-    graded: Annotated[bool, typer.Option("--graded", help="llm: a score in [0, 1], not right/wrong.")] = False,
+    pairwise: Annotated[
+        bool, typer.Option("--pairwise", help="llm: compare answers in pairs, both orders.")
+    ] = False,
+    graded: Annotated[
+        bool, typer.Option("--graded", help="llm: a score in [0, 1], not right/wrong.")
+    ] = False,
     test_fraction: Annotated[
         float | None, typer.Option(help="Add a split column: this share of question ids becomes 'test'.")
     ] = None,
@@ -290,7 +302,9 @@ def judge(
         table.add_column(column, justify="right", no_wrap=True)
     for name, row in result["models"].items():
         accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-        table.add_row(name, str(row["labelled"]), str(row["unknown"]), str(row["failed_answers_not_judged"]), accuracy)
+        table.add_row(
+            name, str(row["labelled"]), str(row["unknown"]), str(row["failed_answers_not_judged"]), accuracy
+        )
     stderr.print(table)
     for note in report.notes:
         stderr.print(f"note: {note}", highlight=False, markup=False)

@@ -30,7 +30,9 @@ def export(
         FlavourChoice,
         typer.Option(help="gpu: onnxruntime backend + TensorRT; cpu: python-backend ONNX Runtime."),
     ] = FlavourChoice.gpu,
-    int8: Annotated[bool, typer.Option("--int8/--fp32", help="cpu flavour: the int8 (per-channel) encoder.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8/--fp32", help="cpu flavour: the int8 (per-channel) encoder.")
+    ] = False,
     out: Annotated[Path, typer.Option(help="Triton model repository to write.")] = DEFAULT_REPOSITORY,
     max_batch: Annotated[int, typer.Option(min=1, max=1024, help="max_batch_size of every model.")] = 64,
     queue_delay_us: Annotated[

@@ -13,11 +13,15 @@ from ladder.cli.progress import stderr
 
 
 def latency(
-    store: Annotated[str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")],
+    store: Annotated[
+        str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")
+    ],
     pool: Annotated[
         Path | None, typer.Option(help="Pool file whose models' `latency:` entries to set (with --write).")
     ] = None,
-    write: Annotated[bool, typer.Option("--write", help="Write the measured `latency:` entries into --pool.")] = False,
+    write: Annotated[
+        bool, typer.Option("--write", help="Write the measured `latency:` entries into --pool.")
+    ] = False,
 ) -> None:
     """Median time to first token and decode speed per model; the gateway starts from them (live
     measurements move them on)."""

@@ -58,7 +58,9 @@ def setup(
 @app.command()
 def route(
     prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
-    tolerance: Annotated[float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")] = None,
+    tolerance: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Pin one pool model.")] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated allowed subset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
@@ -88,7 +90,9 @@ def route(
     typer.echo(f"why:   {decision.reason}")
     if decision.threshold is not None:
         typer.echo(f"threshold: {decision.threshold:.3f} (tolerance {decision.tolerance:g})")
-    typer.echo(f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}")
+    typer.echo(
+        f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}"
+    )
     for c in sorted(decision.candidates, key=lambda c: c.expected_cost_usd):
         mark = "->" if c.name == decision.model else ("  " if c.eligible else " x")
         typer.echo(f" {mark} {c.name:32s} P={c.p_correct:.3f}  ${c.expected_cost_usd * 1000:.4f}/1K requests")
@@ -127,7 +131,9 @@ def train(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
     pool: Annotated[Path | None, typer.Option(help="Pool file: train for its models, price with it.")] = None,
     encoder: str = "multilingual-e5-small",
-    split: Annotated[str | None, typer.Option(help="Train on rows with this split (when the data has one).")] = "train",
+    split: Annotated[
+        str | None, typer.Option(help="Train on rows with this split (when the data has one).")
+    ] = "train",
     seed: int = 0,
     members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
     pca_dims: Annotated[int, typer.Option(min=2)] = 128,
@@ -149,7 +155,9 @@ def train(
     from ladder.training.triton_embed import embed_for_training
 
     dataset = read_canonical(data)
-    spec = TrainingSpec(encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims))
+    spec = TrainingSpec(
+        encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims)
+    )
     with (
         stage_progress() as progress,
         embed_for_training(embed_with, encoder, spec.variant, spec.max_tokens, progress) as (variant, embed),

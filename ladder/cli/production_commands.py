@@ -71,7 +71,9 @@ def export_traffic(
         raise DataError("--feedback: the traffic database holding the outcomes is required")
     try:
         decisions = load_decisions(audit or [], db, window_start(since))
-        data, summary = run(decisions, list(db.iter_outcomes()), _pool(pool), test_fraction, _sources(sources))
+        data, summary = run(
+            decisions, list(db.iter_outcomes()), _pool(pool), test_fraction, _sources(sources)
+        )
     finally:
         db.close()
     write_canonical(data, out)
@@ -86,7 +88,9 @@ def report(
         list[Path] | None,
         typer.Option(help="Reference audit log(s) (default: the checkpoint's calibration sample)."),
     ] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Reference checkpoint (default: the pool's).")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Reference checkpoint (default: the pool's).")
+    ] = None,
     pool: PoolOption = None,
     since: SinceOption = None,
     bucket: Annotated[str, typer.Option(help="Time bucket: hour or day.")] = "day",
@@ -118,7 +122,9 @@ def report(
         raise DataError("give the decisions to report on: --audit FILE and/or --feedback DB")
     db = _open_db(feedback)
     try:
-        decisions = sorted(load_decisions(audit or [], db, window_start(since)).values(), key=lambda r: r.time)
+        decisions = sorted(
+            load_decisions(audit or [], db, window_start(since)).values(), key=lambda r: r.time
+        )
     finally:
         if db is not None:
             db.close()
@@ -150,7 +156,8 @@ def report(
         f"for the baseline model{f' ({saved:.0%} saved)' if saved is not None else ''}"
     )
     typer.echo(
-        f"shares moved {drift['share_tvd']:.3f} (TV), max PSI {drift['max_psi']:.3f}, max KS {drift['max_ks']:.3f}"
+        f"shares moved {drift['share_tvd']:.3f} (TV), max PSI {drift['max_psi']:.3f}, "
+        f"max KS {drift['max_ks']:.3f}"
     )
     for reason in drift["reasons"]:
         typer.echo(("DRIFT: " if drift["drifted"] else "") + reason)
@@ -183,9 +190,13 @@ def retrain(
         typer.Option("--data", help="Base training rows (default: the serving checkpoint's training files)."),
     ] = None,
     since: SinceOption = "24h",
-    test_fraction: Annotated[float, typer.Option(help="Share of traffic questions held out to judge on.")] = 0.2,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of traffic questions held out to judge on.")
+    ] = 0.2,
     objective: Annotated[str, typer.Option(help="brier, log-loss, auc or accuracy.")] = "brier",
-    margin: Annotated[float, typer.Option(help="Promote only when the candidate is better by this much.")] = 0.0,
+    margin: Annotated[
+        float, typer.Option(help="Promote only when the candidate is better by this much.")
+    ] = 0.0,
     min_labels: Annotated[int, typer.Option(min=1, help="Held-out labels needed to decide at all.")] = 30,
     work: Annotated[Path | None, typer.Option(help="Folder for the exported traffic CSVs.")] = None,
     seed: int = 0,
@@ -244,7 +255,9 @@ def retrain(
     if base_files and all(p.is_file() for p in base_files):
         base = training_rows(read_canonical(base_files), "train" if not data else None)
     elif base_files:
-        stderr.print("[yellow]the serving checkpoint's training files are gone: training on traffic only[/yellow]")
+        stderr.print(
+            "[yellow]the serving checkpoint's training files are gone: training on traffic only[/yellow]"
+        )
     candidate_dir = target.parent / f".{target.name}.candidate-{stamp}"
     files = [*(str(p) for p in base_files if base is not None), str(traffic_csv)]
     try:

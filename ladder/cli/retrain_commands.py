@@ -25,14 +25,18 @@ def onboard(
         Path, typer.Option(help="Canonical CSV: the new model's labels (with --suggest: the training data).")
     ],
     out: Annotated[Path | None, typer.Option(help="Checkpoint folder to write (with the new model).")] = None,
-    model: Annotated[str | None, typer.Option(help="The new model (default: the one the checkpoint lacks).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="The new model (default: the one the checkpoint lacks).")
+    ] = None,
     suggest: Annotated[
         int | None, typer.Option(min=1, help="Instead: pick this many probe questions from --data.")
     ] = None,
     questions: Annotated[
         Path | None, typer.Option(help="With --suggest: the questions file to write (JSONL id, question).")
     ] = None,
-    split: Annotated[str | None, typer.Option(help="With --suggest: draw from rows with this split.")] = "train",
+    split: Annotated[
+        str | None, typer.Option(help="With --suggest: draw from rows with this split.")
+    ] = "train",
     seed: int = 0,
     pca_dims: Annotated[
         int, typer.Option(min=0, help="Principal components of the embedding added to the features.")
@@ -44,7 +48,9 @@ def onboard(
     eval_data: Annotated[
         Path | None, typer.Option(help="Held-out canonical rows (every model): report the curve with it.")
     ] = None,
-    pool: Annotated[Path | None, typer.Option(help="With --eval-data: the pool file, with the new model.")] = None,
+    pool: Annotated[
+        Path | None, typer.Option(help="With --eval-data: the pool file, with the new model.")
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the summary here.")] = None,
 ) -> None:
     """Add a model to a trained router from a small labelled sample; or suggest the probes to label."""
@@ -114,7 +120,11 @@ def _held_out(checkpoint: Path, data: Path, pool: Path | None, model: str) -> di
         inputs = evaluation_inputs(loaded, rows, pool_config, None, progress)
     rec = loaded.manifest.recommended
     report = build_report(inputs, rec.tolerance if rec else None)
-    name = next((m.name for m in pool_config.models if m.checkpoint_label == model), model) if pool_config else model
+    name = (
+        next((m.name for m in pool_config.models if m.checkpoint_label == model), model)
+        if pool_config
+        else model
+    )
     for line in report["verdict"]:
         stderr.print(line, markup=False, highlight=False)
     return {
@@ -136,7 +146,11 @@ def _suggest(base: Any, dataset: Any, n: int, questions: Path, split: str | None
 
     rows = training_rows(dataset, split)
     present = [m for m in base.models if m in rows.models]
-    labels = rows.labels[:, [rows.models.index(m) for m in present]] if present else np.full((len(rows), 0), np.nan)
+    labels = (
+        rows.labels[:, [rows.models.index(m) for m in present]]
+        if present
+        else np.full((len(rows), 0), np.nan)
+    )
     enc = base.manifest.encoder
     max_tokens = int(base.manifest.training.settings.get("max_tokens", 512))
     with stage_progress() as progress:
@@ -152,7 +166,9 @@ def _suggest(base: Any, dataset: Any, n: int, questions: Path, split: str | None
 def calibrate(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
     data: Annotated[Path, typer.Option(help="Canonical CSV: the labelled calibration sample.")],
-    target: Annotated[str, typer.Option(help="priciest-share=0.3 | cost-per-1k=0.5 | relative-accuracy=0.98")],
+    target: Annotated[
+        str, typer.Option(help="priciest-share=0.3 | cost-per-1k=0.5 | relative-accuracy=0.98")
+    ],
     pool: Annotated[Path | None, typer.Option(help="Pool file for models and prices.")] = None,
     write: Annotated[bool, typer.Option("--write", help="Put the tolerance into the pool file.")] = False,
     split: Annotated[str | None, typer.Option(help="Use rows with this split (when present).")] = "test",

@@ -171,7 +171,9 @@ def second_opinion_order(eligible: Sequence[Candidate], answering: str, named: s
     return sorted(others, key=lambda c: (c.name != named, *by_price(c)))
 
 
-def escalation_target(eligible: Sequence[Candidate], current: Candidate, named: str | None) -> Candidate | None:
+def escalation_target(
+    eligible: Sequence[Candidate], current: Candidate, named: str | None
+) -> Candidate | None:
     """Where ``unsure_gap`` escalates ``current``'s answer: the named model (``escalate_to``) if eligible,
     else the likeliest one; None when that is ``current`` itself (its answer is kept)."""
     target = next((c for c in eligible if c.name == named), None) or likeliest(eligible)

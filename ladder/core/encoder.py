@@ -258,12 +258,16 @@ class OnnxEncoder:
     def dim(self) -> int:
         return self.info.dim
 
-    def embed_ids(self, input_ids: NDArray[np.integer], attention_mask: NDArray[np.integer]) -> NDArray[np.float32]:
+    def embed_ids(
+        self, input_ids: NDArray[np.integer], attention_mask: NDArray[np.integer]
+    ) -> NDArray[np.float32]:
         """Embeddings float32 [n, dim] of a tokenized batch (int [n, seq] ids and mask)."""
         ids = np.asarray(input_ids)
         mask = np.asarray(attention_mask)
         if ids.ndim != 2 or ids.shape != mask.shape:
-            raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must be equal 2-D shapes")
+            raise ValueError(
+                f"input_ids {ids.shape} and attention_mask {mask.shape} must be equal 2-D shapes"
+            )
         if not (np.issubdtype(ids.dtype, np.integer) and np.issubdtype(mask.dtype, np.integer)):
             raise ValueError("input_ids and attention_mask must be integer arrays")
         if ids.shape[1] > self.info.max_tokens:

@@ -86,7 +86,9 @@ def _exclusions(names: Sequence[str], options: DecisionOptions) -> dict[str, str
     asked = set(options.allowed or ()) | ({options.pinned} if options.pinned else set())
     unknown = sorted(asked - known)
     if unknown:
-        raise UnknownModelError(f"unknown model(s) {', '.join(map(repr, unknown))}; the pool has {sorted(known)}")
+        raise UnknownModelError(
+            f"unknown model(s) {', '.join(map(repr, unknown))}; the pool has {sorted(known)}"
+        )
     excluded = dict(options.excluded)
     for name in names:
         if options.allowed is not None and name not in options.allowed:
@@ -105,7 +107,11 @@ def decide(p_correct: Mapping[str, float], costs: Mapping[str, float], options: 
         reasons = "; ".join(f"{n}: {excluded[n]}" for n in names)
         raise NoEligibleModelError(f"no model qualifies for this request ({reasons})")
 
-    policy = PolicyName.ARGMAX if options.tolerance == 0 and options.policy is PolicyName.CHEAPEST else options.policy
+    policy = (
+        PolicyName.ARGMAX
+        if options.tolerance == 0 and options.policy is PolicyName.CHEAPEST
+        else options.policy
+    )
     threshold: float | None = None
     if options.pinned is not None:
         chosen = options.pinned
@@ -171,7 +177,9 @@ def choose_batch(p_correct: np.ndarray, costs: np.ndarray, tolerance: float) -> 
     return np.asarray(tie_break.argmin(axis=1))
 
 
-def budget_tolerance(reference_p: np.ndarray, costs: np.ndarray, budget_per_request: float, steps: int = 201) -> float:
+def budget_tolerance(
+    reference_p: np.ndarray, costs: np.ndarray, budget_per_request: float, steps: int = 201
+) -> float:
     """The smallest tolerance whose mean cost over reference traffic stays within the budget."""
     for tolerance in np.linspace(0.0, 1.0, steps):
         chosen = choose_batch(reference_p, costs, float(tolerance))

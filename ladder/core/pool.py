@@ -93,7 +93,9 @@ class RoutingDefaults(Strict):
     encoder_variant: Literal["fp32", "int8"] = "int8"
     batch_invariant: bool = Field(
         default=True,
-        description=("Scores never depend on what a prompt is batched with (per-tensor int8 graphs run prompts alone)"),
+        description=(
+            "Scores never depend on what a prompt is batched with (per-tensor int8 graphs run prompts alone)"
+        ),
     )
     checkpoint: Path = Field(
         default_factory=default_checkpoint_path, description="Default: the checkpoint shipped with Ladder"
@@ -130,7 +132,9 @@ class PoolConfig(Strict):
     def _cascade_models_in_pool(self) -> PoolConfig:
         for setting, named in self.routing.cascade.named_models().items():
             if named not in self.names:
-                raise ValueError(f"routing.cascade.{setting} {named!r} is not a model of this pool {list(self.names)}")
+                raise ValueError(
+                    f"routing.cascade.{setting} {named!r} is not a model of this pool {list(self.names)}"
+                )
         return self
 
     @property

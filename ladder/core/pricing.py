@@ -77,5 +77,7 @@ class Pricing:
             try:
                 return self.pool.model(configured)
             except KeyError:
-                raise ConfigError(f"baseline_model {configured!r} is not in the pool {list(self.pool.names)}") from None
+                raise ConfigError(
+                    f"baseline_model {configured!r} is not in the pool {list(self.pool.names)}"
+                ) from None
         return max(self.pool.models, key=lambda m: self.expected_cost(m, REFERENCE_INPUT_TOKENS))

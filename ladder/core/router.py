@@ -44,10 +44,14 @@ class RoutedRequest:
 class Router:
     """Scores prompts with a checkpoint and decides with the pool's prices, read at decision time."""
 
-    def __init__(self, pool: PoolConfig, checkpoint: Checkpoint, tokenizer: Tokenizer, scorer: Scorer) -> None:
+    def __init__(
+        self, pool: PoolConfig, checkpoint: Checkpoint, tokenizer: Tokenizer, scorer: Scorer
+    ) -> None:
         checkpoint.require_models([m.checkpoint_label for m in pool.models])
         if tuple(scorer.labels) != checkpoint.models:
-            raise CheckpointError(f"scorer labels {scorer.labels} differ from checkpoint models {checkpoint.models}")
+            raise CheckpointError(
+                f"scorer labels {scorer.labels} differ from checkpoint models {checkpoint.models}"
+            )
         self.pool = pool
         self.checkpoint = checkpoint
         self.tokenizer = tokenizer
@@ -91,7 +95,9 @@ class Router:
 
     def default_options(self) -> DecisionOptions:
         routing = self.pool.routing
-        return DecisionOptions(policy=routing.policy, tolerance=routing.tolerance, cost_weight=routing.cost_weight)
+        return DecisionOptions(
+            policy=routing.policy, tolerance=routing.tolerance, cost_weight=routing.cost_weight
+        )
 
     def pool_scores(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """P(correct) for the pool's models, in pool order: [batch, pool models]."""
@@ -136,7 +142,9 @@ class Router:
         scores = self.pool_scores(encoded.input_ids, encoded.attention_mask)
         tokens = list(input_tokens) if input_tokens is not None else [estimate_tokens(t) for t in texts]
         results = []
-        for row, text_tokens, length, truncated in zip(scores, tokens, encoded.lengths, encoded.truncated, strict=True):
+        for row, text_tokens, length, truncated in zip(
+            scores, tokens, encoded.lengths, encoded.truncated, strict=True
+        ):
             decision = self.decide_scores(row, text_tokens, options)
             results.append(
                 RoutedRequest(

@@ -121,7 +121,9 @@ class TrafficDB:
 
     def decision(self, request_id: str) -> DecisionRow | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.decisions).where(self.decisions.c.request_id == request_id)).first()
+            row = conn.execute(
+                sa.select(self.decisions).where(self.decisions.c.request_id == request_id)
+            ).first()
         return None if row is None else _decision(row)
 
     def add_outcome(self, outcome: OutcomeRow) -> None:

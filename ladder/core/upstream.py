@@ -214,7 +214,9 @@ class UpstreamClient:
         ``timeout_s``); a stream's later reads each get ``timeout_s``.
         """
         first_byte_s = min(first_byte_s or timeout_s, timeout_s)
-        timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, first_byte_s), pool=first_byte_s)
+        timeout = httpx.Timeout(
+            timeout_s, connect=min(self.connect_timeout_s, first_byte_s), pool=first_byte_s
+        )
         request = self._client.build_request(
             "POST",
             self._url(spec),
@@ -232,7 +234,9 @@ class UpstreamClient:
                     events = EventSource(response).aiter_sse()
                     first = await anext(events, None)
                     if first is None:
-                        raise UpstreamError(f"upstream for {spec.name} ended its stream at once", "empty stream")
+                        raise UpstreamError(
+                            f"upstream for {spec.name} ended its stream at once", "empty stream"
+                        )
                     return UpstreamReply(response, b"", None, _chain(first, events))
                 limit.reschedule(started + timeout_s)  # the headers came: the body within the attempt
                 data = await response.aread()

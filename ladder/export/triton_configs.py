@@ -66,7 +66,10 @@ def encoder_identity(name: str, source: str, dim: int, variant: str, engine: str
 def _batching(shape: RepoShape) -> str:
     sizes = ", ".join(str(s) for s in PREFERRED_BATCH[shape.flavour] if s <= shape.max_batch)
     return (
-        f"dynamic_batching {{\n  preferred_batch_size: [ {sizes} ]\n  max_queue_delay_microseconds: {shape.delay}\n}}\n"
+        "dynamic_batching {\n"
+        f"  preferred_batch_size: [ {sizes} ]\n"
+        f"  max_queue_delay_microseconds: {shape.delay}\n"
+        "}\n"
     )
 
 
@@ -170,7 +173,9 @@ def _step(model: str, inputs: Sequence[str], outputs: Sequence[str]) -> str:
 def ensemble_config(shape: RepoShape, name: str, from_text: bool) -> str:
     """``router`` (ids → ``p_correct``) or ``router_text`` (raw text → ``p_correct``)."""
     ids = ("input_ids", "attention_mask")
-    inputs = [_tensor("text", "TYPE_STRING", [1])] if from_text else [_tensor(n, "TYPE_INT64", [-1]) for n in ids]
+    inputs = (
+        [_tensor("text", "TYPE_STRING", [1])] if from_text else [_tensor(n, "TYPE_INT64", [-1]) for n in ids]
+    )
     out = _tensor("p_correct", "TYPE_FP32", [shape.models], ' label_filename: "labels.txt"')
     steps = [_step("encoder", ids, ["embedding"]), _step("head", ["embedding"], ["p_correct"])]
     if from_text:

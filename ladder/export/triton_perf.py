@@ -98,7 +98,9 @@ def _perf_point(
         command = [str(binary), *(part for item in options.items() for part in item)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60 + 8 * seconds)
         if done.returncode != 0 or not report.is_file():
-            raise LadderError(f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            raise LadderError(
+                f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
         row = next(csv.DictReader(io.StringIO(report.read_text())))
     return {
         "throughput_per_s": float(row["Inferences/Second"]),
@@ -189,7 +191,9 @@ def run_benchmark(
                     log(f"{tokens} tokens, concurrency {concurrency}: perf_analyzer, then in-process")
                     triton = run_perf_analyzer(server.grpc_url, ids, mask, concurrency, seconds)
                     local = run_in_process(scorer, ids, mask, concurrency, seconds)
-                    points.append({"tokens": tokens, "concurrency": concurrency, "triton": triton, "in_process": local})
+                    points.append(
+                        {"tokens": tokens, "concurrency": concurrency, "triton": triton, "in_process": local}
+                    )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report: dict[str, Any] = {

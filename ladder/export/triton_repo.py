@@ -101,7 +101,9 @@ def _portable_encoder(directory: Path, info: EncoderInfo, dst: Path) -> None:
 
     hf_dir = directory / "hf"
     if not (hf_dir / "config.json").is_file():
-        raise ExportError(f"{directory}: the gpu flavour needs the Hugging Face folder hf/ (rebuild with --force)")
+        raise ExportError(
+            f"{directory}: the gpu flavour needs the Hugging Face folder hf/ (rebuild with --force)"
+        )
     module = PooledEncoder(load_backbone(hf_dir), pooling=info.pooling, normalize=info.normalize)
     sample = Tokenizer(directory, info=info).encode(["an example", "a somewhat longer example text"])
     inputs = {
@@ -187,7 +189,9 @@ def served_identity(
 
 
 def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log, identity: dict[str, str]) -> None:
-    command = trtexec_command(enc / "1" / "model.onnx", enc / "1" / "model.plan", shape.max_batch, shape.max_tokens)
+    command = trtexec_command(
+        enc / "1" / "model.onnx", enc / "1" / "model.plan", shape.max_batch, shape.max_tokens
+    )
     if shutil.which("trtexec") is None:
         raise ExportError(
             "--tensorrt-plan needs TensorRT's trtexec on PATH (run on the target GPU, e.g. in the Triton "
@@ -202,7 +206,9 @@ def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log, identity: dict[str, s
 def check_parity(stage: Path, reference: EmbeddedScorer, tokenizer: Tokenizer, tolerance: float) -> float:
     """Run the repository's tokenizer, encoder and head files offline; max |P - embedded P| or raise."""
     text_tok = TextTokenizer.from_dir(stage / "tokenizer" / "1")
-    encoder = OnnxRunner(stage / "encoder" / "1" / "model.onnx", ["input_ids", "attention_mask"], ["embedding"])
+    encoder = OnnxRunner(
+        stage / "encoder" / "1" / "model.onnx", ["input_ids", "attention_mask"], ["embedding"]
+    )
     head = OnnxRunner(stage / "head" / "1" / "model.onnx", ["embedding"], ["p_correct"], threads=1)
     worst = 0.0
     for text in PARITY_TEXTS:
@@ -250,7 +256,9 @@ def export_repository(
     if flavour not in ("cpu", "gpu"):
         raise ConfigError(f"flavour must be 'cpu' or 'gpu', not {flavour!r}")
     if flavour == "gpu" and int8:
-        raise ConfigError("--int8 is a CPU optimisation (dynamic int8 MatMul); the gpu flavour runs TensorRT FP16")
+        raise ConfigError(
+            "--int8 is a CPU optimisation (dynamic int8 MatMul); the gpu flavour runs TensorRT FP16"
+        )
     if tensorrt_plan and flavour != "gpu":
         raise ConfigError("--tensorrt-plan needs --flavour gpu")
     ckpt = Checkpoint.load(checkpoint)
@@ -269,7 +277,9 @@ def export_repository(
     shutil.rmtree(stage, ignore_errors=True)
     try:
         write_repository(stage, ckpt, directory, info, shape, variant, tensorrt_plan, log)
-        reference = EmbeddedScorer(OnnxEncoder(directory, variant, info=info), OnnxHead(ckpt.head_path), ckpt.models)
+        reference = EmbeddedScorer(
+            OnnxEncoder(directory, variant, info=info), OnnxHead(ckpt.head_path), ckpt.models
+        )
         tolerance = PARITY_TOLERANCE[flavour]
         if tensorrt_plan:
             worst = 0.0  # the engine only runs on the GPU it was built on; checked there by Triton's warm-up

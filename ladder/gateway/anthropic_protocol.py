@@ -199,7 +199,9 @@ def _user_messages(content: list[Any]) -> list[dict[str, Any]]:
         elif isinstance(block, DocumentBlockParam):
             parts.append({"type": "text", "text": _document_text(block)})
         elif isinstance(block, ToolResultBlockParam):
-            tool_results.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": _text(block.content)})
+            tool_results.append(
+                {"role": "tool", "tool_call_id": block.tool_use_id, "content": _text(block.content)}
+            )
     return tool_results + ([{"role": "user", "content": parts}] if parts else [])
 
 
@@ -284,7 +286,9 @@ def to_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
             arguments = None
         if not isinstance(arguments, dict):  # Anthropic's ``input`` is always an object
             arguments = {"_raw": function.get("arguments")}
-        content.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments})
+        content.append(
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
+        )
     usage = completion.get("usage") or {}
     return {
         "id": f"msg_{completion.get('id', '')}",

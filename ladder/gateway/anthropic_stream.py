@@ -51,7 +51,9 @@ class AnthropicStream:
         return named_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
-        return named_event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
+        return named_event(
+            "content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}
+        )
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         out = b""
@@ -91,5 +93,7 @@ class AnthropicStream:
         if extra:
             delta["ladder"] = extra
         return (
-            self._close() + named_event("message_delta", delta) + named_event("message_stop", {"type": "message_stop"})
+            self._close()
+            + named_event("message_delta", delta)
+            + named_event("message_stop", {"type": "message_stop"})
         )

@@ -117,7 +117,9 @@ def exclusions(pool: PoolConfig, needs: Requirements) -> dict[str, str]:
         if missing:
             out[model.name] = f"lacks {', '.join(sorted(c.value for c in missing))}"
         elif needs.input_tokens > model.context_window:
-            out[model.name] = f"prompt of ~{needs.input_tokens} tokens exceeds its {model.context_window}-token window"
+            out[model.name] = (
+                f"prompt of ~{needs.input_tokens} tokens exceeds its {model.context_window}-token window"
+            )
         elif needs.sensitive and model.locality is not Locality.ON_PREM:
             out[model.name] = "the request is sensitive: on-prem models only"
     return out

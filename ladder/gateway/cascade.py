@@ -358,7 +358,9 @@ async def create_cascade_completion(
     return JSONResponse(completion, headers=headers)
 
 
-async def held_stream(completion: Mapping[str, Any], ladder: dict[str, Any], wants_usage: bool) -> AsyncIterator[bytes]:
+async def held_stream(
+    completion: Mapping[str, Any], ladder: dict[str, Any], wants_usage: bool
+) -> AsyncIterator[bytes]:
     """The accepted answer as OpenAI chunks: per choice its whole delta, then its finish; usage if asked."""
     base = {
         "id": completion.get("id", "chatcmpl-ladder"),

@@ -164,7 +164,9 @@ class Dispatcher:
             span.set_attribute("url.full", upstream_url(spec))
             try:
                 headers = inject_context({}) if self.tracer is not None else {}
-                reply = await self.client.send(spec, body, timeout_s, stream, headers, first_byte_s=first_byte_s)
+                reply = await self.client.send(
+                    spec, body, timeout_s, stream, headers, first_byte_s=first_byte_s
+                )
             except UpstreamError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise

@@ -112,7 +112,9 @@ def error_kind(exc: BaseException) -> ErrorKind:
     if isinstance(exc, UpstreamRejectedError):
         return ErrorKind(exc.status, "invalid_request_error", "upstream_rejected")
     if isinstance(exc, StarletteHTTPException):
-        return ErrorKind(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error", None)
+        return ErrorKind(
+            exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error", None
+        )
     for cls, kind in ERROR_KINDS:
         if isinstance(exc, cls):
             return kind

@@ -128,7 +128,9 @@ class Gateway:
         self.sensitive_patterns = [re.compile(p) for p in settings.sensitive_patterns]
         self.latency = GatewayLatency(router, metrics)  # expected latency per model, for latency budgets
         self.state = state or MemoryState()  # sessions, rate limits, spend: Redis when redis_url is set
-        self.clients = ClientKeys(settings.api_keys, settings.key_profiles, settings.auth_disabled, self.names)
+        self.clients = ClientKeys(
+            settings.api_keys, settings.key_profiles, settings.auth_disabled, self.names
+        )
         self.limits = Limits(self.state, metrics, settings.redis_prefix)
         self.sessions = Sessions(
             self.state,
@@ -233,7 +235,9 @@ class Gateway:
         routing_ms = (time.perf_counter() - started) * 1000
         self.metrics.routing_latency.observe(routing_ms / 1000)
         self.metrics.decisions.labels(decision.model).inc()
-        routed = Routed(self.request_id(headers), decision, needs, scored, routing_ms, started, client, session)
+        routed = Routed(
+            self.request_id(headers), decision, needs, scored, routing_ms, started, client, session
+        )
         annotate_current_span({**genai_request_attributes(body), **decision_attributes(routed.summary())})
         return routed
 
@@ -296,7 +300,9 @@ class Gateway:
             "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
             "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
             "sensitive": routed.needs.sensitive,
-            "usage": None if usage is None else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
+            "usage": None
+            if usage is None
+            else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
             **(cost.to_dict() if cost is not None else {"cost_usd": None, "baseline_cost_usd": None}),
             "fallback": [a.to_dict() for a in dispatched.failures] if dispatched is not None else [],
             "routing_ms": round(routed.routing_ms, 3),

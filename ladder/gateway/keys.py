@@ -95,7 +95,9 @@ class ClientKeys:
         for profile in profiles:
             unknown = sorted(set(profile.models or ()) - names)
             if unknown:
-                raise ConfigError(f"key_profiles: {profile.name}: models {unknown} are not in the pool {sorted(names)}")
+                raise ConfigError(
+                    f"key_profiles: {profile.name}: models {unknown} are not in the pool {sorted(names)}"
+                )
             self.by_digest[_digest(profile.key.get_secret_value())] = Client(profile.name, profile)
         for secret in api_keys:
             value = secret.get_secret_value()
@@ -209,7 +211,9 @@ class Limits:
             self._failed("rate limit", exc)
             return 0.0
 
-    async def _totals(self, client: str, periods: tuple[Period, Period], wanted: bool) -> list[dict[str, float]]:
+    async def _totals(
+        self, client: str, periods: tuple[Period, Period], wanted: bool
+    ) -> list[dict[str, float]]:
         if not wanted:
             return [{}, {}]
         try:
@@ -254,7 +258,9 @@ class Limits:
             self._failed("usage", exc)
             totals = [{}, {}]
         profile = client.profile
-        budgets = (profile.daily_budget_usd, profile.monthly_budget_usd) if profile is not None else (None, None)
+        budgets = (
+            (profile.daily_budget_usd, profile.monthly_budget_usd) if profile is not None else (None, None)
+        )
         out: dict[str, Any] = {
             "client": client.name,
             "requests_per_minute": profile.requests_per_minute if profile is not None else None,

@@ -71,7 +71,9 @@ class GatewayLatency:
         first_s = ok[-1].ms / 1000
         total_s = max(elapsed_s - failed_s, first_s) if streamed else first_s
         ttft = (ttft_s if ttft_s is not None else first_s) if streamed else None
-        profile = self.tracker.observe(dispatched.model.name, LatencySample(total_s, ttft, usage.completion_tokens))
+        profile = self.tracker.observe(
+            dispatched.model.name, LatencySample(total_s, ttft, usage.completion_tokens)
+        )
         self._export(dispatched.model.name, profile.ttft_s, profile.tokens_per_s)
 
     def _export(self, model: str, ttft_s: float, tokens_per_s: float) -> None:

@@ -43,15 +43,21 @@ class GatewayMetrics:
             ["model"],
             registry=r,
         )
-        self.savings = Counter("ladder_savings_usd", "Baseline cost minus actual cost, by model", ["model"], registry=r)
-        self.decisions = Counter("ladder_decisions", "Routing decisions by chosen model", ["model"], registry=r)
+        self.savings = Counter(
+            "ladder_savings_usd", "Baseline cost minus actual cost, by model", ["model"], registry=r
+        )
+        self.decisions = Counter(
+            "ladder_decisions", "Routing decisions by chosen model", ["model"], registry=r
+        )
         self.fallbacks = Counter(
             "ladder_fallbacks",
             "Upstream failures that moved a request on, by model and reason",
             ["model", "reason"],
             registry=r,
         )
-        self.errors = Counter("ladder_errors", "Error responses by status and code", ["status", "code"], registry=r)
+        self.errors = Counter(
+            "ladder_errors", "Error responses by status and code", ["status", "code"], registry=r
+        )
         self.client_requests = Counter(
             "ladder_client_requests", "Answered requests by client key name", ["client"], registry=r
         )

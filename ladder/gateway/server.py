@@ -16,7 +16,9 @@ from ladder.gateway.startup import bind
 
 def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
     """uvicorn with uvloop and httptools when installed; JSON logs (the request log replaces uvicorn's)."""
-    fast = importlib.util.find_spec("uvloop") is not None and importlib.util.find_spec("httptools") is not None
+    fast = (
+        importlib.util.find_spec("uvloop") is not None and importlib.util.find_spec("httptools") is not None
+    )
     return uvicorn.Config(
         app or create_app(settings),
         host=settings.host,

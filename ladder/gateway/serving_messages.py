@@ -41,7 +41,9 @@ async def create_message(gw: Gateway, params: MessageCreateParams, request: Requ
     return JSONResponse(message, headers=headers)
 
 
-async def message_stream(gw: Gateway, routed: Routed, dispatched: Dispatched, text: str) -> AsyncIterator[bytes]:
+async def message_stream(
+    gw: Gateway, routed: Routed, dispatched: Dispatched, text: str
+) -> AsyncIterator[bytes]:
     """Anthropic's event sequence from the upstream's chunks; a failure ends it with an ``error`` event."""
     name = dispatched.model.name
     translator = AnthropicStream(f"msg_{routed.request_id}", name)

@@ -19,7 +19,9 @@ from ladder.gateway.protocol import (
 )
 
 
-async def create_route(gw: Gateway, params: RouteRequest, raw: dict[str, Any], request: Request) -> dict[str, Any]:
+async def create_route(
+    gw: Gateway, params: RouteRequest, raw: dict[str, Any], request: Request
+) -> dict[str, Any]:
     tolerance, models = routing_extensions(params)
     budget = extension(params, "max_latency_ms")
     options = gw.options(params.model, tolerance, models, request.headers, budget)

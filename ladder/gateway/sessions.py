@@ -156,7 +156,9 @@ class Sessions:
             self.on_outcome(outcome.status)
         return decision, outcome
 
-    def keep_or_move(self, ref: SessionRef, stored: str | None, decision: Decision) -> tuple[Decision, SessionOutcome]:
+    def keep_or_move(
+        self, ref: SessionRef, stored: str | None, decision: Decision
+    ) -> tuple[Decision, SessionOutcome]:
         """The pure part: keep ``stored`` when it is eligible and within the margin of the best."""
         if stored is None:
             return decision, SessionOutcome(ref.source, ref.id, "new", ref.key)

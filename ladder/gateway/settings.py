@@ -50,11 +50,17 @@ class ShadowSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     share: float = Field(default=0.0, ge=0, le=1, description="Share of answered chats also judged")
-    reference_model: str | None = Field(default=None, description="Pool model every sampled request also goes to")
+    reference_model: str | None = Field(
+        default=None, description="Pool model every sampled request also goes to"
+    )
     judge_model: str | None = Field(default=None, description="Pool model that grades both answers")
     allow_self_judge: bool = Field(default=False, description="Judge answers the judge model itself gave")
-    budget_usd: float = Field(default=1.0, ge=0, description="Spend on reference and judge calls, per process")
-    max_in_flight: int = Field(default=4, ge=1, le=256, description="Judgements running at once; more are skipped")
+    budget_usd: float = Field(
+        default=1.0, ge=0, description="Spend on reference and judge calls, per process"
+    )
+    max_in_flight: int = Field(
+        default=4, ge=1, le=256, description="Judgements running at once; more are skipped"
+    )
     judge_retries: int = Field(default=1, ge=0, le=3, description="Retries of a malformed verdict")
     seed: int | None = Field(default=None, description="Seed of the sampling (tests)")
 
@@ -64,14 +70,18 @@ class ShadowSettings(BaseModel):
             if not self.reference_model or not self.judge_model:
                 raise ValueError("shadow.share > 0 needs shadow.reference_model and shadow.judge_model")
             if self.reference_model == self.judge_model:
-                raise ValueError("shadow.judge_model must differ from shadow.reference_model (no self-grading)")
+                raise ValueError(
+                    "shadow.judge_model must differ from shadow.reference_model (no self-grading)"
+                )
         return self
 
 
 class Settings(BaseSettings):
     """Everything the gateway can be told; unknown keys are errors."""
 
-    model_config = SettingsConfigDict(env_prefix="LADDER_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LADDER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     pool: Path = Field(default_factory=default_pool_path, description="Pool file")
     checkpoint: Path | None = Field(
@@ -83,7 +93,9 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description="Client bearer keys")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Client bearer keys"
+    )
     auth_disabled: bool = Field(default=False, description="Serve without client keys (explicit opt-out)")
     policy_name: str = Field(default="ladder", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
@@ -100,7 +112,9 @@ class Settings(BaseSettings):
         default_factory=TritonScorerSettings, description="Triton client (LADDER_TRITON__URL, ...)"
     )
     batch_max_size: int = Field(default=32, ge=1, le=1024)
-    batch_wait_ms: float = Field(default=0.0, ge=0, le=50, description="Under load, wait this long to fill a batch")
+    batch_wait_ms: float = Field(
+        default=0.0, ge=0, le=50, description="Under load, wait this long to fill a batch"
+    )
     score_queue_max: int = Field(
         default=256, ge=1, description="Requests waiting to be scored; beyond it, 429 with Retry-After"
     )
@@ -108,7 +122,9 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="At the measured scoring rate, the longest a request may wait in it"
     )
     overload_retry_after_s: int = Field(default=1, ge=1, description="Retry-After of an overload 429")
-    attempt_timeout_s: float = Field(default=60.0, gt=0, description="One upstream attempt (per chunk when streaming)")
+    attempt_timeout_s: float = Field(
+        default=60.0, gt=0, description="One upstream attempt (per chunk when streaming)"
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     first_byte_timeout_s: float | None = Field(
         default=None,
@@ -183,7 +199,11 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
-            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+            return (
+                json.loads(text)
+                if text.startswith("[")
+                else [v.strip() for v in text.split(",") if v.strip()]
+            )
         return value
 
     @field_validator("sensitive_patterns", "audit_redactions")
@@ -212,12 +232,15 @@ class Settings(BaseSettings):
             return self
         if not self.api_keys and not self.key_profiles:
             raise ValueError(
-                "api_keys is empty: set LADDER_API_KEYS (or key_profiles), or LADDER_AUTH_DISABLED=true explicitly"
+                "api_keys is empty: set LADDER_API_KEYS (or key_profiles), "
+                "or LADDER_AUTH_DISABLED=true explicitly"
             )
         for key in [*self.api_keys, *(p.key for p in self.key_profiles)]:
             value = key.get_secret_value()
             if value.lower() in PLACEHOLDER_KEYS or len(value) < MIN_KEY_LENGTH:
-                raise ValueError(f"refusing a placeholder or short API key (at least {MIN_KEY_LENGTH} characters)")
+                raise ValueError(
+                    f"refusing a placeholder or short API key (at least {MIN_KEY_LENGTH} characters)"
+                )
         return self
 
 

@@ -67,7 +67,9 @@ class ShadowJudge:
         for field_name in ("reference_model", "judge_model"):
             value = getattr(settings, field_name)
             if value not in names:
-                raise ConfigError(f"shadow.{field_name}: {value!r} is not a pool model ({', '.join(pool.names)})")
+                raise ConfigError(
+                    f"shadow.{field_name}: {value!r} is not a pool model ({', '.join(pool.names)})"
+                )
         self.settings = settings
         self.reference: ModelSpec = pool.model(str(settings.reference_model))
         self.judge: ModelSpec = pool.model(str(settings.judge_model))
@@ -114,7 +116,9 @@ class ShadowJudge:
             self.spent_usd += usage_cost(spec, usage)
         return data
 
-    async def _judge(self, request_id: str, body: dict[str, Any], text: str, answered: ModelSpec, answer: str) -> None:
+    async def _judge(
+        self, request_id: str, body: dict[str, Any], text: str, answered: ModelSpec, answer: str
+    ) -> None:
         try:
             reference = answer_text(await self._call(self.reference, body))
             if reference is None:
@@ -122,7 +126,9 @@ class ShadowJudge:
                 return
             swap = self._random.random() < 0.5  # the routed answer is first or second at random
             first, second = (reference, answer) if swap else (answer, reference)
-            prompt = f"Request:\n<<<\n{text}\n>>>\n\nAnswer 1:\n<<<\n{first}\n>>>\n\nAnswer 2:\n<<<\n{second}\n>>>"
+            prompt = (
+                f"Request:\n<<<\n{text}\n>>>\n\nAnswer 1:\n<<<\n{first}\n>>>\n\nAnswer 2:\n<<<\n{second}\n>>>"
+            )
             judge_body = {
                 "messages": [
                     {"role": "system", "content": JUDGE_SYSTEM},

@@ -208,7 +208,9 @@ class RedisState(StateStore):
         return value if isinstance(value, str) else None
 
     async def put(self, key: str, value: str, ttl_s: float, only_new: bool = False) -> bool:
-        written = await self._call("SET", self.client.set(key, value, px=max(1, math.ceil(ttl_s * 1000)), nx=only_new))
+        written = await self._call(
+            "SET", self.client.set(key, value, px=max(1, math.ceil(ttl_s * 1000)), nx=only_new)
+        )
         return bool(written)
 
     async def add(self, keys: Sequence[tuple[str, float]], amounts: Mapping[str, float]) -> None:

@@ -25,7 +25,9 @@ def tracing_configured() -> bool:
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if exporter and exporter != "none":
         return True
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
 
 
 def provider_from_env() -> TracerProvider | None:
@@ -59,7 +61,9 @@ def make_tracer(provider: TracerProvider | None) -> Tracer | None:
     return provider.get_tracer(TRACER_NAME)
 
 
-def start_span(tracer: Tracer | None, name: str, kind: SpanKind = SpanKind.INTERNAL) -> AbstractContextManager[Span]:
+def start_span(
+    tracer: Tracer | None, name: str, kind: SpanKind = SpanKind.INTERNAL
+) -> AbstractContextManager[Span]:
     """A current span from ``tracer``, or a do-nothing stand-in when tracing is off."""
     if tracer is None:
         return nullcontext(INVALID_SPAN)

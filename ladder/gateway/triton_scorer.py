@@ -112,7 +112,9 @@ class TritonScorer:
         from tritonclient.utils import InferenceServerException
 
         try:
-            return bool(await client.is_model_ready(self.settings.model, client_timeout=self.settings.timeout_s))
+            return bool(
+                await client.is_model_ready(self.settings.model, client_timeout=self.settings.timeout_s)
+            )
         except (InferenceServerException, OSError):
             return False
 
@@ -129,7 +131,9 @@ class TritonScorer:
         self.up = False
         self._recovered.clear()
         if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(self._probe_until_ready(), name="triton-probe")
+            self._probe = asyncio.get_running_loop().create_task(
+                self._probe_until_ready(), name="triton-probe"
+            )
 
     async def _probe_until_ready(self) -> None:
         """While down: probe a fresh channel each period; swap fresh channels in once the model is ready."""
@@ -225,13 +229,17 @@ class TritonScorer:
         (the embedded scorer) in the calling thread, so a down Triton never blocks the loop with ONNX work."""
         loop = self._loop
         if loop is None or loop.is_closed():
-            raise ScorerUnavailableError("the Triton scorer is not started (await scorer.start() in the loop)")
+            raise ScorerUnavailableError(
+                "the Triton scorer is not started (await scorer.start() in the loop)"
+            )
         if _in_loop(loop):
             raise RuntimeError("score_ids blocks: call score_ids_async from the event loop thread")
         scores = None
         if self.up:
             headers = dict(inject_context({}))  # the calling thread's trace context
-            future = asyncio.run_coroutine_threadsafe(self._try_triton(input_ids, attention_mask, headers), loop)
+            future = asyncio.run_coroutine_threadsafe(
+                self._try_triton(input_ids, attention_mask, headers), loop
+            )
             scores = future.result()
         return scores if scores is not None else self._fallback(input_ids, attention_mask)
 

@@ -116,7 +116,9 @@ class RoutingData:
             labels=np.asarray(labels, dtype=np.float32),
             costs=np.full(shape, np.nan, np.float32) if costs is None else np.asarray(costs, np.float32),
             output_tokens=(
-                np.full(shape, np.nan, np.float32) if output_tokens is None else np.asarray(output_tokens, np.float32)
+                np.full(shape, np.nan, np.float32)
+                if output_tokens is None
+                else np.asarray(output_tokens, np.float32)
             ),
             tasks=list(tasks) if tasks is not None else [None] * shape[0],
             splits=list(splits) if splits is not None else [None] * shape[0],
@@ -205,7 +207,9 @@ class RoutingData:
         columns = CANONICAL_COLUMNS if with_answers else CANONICAL_COLUMNS[: -len(ANSWER_COLUMNS)]
         yield ",".join(columns) + "\n"
         heads = [f"{_field(q)},{_field(t)}," for q, t in zip(self.question_ids, self.questions, strict=True)]
-        tails = [f",{_field(t or '')},{_field(s or '')}\n" for t, s in zip(self.tasks, self.splits, strict=True)]
+        tails = [
+            f",{_field(t or '')},{_field(s or '')}\n" for t, s in zip(self.tasks, self.splits, strict=True)
+        ]
         models = [_field(m) for m in self.models]
         rows, cols = np.nonzero(self.known)
         labels = [_number(v) for v in self.labels[rows, cols]]
@@ -309,7 +313,8 @@ class RoutingDataBuilder:
             return row
         if self._texts[row] != text:
             raise DataError(
-                f"{where}: question_id {question_id!r} has a different question text than at {self._qwhere[row]}"
+                f"{where}: question_id {question_id!r} has a different question text than at "
+                f"{self._qwhere[row]}"
             )
         for name, values, value in (("task", self._tasks, task), ("split", self._splits, split)):
             if value is None:

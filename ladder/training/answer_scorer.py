@@ -24,7 +24,9 @@ FOLDS = 5
 Embed = Callable[[list[str]], np.ndarray]
 
 
-def agreement(first: Sequence[str | None], second: Sequence[str | None], embed: Embed | None = None) -> np.ndarray:
+def agreement(
+    first: Sequence[str | None], second: Sequence[str | None], embed: Embed | None = None
+) -> np.ndarray:
     """1.0 where two answers to the same question agree, else 0.0 (a missing answer never agrees).
 
     Letters and numbers compare as `ladder.core.answers.answers_agree` reads them, other short answers exactly
@@ -44,7 +46,9 @@ def agreement(first: Sequence[str | None], second: Sequence[str | None], embed: 
     if free and embed is not None:
         ea = embed([str(first[i]) for i in free])
         eb = embed([str(second[i]) for i in free])
-        cosine = (ea * eb).sum(axis=1) / np.maximum(np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1), 1e-8)
+        cosine = (ea * eb).sum(axis=1) / np.maximum(
+            np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1), 1e-8
+        )
         out[free] = (cosine >= SIMILAR).astype(np.float32)
     return out
 

@@ -122,7 +122,9 @@ def calibrate(inputs: EvaluationInputs, target: Target) -> dict[str, Any]:
     }
 
 
-def held_out_check(inputs: EvaluationInputs, tolerance: float, priciest_name: str | None = None) -> dict[str, Any]:
+def held_out_check(
+    inputs: EvaluationInputs, tolerance: float, priciest_name: str | None = None
+) -> dict[str, Any]:
     """What ``tolerance`` gives on other rows: the same figures, for checking a calibration."""
     p, y, c = inputs.router_p, inputs.labels, inputs.costs
     priciest = inputs.names.index(priciest_name or priciest_model(inputs))

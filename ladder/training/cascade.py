@@ -81,7 +81,8 @@ class _Reducer:
         key = id(side.answers)
         if key not in self._columns:
             columns = [
-                self.answer(embed([a or "" for a in side.answers[:, j].tolist()])) for j in range(side.answers.shape[1])
+                self.answer(embed([a or "" for a in side.answers[:, j].tolist()]))
+                for j in range(side.answers.shape[1])
             ]
             self._columns[key] = np.stack(columns, axis=1)
         return self._columns[key]
@@ -111,7 +112,9 @@ def _keep_scores(
             scores.append(_pick(p, first) - p.max(axis=1))
         return scores[0], scores[1]
     if plan.rule == "unsure":  # the learned scorer, read before any second opinion is asked
-        unread: dict[str, tuple[np.ndarray, np.ndarray | None]] = {k: (f, None) for k, (f, _) in stages.items()}
+        unread: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+            k: (f, None) for k, (f, _) in stages.items()
+        }
         return _keep_scores(replace(plan, rule="scorer", second=None), train, test, unread, reducer, embed)
     if plan.rule == "agreement":
         for side, (first, second) in ((train, stages["train"]), (test, stages["test"])):
@@ -133,9 +136,9 @@ def _keep_scores(
     right_first, right_top = _pick(train.labels, f_train), train.labels[:, plan.top]
     # keep when the first answer is likelier right than the top model would be
     keep_train = out_of_fold(x_train, right_first) - out_of_fold(x_train, right_top)
-    keep_test = AnswerScorer.fit(x_train, right_first).predict(x_test) - AnswerScorer.fit(x_train, right_top).predict(
-        x_test
-    )
+    keep_test = AnswerScorer.fit(x_train, right_first).predict(x_test) - AnswerScorer.fit(
+        x_train, right_top
+    ).predict(x_test)
     return keep_train, keep_test
 
 
@@ -150,7 +153,9 @@ class _Calls:
     agrees: np.ndarray | None  # rule "unsure": whether the second opinion agrees with the first answer
 
 
-def _calls(plan: Plan, side: CascadeSide, stages: tuple[np.ndarray, np.ndarray | None], embed: Embed | None) -> _Calls:
+def _calls(
+    plan: Plan, side: CascadeSide, stages: tuple[np.ndarray, np.ndarray | None], embed: Embed | None
+) -> _Calls:
     first, second = stages
     if plan.rule != "unsure" or second is None:
         return _Calls(first, second, second is not None, None)

@@ -55,7 +55,9 @@ def cost_matrix(
         values = data.costs[:, column[label]].astype(np.float64)
         known = ~np.isnan(values)
         if not known.any():
-            raise DataError(f"the data has no cost_usd for model {label!r}; give a pool file (--pool) with its prices")
+            raise DataError(
+                f"the data has no cost_usd for model {label!r}; give a pool file (--pool) with its prices"
+            )
         values[~known] = values[known].mean()
         costs[:, j] = values
     return costs

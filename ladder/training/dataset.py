@@ -47,7 +47,9 @@ def split_by_id(data: RoutingData, test_fraction: float = 0.2, seed: int = 0) ->
     """
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    splits: list[str | None] = ["test" if _unit_hash(q, seed) < test_fraction else "train" for q in data.question_ids]
+    splits: list[str | None] = [
+        "test" if _unit_hash(q, seed) < test_fraction else "train" for q in data.question_ids
+    ]
     return replace(
         data,
         labels=data.labels.copy(),

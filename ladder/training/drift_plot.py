@@ -46,7 +46,9 @@ def plot_drift(report: dict[str, Any], path: Path) -> None:
     axes[1, 0].set_xticks(m, names, rotation=30, ha="right", fontsize=8)
     axes[1, 0].legend(fontsize=8)
 
-    axes[1, 1].bar(m - width / 2, [per[n]["reference_mean_p_correct"] for n in names], width, label="reference")
+    axes[1, 1].bar(
+        m - width / 2, [per[n]["reference_mean_p_correct"] for n in names], width, label="reference"
+    )
     axes[1, 1].bar(m + width / 2, [per[n]["mean_p_correct"] for n in names], width, label="this window")
     for j, n in enumerate(names):
         axes[1, 1].annotate(f"PSI {per[n]['psi']:.2f}", (j, 1.0), ha="center", fontsize=7)
@@ -55,7 +57,9 @@ def plot_drift(report: dict[str, Any], path: Path) -> None:
     axes[1, 1].legend(fontsize=8, loc="lower right")
 
     verdict = "DRIFT: " + "; ".join(drift["reasons"]) if drift["drifted"] else "no drift past the thresholds"
-    figure.suptitle(f"{report['requests']} requests, {report['first']} to {report['last']}\n{verdict}", fontsize=10)
+    figure.suptitle(
+        f"{report['requests']} requests, {report['first']} to {report['last']}\n{verdict}", fontsize=10
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial.png")

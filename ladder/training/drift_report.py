@@ -64,7 +64,9 @@ def checkpoint_sample(
     for name in window.names:
         label = label_of.get(name, name)
         if label not in checkpoint.models:
-            raise DataError(f"checkpoint {checkpoint.directory} does not score model {name!r} (label {label!r})")
+            raise DataError(
+                f"checkpoint {checkpoint.directory} does not score model {name!r} (label {label!r})"
+            )
         columns.append(checkpoint.models.index(label))
     p = reference[:, columns].astype(np.float64)
     chosen = choose_batch(p, costs, tolerance)
@@ -75,7 +77,10 @@ def typical_routing(decisions: Sequence[DecisionRow], names: Sequence[str]) -> t
     """The window's median tolerance and median expected cost per model (to route a reference sample)."""
     tolerances = [float(r.record["tolerance"]) for r in decisions if r.record.get("tolerance") is not None]
     costs = np.array(
-        [np.median([float(r.record.get("expected_cost_usd", {}).get(n, np.nan)) for r in decisions]) for n in names]
+        [
+            np.median([float(r.record.get("expected_cost_usd", {}).get(n, np.nan)) for r in decisions])
+            for n in names
+        ]
     )
     if np.isnan(costs).any():
         raise DataError("the audit records have no expected_cost_usd for every model")
@@ -91,7 +96,9 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
     """Population stability index over the reference's deciles (0.1: moderate shift, 0.25: large)."""
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, PSI_BINS + 1)))
     if len(edges) < 3:
-        edges = np.linspace(min(reference.min(), current.min()), max(reference.max(), current.max()) + 1e-9, 3)
+        edges = np.linspace(
+            min(reference.min(), current.min()), max(reference.max(), current.max()) + 1e-9, 3
+        )
     inner = edges[1:-1]
     ref = np.bincount(np.searchsorted(inner, reference, side="right"), minlength=len(edges) - 1)
     cur = np.bincount(np.searchsorted(inner, current, side="right"), minlength=len(edges) - 1)

@@ -197,7 +197,9 @@ def build_report(
         else:
             report["cascades"] = evaluate_cascades(
                 names,
-                CascadeSide(train.labels, train.costs, train.answers, train.logprobs, train.oof_p, train.embeddings),
+                CascadeSide(
+                    train.labels, train.costs, train.answers, train.logprobs, train.oof_p, train.embeddings
+                ),
                 CascadeSide(y, c, inputs.answers, inputs.logprobs, p, inputs.embeddings),
                 objective,
                 embed,
@@ -251,10 +253,13 @@ def verdict(report: dict[str, Any]) -> list[str]:
     )
     spread = _interval_text(report.get("cost_to_match_best_single_interval"))
     if report["cost_to_match_best_single"] is None:
-        lines.append(f"the router never matches the best single model's accuracy (its best is {top:.3f}){spread}")
+        lines.append(
+            f"the router never matches the best single model's accuracy (its best is {top:.3f}){spread}"
+        )
     else:
         lines.append(
-            f"the router matches the best single model at {report['cost_to_match_best_single']:.0%} of its cost{spread}"
+            "the router matches the best single model at "
+            f"{report['cost_to_match_best_single']:.0%} of its cost{spread}"
         )
     for name, points in report["baselines"].items():
         beaten = sum(
@@ -459,7 +464,9 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
+    partial.write_text(
+        json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"
+    )
     os.replace(partial, path)
 
 

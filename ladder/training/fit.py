@@ -65,14 +65,18 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     return (loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _train_member(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, settings: HeadSettings, seed: int) -> MLP:
+def _train_member(
+    x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, settings: HeadSettings, seed: int
+) -> MLP:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     order = torch.randperm(len(x), generator=generator)
     n_val = max(1, len(x) // 10)
     val, fit = order[:n_val], order[n_val:]
     member = MLP(x.shape[1], settings.hidden, y.shape[1], settings.dropout)
-    optimiser = torch.optim.AdamW(member.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimiser = torch.optim.AdamW(
+        member.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     best_loss, best_state, stale = float("inf"), None, 0
     for _ in range(settings.max_epochs):
         member.train()

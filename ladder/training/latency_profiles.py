@@ -41,7 +41,9 @@ class MeasuredLatency:
             "answers": self.answers,
             "streamed": self.streamed,
             "ttft_ms": round(self.profile.ttft_s * 1000, 3),
-            "tokens_per_s": None if math.isinf(self.profile.tokens_per_s) else round(self.profile.tokens_per_s, 3),
+            "tokens_per_s": None
+            if math.isinf(self.profile.tokens_per_s)
+            else round(self.profile.tokens_per_s, 3),
             "latency": self.entry(),
         }
 

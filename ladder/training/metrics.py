@@ -16,7 +16,9 @@ ARENA_COST_MAX = 200.0
 DEFAULT_TOLERANCES = tuple(
     float(t)
     for t in np.unique(
-        np.round(np.concatenate([np.linspace(0, 0.1, 21), np.linspace(0.1, 0.5, 17), [0.6, 0.7, 0.8, 1.0]]), 4)
+        np.round(
+            np.concatenate([np.linspace(0, 0.1, 21), np.linspace(0.1, 0.5, 17), [0.6, 0.7, 0.8, 1.0]]), 4
+        )
     )
 )
 
@@ -24,7 +26,9 @@ DEFAULT_TOLERANCES = tuple(
 def arena_score(accuracy: float, cost_per_1k: float) -> float:
     """RouterArena's Acc-Cost Arena score S = (1+b)AC / (bA + C), b = 0.1, C from log-clamped cost."""
     c = min(max(cost_per_1k, ARENA_COST_MIN), ARENA_COST_MAX)
-    cost_score = (math.log2(ARENA_COST_MAX) - math.log2(c)) / (math.log2(ARENA_COST_MAX) - math.log2(ARENA_COST_MIN))
+    cost_score = (math.log2(ARENA_COST_MAX) - math.log2(c)) / (
+        math.log2(ARENA_COST_MAX) - math.log2(ARENA_COST_MIN)
+    )
     denominator = ARENA_BETA * accuracy + cost_score
     return 0.0 if denominator == 0 else (1 + ARENA_BETA) * accuracy * cost_score / denominator
 

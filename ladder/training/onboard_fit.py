@@ -42,7 +42,9 @@ class LinearPart:
     strength: float
 
     def predict(self, embedding: np.ndarray, base_p: np.ndarray) -> np.ndarray:
-        f = (features(embedding, base_p, self.pca_mean, self.pca_basis) - self.feature_mean) / self.feature_std
+        f = (
+            features(embedding, base_p, self.pca_mean, self.pca_basis) - self.feature_mean
+        ) / self.feature_std
         return _sigmoid(f @ self.weights + self.bias)
 
 

@@ -25,7 +25,9 @@ def head_settings(checkpoint: Checkpoint) -> HeadSettings:
     """The head settings the checkpoint was trained with (defaults for any it does not record)."""
     recorded = checkpoint.manifest.training.settings
     known = {f.name for f in dataclasses.fields(HeadSettings)}
-    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items() if k in known}
+    values: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items() if k in known
+    }
     return HeadSettings(**values)
 
 

@@ -41,7 +41,9 @@ def parameters(policy: str, costs: np.ndarray) -> list[float]:
     return list(DEFAULT_TOLERANCES) if policy == "cheapest" else cost_weights(costs)
 
 
-def evaluate_choice(chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+def evaluate_choice(
+    chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, names: Sequence[str]
+) -> dict[str, Any]:
     rows = np.arange(len(chosen))
     accuracy = float(labels[rows, chosen].mean())
     cost = float(costs[rows, chosen].mean() * 1000)
@@ -110,7 +112,9 @@ def per_task_curve(
     cost penalty (tasks unseen in training take the overall choice), swept over the penalty."""
     mean_cost = train_costs.mean(axis=0) * 1000
     task_names = sorted({t for t in train_tasks if t is not None})
-    per_task = {t: np.nanmean(train_labels[np.array([x == t for x in train_tasks])], axis=0) for t in task_names}
+    per_task = {
+        t: np.nanmean(train_labels[np.array([x == t for x in train_tasks])], axis=0) for t in task_names
+    }
     overall = np.nanmean(train_labels, axis=0)
     points = []
     for weight in cost_weights(train_costs):

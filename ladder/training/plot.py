@@ -12,7 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def plot_report(report: dict[str, Any], path: Path, title: str = "", router_label: str = "Ladder router") -> None:
+def plot_report(
+    report: dict[str, Any], path: Path, title: str = "", router_label: str = "Ladder router"
+) -> None:
     """Write a PNG of accuracy against cost per 1K requests (log scale)."""
     figure, axes = plt.subplots(figsize=(10, 8), dpi=110)
     router = report["router"]

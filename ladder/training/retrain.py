@@ -118,7 +118,9 @@ def pool_costs(data: RoutingData, pool: PoolConfig) -> np.ndarray:
     return np.asarray(cost_matrix(data, list(pool.names), pool, labels), dtype=np.float64)
 
 
-def decide(spec: RetrainSpec, serving: dict[str, Any], candidate: dict[str, Any], labels: int) -> tuple[bool, str]:
+def decide(
+    spec: RetrainSpec, serving: dict[str, Any], candidate: dict[str, Any], labels: int
+) -> tuple[bool, str]:
     """Promote only on enough evidence, and only when the candidate is better by the margin."""
     name = spec.objective
     if labels < spec.min_labels:
@@ -128,7 +130,9 @@ def decide(spec: RetrainSpec, serving: dict[str, Any], candidate: dict[str, Any]
         return False, f"{name} cannot be measured on these held-out rows"
     gain = old - new if name in LOWER_IS_BETTER else new - old
     verdict = "promoted" if gain >= spec.margin else "kept the serving checkpoint"
-    return gain >= spec.margin, (f"{verdict}: {name} {old:.4f} -> {new:.4f} (gain {gain:+.4f}, margin {spec.margin:g})")
+    return gain >= spec.margin, (
+        f"{verdict}: {name} {old:.4f} -> {new:.4f} (gain {gain:+.4f}, margin {spec.margin:g})"
+    )
 
 
 def retrain(

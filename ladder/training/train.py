@@ -165,7 +165,9 @@ def train(
         models=labels_used,
         encoder=EncoderIdentity(name=info.name, dim=info.dim, source=info.source, variant=spec.variant),
         head_sha256="",
-        expected_output_tokens={label: output_tokens[label] for label in labels_used if label in output_tokens},
+        expected_output_tokens={
+            label: output_tokens[label] for label in labels_used if label in output_tokens
+        },
         data_cost_per_request=data_costs,
         training=TrainingRecord(
             data_files=[str(f) for f in data_files],

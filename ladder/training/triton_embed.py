@@ -27,7 +27,9 @@ from ladder.training.embed import Progress, embed_texts
 
 DEFAULT_GRPC_PORT = 8001
 # gRPC codes worth another try: the server restarting or overloaded, a deadline hit under load
-TRANSIENT = frozenset(f"StatusCode.{c}" for c in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"))
+TRANSIENT = frozenset(
+    f"StatusCode.{c}" for c in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
+)
 
 
 class TritonEmbedError(LadderError):
@@ -161,7 +163,9 @@ class TritonEmbedder:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def connect(self) -> ServedEncoder:

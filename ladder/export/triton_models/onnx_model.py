@@ -44,7 +44,8 @@ class OnnxRunner:
             width = int(attended[-1]) + 1 if attended.size else 1
             rows.append(self.session.run(self.outputs, {n: feeds[n][i : i + 1, :width] for n in self.inputs}))
         return {
-            name: np.ascontiguousarray(np.concatenate([row[k] for row in rows])) for k, name in enumerate(self.outputs)
+            name: np.ascontiguousarray(np.concatenate([row[k] for row in rows]))
+            for k, name in enumerate(self.outputs)
         }
 
     def run(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

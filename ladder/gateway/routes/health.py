@@ -46,4 +46,6 @@ async def playground() -> Response:
     index = STATIC / "index.html"
     if index.is_file():
         return FileResponse(index, media_type="text/html")
-    return HTMLResponse("<!doctype html><title>Ladder</title><p>Ladder gateway: POST /v1/chat/completions</p>")
+    return HTMLResponse(
+        "<!doctype html><title>Ladder</title><p>Ladder gateway: POST /v1/chat/completions</p>"
+    )

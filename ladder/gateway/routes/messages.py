@@ -16,7 +16,9 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request, gw: GatewayDep) -> dict[str, int]:
     """An estimate of the request's input tokens (what the gateway prices and checks windows with)."""
-    params = parse(MessageCreateParams, {"max_tokens": 1, **await read_json(request, gw.settings.max_body_bytes)})
+    params = parse(
+        MessageCreateParams, {"max_tokens": 1, **await read_json(request, gw.settings.max_body_bytes)}
+    )
     return {"input_tokens": prompt_tokens(to_chat_body(params))}
 
 

@@ -89,7 +89,9 @@ def _read_chunk(chunk: Mapping[str, Any], out: _Stream, now: float) -> None:
         tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
         for token in tokens or ():
             if isinstance(token, dict) and isinstance(token.get("logprob"), int | float):
-                out.logprobs.append({"token": str(token.get("token", "")), "logprob": float(token["logprob"])})
+                out.logprobs.append(
+                    {"token": str(token.get("token", "")), "logprob": float(token["logprob"])}
+                )
 
 
 async def _attempt(
@@ -99,15 +101,21 @@ async def _attempt(
     out = _Stream()
     try:
         async with asyncio.timeout(settings.timeout_s):
-            reply = await client.send(spec, request_body(question, settings, logprobs), settings.timeout_s, True, {})
+            reply = await client.send(
+                spec, request_body(question, settings, logprobs), settings.timeout_s, True, {}
+            )
             async for chunk in stream_chunks(reply, spec.name):
                 _read_chunk(chunk, out, time.monotonic())
     except TimeoutError as exc:
-        raise UpstreamTimeoutError(f"upstream for {spec.name} timed out after {settings.timeout_s:g}s") from exc
+        raise UpstreamTimeoutError(
+            f"upstream for {spec.name} timed out after {settings.timeout_s:g}s"
+        ) from exc
     return out, started, time.monotonic()
 
 
-def _answer(spec: ModelSpec, question: Question, got: _Stream, started: float, ended: float, attempts: int) -> Answer:
+def _answer(
+    spec: ModelSpec, question: Question, got: _Stream, started: float, ended: float, attempts: int
+) -> Answer:
     text = "".join(got.parts)
     usage, estimated = got.usage, False
     if usage is None:

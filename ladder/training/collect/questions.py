@@ -71,7 +71,9 @@ def _messages(record: dict[str, Any], where: str) -> tuple[tuple[dict[str, Any],
         raise DataError(f"{where}: messages must be a non-empty list of chat messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
-            raise DataError(f"{where}: messages[{index}] must be an object with role system, user or assistant")
+            raise DataError(
+                f"{where}: messages[{index}] must be an object with role system, user or assistant"
+            )
     try:
         text = routed_text(messages)
     except PromptError as exc:
@@ -84,7 +86,9 @@ def _from_json(record: Any, where: str, line_id: str) -> Question:
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     unknown = sorted(set(record) - KNOWN_KEYS)
     if unknown:
-        raise DataError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KEYS))}")
+        raise DataError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KEYS))}"
+        )
     messages, text = _messages(record, where)
     raw_id = record.get("id", line_id)
     if not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or not str(raw_id).strip():
@@ -120,11 +124,15 @@ def read_questions(path: Path | str) -> list[Question]:
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                        raise DataError(
+                            f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"
+                        ) from None
                     question = _from_json(record, where, f"line-{number}")
                 else:
                     text = line.strip()
-                    question = Question(_text_id(text), text, ({"role": "user", "content": text},), where=where)
+                    question = Question(
+                        _text_id(text), text, ({"role": "user", "content": text},), where=where
+                    )
                 if question.id in seen:
                     raise DataError(f"{where}: duplicate id {question.id!r} (first on {seen[question.id]})")
                 seen[question.id] = where

@@ -177,7 +177,8 @@ class AnswerStore:
         """
         stored, current = self.stored_pool(), _pool_identity(pool)
         problems = [
-            f"{name} was {model!r}, now " + (f"{current[name]!r}" if name in current else "missing from the pool")
+            f"{name} was {model!r}, now "
+            + (f"{current[name]!r}" if name in current else "missing from the pool")
             for name, model in stored.items()
             if current.get(name) != model
         ]
@@ -195,7 +196,10 @@ class AnswerStore:
         """Record the questions (once); an id whose question changed since is an error naming it."""
         questions = list(questions)
         with self.engine.begin() as conn:
-            stored = {row.id: row.body for row in conn.execute(sa.select(questions_table.c.id, questions_table.c.body))}
+            stored = {
+                row.id: row.body
+                for row in conn.execute(sa.select(questions_table.c.id, questions_table.c.body))
+            }
             offset = len(stored)
             new: list[dict[str, Any]] = []
             for question in questions:
@@ -207,7 +211,9 @@ class AnswerStore:
                             f"{self.where} under that id; give it a new id or use a new store"
                         )
                     continue
-                new.append({"id": question.id, "position": offset + len(new), "text": question.text, "body": body})
+                new.append(
+                    {"id": question.id, "position": offset + len(new), "text": question.text, "body": body}
+                )
                 stored[question.id] = body
             if new:
                 conn.execute(sa.insert(questions_table), new)
@@ -288,7 +294,9 @@ class AnswerStore:
 
     def spent_usd(self) -> float:
         with self.engine.connect() as conn:
-            value = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(answers_table.c.cost_usd), 0.0))).scalar()
+            value = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(answers_table.c.cost_usd), 0.0))
+            ).scalar()
         return float(value or 0.0)
 
     # -- labels -----------------------------------------------------------------------------------------

@@ -125,7 +125,9 @@ class CsvRows:
         for column in required:
             if column not in self.columns:
                 self._handle.close()
-                raise DataError(f"{path}: missing required column {column!r}; columns found: {', '.join(self.columns)}")
+                raise DataError(
+                    f"{path}: missing required column {column!r}; columns found: {', '.join(self.columns)}"
+                )
 
     def close(self) -> None:
         """Release the file without reading on (iterating to the end closes it too)."""

@@ -51,7 +51,9 @@ def _add(
 ) -> None:
     items = read_json(json_path)
     if not isinstance(items, list):
-        raise DataError(f"{json_path}: expected a JSON list of {{question, scores}}, got {type(items).__name__}")
+        raise DataError(
+            f"{json_path}: expected a JSON list of {{question, scores}}, got {type(items).__name__}"
+        )
     for number, item in enumerate(items):
         where = f"{json_path}: item {number}"
         if not isinstance(item, dict):

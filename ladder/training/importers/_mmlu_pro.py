@@ -25,7 +25,9 @@ def question_text(question: str, options: list[str]) -> str:
     """What a user would send: the question, then its lettered options ("A. ...", one per line)."""
     if len(options) > len(string.ascii_uppercase):
         raise DataError(f"{len(options)} options is more than can be lettered")
-    lettered = (f"{letter}. {option}" for letter, option in zip(string.ascii_uppercase, options, strict=False))
+    lettered = (
+        f"{letter}. {option}" for letter, option in zip(string.ascii_uppercase, options, strict=False)
+    )
     return "\n".join([question, *lettered])
 
 

@@ -24,7 +24,9 @@ def _contaminated(directory: Path, benchmark: Benchmark) -> set[str]:
     return {field(item, "eval_prompt", str, f"{path}:{line}") for line, item in iter_jsonl(path)}
 
 
-def _add_response_table(builder: RoutingDataBuilder, path: Path, prefix: str, task: str, dropped: set[str]) -> None:
+def _add_response_table(
+    builder: RoutingDataBuilder, path: Path, prefix: str, task: str, dropped: set[str]
+) -> None:
     """A `prompt, <model>..., [<model>_response...]` CSV: boolean correctness per model, and the response
     (kept as the answer) where the file has one."""
     rows = CsvRows(path, ("prompt",))
@@ -47,7 +49,9 @@ def _add_response_table(builder: RoutingDataBuilder, path: Path, prefix: str, ta
             builder.cell(index, model, label, output_tokens=tokens, answer=response or None, where=where)
 
 
-def _add_mt_bench(builder: RoutingDataBuilder, directory: Path, dropped: set[str], threshold: float | None) -> None:
+def _add_mt_bench(
+    builder: RoutingDataBuilder, directory: Path, dropped: set[str], threshold: float | None
+) -> None:
     questions_path, judgements_path = directory / "question.jsonl", directory / "judgements.jsonl"
     kept: dict[int, tuple[str, str, str]] = {}
     known: set[int] = set()

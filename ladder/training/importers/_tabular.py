@@ -73,9 +73,12 @@ def from_routerbench_wide(path: Path) -> RoutingData:
     if prompt_column is None:
         rows.close()
         raise DataError(
-            f"{path}: no prompt column (one of {', '.join(PROMPT_COLUMNS)}); columns found: {', '.join(rows.columns)}"
+            f"{path}: no prompt column (one of {', '.join(PROMPT_COLUMNS)}); "
+            f"columns found: {', '.join(rows.columns)}"
         )
-    models = [c for c in rows.columns if c not in RESERVED_COLUMNS and "|" not in c and not c.startswith("Unnamed:")]
+    models = [
+        c for c in rows.columns if c not in RESERVED_COLUMNS and "|" not in c and not c.startswith("Unnamed:")
+    ]
     if not models:
         rows.close()
         raise DataError(f"{path}: no model columns; columns found: {', '.join(rows.columns)}")
@@ -85,7 +88,9 @@ def from_routerbench_wide(path: Path) -> RoutingData:
         where = f"{path}:{line}"
         text = _prompt_text(row[prompt_column])
         question_id = ids.get(row.get("sample_id", "").strip() or text_id(text), text)
-        index = builder.question(question_id, text, task=row.get("eval_name", "").strip() or None, where=where)
+        index = builder.question(
+            question_id, text, task=row.get("eval_name", "").strip() or None, where=where
+        )
         for model in models:
             label = parse_label(row[model], where, model)
             if math.isnan(label):

@@ -48,7 +48,11 @@ def grade_prompt(question: Question, answer: str, graded: bool) -> str:
     if question.reference:
         parts.append(f"Reference answer:\n{question.reference}")
     parts.append(f"Answer to grade:\n{answer}")
-    shape = '{"correct": true or false, ' + ('"score": a number from 0 to 1, ' if graded else "") + '"reason": "..."}'
+    shape = (
+        '{"correct": true or false, '
+        + ('"score": a number from 0 to 1, ' if graded else "")
+        + '"reason": "..."}'
+    )
     parts.append(f"Is the answer to grade correct? Reply with JSON: {shape}")
     return "\n\n".join(parts)
 
@@ -158,7 +162,9 @@ class LLMJudge:
 
         async def pair(question: Question, a: str, b: str, answers: Mapping[str, str]) -> None:
             async with limit:
-                first = await self._verdict(client, question, pair_prompt(question, answers[a], answers[b]), Preference)
+                first = await self._verdict(
+                    client, question, pair_prompt(question, answers[a], answers[b]), Preference
+                )
                 second = await self._verdict(
                     client, question, pair_prompt(question, answers[b], answers[a]), Preference
                 )

@@ -86,11 +86,15 @@ def llm_judge(
                 f"judge {spec.name} also answers in this store (as {', '.join(same)}): grading itself; "
                 "choose another judge or pass --allow-self-judge"
             )
-        notes.append(f"self-judging: the judge {spec.name} also answered as {', '.join(same)} (--allow-self-judge)")
+        notes.append(
+            f"self-judging: the judge {spec.name} also answered as {', '.join(same)} (--allow-self-judge)"
+        )
     return LLMJudge(spec, settings, graded=graded, pairwise=pairwise), notes
 
 
-def make_labels(store: AnswerStore, kind: str, judge: LLMJudge | None, reference: ReferenceJudge) -> tuple[str, Labels]:
+def make_labels(
+    store: AnswerStore, kind: str, judge: LLMJudge | None, reference: ReferenceJudge
+) -> tuple[str, Labels]:
     """Run the judge over every good answer in the store; failed answers are never judged."""
     questions = {q.id: q for q in store.questions()}
     good = [a for a in store.answers() if a.ok and a.question_id in questions]

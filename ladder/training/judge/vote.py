@@ -25,5 +25,6 @@ def vote(answers: Mapping[str, str]) -> dict[str, Verdict]:
         detail = f"vote: no majority ({votes} of {len(answers)} for the most common answer)"
         return {model: (None, detail) for model in answers}
     return {
-        model: (1.0 if key == top else 0.0, f"vote: {votes} of {len(answers)} for {top}") for model, key in keys.items()
+        model: (1.0 if key == top else 0.0, f"vote: {votes} of {len(answers)} for {top}")
+        for model, key in keys.items()
     }
