@@ -151,10 +151,10 @@ def main() -> None:
     if not args.skip_train:
         ckpt = out / "ckpt"
         ladder("train", "--data", str(labels), "--out", str(ckpt), "--encoder", "all-minilm-l6-v2",
-               "--members", "3", "--pca-dims", "16")  # fmt: skip
+               "--members", "3", "--pca-dims", "16", "--force")  # fmt: skip
         report_path = report_dir / "report.json"
         ladder("evaluate", "--checkpoint", str(ckpt), "--data", str(labels), "--json", str(report_path),
-               "--plot", str(report_dir / "curve.png"))  # fmt: skip
+               "--plot", str(report_dir / "curve.png"), "--force")  # fmt: skip
         report = json.loads(report_path.read_text(encoding="utf-8"))
         summary["evaluate"] = {k: report.get(k) for k in REPORTED}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

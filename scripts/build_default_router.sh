@@ -9,7 +9,7 @@ ladder=.venv/bin/ladder
 mkdir -p runs
 $ladder import mmlu-pro "$data/mmlu_pro" --out runs/mmlu_pro.csv.gz --test-fraction 0.2 --seed 0
 defaults=ladder/defaults
-$ladder train --data runs/mmlu_pro.csv.gz --pool $defaults/pool.yaml --out $defaults/checkpoint --seed 0
+$ladder train --data runs/mmlu_pro.csv.gz --pool $defaults/pool.yaml --out $defaults/checkpoint --seed 0 --force
 $ladder evaluate --checkpoint $defaults/checkpoint --data runs/mmlu_pro.csv.gz --pool $defaults/pool.yaml \
   --json $defaults/checkpoint/report.json --plot $defaults/checkpoint/curve.png \
-  --strong gemini-1.5-pro --weak gemini-1.5-flash
+  --strong gemini-1.5-pro --weak gemini-1.5-flash --force

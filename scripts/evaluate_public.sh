@@ -13,9 +13,9 @@ run() {  # name, canonical file, pool (or ""), strong, weak
   mkdir -p "$out"
   local pool_args=()
   [ -n "$pool" ] && pool_args=(--pool "$pool")
-  $ladder train --data "$file" "${pool_args[@]}" --out "$out/checkpoint"
+  $ladder train --data "$file" "${pool_args[@]}" --out "$out/checkpoint" --force
   $ladder evaluate --checkpoint "$out/checkpoint" --data "$file" "${pool_args[@]}" \
-    --json "$out/report.json" --plot "$out/curve.png" --strong "$strong" --weak "$weak"
+    --json "$out/report.json" --plot "$out/curve.png" --strong "$strong" --weak "$weak" --force
 }
 
 # LLMRouter: its own train/test split and prices (costs from the data).

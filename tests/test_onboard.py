@@ -142,3 +142,18 @@ def test_bad_onboarding_input_is_refused_clearly(workdir: Path) -> None:
     refused(workdir / "known.csv", "already in the checkpoint")
     refused(workdir / "llama.csv", "is the base checkpoint", out="base")
     assert not (workdir / "elsewhere").exists()
+
+
+def test_evaluate_names_what_it_leaves_out_when_training_data_lacks_the_onboarded_model(workdir: Path) -> None:
+    """The base's training data had no column for the onboarded model: evaluate says so (it used to crash)."""
+    others = [m for m in MODELS.values() if m != NEW]
+    write_canonical(read_canonical([workdir / "slice.csv"]).select_models(others), workdir / "without-new.csv")
+    result = ladder(
+        "evaluate", "--checkpoint", str(workdir / "onboarded"), "--data", str(workdir / "slice.csv"),
+        "--pool", str(workdir / "pool3.yaml"), "--train-data", str(workdir / "without-new.csv"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    sections = "baselines.knn, recommended_by_objective, baselines.per_task, cascades"
+    assert f"left out: {sections}: the training data has no labels for ['{NEW}']" in said
+    assert "llama-70b" in said  # the per-model table

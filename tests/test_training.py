@@ -186,6 +186,8 @@ def test_training_without_costs_or_pool_routes_on_accuracy_alone(workdir: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert "warning:" in result.stderr and "no cost_usd" in result.stderr
+    assert "(no costs: equal prices)" in result.stderr and "per 1K requests" not in result.stderr
+    assert f"ladder serve --checkpoint {workdir / 'no-prices'}" in result.stderr.replace("\n", " ")
     manifest = Checkpoint.load(workdir / "no-prices").manifest
     assert manifest.training.settings["costs"] == EQUAL_COSTS
     assert manifest.data_cost_per_request == {}
@@ -217,7 +219,15 @@ def test_training_checks_what_it_needs_before_embedding(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match=r"a-file: exists and is not a folder"):
         train(priced, ["synthetic"], tmp_path / "a-file", None, spec, progress)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "manifest.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"kept: already exists and is not empty; .* --force to replace it"):
+        train(priced, ["synthetic"], tmp_path / "kept", None, spec, progress)
+    few = priced.subset(np.arange(3))
+    with pytest.raises(DataError, match=r"only 3 questions have labels; training needs at least 4 \(twice --members"):
+        train(few, ["synthetic"], tmp_path / "ckpt", None, spec, progress)
     assert stages == [] and not (tmp_path / "ckpt").exists()
+    assert (tmp_path / "kept" / "manifest.json").read_text(encoding="utf-8") == "{}"
 
 
 def test_evaluate_writes_the_cascade_it_serves_as_costed_into_the_pool_file(workdir: Path) -> None:
@@ -242,7 +252,7 @@ def test_evaluate_writes_the_cascade_it_serves_as_costed_into_the_pool_file(work
 
     again = ladder(
         "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
-        "--pool", str(pool), "--json", str(report_path), "--write-cascade",
+        "--pool", str(pool), "--json", str(report_path), "--write-cascade", "--force",
     )  # fmt: skip
     assert again.returncode == 0 and "already has this routing.cascade" in again.stderr
     assert pool.read_text(encoding="utf-8") == text

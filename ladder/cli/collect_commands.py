@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ladder.cli.output import write_text
 from ladder.cli.progress import LOG_EVERY_SECONDS, stderr
 
 StoreOption = Annotated[
@@ -34,7 +36,7 @@ def _spend_progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
     """A bar with ETA and the running cost on a terminal; a line every 10 s in a log."""
     if stderr.is_terminal:
         columns = (
-            TextColumn(label),
+            TextColumn(f"{label}: calls"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("${task.fields[cost]:.4f}"),
@@ -67,18 +69,36 @@ def _spend_progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
     yield line
 
 
+def duration(seconds: float) -> str:
+    """Seconds under a minute, minutes under an hour, then hours."""
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _model_column(table: Table, names: list[str]) -> None:
+    """The model column never cuts a name: it is as wide as the longest one."""
+    table.add_column("model", no_wrap=True, min_width=max([len("model"), *map(len, names)]))
+
+
 def _estimate_table(result: dict[str, Any]) -> Table:
     table = Table(
         title=f"Dry-run estimate: {result['questions']} questions (sample of {result['sample_questions']})"
     )
-    for column in ("model", "calls", "left", "input tok", "output tok", "cost $", "left $", "s/call", "time"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    _model_column(table, [row["model"] for row in result["models"]])
+    for column in ("calls", "left", "in tok", "out tok", "cost $", "left $", "s/call", "time"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in result["models"]:
-        warn = (
-            f" ({row['sample_failures']} of {row['sample_answers']} failed)" if row["sample_failures"] else ""
-        )
+        if row["sample_answers"] == 0:
+            flag = " !"
+        elif row["sample_failures"]:
+            flag = f" ({row['sample_failures']}/{row['sample_answers']} failed)"
+        else:
+            flag = ""
         table.add_row(
-            row["model"] + warn,
+            row["model"] + flag,
             str(row["calls"]),
             str(row["remaining_calls"]),
             f"{row['input_tokens']:,}",
@@ -86,7 +106,7 @@ def _estimate_table(result: dict[str, Any]) -> Table:
             f"{row['cost_usd']:.4f}",
             f"{row['remaining_cost_usd']:.4f}",
             f"{row['mean_latency_s']:.2f}",
-            f"{row['time_s'] / 60:.1f} min",
+            duration(row["time_s"]),
         )
     total = result["total"]
     table.add_row(
@@ -98,29 +118,26 @@ def _estimate_table(result: dict[str, Any]) -> Table:
         f"{total['cost_usd']:.4f}",
         f"{total['remaining_cost_usd']:.4f}",
         "",
-        f"{total['time_s'] / 60:.1f} min",
+        duration(total["time_s"]),
     )
     return table
 
 
-def _report_table(report: dict[str, Any]) -> Table:
+def _report_table(report: dict[str, Any]) -> tuple[Table, list[str]]:
+    """The per-model counts, and one line per reason (reasons are too long for a column at 80 columns)."""
     table = Table(title="Collected")
-    for column in (
-        "model",
-        "answered",
-        "failed (not judged)",
-        "call errors (retry later)",
-        "retries",
-        "cost $",
-    ):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    _model_column(table, list(report["models"]))
+    for column in ("answered", "failed", "no answer", "retries", "cost $"):
+        table.add_column(column, justify="right", no_wrap=True)
+    reasons: list[str] = []
     for name, row in report["models"].items():
-        failed = "; ".join(f"{n} {why}" for why, n in row["failed"].items()) or "0"
-        errors = "; ".join(f"{n} {why}" for why, n in row["errors"].items()) or "0"
+        failed, errors = sum(row["failed"].values()), sum(row["errors"].values())
         table.add_row(
-            name, str(row["answered"]), failed, errors, str(row["retries"]), f"{row['cost_usd']:.4f}"
+            name, str(row["answered"]), str(failed), str(errors), str(row["retries"]), f"{row['cost_usd']:.4f}"
         )
-    return table
+        reasons += [f"{name}: {n} failed (stored, not judged): {why}" for why, n in row["failed"].items()]
+        reasons += [f"{name}: {n} gave no answer (retried next run): {why}" for why, n in row["errors"].items()]
+    return table, reasons
 
 
 def collect(
@@ -164,6 +181,14 @@ def collect(
     answers.add_questions(items)
     settings = CallSettings(max_tokens=max_tokens, timeout_s=timeout, retries=retries)
     asked = sample_questions(items) if dry_run else items
+    stored = answers.answered()
+    if not dry_run and all((q.id, m.name) in stored for q in items for m in chosen):
+        stderr.print(
+            f"all {len(items) * len(chosen)} calls already stored ({len(items)} questions x {len(chosen)} "
+            f"models) in {store}: nothing to ask"
+        )
+        answers.close()
+        return
     try:
         with _spend_progress("dry run" if dry_run else "collect") as progress:
             report = asyncio.run(
@@ -183,22 +208,42 @@ def collect(
         )
         sys.exit(130)
     result: dict[str, Any] = report.to_dict()
-    stderr.print(_report_table(result))
+    table, reasons = _report_table(result)
+    stderr.print(table)
+    for reason in reasons:
+        stderr.print(reason, highlight=False, markup=False)
+    for name, row in report.models.items():
+        if row.stopped:
+            stderr.print(
+                f"[red]stopped asking {escape(name)}[/red]: {escape(row.stopped)}; {row.not_asked} calls not "
+                "made. Check the model's upstream (base_url, key, is it running?), then run the same command",
+                highlight=False,
+            )
     if report.stopped_by_budget:
         stderr.print(
             f"[yellow]stopped by the budget[/yellow] (${budget:g}): {report.not_started} calls not made; "
             f"${report.spent_usd:.4f} spent in this store"
         )
-    errors = sum(sum(m.errors.values()) for m in report.models.values())
+    errors = sum(sum(m.errors.values()) + m.not_asked for m in report.models.values())
     if errors:
         stderr.print(f"[yellow]{errors} calls gave no answer[/yellow]: run the same command to retry them")
+    unanswered: list[str] = []
     if dry_run:
         result = estimate(chosen, items, asked, list(answers.answers()), answers.answered(), concurrency)
         stderr.print(_estimate_table(result))
+        unanswered = [row["model"] for row in result["models"] if row["sample_answers"] == 0]
+        if unanswered:
+            stderr.print(
+                f"[red]! no answer from {', '.join(unanswered)}[/red]: the estimate for "
+                f"{'it' if len(unanswered) == 1 else 'them'} is made from nothing (see the reasons above)",
+                highlight=False,
+            )
         typer.echo(json.dumps(result, indent=2))
     if json_path:
-        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_text(json_path, json.dumps(result, indent=2) + "\n")
     answers.close()
+    if errors or unanswered:
+        raise typer.Exit(1)
 
 
 def judge(
@@ -270,8 +315,9 @@ def judge(
     answers.close()
     result = report.to_dict()
     table = Table(title=f"Labels by {report.judge}")
-    for column in ("model", "labelled", "unknown", "failed answers (not judged)", "accuracy"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    _model_column(table, list(result["models"]))
+    for column in ("labelled", "unknown", "failed (not judged)", "accuracy"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name, row in result["models"].items():
         accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
         table.add_row(
@@ -282,4 +328,4 @@ def judge(
         stderr.print(f"note: {note}", highlight=False, markup=False)
     stderr.print(f"wrote {out}")
     if json_path:
-        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_text(json_path, json.dumps(result, indent=2) + "\n")

@@ -35,7 +35,10 @@ def latency(
     measured = measured_latency(AnswerStore(store, create=False))
     if not measured:
         raise ConfigError(f"{store}: no successful answers to learn latency from")
-    table = Table("model", "answers", "streamed", "TTFT ms", "tokens/s", title="latency per model")
+    table = Table(title="latency per model")
+    table.add_column("model", no_wrap=True, min_width=max(len(m.model) for m in measured))
+    for column in ("answers", "streamed", "TTFT ms", "tokens/s"):
+        table.add_column(column, justify="right", no_wrap=True)
     for m in measured:
         row = m.to_dict()
         speed = "unknown" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.1f}"
@@ -49,6 +52,14 @@ def latency(
             stderr.print(f"[yellow]not in {pool}:[/yellow] {', '.join(missing)}")
         if write:
             written = write_pool_latency(pool, measured)
-            stderr.print(f"wrote `latency:` for {', '.join(written) or 'no model'} into {pool}")
+            unknown = [m.model for m in measured if m.entry() is None and m.model in config.names]
+            if written:
+                stderr.print(f"wrote `latency:` for {', '.join(written)} into {pool}")
+            if unknown:
+                stderr.print(
+                    f"[yellow]no `latency:` written for {', '.join(unknown)}[/yellow]: their decode speed is "
+                    "unknown (no streamed answer with more than one token to time); collect streamed answers first",
+                    highlight=False,
+                )
             result["written"] = written
     typer.echo(json.dumps(result, indent=2))

@@ -20,10 +20,12 @@ from ladder.cli import (
     retrain_commands,
     serve_commands,
 )
+from ladder.cli.help_format import drop_flag_placeholders
 from ladder.cli.progress import stage_progress, stderr
 from ladder.core.errors import DataError, DataWarning, LadderError
 from ladder.core.router_cost import DEFAULT_INSTANCE_USD_PER_HOUR, DEFAULT_INSTANCE_VCPUS
 
+drop_flag_placeholders()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ladder: a learned LLM router.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
@@ -101,7 +103,11 @@ def route(
 @app.command("import")
 def import_data(
     fmt: Annotated[
-        str, typer.Argument(help="Source format, e.g. mmlu-pro, llmrouter, nvidia-v3, routerbench.")
+        str,
+        typer.Argument(
+            help="Source format: mmlu-pro, llmrouter, nvidia-v3, routerbench, routellm-mmlu, routellm-gsm8k, "
+            "routellm-mt-bench, or canonical (a canonical file or folder of them)."
+        ),
     ],
     source: Annotated[Path, typer.Argument(help="Source file or folder.")],
     out: Annotated[Path, typer.Option(help="Canonical CSV to write.")],
@@ -137,11 +143,13 @@ def train(
         str | None,
         typer.Option(help="Embed on Triton's encoder model: triton://HOST:PORT (gRPC). Default: in process."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing checkpoint at --out.")] = False,
 ) -> None:
     """Train a router head on canonical data."""
     import dataclasses
 
     from ladder.core.pool import load_pool
+    from ladder.training.costs import EQUAL_COSTS
     from ladder.training.dataset import read_canonical
     from ladder.training.fit import HeadSettings
     from ladder.training.train import TrainingSpec
@@ -164,14 +172,22 @@ def train(
             dataclasses.replace(spec, variant=variant),
             progress,
             embed,
+            force=force,
         )
     rec = checkpoint.manifest.recommended
     stderr.print(f"[green]checkpoint written[/green] to {out} ({len(checkpoint.models)} models)")
     if rec is not None:
-        stderr.print(
-            f"recommended tolerance {rec.tolerance:g}: cross-validated accuracy {rec.cv_accuracy:.3f} "
-            f"at ${rec.cv_cost_per_1k:.4f} per 1K requests"
-        )
+        priced = checkpoint.manifest.training.settings.get("costs") != EQUAL_COSTS
+        cost = f" at ${rec.cv_cost_per_1k:.4f} per 1K requests" if priced else " (no costs: equal prices)"
+        stderr.print(f"recommended tolerance {rec.tolerance:g}: cross-validated accuracy {rec.cv_accuracy:.3f}{cost}")
+    pool_arg = f" --pool {pool}" if pool else ""
+    stderr.print(
+        "next: judge it on held-out rows with "
+        f"`ladder evaluate --checkpoint {out} --data {data[0]}{pool_arg}`, then serve it with "
+        f"`ladder serve{pool_arg} --checkpoint {out}`",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()
@@ -219,8 +235,11 @@ def evaluate(
             "cascades there (a few minutes on large data).",
         ),
     ] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --json or --plot file.")] = False,
 ) -> None:
     """Judge a checkpoint on held-out data beside every single model, the oracle, kNN and random routing."""
+    from ladder.cli.evaluate_table import report_console
+    from ladder.cli.output import prepare_output
     from ladder.core.checkpoint import Checkpoint
     from ladder.core.pool import load_pool
     from ladder.training.dataset import read_canonical
@@ -233,6 +252,9 @@ def evaluate(
     chosen_objective = Objective(objective, cost_cap=cost_cap)
     if write_cascade and pool is None:
         raise DataError("--write-cascade needs --pool FILE (the pool file to write routing.cascade into)")
+    for path, option in ((json_path, "--json"), (plot, "--plot")):
+        if path is not None:
+            prepare_output(path, option, force)
     loaded = Checkpoint.load(checkpoint)
     eval_rows = training_rows(read_canonical([data]), split)
     train_split = loaded.manifest.training.settings.get("split")
@@ -240,11 +262,6 @@ def evaluate(
     train_rows = None
     if all(p.is_file() for p in train_files):
         train_rows = training_rows(read_canonical(train_files), train_split)
-    else:
-        stderr.print(
-            "[yellow]training data not found: the kNN baseline, the per-task baseline, the recommendation "
-            "by objective and cascades are skipped (pass --train-data)[/yellow]"
-        )
     enc = loaded.manifest.encoder
     max_tokens = int(loaded.manifest.training.settings.get("max_tokens", 512))
     with stage_progress() as progress:
@@ -280,12 +297,14 @@ def evaluate(
     if plot:
         title = f"Held-out accuracy vs cost: {data.name}, {report['questions']} questions"
         plot_report(report, plot, title=title)
-    for line in report["verdict"]:
-        typer.echo(line)
+    typer.echo(report_console(report).rstrip("\n"))
+    for path, what in ((json_path, "the full report"), (plot, "the accuracy-cost plot")):
+        if path is not None:
+            stderr.print(f"wrote {what} to {path}", highlight=False, markup=False)
+    if json_path is None:
+        stderr.print("(the full report, every curve and baseline: --json FILE)", highlight=False, markup=False)
     if write_cascade and pool is not None:
         _write_cascade(report, pool)
-    if not json_path:
-        _print_json(report)
 
 
 def _write_cascade(report: dict[str, Any], pool: Path) -> None:

@@ -173,6 +173,9 @@ def calibrate(
     write: Annotated[bool, typer.Option("--write", help="Put the tolerance into the pool file.")] = False,
     split: Annotated[str | None, typer.Option(help="Use rows with this split (when present).")] = "test",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="--write the closest tolerance even when the target is missed.")
+    ] = False,
 ) -> None:
     """Choose the tolerance that meets a target on a labelled sample."""
     from ladder.core.checkpoint import Checkpoint
@@ -193,8 +196,16 @@ def calibrate(
     with stage_progress() as progress:
         inputs = evaluation_inputs(loaded, rows, load_pool(pool) if pool else None, None, progress)
     result = run_calibrate(inputs, goal)
-    if not result["target"]["met_on_sample"]:
+    missed = not result["target"]["met_on_sample"]
+    if missed:
         stderr.print(f"[yellow]the target {target} cannot be met on this sample; closest shown[/yellow]")
+    if write and missed and not force:
+        _emit(result, json_path)
+        raise DataError(
+            f"--write: the target {target} is missed on this sample (the closest is tolerance "
+            f"{result['tolerance']:g}), so {pool} is unchanged; pass --force to write it anyway, or choose a "
+            "target this sample can meet"
+        )
     if write and pool is not None:
         old, new = rewrite_routing(pool, result["tolerance"])
         diff = unified_diff(pool, old, new)

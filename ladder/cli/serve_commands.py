@@ -18,12 +18,27 @@ def serve(
     config: Annotated[
         Path | None, typer.Option("--config", help="Settings file (YAML or JSON); LADDER_* wins.")
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint folder to score with (default: the pool's routing.checkpoint)."),
+    ] = None,
 ) -> None:
-    """Start the OpenAI-compatible gateway."""
+    """Start the OpenAI- and Anthropic-compatible gateway."""
+    from ladder.cli.progress import stderr
+    from ladder.core.pool import load_pool
     from ladder.gateway.server import serve as run
     from ladder.gateway.settings import load_settings
+    from ladder.gateway.startup import banner, bind, check_keys
 
-    run(load_settings(config, pool=pool, host=host, port=port))
+    settings = load_settings(config, pool=pool, host=host, port=port, checkpoint=checkpoint)
+    loaded = load_pool(settings.pool, settings.checkpoint)
+    warnings = check_keys(loaded, settings)
+    sock = bind(settings)
+    for line in banner(loaded, settings, int(sock.getsockname()[1])):
+        stderr.print(line, highlight=False, markup=False, soft_wrap=True)
+    for warning in warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    run(settings, sock)
 
 
 def bench_gateway(

@@ -137,9 +137,10 @@ class Checkpoint:
         if missing:
             raise CheckpointError(
                 f"checkpoint {self.directory} was trained for {self.manifest.models}; {pool_name} also has "
-                f"{missing}, which it cannot score. Retrain with `ladder train` on data covering them, or set"
-                " "
-                f"`label:` on those pool entries to the checkpoint model they should be scored as."
+                f"{missing}, which it cannot score. If you trained a checkpoint for this pool, use it: "
+                "`--checkpoint DIR` on the command, or `routing.checkpoint: DIR` in the pool file. Otherwise "
+                "train one with `ladder train --pool POOL`, or set `label:` on those pool entries to the "
+                "checkpoint model they should be scored as."
             )
 
 

@@ -160,15 +160,20 @@ def _refuse_duplicate_names(path: Path, data: Any, lines: dict[Location, int]) -
         first_line[name] = line
 
 
-def load_pool(path: Path | str) -> PoolConfig:
-    """Load and validate a pool file; relative checkpoint paths are resolved against the file."""
+def load_pool(path: Path | str, checkpoint: Path | None = None) -> PoolConfig:
+    """Load and validate a pool file; relative checkpoint paths are resolved against the file.
+
+    ``checkpoint`` (a command's ``--checkpoint DIR``) replaces ``routing.checkpoint``; a relative one is
+    resolved against the working folder, as a path typed on the command line is.
+    """
     path = Path(path)
     data, lines = read_yaml(path)
     _refuse_duplicate_names(path, data, lines)
     pool = validate_model(path, data, lines, PoolConfig)
-    checkpoint = pool.routing.checkpoint
-    if not checkpoint.is_absolute():
-        candidate = (path.parent / checkpoint).resolve()
-        routing = pool.routing.model_copy(update={"checkpoint": candidate})
+    chosen = checkpoint.resolve() if checkpoint is not None else pool.routing.checkpoint
+    if not chosen.is_absolute():
+        chosen = (path.parent / chosen).resolve()
+    if chosen != pool.routing.checkpoint:
+        routing = pool.routing.model_copy(update={"checkpoint": chosen})
         pool = pool.model_copy(update={"routing": routing})
     return pool

@@ -49,7 +49,7 @@ def create_app(
     """Build the gateway. ``router``, ``upstream_transport`` and ``tracer_provider`` are seams for tests."""
     settings = settings or load_settings()
     if router is None:
-        router = Router.from_pool(load_pool(settings.pool), threads=settings.scorer_threads)
+        router = Router.from_pool(load_pool(settings.pool, settings.checkpoint), threads=settings.scorer_threads)
     triton: TritonScorer | None = None
     if settings.scorer == "triton":  # the embedded scorer stays as the fallback
         router, triton = with_triton(router, settings.triton)

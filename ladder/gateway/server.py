@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from ladder.gateway.app import create_app
 from ladder.gateway.logs import logging_config
 from ladder.gateway.settings import Settings
+from ladder.gateway.startup import bind
 
 
 def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
@@ -32,6 +33,7 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
 
 
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted; the port is bound first, so a busy one is a clear error, not exit 3."""
+    sock = sock or bind(settings)
     server = uvicorn.Server(uvicorn_config(settings))
     server.run(sockets=[sock] if sock is not None else None)

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     )
 
     pool: Path = Field(default_factory=default_pool_path, description="Pool file")
+    checkpoint: Path | None = Field(
+        default=None, description="Checkpoint folder to score with (default: the pool's routing.checkpoint)"
+    )
+    production: bool = Field(
+        default=False,
+        description="Refuse to start, rather than warn, when a model's api_key_env variable is unset",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ from ladder.training.operating_points import (
 )
 
 KNN_NEIGHBOURS = 40
+MIN_TUNING_QUESTIONS = 50  # training questions every model answered, to tune operating points and cascades
+SMALL_SAMPLE = 100  # held-out questions under which the report warns that its figures are noisy
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class EvaluationInputs:
     logprobs: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     training: TrainingSide | None = None
+    left_out: dict[str, str] = field(default_factory=dict)  # report section -> why it is not in the report
 
 
 def _points(points: list[OperatingPoint]) -> list[dict[str, float]]:
@@ -169,6 +172,7 @@ def build_report(
     report["policies"] = {policy: curve(policy, p, y, c, parameters(policy, c)) for policy in POLICIES}
     if at_tolerance is not None:
         report["at_tolerance"] = at_tolerance_point(inputs, at_tolerance)
+    left_out = dict(inputs.left_out)
     train = inputs.training
     if train is not None:
         chosen_rec = recommend_across_policies(train.oof_p, train.labels, train.costs, objective)
@@ -179,12 +183,18 @@ def build_report(
             "held_out": held_out,
             "held_out_cost_share_of_best_single": held_out["cost_per_1k"] / best_cost if best_cost else None,
         }
-        if inputs.tasks is not None and any(t is not None for t in train.tasks):
+        if inputs.tasks is None or not any(t is not None for t in train.tasks):
+            side = "evaluation" if inputs.tasks is None else "training"
+            left_out["baselines.per_task"] = f"the {side} data has no `task` column"
+        else:
             baselines["per_task"] = per_task_curve(train.tasks, train.labels, train.costs, inputs.tasks, y, c)
             report["baseline_cost_to_match_best_single"]["per_task"] = _match(
                 baselines["per_task"], best_acc, best_cost
             )
-        if inputs.answers is not None and train.answers is not None and inputs.embeddings is not None:
+        if inputs.answers is None or train.answers is None or inputs.embeddings is None:
+            side = "evaluation" if inputs.answers is None else "training"
+            left_out["cascades"] = f"the {side} data has no `answer` column (the models' answer texts)"
+        else:
             report["cascades"] = evaluate_cascades(
                 names,
                 CascadeSide(
@@ -207,6 +217,7 @@ def build_report(
         if inputs.knn_p is not None:
             pair["knn"] = pgr_summary(inputs.knn_p[:, s] - inputs.knn_p[:, w], y[:, s], y[:, w])
         report["strong_weak"] = pair
+    report["left_out"] = left_out
     report["verdict"] = verdict(report)
     return report
 
@@ -228,6 +239,11 @@ def _match(points: list[dict[str, Any]], accuracy: float, cost: float) -> float 
 def verdict(report: dict[str, Any]) -> list[str]:
     """Plain sentences on where the router stands against its baselines (noise band: 1 point)."""
     lines = []
+    if report["questions"] < SMALL_SAMPLE:
+        lines.append(
+            f"warning: only {report['questions']} held-out questions: one question moves an accuracy by "
+            f"{100 / report['questions']:.1f} points, so differences of a few points mean little here"
+        )
     router = report["router"]
     best = report["best_single_accuracy"]
     top = max(pt["accuracy"] for pt in router)
@@ -291,6 +307,10 @@ def verdict(report: dict[str, Any]) -> list[str]:
             f"${held['cost_per_1k']:.4g}/1K"
             + (f"; pool file routing.cascade: {json.dumps(plan['gateway'])}" if "gateway" in plan else "")
         )
+    by_reason: dict[str, list[str]] = {}
+    for section, why in report.get("left_out", {}).items():
+        by_reason.setdefault(why, []).append(section)
+    lines += [f"left out: {', '.join(sections)}: {why}" for why, sections in by_reason.items()]
     return lines
 
 
@@ -333,6 +353,12 @@ def evaluation_inputs(
         overlap = int((in_training & complete).sum())
         complete &= ~in_training
     if not complete.any():
+        if overlap:
+            raise DataError(
+                f"every evaluation question with labels for every model ({overlap}) is also in the checkpoint's "
+                "training data, so none is held out: label with a test split (`ladder judge --test-fraction "
+                "0.2` or `ladder import --test-fraction 0.2`) and train again, or pass held-out --data"
+            )
         raise DataError("no question in the evaluation data has labels for every evaluated model")
     rows = np.nonzero(complete)[0]
     data = data.subset(rows)
@@ -346,12 +372,30 @@ def evaluation_inputs(
     router_p = head.predict(x)[:, columns]
     knn_p = None
     training = None
-    if train_data is not None:
+    left_out: dict[str, str] = {}
+    tuned = ("recommended_by_objective", "baselines.per_task", "cascades")
+    lacking = [] if train_data is None else [label for label in labels_used if label not in train_data.models]
+    if train_data is None:
+        for section in ("baselines.knn", *tuned):
+            left_out[section] = "the training data was not found (pass --train-data)"
+    elif lacking:
+        for section in ("baselines.knn", *tuned):
+            left_out[section] = (
+                f"the training data has no labels for {lacking} (an onboarded model?); pass --train-data "
+                "with rows for every model"
+            )
+    else:
         train_y = train_data.labels[:, [train_data.models.index(label) for label in labels_used]]
         train_x = embed_texts(train_data.questions, enc.name, enc.variant, max_tokens, progress)
         knn_p = knn_scores(train_x, train_y, x)
-        if tune_on_training:
-            training = _training_side(checkpoint, train_data, train_x, pool, names, labels_used, progress)
+        if not tune_on_training:
+            for section in tuned:
+                left_out[section] = "not tuned on training rows (--no-tune)"
+        else:
+            training, why = _training_side(checkpoint, train_data, train_x, pool, names, labels_used, progress)
+            if training is None:
+                for section in tuned:
+                    left_out[section] = why
     return EvaluationInputs(
         names=names,
         labels=y,
@@ -366,6 +410,7 @@ def evaluation_inputs(
         logprobs=None if data.answer_logprobs is None else data.answer_logprobs[:, columns_used],
         embeddings=x,
         training=training,
+        left_out=left_out,
     )
 
 
@@ -377,30 +422,40 @@ def _training_side(
     names: list[str],
     labels_used: list[str],
     progress: Progress | None,
-) -> TrainingSide | None:
-    """The checkpoint's training rows (as `ladder train` selected them) with out-of-fold router scores."""
-    if any(label not in train_data.models for label in checkpoint.models):
-        return None
+) -> tuple[TrainingSide | None, str]:
+    """The checkpoint's training rows (as `ladder train` selected them) with out-of-fold router scores.
+
+    None, with the reason, when they cannot be rebuilt or are too few to tune on (checked before the refit).
+    """
+    lacking = [label for label in checkpoint.models if label not in train_data.models]
+    if lacking:
+        return None, f"the training data has no labels for the checkpoint's models {lacking}"
     ckpt_y = train_data.labels[:, [train_data.models.index(label) for label in checkpoint.models]]
     keep = ~np.isnan(ckpt_y).all(axis=1)
-    ids = [train_data.question_ids[i] for i in np.nonzero(keep)[0]]
-    oof = out_of_fold_p(checkpoint, train_x[keep], ckpt_y[keep], progress, question_ids=ids)
     kept = train_data.subset(np.nonzero(keep)[0])
     used = [train_data.models.index(label) for label in labels_used]
     y = kept.labels[:, used]
     complete = ~np.isnan(y).any(axis=1)
-    if complete.sum() < 50:
-        return None
+    if complete.sum() < MIN_TUNING_QUESTIONS:
+        return None, (
+            f"only {int(complete.sum())} training questions have labels for every model; tuning on training "
+            f"rows needs at least {MIN_TUNING_QUESTIONS}"
+        )
+    ids = [train_data.question_ids[i] for i in np.nonzero(keep)[0]]
+    oof = out_of_fold_p(checkpoint, train_x[keep], ckpt_y[keep], progress, question_ids=ids)
     rows = np.nonzero(complete)[0]
     side = kept.subset(rows)
-    return TrainingSide(
-        labels=y[complete],
-        costs=training_costs(side, names, pool, labels_used)[0],
-        oof_p=oof[complete][:, [checkpoint.models.index(label) for label in labels_used]],
-        tasks=list(side.tasks),
-        answers=None if side.answers is None else side.answers[:, used],
-        logprobs=None if side.answer_logprobs is None else side.answer_logprobs[:, used],
-        embeddings=train_x[keep][complete],
+    return (
+        TrainingSide(
+            labels=y[complete],
+            costs=training_costs(side, names, pool, labels_used)[0],
+            oof_p=oof[complete][:, [checkpoint.models.index(label) for label in labels_used]],
+            tasks=list(side.tasks),
+            answers=None if side.answers is None else side.answers[:, used],
+            logprobs=None if side.answer_logprobs is None else side.answer_logprobs[:, used],
+            embeddings=train_x[keep][complete],
+        ),
+        "",
     )
 
 
@@ -408,6 +463,7 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     import json
     import os
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(path.suffix + ".partial")
     partial.write_text(
         json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"

@@ -140,7 +140,7 @@ def fit_head(
     members = []
     for k in range(settings.members):
         if progress:
-            progress("training ensemble members", k, settings.members)
+            progress("ensemble members trained (cross-validation folds)", k, settings.members)
         train = torch.as_tensor(np.nonzero(folds != k)[0])
         held = torch.as_tensor(np.nonzero(folds == k)[0])
         member = _train_member(reduced[train], y[train], m[train], settings, settings.seed * 1000 + k)
@@ -148,7 +148,7 @@ def fit_head(
             oof_logits[held.numpy()] = member(reduced[held]).numpy()
         members.append(member)
     if progress:
-        progress("training ensemble members", settings.members, settings.members)
+        progress("ensemble members trained (cross-validation folds)", settings.members, settings.members)
     mlp_p = 1 / (1 + np.exp(-oof_logits))
     vote_mean, vote_basis, vote_bank = _vote_space(embeddings, settings.vote_dims)
     vote_p = np.zeros_like(mlp_p)
@@ -161,9 +161,12 @@ def fit_head(
             settings.vote_neighbours,
             settings.vote_temperature,
         )
+    stage = "blend weights tried (MLP and neighbour vote)"
     if progress:
-        progress("calibrating the MLP and neighbour blend", 0, len(settings.vote_weights))
+        progress(stage, 0, len(settings.vote_weights))
     weight, scale, bias, blend_logits = _best_blend(mlp_p, vote_p, labels, mask, settings.vote_weights)
+    if progress:
+        progress(stage, len(settings.vote_weights), len(settings.vote_weights))
     oof_p = 1 / (1 + np.exp(-(blend_logits * scale + bias)))
     vote = NeighbourVote(
         vote_mean,

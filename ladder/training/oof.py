@@ -68,7 +68,12 @@ def out_of_fold_p(
     cache = ladder_home() / "cache" / "oof" / f"{digest.hexdigest()[:32]}.npy"
     if cache.is_file():
         return np.asarray(np.load(cache, allow_pickle=False), dtype=np.float32)
-    oof = fit_head(embeddings, labels, settings, progress).oof_p
+
+    def refit(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"refit on training rows, to tune on (cached after): {stage}", done, total)
+
+    oof = fit_head(embeddings, labels, settings, refit).oof_p
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(partial, oof, allow_pickle=False)

@@ -161,7 +161,7 @@ def retrain(
     from ladder.training.train import train  # PyTorch: loaded only when there is something to train
 
     started = datetime.now(UTC)
-    candidate = train(training, list(data_files), candidate_dir, pool, spec.training, progress)
+    candidate = train(training, list(data_files), candidate_dir, pool, spec.training, progress, force=True)
     y = np.full((len(held), len(labels)), np.nan)
     for j, label in enumerate(labels):
         if label in held.models:

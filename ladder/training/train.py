@@ -80,9 +80,13 @@ def cv_report(p: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[s
     return report
 
 
-def _check_writable(out: Path) -> None:
+def _check_writable(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: exists and is not a folder; give --out a folder path")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise CheckpointError(
+            f"{out}: already exists and is not empty; choose another --out, or pass --force to replace it"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -109,8 +113,9 @@ def train(
     spec: TrainingSpec = TrainingSpec(),
     progress: Progress | None = None,
     embed: Callable[[list[str]], np.ndarray] | None = None,
+    force: bool = False,
 ) -> Checkpoint:
-    """Train a head for ``data`` and write the checkpoint to ``out``.
+    """Train a head for ``data`` and write the checkpoint to ``out`` (an existing one only with ``force``).
 
     ``embed`` maps the training questions to their embeddings (default: the spec's encoder, in process,
     with its cache); it must be the encoder the manifest names.
@@ -121,7 +126,10 @@ def train(
     labels = data.labels[:, columns]
     keep = ~np.isnan(labels).all(axis=1)
     if keep.sum() < 2 * spec.head.members:
-        raise DataError(f"only {int(keep.sum())} questions have labels; too few to train on")
+        raise DataError(
+            f"only {int(keep.sum())} questions have labels; training needs at least {2 * spec.head.members} "
+            f"(twice --members, {spec.head.members}): label more questions, or lower --members (at least 2)"
+        )
     data = data.subset(np.nonzero(keep)[0])
     labels = labels[keep]
     # everything the run needs is checked here, before the first expensive step (embedding)
@@ -132,7 +140,7 @@ def train(
             "is chosen on questions every model answered"
         )
     costs, cost_source = training_costs(data, names, pool, labels_used)
-    _check_writable(out)
+    _check_writable(out, force)
     info = EncoderInfo.load(encoder_dir(spec.encoder))
     if embed is None:
         embeddings = embed_texts(data.questions, spec.encoder, spec.variant, spec.max_tokens, progress)

@@ -51,6 +51,9 @@ def upstream_key(spec: ModelSpec) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+STOP_AFTER_FAILURES = 3  # calls in a row with no answer (after their retries) before a model is given up on
+
+
 @dataclass
 class ModelReport:
     """What one model's calls gave in this run."""
@@ -60,6 +63,9 @@ class ModelReport:
     errors: Counter[str] = field(default_factory=Counter)
     cost_usd: float = 0.0
     retries: int = 0
+    failing_in_a_row: int = 0
+    stopped: str | None = None  # why the model was given up on in this run (its upstream fails every call)
+    not_asked: int = 0  # calls left unmade once it was stopped
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,7 +74,16 @@ class ModelReport:
             "errors": dict(self.errors),
             "retries": self.retries,
             "cost_usd": self.cost_usd,
+            "stopped": self.stopped,
+            "not_asked": self.not_asked,
         }
+
+    def call_failed(self, reason: str, url: str) -> None:
+        """Count a call with no answer; after STOP_AFTER_FAILURES in a row, stop asking this model."""
+        self.errors[reason] += 1
+        self.failing_in_a_row += 1
+        if self.stopped is None and self.failing_in_a_row >= STOP_AFTER_FAILURES:
+            self.stopped = f"{self.failing_in_a_row} calls in a row gave no answer, the last: {reason} ({url})"
 
 
 @dataclass
@@ -170,16 +185,23 @@ async def collect(
         async with limits[upstream_key(spec)]:
             estimated = estimate_tokens(prompt_chars(spec, question))
             reserved = worst_cost(spec, ratios.tokens(spec.name, estimated), settings)
+            model_report = report.models[spec.name]
+            if model_report.stopped is not None:
+                model_report.not_asked += 1
+                finished += 1
+                if progress:
+                    progress(finished, len(todo), budget.spent_usd)
+                return
             if not budget.reserve(reserved):
                 report.not_started += 1
                 return
             spent = 0.0
-            model_report = report.models[spec.name]
             try:
                 answer = await ask(client, spec, question, settings, no_logprobs)
             except CallFailed as exc:
-                model_report.errors[str(exc)] += 1
+                model_report.call_failed(str(exc), str(spec.upstream.base_url))
             else:
+                model_report.failing_in_a_row = 0
                 if store.put_answer(answer):
                     spent = answer.cost_usd
                     ratios.observe(answer, estimated)

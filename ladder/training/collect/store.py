@@ -126,6 +126,12 @@ class AnswerStore:
         url = store_url(store)
         if url.startswith("sqlite:///") and not create and not Path(url.removeprefix("sqlite:///")).is_file():
             raise DataError(f"{store}: no such store (make one with `ladder collect`)")
+        if url.startswith("sqlite:///") and create:
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DataError(f"{store}: cannot create its folder {folder} ({exc.strerror})") from None
         try:
             self.engine: Engine = make_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:

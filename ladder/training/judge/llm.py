@@ -78,6 +78,7 @@ class LLMJudge:
     concurrency: int = 4
     cost_usd: float = 0.0
     malformed: int = 0
+    last_malformed: str | None = None  # the last reply that was not a valid verdict, to show the user
     no_logprobs: set[str] = field(default_factory=set)
 
     @property
@@ -104,6 +105,7 @@ class LLMJudge:
                 verdict = schema.model_validate_json(_json_text(text))
             except (ValidationError, ValueError):
                 self.malformed += 1
+                self.last_malformed = text
                 messages = [
                     *messages,
                     {"role": "assistant", "content": text},

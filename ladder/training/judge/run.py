@@ -210,6 +210,15 @@ def judge_store(
         report.judge_cost_usd = judge.cost_usd
         if judge.malformed:
             report.notes.append(f"{judge.malformed} malformed verdicts were asked again")
+    if judge is not None and labels and all(correct is None for correct, _ in labels.values()):
+        (why, times), *_ = Counter(reason for _, reason in labels.values()).most_common(1)
+        said = (judge.last_malformed or "").strip().replace("\n", " ")
+        example = f"; a reply that was not a verdict began: {said[:160]!r}" if said else ""
+        raise ConfigError(
+            f"the judge gave no known label: nothing to write. The most common reason ({times} of "
+            f"{len(labels)}): {why}{example}. Choose a judge model that follows instructions (--judge-model), "
+            "or judge with --judge reference or vote"
+        )
     data = labelled_data(store, labels)
     if test_fraction is not None:
         data = split_by_id(data, test_fraction=test_fraction, seed=seed)
