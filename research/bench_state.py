@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ladder.core.loopback import free_port
 from ladder.core.policy import Decision, DecisionOptions, decide
 from ladder.gateway.keys import Client, KeyProfile, Limits
 from ladder.gateway.metrics import GatewayMetrics
@@ -79,11 +79,6 @@ async def measure(state: StateStore, requests: int) -> dict[str, Any]:
         "concurrent_32_requests_per_s": round(requests / elapsed, 1),
     }
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(url: str, timeout_s: float = 30.0) -> None:

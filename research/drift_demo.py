@@ -16,7 +16,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from ladder.core.loopback import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LADDER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SETS = {
@@ -32,11 +33,6 @@ SETS = {
     "llmrouter": (DATA / "llmrouter" / "default_query_test.jsonl", "query"),
 }
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def route_window(name: str, count: int, audit: Path) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from ladder.cli.main import app
 from ladder.core.errors import ConfigError
+from ladder.core.loopback import free_port
 from ladder.core.pool import load_pool
 from ladder.gateway.settings import load_settings
 from ladder.gateway.startup import banner, bind, check_keys
@@ -41,11 +42,6 @@ def test_help_shows_no_bool_placeholder_and_every_import_format() -> None:
     import_help = runner.invoke(app, ["import", "--help"], env={"COLUMNS": "200"}).output
     assert all(fmt in import_help for fmt in IMPORTERS)
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_serve_banner_names_pool_checkpoint_models_and_urls(
