@@ -16,12 +16,14 @@ from ladder.core.policy import Decision, DecisionOptions
 from ladder.core.pool import ModelSpec, PolicyName, PoolConfig
 from ladder.core.pricing import Usage
 from ladder.core.router import Router
+from ladder.core.sensitivity import SensitiveScan
 from ladder.gateway.audit import AuditLog
 from ladder.gateway.batcher import ScoreBatcher, Scored
-from ladder.gateway.capabilities import Requirements, exclusions, is_sensitive, requirements
+from ladder.gateway.capabilities import Requirements, exclusions, requirements
+from ladder.gateway.context import RequestContext, Sensitivity
 from ladder.gateway.costs import Cost
 from ladder.gateway.dispatch import Dispatched, Dispatcher
-from ladder.gateway.keys import ANONYMOUS, Client, ClientKeys, Limits, restrict
+from ladder.gateway.keys import Client, ClientKeys, Limits, restrict
 from ladder.gateway.latency import GatewayLatency, latency_budget
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.sessions import SessionOutcome, Sessions
@@ -43,16 +45,24 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 @dataclass(frozen=True)
 class Routed:
-    """A routed request: its id, the decision and what it was based on."""
+    """A routed request: its context, the decision and what it was based on."""
 
-    request_id: str
+    ctx: RequestContext
     decision: Decision
     needs: Requirements
     scored: Scored
     routing_ms: float
     started: float
-    client: Client | None = None  # who asked (the key's profile name; never the key)
     session: SessionOutcome | None = None  # what session affinity did to the decision
+
+    @property
+    def request_id(self) -> str:
+        return self.ctx.request_id
+
+    @property
+    def client(self) -> Client:
+        """Who asked (the key's profile name; never the key)."""
+        return self.ctx.client
 
     def headers(self) -> dict[str, str]:
         """Routing metadata as ``x-ladder-*`` response headers."""
@@ -89,7 +99,7 @@ class Routed:
             "routed_tokens": self.scored.routed_tokens,
             "truncated": self.scored.truncated,
             "routing_ms": round(self.routing_ms, 3),
-            "client": self.client.name if self.client is not None else None,
+            "client": self.client.name,
             "session": self.session.to_dict() if self.session is not None else None,
         }
 
@@ -125,7 +135,7 @@ class Gateway:
         self.triton = triton  # the Triton scorer behind ``router`` (scorer: triton), for /readyz
         self.traffic = traffic  # decisions kept for /v1/feedback and retraining (settings.traffic_db)
         self.shadow = shadow  # judges a share of answers in the background (settings.shadow)
-        self.sensitive_patterns = [re.compile(p) for p in settings.sensitive_patterns]
+        self.scan = SensitiveScan.of(settings.sensitive_patterns)  # decided once per request: context()
         self.latency = GatewayLatency(router, metrics)  # expected latency per model, for latency budgets
         self.state = state or MemoryState()  # sessions, rate limits, spend: Redis when redis_url is set
         self.clients = ClientKeys(
@@ -154,8 +164,17 @@ class Gateway:
         given = headers.get("x-request-id", "")
         return given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
+    def context(self, client: Client, headers: Mapping[str, str], body: Mapping[str, Any]) -> RequestContext:
+        """The request's context, built once: ``body`` is everything the client sent (every key and string
+        of it is scanned for the sensitive patterns, whatever part of it is forwarded)."""
+        header = headers.get(self.settings.sensitive_header)
+        sensitivity = Sensitivity.decide(header, client.profile, body, self.scan)
+        deadline = time.monotonic() + self.settings.deadline_s
+        return RequestContext(client, self.request_id(headers), sensitivity, deadline)
+
     def options(
         self,
+        ctx: RequestContext,
         model: str,
         tolerance: float | None,
         models: list[str] | None,
@@ -163,10 +182,11 @@ class Gateway:
         max_latency_ms: float | None = None,
     ) -> DecisionOptions:
         """The request's ``model``: a policy name (``ladder``, ``ladder-0.1``) routes, a pool name pins.
-        The client key's profile (found from ``headers``) sets the default tolerance and allowed models."""
+        The client key's profile sets the default tolerance and allowed models; ``headers`` may carry a
+        latency budget."""
         options = self.router.default_options()
-        client = self.clients.identify(headers) if headers is not None else None
-        profile = client.profile if client is not None else None
+        client = ctx.client
+        profile = client.profile
         if profile is not None and profile.tolerance is not None:
             options = replace(options, tolerance=profile.tolerance)
         name = self.settings.policy_name
@@ -203,12 +223,9 @@ class Gateway:
             f"or a pool model ({', '.join(self.pool.names)})"
         )
 
-    def sensitive(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> bool:
-        """The header, or a pattern anywhere in the forwarded body (every message, tool call, part)."""
-        return is_sensitive(headers.get(self.settings.sensitive_header), body, self.sensitive_patterns)
-
     async def route(
         self,
+        ctx: RequestContext,
         body: Mapping[str, Any],
         text: str,
         options: DecisionOptions,
@@ -220,24 +237,21 @@ class Gateway:
         when it still fits (``session_hint``: Anthropic's ``metadata.user_id``; ``pin_session=False`` reads
         the session without storing the decision)."""
         started = time.perf_counter()
-        client = self.clients.identify(headers)
-        needs = requirements(body, self.sensitive(headers, body))
+        client = ctx.client
+        needs = requirements(body, ctx.sensitive)
         options = replace(options, excluded={**options.excluded, **exclusions(self.pool, needs)})
         with start_span(self.tracer, "ladder.score") as span:
             scored = await self.batcher.score(text)
             span.set_attribute("ladder.routed_tokens", scored.routed_tokens)
         with start_span(self.tracer, "ladder.core.policy") as span:
             decision = self.router.decide_scores(scored.p_correct, needs.input_tokens, options)
-            name = client.name if client is not None else ANONYMOUS
-            ref = self.sessions.ref(headers, body, session_hint, name, options)
+            ref = self.sessions.ref(headers, body, session_hint, client.name, options)
             decision, session = await self.sessions.apply(ref, decision, write=pin_session)
             span.set_attribute("ladder.model", decision.model)
         routing_ms = (time.perf_counter() - started) * 1000
         self.metrics.routing_latency.observe(routing_ms / 1000)
         self.metrics.decisions.labels(decision.model).inc()
-        routed = Routed(
-            self.request_id(headers), decision, needs, scored, routing_ms, started, client, session
-        )
+        routed = Routed(ctx, decision, needs, scored, routing_ms, started, session)
         annotate_current_span({**genai_request_attributes(body), **decision_attributes(routed.summary())})
         return routed
 
@@ -258,8 +272,8 @@ class Gateway:
         more fields for the audit line, e.g. a cascade's stages)."""
         answered = dispatched.model.name if dispatched is not None else None
         if dispatched is not None:
-            if routed.client is not None:
-                self.limits.record_soon(routed.client, usage, cost)
+            self.dispatcher.settle_soon(dispatched, cost.cost_usd if cost is not None else None)
+            self.limits.record_soon(routed.client, usage, cost)
             if error is None:
                 self.sessions.answered_by(routed.session, routed.decision.model, dispatched.model.name)
             spec = dispatched.model
@@ -300,6 +314,7 @@ class Gateway:
             "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
             "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
             "sensitive": routed.needs.sensitive,
+            "sensitive_because": routed.ctx.sensitivity.because,
             "usage": None
             if usage is None
             else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
@@ -308,10 +323,14 @@ class Gateway:
             "routing_ms": round(routed.routing_ms, 3),
             "latency_ms": round((time.perf_counter() - routed.started) * 1000, 3),
             "error": error,
-            "client": routed.client.name if routed.client is not None else None,
+            "client": routed.client.name,
             "session": routed.session.status if routed.session is not None else None,
             **(extra or {}),
         }
-        self.audit.write(record, prompt=prompt)
+        kept = (
+            None if routed.ctx.sensitive else prompt
+        )  # a sensitive prompt is never stored, not even redacted
+        self.audit.write(record, prompt=kept)
         if self.traffic is not None:
-            self.traffic.remember(record, self.audit.redact(prompt) if self.audit.include_prompts else None)
+            stored = self.audit.redact(kept) if self.audit.include_prompts and kept is not None else None
+            self.traffic.remember(record, stored)

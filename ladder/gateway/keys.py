@@ -48,6 +48,9 @@ class KeyProfile(BaseModel):
     monthly_budget_usd: float | None = Field(default=None, gt=0, description="Spend per UTC month")
     admin: bool = Field(default=False, description="May read every client's usage")
     cascade: bool = Field(default=False, description="Answer in cascade mode unless a request says otherwise")
+    on_prem_only: bool = Field(
+        default=False, description="Treat every request as sensitive: on-prem models only, prompts never kept"
+    )
 
 
 @dataclass(frozen=True)
