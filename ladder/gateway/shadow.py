@@ -174,6 +174,11 @@ class ShadowJudge:
             self.counts["error"] += 1
             log.exception("shadow judging of %s failed", request_id)
 
+    @property
+    def in_flight(self) -> int:
+        """Judgements started and not yet finished."""
+        return len(self._background.pending)
+
     async def drain(self) -> None:
         """Wait for the judgements in flight (tests, and a clean shutdown)."""
         await self._background.drain()
