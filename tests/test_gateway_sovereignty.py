@@ -24,7 +24,7 @@ from gateway_support.upstream import FakeUpstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ladder.core.pool import Capability, load_pool
+from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.context import RequestContext, Sensitivity
 from ladder.gateway.dispatch import allowed

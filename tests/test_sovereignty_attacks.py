@@ -114,7 +114,13 @@ def stub_app(stubs: Stubs) -> Starlette:
         if not body.get("stream"):
             message = {"role": "assistant", "content": ANSWER}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
-            reply = {"id": "c", "object": "chat.completion", "model": model, "choices": [choice], "usage": usage}
+            reply = {
+                "id": "c",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+            }
             return JSONResponse(reply)
 
         async def events() -> Iterator[bytes]:  # type: ignore[misc]
@@ -180,9 +186,7 @@ def start(pool: tuple[Path, Router], directory: Path, **overrides: Any) -> tuple
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    pool: tuple[Path, Router], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Running]:
+def gateway(pool: tuple[Path, Router], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
         running, server = start(pool, tmp_path_factory.mktemp("gw"))
@@ -274,7 +278,11 @@ CHAT_PLACES: dict[str, Place] = {
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "t", "type": "function", "function": {"name": "f", "arguments": json.dumps({"q": m})}}
+                    {
+                        "id": "t",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": json.dumps({"q": m})},
+                    }
                 ],
             },
             {"role": "tool", "tool_call_id": "t", "content": "none"},
@@ -318,9 +326,13 @@ def attack(gateway: Running, stubs: Stubs, path: str, body: dict[str, Any]) -> h
     return response
 
 
-ALL_PLACES = [(m, p) for m in MODES for p in (CHAT_PLACES if m[0] == "/v1/chat/completions" else MESSAGES_PLACES)]
+ALL_PLACES = [
+    (m, p) for m in MODES for p in (CHAT_PLACES if m[0] == "/v1/chat/completions" else MESSAGES_PLACES)
+]
 CASES = [
-    pytest.param(mode, place, name, id=f"{mode[0]}-{mode[1]}-{'stream' if mode[2] else 'plain'}-{place}-{name}")
+    pytest.param(
+        mode, place, name, id=f"{mode[0]}-{mode[1]}-{'stream' if mode[2] else 'plain'}-{place}-{name}"
+    )
     for i, (mode, place) in enumerate(ALL_PLACES)
     for name in [list(DISGUISES)[i % len(DISGUISES)]]
 ]
@@ -328,7 +340,11 @@ CASES = [
 
 @pytest.mark.parametrize(("mode", "place", "disguise"), CASES)
 def test_a_disguised_marker_never_reaches_a_cloud_model(
-    gateway: Running, stubs: tuple[Stubs, ServerThread], mode: tuple[str, str, bool], place: str, disguise: str
+    gateway: Running,
+    stubs: tuple[Stubs, ServerThread],
+    mode: tuple[str, str, bool],
+    place: str,
+    disguise: str,
 ) -> None:
     path, body = request(mode, place, DISGUISES[disguise])
     response = attack(gateway, stubs[0], path, body)
@@ -391,7 +407,10 @@ def test_nothing_sensitive_is_stored(gateway: Running, stubs: tuple[Stubs, Serve
 
 
 def test_an_on_prem_only_key_keeps_every_request_on_prem(
-    pool: tuple[Path, Router], stubs: tuple[Stubs, ServerThread], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pool: tuple[Path, Router],
+    stubs: tuple[Stubs, ServerThread],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """For tenants whose data cannot be scanned (images, audio, encoded payloads): the key decides."""
     monkeypatch.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
@@ -399,7 +418,10 @@ def test_an_on_prem_only_key_keeps_every_request_on_prem(
     profiles = [{"name": "vault", "key": private, "on_prem_only": True}]
     running, server = start(pool, tmp_path, key_profiles=profiles)
     try:
-        body = {"model": "ladder-0", "messages": [{"role": "user", "content": "What is the capital of Peru?"}]}
+        body = {
+            "model": "ladder-0",
+            "messages": [{"role": "user", "content": "What is the capital of Peru?"}],
+        }
         for key, expected in ((API_KEY, "vision-pro"), (private, ON_PREM)):
             stubs[0].clear()
             reply = httpx.post(
