@@ -372,7 +372,7 @@ def test_generated_disguises_anywhere_stay_on_prem(
 ) -> None:
     cases = st.sampled_from(ALL_PLACES)
 
-    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=cases, marker=disguised())
     def check(case: tuple[tuple[str, str, bool], str], marker: str) -> None:
         path, body = request(case[0], case[1], marker)

@@ -37,6 +37,7 @@ IGNORABLE = frozenset(
     )
 )
 WHITESPACE = re.compile(r"\s+")
+ASCII_SPACES = ("\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")  # \s besides " "
 MAX_JSON_DEPTH = 2  # JSON inside a string inside a string: deeper is not decoded
 MAX_JSON_STRING = 1 << 20
 
@@ -55,10 +56,18 @@ def fold(text: str) -> str:
     return WHITESPACE.sub(" ", "".join(c for c in folded if not _invisible(c)))
 
 
+def _folded(text: str) -> str | None:
+    """``fold(text)`` where a case-insensitive match could differ from one on ``text`` itself, else None
+    (plain ASCII with single spaces: the common case, searched once)."""
+    if text.isascii():
+        odd = "  " in text or any(space in text for space in ASCII_SPACES)
+        return WHITESPACE.sub(" ", text) if odd else None
+    return fold(text)
+
+
 def _decoded(text: str) -> Any:
     """The JSON value a string holds (tool-call arguments), or None."""
-    head = text.lstrip()[:1]
-    if head not in ("{", "[") or len(text) > MAX_JSON_STRING:
+    if len(text) > MAX_JSON_STRING or not text or text[0] not in "{[ \t\r\n" or text.lstrip()[:1] not in "{[":
         return None
     try:
         return json.loads(text)
@@ -106,9 +115,9 @@ class SensitiveScan:
         if not self.patterns:
             return None
         for text in request_texts(value):
-            folded = fold(text)
+            folded = _folded(text)
             for pattern in self.patterns:
-                if pattern.search(text) or (folded != text and pattern.search(folded)):
+                if pattern.search(text) or (folded is not None and pattern.search(folded)):
                     return pattern.pattern
         return None
 
