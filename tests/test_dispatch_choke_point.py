@@ -12,17 +12,25 @@ from typing import Any
 
 import httpx
 import pytest
+from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from gateway_support.servers import ServerThread
+from gateway_support.upstream import FakeUpstream
 
 from ladder.core.errors import UpstreamTimeoutError
 from ladder.core.pool import ModelSpec
+from ladder.core.router import Router
 from ladder.core.upstream import UpstreamClient
+from ladder.gateway.app import create_app
 from ladder.gateway.breaker import CircuitBreaker
 from ladder.gateway.context import Purpose, RequestContext, Sensitivity
 from ladder.gateway.dispatch import Dispatcher, LocalityError
 from ladder.gateway.errors import RateLimitError
 from ladder.gateway.keys import Client
 from ladder.gateway.metrics import GatewayMetrics
+from ladder.gateway.settings import load_settings
 from ladder.gateway.spend import Hold, SpendClaim
+
+pytest_plugins = ["gateway_support.fixtures"]
 
 GATEWAY = Path(__file__).resolve().parent.parent / "ladder" / "gateway"
 # modules that can open a connection to an upstream: only the dispatcher may import them
@@ -184,3 +192,27 @@ def test_a_refused_reservation_sends_nothing() -> None:
     with pytest.raises(RateLimitError):
         asyncio.run(dispatcher(seen, Recorder(refuse=True)).send(context(False), [CLOUD], BODY, False))
     assert seen == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_gateway_settles_each_answer_at_its_cost(
+    test_pool: Path, router: Router, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    """Through the real gateway: one reservation per answer, settled at the answer's cost (a stream's once
+    it has ended)."""
+    monkeypatch.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
+    guard = Recorder()
+    settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0)
+    with ServerThread(create_app(settings, router=router, spend_guard=guard)) as server:
+        body = {"model": "vision-pro", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"authorization": f"Bearer {API_KEY}"}
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=headers) as reply:
+            reply.read()
+        assert reply.status_code == 200
+        deadline = time.monotonic() + 30
+        while not guard.settled:
+            assert time.monotonic() < deadline, "the answer was never settled"
+            time.sleep(0.01)
+    completion_tokens = 3 if stream else 5  # what the fake upstream reports
+    assert [c.model.name for c in guard.reserved] == ["vision-pro"]
+    assert guard.settled == [("vision-pro", pytest.approx((10 * 3.0 + completion_tokens * 15.0) / 1e6))]
