@@ -34,5 +34,5 @@ done
 # (scripts/build_default_router.sh) reports the same cascades with the router's own scores.
 $ladder import mmlu-pro "$data/mmlu_pro" --out runs/mmlu_pro.csv.gz --test-fraction 0.2 --seed 0
 mkdir -p reports/mmlu-pro
-.venv/bin/python scripts/cascade_by_task.py runs/mmlu_pro.csv.gz ladder/defaults/pool.yaml \
+.venv/bin/python research/cascade_by_task.py runs/mmlu_pro.csv.gz ladder/defaults/pool.yaml \
   reports/mmlu-pro/cascade_by_task.json

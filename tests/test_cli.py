@@ -94,4 +94,18 @@ def test_data_file_missing_a_column(tmp_path: Path) -> None:
 def test_every_benchmark_is_a_command() -> None:
     from ladder.cli.main import bench_app
 
-    assert {c.name for c in bench_app.registered_commands} == {"route", "gateway", "triton"}
+    assert {c.name for c in bench_app.registered_commands} == {"route", "gateway", "triton", "chaos", "overload"}
+    for name in ("chaos", "overload"):  # their own options reach the run, which answers --help with its usage
+        done = ladder("bench", name, "--help")
+        assert done.returncode == 0 and f"usage: ladder bench {name}" in done.stdout, done.stderr
+
+
+def test_no_test_or_installed_module_imports_a_research_script() -> None:
+    import ast
+
+    for path in [*(REPO / "ladder").rglob("*.py"), *(REPO / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.split(".")[0] in {"scripts", "research", "local_loop"} for n in names), path

@@ -10,13 +10,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
 from collect_support import world
 from collect_support.harness import Loopback
 
+from ladder.bench.llama_server import MODELS_DIR, llama_server
+from ladder.bench.llama_server import available as llama_server_available
 from tests.support import REPO, ladder
 
 pytest_plugins = ["collect_support.fixtures"]
@@ -147,32 +149,67 @@ def test_sigkill_mid_run_then_resume_asks_only_what_is_missing(tmp_path: Path, f
     assert (tmp_path / "killed.csv").read_bytes() == (tmp_path / "clean.csv").read_bytes()
 
 
-LLAMA_PYTHON = REPO / ".venv-llama" / "bin" / "python"
-GGUFS = [
-    REPO / ".ladder-models" / name for name in ("SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf")
-]
+LOCAL_MODELS = {  # name -> (GGUF file, chat format llama.cpp must be told, nominal $ per 1M tokens in/out)
+    "smollm2-135m": ("SmolLM2-135M-Instruct.Q4_1.gguf", None, 0.01, 0.02),
+    "gemma3-270m": ("gemma-3-270m-q4_k_m.gguf", "gemma", 0.02, 0.04),
+}
+LOCAL_QUESTIONS = [  # one per kind the judge reads: option letters, numbers, short text
+    {"id": "mc-1", "question": "Which planet is the largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Mercury\n"
+     "Answer with the letter of the correct option.", "reference": "B", "task": "mmlu"},
+    {"id": "mc-2", "question": "Water boils at sea level at:\nA. 50 C\nB. 75 C\nC. 100 C\nD. 150 C\n"
+     "Answer with the letter of the correct option.", "reference": "C", "task": "arc_challenge"},
+    {"id": "mc-3", "question": "Where do you keep milk cold?\nA. oven\nB. fridge\nC. drawer\nD. car\n"
+     "Answer with the letter of the correct option.", "reference": "B", "task": "commonsense_qa"},
+    {"id": "num-1", "question": "What is 7 times 6? Answer with the number only.", "reference": "42",
+     "task": "gsm8k"},
+    {"id": "short-1", "question": "What is the capital of France? Answer in a few words.", "reference": "Paris",
+     "task": "trivia_qa"},
+    {"id": "short-2", "question": "Who wrote Hamlet? Answer in a few words.", "reference": "William Shakespeare",
+     "task": "natural_qa"},
+]  # fmt: skip
 
 
 @pytest.mark.skipif(
-    not LLAMA_PYTHON.is_file() or not all(p.is_file() for p in GGUFS),
+    not llama_server_available(*(MODELS_DIR / gguf for gguf, *_ in LOCAL_MODELS.values())),
     reason="llama.cpp or the local models are missing: run scripts/install_llama_cpp.sh",
 )
 def test_two_real_local_models_answer_and_are_judged(tmp_path: Path) -> None:
-    """The suite's share of scripts/local_loop.py: one question per task, 6 tasks, SmolLM2 and Gemma 3."""
-    report_dir = tmp_path / "report"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "local_loop.py"), "--per-task", "1", "--skip-train",
-         "--max-tokens", "16", "--work", str(tmp_path / "work"), "--report", str(report_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))
-    assert summary["questions"] == 6 and summary["dry_run_estimate"]["calls"] == 12
-    for model in ("smollm2-135m", "gemma3-270m"):  # every answer is judged, or reported as a failure
-        judged = summary["judge"]["models"][model]
-        assert judged["labelled"] + judged["failed_answers_not_judged"] == 6
-        assert judged["accuracy"] is None or 0.0 <= judged["accuracy"] <= 1.0
-    with (tmp_path / "work" / "labels.csv").open(encoding="utf-8") as handle:
+    """The loop's collect and judge on two real local models behind llama.cpp: 6 questions, 12 calls."""
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in LOCAL_QUESTIONS), encoding="utf-8")
+    with ExitStack() as stack:
+        pool = ["version: 1", "models:"]
+        for name, (gguf, chat_format, price_in, price_out) in LOCAL_MODELS.items():
+            url = stack.enter_context(llama_server(MODELS_DIR / gguf, name, tmp_path / f"{name}.log", 1, chat_format))
+            pool += [
+                f"  - name: {name}",
+                f"    upstream: {{base_url: {url}, model: {name}}}",
+                f"    price: {{input_per_1m: {price_in}, output_per_1m: {price_out}}}",
+                "    context_window: 2048",
+                "    locality: on-prem",
+            ]
+        (tmp_path / "pool.yaml").write_text("\n".join(pool) + "\n", encoding="utf-8")
+        common = ["--pool", str(tmp_path / "pool.yaml"), "--questions", str(questions),
+                  "--store", str(tmp_path / "answers.db"), "--max-tokens", "16", "--concurrency", "1",
+                  "--timeout", "120"]  # fmt: skip
+        estimate = json.loads(ladder("collect", *common, "--dry-run", check=True).stdout)
+        ladder("collect", *common, "--json", str(tmp_path / "collect.json"), check=True)
+    assert estimate["total"]["calls"] == 12
+    ladder("judge", "--store", str(tmp_path / "answers.db"), "--judge", "reference", "--out",
+           str(tmp_path / "labels.csv"), "--test-fraction", "0.3", "--json", str(tmp_path / "judge.json"),
+           check=True)  # fmt: skip
+    judged = json.loads((tmp_path / "judge.json").read_text(encoding="utf-8"))
+    for model in LOCAL_MODELS:  # every answer is judged, or reported as a failure
+        counts = judged["models"][model]
+        assert counts["labelled"] + counts["failed_answers_not_judged"] == len(LOCAL_QUESTIONS)
+    with (tmp_path / "labels.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert rows and {r["model"] for r in rows} <= {"smollm2-135m", "gemma3-270m"}
+    assert rows and {r["model"] for r in rows} <= set(LOCAL_MODELS)
     assert all(float(r["cost_usd"]) > 0 and r["correct"] in ("0", "1") for r in rows)
+    # the grader agrees with a reading of the stored answers: a label of 1 means the reference is in the answer
+    answers = dict(((q, m), a) for q, m, a in sqlite3.connect(tmp_path / "answers.db").execute(
+        "SELECT question_id, model, text FROM ladder_answers"))  # fmt: skip
+    reference = {q["id"]: str(q["reference"]).lower() for q in LOCAL_QUESTIONS}
+    for row in rows:
+        if row["correct"] == "1" and not row["question_id"].startswith("mc-"):
+            assert reference[row["question_id"]].split()[-1] in answers[(row["question_id"], row["model"])].lower()

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.errors import UpstreamTimeoutError
 from ladder.core.pool import ModelSpec
 from ladder.core.router import Router

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.router import Router
 from ladder.core.traffic_db import TrafficDB
 from ladder.gateway.app import create_app

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import anthropic
+import httpx
 import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
@@ -42,9 +47,7 @@ def test_plain_message(gateway: RunningGateway, upstream: FakeUpstream) -> None:
     assert sent["max_tokens"] == 64
 
 
-def test_streaming_message_follows_anthropics_event_sequence(
-    gateway: RunningGateway, upstream: FakeUpstream
-) -> None:
+def test_streaming_message_follows_anthropics_event_sequence(gateway: RunningGateway, upstream: FakeUpstream) -> None:
     with client(gateway).messages.stream(
         model="ladder-1", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
     ) as stream:
@@ -114,9 +117,7 @@ def test_a_broken_stream_raises_in_the_client(gateway: RunningGateway, upstream:
 
 def test_errors_reach_the_client_typed(gateway: RunningGateway) -> None:
     with pytest.raises(anthropic.NotFoundError):
-        client(gateway).messages.create(
-            model="claude-9", max_tokens=8, messages=[{"role": "user", "content": "x"}]
-        )
+        client(gateway).messages.create(model="claude-9", max_tokens=8, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(anthropic.BadRequestError):
         client(gateway).messages.create(model="ladder", max_tokens=8, messages=[])
     with pytest.raises(anthropic.AuthenticationError):
@@ -150,6 +151,7 @@ def test_images_translate_to_image_parts() -> None:
                 }
             ],
             "stop_sequences": ["END"],
+            "tools": [WEATHER_TOOL],
             "tool_choice": {"type": "any"},
         }
     )
@@ -159,3 +161,92 @@ def test_images_translate_to_image_parts() -> None:
         "image_url": {"url": "data:image/png;base64,AAAA"},
     }
     assert body["stop"] == ["END"] and body["tool_choice"] == "required"
+
+
+CLAUDE_CODE = Path(__file__).parent / "gateway_support" / "client_bodies" / "claude_code_messages.json"
+DROPPED_FIELDS = ("thinking", "context_management", "output_config", "metadata", "system", "cache_control")
+
+
+def claude_code_request() -> dict[str, Any]:
+    """The first request Claude Code 2.1 sends (recorded by gateway_support/recorder.py)."""
+    recorded: dict[str, Any] = json.loads(CLAUDE_CODE.read_text(encoding="utf-8"))
+    return recorded
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_claude_codes_first_request_is_answered(gateway: RunningGateway, upstream: FakeUpstream, stream: bool) -> None:
+    recorded = claude_code_request()
+    body = {**recorded["body"], "model": "ladder-1", "stream": stream}
+    system_turns = [m for m in body["messages"] if m["role"] == "system"]
+    assert system_turns and len(body["tools"]) == 12  # the shape the gateway used to refuse
+    headers = {**recorded["headers"], "x-api-key": API_KEY}
+    reply = httpx.post(f"{gateway.url}{recorded['path']}?{recorded['query']}", json=body, headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    if stream:
+        assert reply.text.startswith("event: message_start") and "event: message_stop" in reply.text
+    else:
+        assert reply.json()["content"][0]["type"] == "tool_use"
+    sent = upstream.seen[-1].body
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+    system = sent["messages"][0]["content"]
+    assert body["system"][1]["text"] in system and system_turns[0]["content"][0]["text"] in system
+    assert system.index(body["system"][1]["text"]) < system.index(system_turns[0]["content"][0]["text"])
+    assert len(sent["tools"]) == 12 and sent["max_tokens"] == body["max_tokens"]
+    assert not set(DROPPED_FIELDS) & set(sent) and "cache_control" not in json.dumps(sent)
+
+
+def test_fields_a_chat_model_cannot_use_are_accepted_through_the_sdk(
+    gateway: RunningGateway, upstream: FakeUpstream
+) -> None:
+    message = client(gateway).messages.create(
+        model="ladder-1",
+        max_tokens=64,
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[
+            {"role": "user", "content": "Hello"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hm", "signature": "sig"},
+                    {"type": "text", "text": "Hi."},
+                ],
+            },
+            {"role": "system", "content": "Answer in French."},  # type: ignore[list-item]
+            {"role": "user", "content": [{"type": "text", "text": "Again", "cache_control": {"type": "ephemeral"}}]},
+        ],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        metadata={"user_id": "someone"},
+        extra_body={"context_management": {"edits": []}, "output_config": {"effort": "low"}, "top_k": 5},
+    )
+    assert message.content[0].type == "text"
+    sent = upstream.seen[-1].body
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief.\n\nAnswer in French."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": [{"type": "text", "text": "Again"}]},
+    ]
+    assert not {"thinking", "context_management", "output_config", "top_k"} & set(sent)
+
+
+def test_server_tools_are_dropped_and_output_schemas_translated() -> None:
+    params = MessageCreateParams.model_validate(
+        {
+            "model": "ladder",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Search, then answer in JSON."}],
+            "tools": [
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+                {"type": "custom", **WEATHER_TOOL},
+            ],
+            "tool_choice": {"type": "tool", "name": "web_search"},
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"},
+        }
+    )
+    body = to_chat_body(params)
+    assert [t["function"]["name"] for t in body["tools"]] == ["get_weather"]
+    assert "tool_choice" not in body  # it named a tool that was dropped: the model chooses
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": {"type": "object"}, "strict": True},
+    }

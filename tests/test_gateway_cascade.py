@@ -15,23 +15,23 @@ import openai
 import pytest
 import yaml
 from gateway_support.answers_upstream import AnswersUpstream, answers_upstream_app
-from gateway_support.checkpoint import make_checkpoint
 from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.conversations import chat_conversations, mutated
 from gateway_support.pool import BIASES, NAMES, pool_data
-from gateway_support.servers import ServerThread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.cascade import CascadeConfig
 from ladder.core.errors import ConfigError
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.app import create_app
 from ladder.gateway.settings import load_settings
+from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -1,7 +1,7 @@
 """The short chaos run scoring on a real tritonserver that is SIGKILLed and restarted mid-run.
 
 Needs the Triton install (``scripts/install_triton.sh``) and skips with the reason when it is absent, like
-``tests/test_gateway_triton.py``. ``scripts/chaos.py --triton`` is the full-size run.
+``tests/test_gateway_triton.py``. ``ladder bench chaos --triton`` is the full-size run.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from ladder.bench.gateway import bench_gateway, free_port, stub_pool
+from ladder.bench.gateway import bench_gateway, stub_pool
+from ladder.core.loopback import free_port
 from ladder.core.pool import load_pool
 
 pytest_plugins = ["gateway_support.fixtures"]

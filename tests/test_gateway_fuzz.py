@@ -16,6 +16,7 @@ from gateway_support.conversations import (
     anthropic_conversations,
     chat_conversations,
     mutated,
+    responses_conversations,
 )
 from gateway_support.upstream import FakeUpstream
 from hypothesis import HealthCheck, given, settings
@@ -80,11 +81,19 @@ def check_answer(response: httpx.Response, anthropic: bool) -> None:
             assert set(body["error"]) == {"message", "type", "param", "code"}, body
     elif response.headers.get("content-type", "").startswith("text/event-stream"):
         text = response.text
-        assert "data: [DONE]" in text or "event: message_stop" in text or "error" in text, text[-300:]
+        closed = ("data: [DONE]", "event: message_stop", "event: response.completed", "event: response.incomplete")
+        assert any(c in text for c in closed) or "error" in text, text[-300:]
 
 
 FEEDBACK = st.fixed_dictionaries({"request_id": WORDS, "thumbs": st.sampled_from(["up", "down"])})
-POSTS = ["/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/route", "/v1/feedback"]
+POSTS = [
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/v1/route",
+    "/v1/feedback",
+]
 GETS = ["/v1/models", "/v1/usage", "/healthz", "/readyz", "/metrics"]
 
 
@@ -94,6 +103,7 @@ GETS = ["/v1/models", "/v1/usage", "/healthz", "/readyz", "/metrics"]
         ("/v1/chat/completions", mutated(chat_conversations()), True),
         ("/v1/messages", mutated(anthropic_conversations()), True),
         ("/v1/messages/count_tokens", mutated(anthropic_conversations()), True),
+        ("/v1/responses", mutated(responses_conversations()), True),
         ("/v1/route", mutated(ROUTE_BODIES), True),
         ("/v1/feedback", mutated(FEEDBACK), False),  # no traffic store here: a valid body is a clean 404
     ],
@@ -124,7 +134,7 @@ def test_mutated_bodies_never_give_500(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/route"]
+    "path", ["/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/responses", "/v1/route"]
 )
 def test_raw_bytes_never_give_500(gateway: RunningGateway, http: httpx.Client, path: str) -> None:
     @settings(FUZZ, max_examples=EXAMPLES // 4)

@@ -16,7 +16,6 @@ import anthropic
 import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.pool import NAMES
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -26,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ladder.bench.server_thread import ServerThread
 from ladder.gateway.tracing import provider_name
 
 pytest_plugins = ["gateway_support.fixtures"]

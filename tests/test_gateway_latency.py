@@ -10,14 +10,14 @@ import httpx
 import openai
 import pytest
 import yaml
-from gateway_support.checkpoint import make_checkpoint
 from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.pool import BIASES, NAMES, pool_data
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
+from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
 

@@ -3,95 +3,48 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import yaml
-from gateway_support.checkpoint import make_checkpoint
 from gateway_support.common import API_KEY
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
 from openai.types.chat import ChatCompletionMessageParam
 
+from ladder.bench.llama_server import MODELS_DIR
+from ladder.bench.llama_server import available as llama_server_available
+from ladder.bench.llama_server import llama_server as run_llama_server
+from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.app import create_app
 from ladder.gateway.settings import load_settings
+from ladder.training.prior_checkpoint import make_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
-LLAMA_VENV = Path(os.environ.get("LADDER_LLAMA_VENV", ROOT / ".venv-llama"))
-LLAMA_PYTHON = LLAMA_VENV / "bin" / "python"
-GGUF = Path(os.environ.get("LADDER_LOCAL_GGUF", ROOT / ".ladder-models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+GGUF = Path(os.environ.get("LADDER_LOCAL_GGUF", MODELS_DIR / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 pytestmark = pytest.mark.skipif(
-    not LLAMA_PYTHON.is_file(),
-    reason=f"no llama.cpp server: {LLAMA_VENV} is absent (run scripts/install_llama_cpp.sh)",
+    not llama_server_available(GGUF), reason=f"no llama.cpp server or {GGUF.name}: run scripts/install_llama_cpp.sh"
 )
 
 LOCAL = "smollm2-local"  # on-prem: llama.cpp on loopback
 CLOUD = "big-cloud"  # cloud: the fake upstream, more likely right, so it wins unless the request is sensitive
 ALIAS = "smollm2-135m-instruct"
-START_TIMEOUT_S = 60.0
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the capital of France? Answer in one word."}
 ]
 SENSITIVE = {"x-ladder-sensitive": "true"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` on loopback; its OpenAI base URL (``.../v1``)."""
-    assert GGUF.is_file(), f"{GGUF} is missing: run scripts/install_llama_cpp.sh"
-    port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    command = [
-        str(LLAMA_PYTHON), "-m", "llama_cpp.server",
-        "--model", str(GGUF), "--model_alias", ALIAS,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "2",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"llama.cpp server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"llama.cpp server not ready in {START_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
-                )
-            time.sleep(0.2)
+    with run_llama_server(GGUF, ALIAS, log, threads=2) as base_url:
         yield base_url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @dataclass

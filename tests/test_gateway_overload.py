@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.router import Router
 from ladder.gateway.app import create_app
 from ladder.gateway.batcher import ScoreBatcher, Scored

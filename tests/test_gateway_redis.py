@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
-from gateway_support.redis_server import free_port, running_redis
+from gateway_support.redis_server import running_redis
 from gateway_support.upstream import FakeUpstream
 
+from ladder.core.loopback import free_port
 from ladder.gateway.state import MemoryState, RedisState, StateStore
 
 pytest_plugins = ["gateway_support.fixtures"]

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from gateway_support.checkpoint import make_checkpoint
 from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.conversations import (
     anthropic_conversations,
@@ -19,16 +18,17 @@ from gateway_support.conversations import (
     with_value,
 )
 from gateway_support.pool import BIASES, NAMES, pool_data
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.context import RequestContext, Sensitivity
 from ladder.gateway.dispatch import allowed
 from ladder.gateway.keys import Client
+from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
 

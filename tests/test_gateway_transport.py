@@ -12,10 +12,10 @@ import pytest
 import trustme
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.proxy import ConnectProxy
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
 
 from ladder.bench.faulty_upstream import RawUpstream
+from ladder.bench.server_thread import ServerThread
 
 pytest_plugins = ["gateway_support.fixtures", "gateway_support.elsewhere"]
 

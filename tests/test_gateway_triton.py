@@ -24,8 +24,9 @@ from gateway_support.common import API_KEY, RunningGateway
 from test_triton_tracing import OtlpReceiver
 
 from ladder.core.errors import ConfigError
+from ladder.core.loopback import free_port
 from ladder.core.router import Router
-from ladder.export.triton_server import TritonServer, free_port
+from ladder.export.triton_server import TritonServer
 from ladder.gateway.batcher import ScoreBatcher, Scored
 from ladder.gateway.triton_scorer import TritonScorer
 

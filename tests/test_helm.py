@@ -237,8 +237,7 @@ def _serve_settings(c: dict[str, Any], config_dir: Path) -> Any:
 def test_gateway_container_matches_the_real_gateway(
     scenario: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway_support.servers import ServerThread
-
+    from ladder.bench.server_thread import ServerThread
     from ladder.gateway.app import create_app
 
     docs = render(scenario)
@@ -481,7 +480,8 @@ def test_the_real_tritonserver_runs_the_rendered_arguments(otlp_sink: _OtlpSink,
 
     import triton_helpers as th
 
-    from ladder.export.triton_server import TritonNotInstalled, TritonServer, free_port
+    from ladder.core.loopback import free_port
+    from ladder.export.triton_server import TritonNotInstalled, TritonServer
 
     sets = (f"tracing.otlpEndpoint={otlp_sink.endpoint}", "tracing.tritonRate=1")
     docs = render("gpu-triton-values.yaml", *sets)
@@ -551,8 +551,8 @@ def test_replicas_share_a_redis_and_key_profiles_from_secrets(
     """The rendered Secret references reach the real ``ladder serve`` settings, and the gateway built from
     them keeps its rate limits in the real Redis under the configured prefix."""
     from gateway_support.redis_server import running_redis
-    from gateway_support.servers import ServerThread
 
+    from ladder.bench.server_thread import ServerThread
     from ladder.gateway.app import create_app
 
     docs = render(REDIS_SCENARIO)

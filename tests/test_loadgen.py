@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gateway_support.servers import ServerThread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ladder.bench.gateway import _closed_report, _open_report, free_port
+from ladder.bench.gateway import _closed_report, _open_report
 from ladder.bench.loadgen import KINDS, LoadResult, arrival_times, closed_loop, open_loop
+from ladder.bench.server_thread import ServerThread
+from ladder.core.loopback import free_port
 
 BODY = b'{"model": "ladder", "messages": [{"role": "user", "content": "hi"}]}'
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "bench.md"

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from ladder.core.errors import NoEligibleModelError, UnknownModelError
-from ladder.core.policy import DecisionOptions, budget_tolerance, choose_batch, decide
-from ladder.core.pool import PolicyName
+from ladder.core.policy import DecisionOptions, PolicyName, budget_tolerance, choose_batch, decide
 
 P = {"small": 0.60, "medium": 0.70, "large": 0.74}
 COST = {"small": 0.0001, "medium": 0.001, "large": 0.01}

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from ladder.core.errors import ConfigError
-from ladder.core.pool import Capability, Locality, PolicyName, load_pool
+from ladder.core.policy import PolicyName
+from ladder.core.pool import Capability, Locality, load_pool
 
 MODEL = """
   - name: {name}

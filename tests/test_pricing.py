@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from gateway_support.servers import ServerThread
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import ModelSpec, load_pool
 from ladder.core.pricing import REFERENCE_INPUT_TOKENS, Pricing, Usage, estimate_tokens, price_usd
 from ladder.core.router import Router, default_pool_path

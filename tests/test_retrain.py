@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from gateway_support.servers import ServerThread
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.pool import load_pool
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB

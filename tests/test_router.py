@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladder.core.policy import DecisionOptions
-from ladder.core.pool import PolicyName, load_pool
+from ladder.core.policy import DecisionOptions, PolicyName
+from ladder.core.pool import load_pool
 from ladder.core.router import Router, default_pool_path
 from tests.support import REPO
 

@@ -17,13 +17,13 @@ import pytest
 import yaml
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.pool import pool_data
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.errors import ConfigError
 from ladder.core.pool import load_pool
 from ladder.core.router import Router

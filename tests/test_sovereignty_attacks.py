@@ -23,10 +23,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from gateway_support.checkpoint import make_checkpoint
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.pool import BIASES, NAMES, pool_data
-from gateway_support.servers import ServerThread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -34,10 +32,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.app import create_app
 from ladder.gateway.settings import load_settings
+from ladder.training.prior_checkpoint import make_checkpoint
 
 MARKER = "Project Firefly"
 PATTERN = r"project\s+firefly"

@@ -255,3 +255,36 @@ def test_write_cascade_needs_a_pool_file(workdir: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2 and "--write-cascade needs --pool" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_train_keeps_the_out_of_fold_scores_evaluate_tunes_on(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ladder train` stores its out-of-fold P(correct) per training question id; they equal a refit, and
+    `evaluate` reads them instead of refitting the ensemble."""
+    from ladder.training import oof as oof_module
+    from ladder.training.embed import embed_texts
+    from ladder.training.evaluate import evaluation_inputs
+
+    checkpoint = Checkpoint.load(workdir / "ckpt")
+    data = read_canonical([workdir / "slice.csv"])
+    train_rows = data.split("train")
+    labels = train_rows.labels[:, [train_rows.models.index(m) for m in checkpoint.models]]
+    keep = ~np.isnan(labels).all(axis=1)
+    ids = [train_rows.question_ids[i] for i in np.nonzero(keep)[0]]
+    stored = oof_module.stored_oof_p(checkpoint, ids)
+    assert stored is not None and stored.shape == (len(ids), len(MODELS))
+    assert oof_module.stored_oof_p(checkpoint, [*ids, "not-a-training-question"]) is None
+    enc = checkpoint.manifest.encoder
+    x = embed_texts([train_rows.questions[i] for i in np.nonzero(keep)[0]], enc.name, enc.variant, 512)
+    refit = oof_module.out_of_fold_p(checkpoint, x, labels[keep])  # no ids: refitted fold by fold
+    np.testing.assert_allclose(stored, refit, atol=1e-5)
+
+    def no_refit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("evaluate refitted the ensemble")
+
+    monkeypatch.setattr(oof_module, "fit_head", no_refit)
+    inputs = evaluation_inputs(
+        checkpoint, data.split("test"), load_pool(workdir / "pool.yaml"), train_rows, tune_on_training=True
+    )
+    assert inputs.training is not None and len(inputs.training.oof_p) > 0

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from support import ladder, shared_data
 
 from ladder.core.home import encoder_dir
-from ladder.export.triton_server import TritonServer, free_port
+from ladder.core.loopback import free_port
+from ladder.export.triton_server import TritonServer
 from ladder.training import embed as embed_module
 from ladder.training.dataset import read_canonical
 from ladder.training.embed import InProcessEmbedder, embed_texts

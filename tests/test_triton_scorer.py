@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import triton_helpers as th
 
-from ladder.export.triton_server import free_port
+from ladder.core.loopback import free_port
 from ladder.gateway.errors import ScorerUnavailableError
 from ladder.gateway.triton_scorer import TritonScorer, TritonScorerSettings
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import triton_helpers as th
 
-from ladder.export.triton_server import free_port
+from ladder.core.loopback import free_port
 from ladder.gateway.triton_scorer import TritonScorer, TritonScorerSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

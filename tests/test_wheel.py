@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ladder.bench.gateway import free_port
+from ladder.core.loopback import free_port
 from tests.support import REPO
 
 PROMPT = "東京から大阪まで新幹線で何時間かかりますか？"
@@ -72,7 +72,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "ladder/defaults/checkpoint/head.onnx",
         "ladder/defaults/checkpoint/manifest.json",
     } <= names
-    assert not any(n.startswith("tests/") for n in names)
+    # one namespace: nothing else lands on a user's import path (no `service`, `cli`, `training`, ...)
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"ladder"}
+    assert "ladder/gateway/static/index.html" in names
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"

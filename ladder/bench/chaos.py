@@ -5,7 +5,7 @@ ends with an error event) within the deadline; no 500; no request reaches a mode
 that may have been processed (counted at the upstream: only an explicit 5xx or 429 answer may be followed
 by a second call to the same model); one audit line per request, refusals before any decision (a 503
 while Triton is down with ``on_unavailable=error``, a 429 under overload) included.
-``scripts/chaos.py`` runs it against a gateway process, ``tests/test_gateway_chaos.py`` a short version in
+``ladder bench chaos`` runs it against a gateway process, ``tests/test_gateway_chaos.py`` a short version in
 the suite; ``ladder.bench.triton_outages`` adds kills and restarts of a real Triton to either.
 """
 

@@ -7,7 +7,6 @@ import importlib.util
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import yaml
 
 from ladder.bench.loadgen import LoadResult, closed_loop, open_loop, sequential
 from ladder.core.encoder import OnnxEncoder
+from ladder.core.loopback import free_port
 from ladder.core.pool import PoolConfig
 from ladder.core.router import Router
 from ladder.core.scoring import EmbeddedScorer
@@ -48,10 +48,6 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coroutine)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def stub_pool(pool: PoolConfig, stub_url: str) -> dict[str, Any]:

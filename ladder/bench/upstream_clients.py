@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from ladder.core.loopback import free_port as _free_port
 from ladder.core.pool import ModelSpec
 from ladder.core.upstream import HttpClient, UpstreamClient
 
@@ -23,10 +24,6 @@ HOST = "127.0.0.1"
 BODY = {"messages": [{"role": "user", "content": "When does the second train catch up with the first?"}]}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(port: int, timeout_s: float = 60.0) -> None:

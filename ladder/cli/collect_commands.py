@@ -221,12 +221,19 @@ def judge(
     ] = None,
     seed: int = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+    unsafe_code: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-code",
+            help="reference: where no bubblewrap jail works, run answer code unconfined, as this user.",
+        ),
+    ] = False,
 ) -> None:
     """Label the stored answers (the pool models are not called again) and write canonical CSV."""
     from ladder.core.errors import ConfigError
     from ladder.core.pool import load_pool
     from ladder.training.collect import AnswerStore, CallSettings
-    from ladder.training.judge import JUDGES, judge_store, llm_judge
+    from ladder.training.judge import JUDGES, ReferenceJudge, judge_store, llm_judge
 
     if judge not in JUDGES:
         raise ConfigError(f"--judge {judge!r}: choose one of {', '.join(JUDGES)}")
@@ -248,7 +255,18 @@ def judge(
         check_keys([llm.spec])
     elif pairwise or graded or judge_model:
         raise ConfigError("--judge-model, --pairwise and --graded apply to --judge llm only")
-    report = judge_store(answers, judge, out, judge=llm, notes=notes, test_fraction=test_fraction, seed=seed)
+    if unsafe_code and judge != "reference":
+        raise ConfigError("--unsafe-code applies to --judge reference only (the judge that runs answer code)")
+    report = judge_store(
+        answers,
+        judge,
+        out,
+        judge=llm,
+        notes=notes,
+        reference=ReferenceJudge(unsafe_code=unsafe_code),
+        test_fraction=test_fraction,
+        seed=seed,
+    )
     answers.close()
     result = report.to_dict()
     table = Table(title=f"Labels by {report.judge}")

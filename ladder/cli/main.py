@@ -308,7 +308,7 @@ def _write_cascade(report: dict[str, Any], pool: Path) -> None:
 
 @bench_app.command("route")
 def bench_route(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One line of JSON (default: indented).")] = False,
     pool: PoolOption = None,
     repeats: Annotated[int, typer.Option(min=10)] = 200,
     variants: Annotated[
@@ -319,8 +319,26 @@ def bench_route(
     from ladder.bench.route import bench_route as run
 
     result = run(_pool(pool), repeats, variants)
-    _print_json(result)
-    del as_json
+    typer.echo(json.dumps(result, indent=None if as_json else 2, ensure_ascii=False))
+
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@bench_app.command("chaos", context_settings=PASSTHROUGH, add_help_option=False)
+def bench_chaos(ctx: typer.Context) -> None:
+    """Chaos run: a gateway process, upstreams failing at random, many clients; JSON, exit 1 on a failure."""
+    from ladder.bench.chaos_run import main as run
+
+    run(ctx.args)
+
+
+@bench_app.command("overload", context_settings=PASSTHROUGH, add_help_option=False)
+def bench_overload(ctx: typer.Context) -> None:
+    """Overload run: measure the gateway's capacity, then offer four times that, open-loop; JSON."""
+    from ladder.bench.overload import main as run
+
+    run(ctx.args)
 
 
 app.command("serve")(serve_commands.serve)

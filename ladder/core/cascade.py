@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:  # ladder.core.policy imports the pool, which imports this module
-    from ladder.core.policy import Candidate
+from ladder.core.policy import Candidate
 
 
 def mean_logprob(logprobs: Any) -> float | None:

@@ -20,6 +20,7 @@ FORMAT: Literal["ladder-checkpoint"] = "ladder-checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
 HEAD_FILE = "head.onnx"
+OOF_FILE = "oof.npz"  # the training rows' ids and out-of-fold P(correct), so `evaluate` never refits
 
 
 class EncoderIdentity(BaseModel):
@@ -95,6 +96,10 @@ class Checkpoint:
         return self.directory / HEAD_FILE
 
     @property
+    def oof_path(self) -> Path:
+        return self.directory / OOF_FILE
+
+    @property
     def reference_p(self) -> np.ndarray:
         return np.asarray(self.manifest.reference_p_correct, dtype=np.float32).reshape(-1, len(self.models))
 
@@ -138,8 +143,13 @@ class Checkpoint:
             )
 
 
-def save_checkpoint(directory: Path, manifest: Manifest, head_onnx: Path) -> Checkpoint:
-    """Write a checkpoint atomically: a half-written folder never replaces a good one."""
+def save_checkpoint(
+    directory: Path, manifest: Manifest, head_onnx: Path, oof: tuple[Sequence[str], np.ndarray] | None = None
+) -> Checkpoint:
+    """Write a checkpoint atomically: a half-written folder never replaces a good one.
+
+    ``oof``: the training rows' question ids and their out-of-fold P(correct) [rows, manifest models].
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -147,6 +157,11 @@ def save_checkpoint(directory: Path, manifest: Manifest, head_onnx: Path) -> Che
         shutil.copyfile(head_onnx, staging / HEAD_FILE)
         manifest = manifest.model_copy(update={"head_sha256": sha256_file(staging / HEAD_FILE)})
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        if oof is not None:
+            ids, p = oof
+            if p.shape != (len(ids), len(manifest.models)):
+                raise CheckpointError(f"out-of-fold scores of shape {p.shape} for {len(ids)} rows")
+            np.savez(staging / OOF_FILE, question_ids=np.asarray(list(ids), dtype=str), p=p.astype(np.float32))
         if directory.exists():
             backup = directory.with_name(f".{directory.name}.old")
             if backup.exists():

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
 from ladder.core.errors import NoEligibleModelError, UnknownModelError
-from ladder.core.pool import PolicyName
+
+
+class PolicyName(StrEnum):
+    CHEAPEST = "cheapest"
+    ARGMAX = "argmax"
+    UTILITY = "utility"
+    BUDGET = "budget"
 
 
 @dataclass(frozen=True)

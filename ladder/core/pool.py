@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from ladder.core.cascade import CascadeConfig
 from ladder.core.errors import ConfigError
+from ladder.core.policy import PolicyName
 from ladder.core.yamlfile import Location, line_of, read_yaml, validate_model
 from ladder.defaults import default_checkpoint_path
 
@@ -32,13 +33,6 @@ class Capability(StrEnum):
 class Locality(StrEnum):
     ON_PREM = "on-prem"
     CLOUD = "cloud"
-
-
-class PolicyName(StrEnum):
-    CHEAPEST = "cheapest"
-    ARGMAX = "argmax"
-    UTILITY = "utility"
-    BUDGET = "budget"
 
 
 class Upstream(Strict):

@@ -13,8 +13,8 @@ from ladder.core.encoder import EncoderInfo, OnnxEncoder, Tokenizer
 from ladder.core.errors import CheckpointError
 from ladder.core.head import OnnxHead
 from ladder.core.home import encoder_dir
-from ladder.core.policy import Decision, DecisionOptions, budget_tolerance, decide
-from ladder.core.pool import ModelSpec, PolicyName, PoolConfig
+from ladder.core.policy import Decision, DecisionOptions, PolicyName, budget_tolerance, decide
+from ladder.core.pool import ModelSpec, PoolConfig
 from ladder.core.pricing import Pricing, estimate_tokens
 from ladder.core.prompt import check_text
 from ladder.core.scoring import EmbeddedScorer, Scorer

@@ -97,9 +97,3 @@ def validate_model(path: Path, data: Any, lines: dict[Location, int], model: typ
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(path, exc, lines)) from exc
-
-
-def load_model(path: Path, model: type[T]) -> T:
-    """Read ``path`` and validate it into ``model``."""
-    data, lines = read_yaml(path)
-    return validate_model(path, data, lines, model)

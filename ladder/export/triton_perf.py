@@ -203,7 +203,7 @@ def run_benchmark(
         "variant": variant,
         "models": len(ckpt.models),
         "seconds": seconds,
-        "command": f"python scripts/perf_triton.py --checkpoint {checkpoint} --out {out_dir}",
+        "command": f"ladder bench triton --checkpoint {checkpoint} --out {out_dir}",
         "points": points,
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ladder.core.errors import LadderError
+from ladder.core.loopback import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,11 +46,6 @@ def find_tritonserver(venv: Path | None = None) -> Path:
     return binary
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _server_env(venv: Path) -> dict[str, str]:

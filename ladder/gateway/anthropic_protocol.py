@@ -113,9 +113,17 @@ ToolResultBlockParam.model_rebuild()
 
 
 class ToolParam(Passthrough):
+    """A tool: a custom one (no ``type``, or ``custom``) becomes a function; a typed one Anthropic defines
+    (``web_search_20250305``, ``bash_20250124``, ``text_editor_...``) has no chat equivalent and is dropped."""
+
+    type: str | None = None
     name: str = Field(min_length=1)
     description: str | None = None
     input_schema: dict[str, Any] | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        return self.type in (None, "custom")
 
 
 class ToolChoiceParam(Passthrough):
@@ -125,11 +133,23 @@ class ToolChoiceParam(Passthrough):
 
 
 class MessageParam(Passthrough):
-    role: Literal["user", "assistant"]
+    """A turn; ``system`` turns (Claude Code sends them) are folded into the system prompt."""
+
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlockParam]
 
 
+class OutputConfig(Passthrough):
+    """``output_config``: ``format`` (a JSON schema) is translated; ``effort`` has no chat equivalent."""
+
+    format: dict[str, Any] | None = None
+
+
 class MessageCreateParams(Passthrough):
+    """A Messages API request. Fields a chat upstream cannot use (``thinking``, ``context_management``,
+    ``output_config.effort``, ``cache_control``, ``service_tier``, ``container``, ``mcp_servers``, ``top_k``)
+    are accepted and not forwarded."""
+
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     messages: list[MessageParam] = Field(min_length=1)
@@ -142,6 +162,7 @@ class MessageCreateParams(Passthrough):
     top_k: int | None = Field(default=None, ge=0)
     stop_sequences: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    output_config: OutputConfig | None = None
     tolerance: float | None = Field(default=None, ge=0, le=1)
     models: list[str] | None = Field(default=None, min_length=1)
     extra_body: RoutingExtensions | None = None
@@ -229,13 +250,43 @@ def _tool_choice(choice: ToolChoiceParam) -> str | dict[str, Any]:
     return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
+def _system_text(params: MessageCreateParams) -> str:
+    """The top-level system prompt and every ``system`` turn, in order, as one text."""
+    texts = [_text(params.system)] + [_text(m.content) for m in params.messages if m.role == "system"]
+    return "\n\n".join(t for t in texts if t)
+
+
+def _tools(params: MessageCreateParams) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description or "",
+                "parameters": t.input_schema or {"type": "object"},
+            },
+        }
+        for t in params.tools or ()
+        if t.is_custom
+    ]
+
+
+def _response_format(output: OutputConfig | None) -> dict[str, Any] | None:
+    spec = output.format if output is not None else None
+    if not spec or spec.get("type") != "json_schema" or not isinstance(spec.get("schema"), dict):
+        return None
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": spec["schema"], "strict": True}}
+
+
 def to_chat_body(params: MessageCreateParams) -> dict[str, Any]:
     """An OpenAI chat-completions body for a Messages API request."""
     messages: list[dict[str, Any]] = []
-    system = _text(params.system)
+    system = _system_text(params)
     if system:
         messages.append({"role": "system", "content": system})
     for m in params.messages:
+        if m.role == "system":
+            continue
         if isinstance(m.content, str):
             messages.append({"role": m.role, "content": m.content})
         elif m.role == "user":
@@ -250,22 +301,19 @@ def to_chat_body(params: MessageCreateParams) -> dict[str, Any]:
         body["stop"] = params.stop_sequences
     if params.stream:
         body["stream"] = True
-    if params.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description or "",
-                    "parameters": t.input_schema or {"type": "object"},
-                },
-            }
-            for t in params.tools
-        ]
-    if params.tool_choice:
-        body["tool_choice"] = _tool_choice(params.tool_choice)
-        if params.tool_choice.disable_parallel_tool_use:
+    tools = _tools(params)
+    if tools:
+        body["tools"] = tools
+    offered = {t["function"]["name"] for t in tools}
+    choice = params.tool_choice
+    translated = _tool_choice(choice) if choice is not None else None  # a 'tool' choice without a name: 400
+    if tools and choice is not None and (choice.type != "tool" or choice.name in offered):
+        body["tool_choice"] = translated  # one naming a dropped tool (web_search) is left to the model
+        if choice.disable_parallel_tool_use:
             body["parallel_tool_calls"] = False
+    response_format = _response_format(params.output_config)
+    if response_format is not None:
+        body["response_format"] = response_format
     if params.metadata and params.metadata.get("user_id"):
         body["user"] = str(params.metadata["user_id"])
     return body

@@ -25,7 +25,7 @@ from ladder.gateway.middleware import (
     RequestLogMiddleware,
     TracingMiddleware,
 )
-from ladder.gateway.routes import chat, health, messages, route
+from ladder.gateway.routes import chat, health, messages, responses, route
 from ladder.gateway.routes import feedback as feedback_routes
 from ladder.gateway.routes import usage as usage_routes
 from ladder.gateway.settings import Settings, available_cpus, load_settings
@@ -118,7 +118,7 @@ def create_app(
     app = FastAPI(title="Ladder gateway", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
     install_error_handlers(app)
-    for module in (chat, messages, route, health):
+    for module in (chat, messages, responses, route, health):
         app.include_router(module.router)
     app.include_router(feedback_routes.router)
     app.include_router(usage_routes.router)

@@ -12,8 +12,8 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from ladder.core.errors import UnknownModelError
-from ladder.core.policy import Decision, DecisionOptions
-from ladder.core.pool import ModelSpec, PolicyName, PoolConfig
+from ladder.core.policy import Decision, DecisionOptions, PolicyName
+from ladder.core.pool import ModelSpec, PoolConfig
 from ladder.core.pricing import Usage
 from ladder.core.router import Router
 from ladder.core.sensitivity import SensitiveScan

@@ -21,7 +21,12 @@ from ladder.gateway.logs import REQUEST_LOGGER
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.tracing import extract_context
 
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/messages": "messages", "/v1/route": "route"}
+ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/messages": "messages",
+    "/v1/responses": "responses",
+    "/v1/route": "route",
+}
 SCORED_PATHS = frozenset(ENDPOINTS)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 REPORTED_HEADERS = {

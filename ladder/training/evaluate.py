@@ -383,7 +383,8 @@ def _training_side(
         return None
     ckpt_y = train_data.labels[:, [train_data.models.index(label) for label in checkpoint.models]]
     keep = ~np.isnan(ckpt_y).all(axis=1)
-    oof = out_of_fold_p(checkpoint, train_x[keep], ckpt_y[keep], progress)
+    ids = [train_data.question_ids[i] for i in np.nonzero(keep)[0]]
+    oof = out_of_fold_p(checkpoint, train_x[keep], ckpt_y[keep], progress, question_ids=ids)
     kept = train_data.subset(np.nonzero(keep)[0])
     used = [train_data.models.index(label) for label in labels_used]
     y = kept.labels[:, used]

@@ -1,4 +1,4 @@
-"""Honest router scores on the training rows: the checkpoint's head refitted fold by fold, out-of-fold only.
+"""Honest router scores on the training rows: kept by `ladder train`, or the head refitted fold by fold.
 
 `fit_head` is deterministic under its seed, so refitting with the manifest's settings on the same training
 rows reproduces the checkpoint's own out-of-fold P(correct): each row scored by the members that never saw
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,13 +32,35 @@ def head_settings(checkpoint: Checkpoint) -> HeadSettings:
     return HeadSettings(**values)
 
 
+def stored_oof_p(checkpoint: Checkpoint, question_ids: Sequence[str]) -> np.ndarray | None:
+    """The out-of-fold P(correct) `ladder train` kept for these training rows, in their order; None when the
+    checkpoint holds none (built before, or onboarded) or not for every one of them."""
+    if not checkpoint.oof_path.is_file():
+        return None
+    with np.load(checkpoint.oof_path, allow_pickle=False) as stored:
+        ids, p = [str(i) for i in stored["question_ids"]], np.asarray(stored["p"], dtype=np.float32)
+    if p.shape != (len(ids), len(checkpoint.models)):
+        return None
+    row = {qid: i for i, qid in enumerate(ids)}
+    if any(qid not in row for qid in question_ids):
+        return None
+    return p[[row[qid] for qid in question_ids]]
+
+
 def out_of_fold_p(
-    checkpoint: Checkpoint, embeddings: np.ndarray, labels: np.ndarray, progress: Progress | None = None
+    checkpoint: Checkpoint,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    progress: Progress | None = None,
+    question_ids: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Out-of-fold P(correct) [questions, checkpoint models] for the checkpoint's training rows.
 
     ``labels`` are in the checkpoint's model order, for the rows (with any known label) it trained on.
+    Read from the checkpoint when `ladder train` kept them for ``question_ids``; else refitted fold by fold.
     """
+    if question_ids is not None and (stored := stored_oof_p(checkpoint, question_ids)) is not None:
+        return stored
     settings = head_settings(checkpoint)
     digest = hashlib.sha256(repr(settings.to_dict()).encode())
     digest.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())

@@ -187,4 +187,4 @@ def train(
     with tempfile.TemporaryDirectory() as scratch:
         head_path = Path(scratch) / "head.onnx"
         _export_and_check(fitted.head, embeddings, head_path)
-        return save_checkpoint(out, manifest, head_path)
+        return save_checkpoint(out, manifest, head_path, oof=(data.question_ids, fitted.oof_p))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from gateway_support.servers import ServerThread
 
 from collect_support import world
 from collect_support.harness import Loopback
 from collect_support.pool_server import FakePool, fake_pool_app, pool_yaml
+from ladder.bench.server_thread import ServerThread
 
 
 @pytest.fixture(scope="module")

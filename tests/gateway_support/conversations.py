@@ -1,4 +1,4 @@
-"""Hypothesis strategies: multi-turn chat and Messages conversations with tools, and ways to mutate them."""
+"""Hypothesis strategies: multi-turn chat, Messages and Responses conversations with tools, and mutations."""
 
 from __future__ import annotations
 
@@ -117,6 +117,40 @@ def anthropic_conversations(draw: st.DrawFn) -> dict[str, Any]:
         body["system"] = draw(WORDS)
     elif system == "blocks":
         body["system"] = [{"type": "text", "text": draw(WORDS)}]
+    return body
+
+
+@st.composite
+def responses_conversations(draw: st.DrawFn) -> dict[str, Any]:
+    """A Responses API body: instructions, message items (string or parts), function calls and outputs,
+    reasoning items, function and hosted tools."""
+    items: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        items.append({"type": "message", "role": "developer", "content": draw(WORDS)})
+    for turn in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            items.append({"role": "user", "content": draw(WORDS)})
+        else:
+            items.append({"role": "user", "content": [{"type": "input_text", "text": draw(WORDS)}]})
+        kind = draw(st.sampled_from(["text", "tool", "reasoning"]))
+        if kind == "text":
+            items.append({"role": "assistant", "content": [{"type": "output_text", "text": draw(WORDS)}]})
+        elif kind == "tool":
+            call_id = f"call_{turn}"
+            arguments = json.dumps({"q": draw(WORDS)})
+            items.append({"type": "function_call", "call_id": call_id, "name": "lookup", "arguments": arguments})
+            items.append({"type": "function_call_output", "call_id": call_id, "output": draw(WORDS)})
+        else:
+            items.append({"type": "reasoning", "id": f"rs_{turn}", "summary": []})
+    items.append({"role": "user", "content": draw(WORDS)})
+    body: dict[str, Any] = {
+        "model": "ladder-0",
+        "input": items if draw(st.booleans()) else draw(WORDS),
+        "max_output_tokens": 32,
+        "tools": [{"type": "function", **TOOL["function"]}, {"type": "web_search"}],  # type: ignore[dict-item]
+    }
+    if draw(st.booleans()):
+        body["instructions"] = draw(WORDS)
     return body
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.pool import write_pool
-from gateway_support.servers import ServerThread
 from ladder.bench.faulty_upstream import RawUpstream
+from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.app import create_app

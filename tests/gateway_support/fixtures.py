@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from gateway_support.checkpoint import make_checkpoint
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.pool import BIASES, NAMES, write_pool
-from gateway_support.servers import ServerThread
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
+from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.app import create_app
 from ladder.gateway.settings import load_settings
+from ladder.training.prior_checkpoint import make_checkpoint
 
 
 @pytest.fixture(scope="session")

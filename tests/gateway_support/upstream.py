@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway_support.agent_reply import agent_completion, agent_message, agent_stream
+
 MODES = (
     "ok",
     "fail",
@@ -29,6 +31,7 @@ MODES = (
     "503",
     "malformed",
     "badshape",
+    "agent",  # calls ``agent_call``'s tool once, then answers with its result (gateway_support.agent_reply)
 )
 # what an upstream's error body may carry: never to be relayed to a client
 MASKED_KEY = "sk-upst****************ue-42"
@@ -60,6 +63,7 @@ class FakeUpstream:
     seen: list[Seen] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     generation: int = 0  # a hanging request is let go when the test that set it ends
+    agent_call: tuple[str, dict[str, Any]] | None = None  # the tool (name, arguments) "agent" models call
 
     def set(self, model: str, mode: str, delay_s: float = 0.0, retry_after: str | None = None) -> None:
         assert mode in MODES, mode
@@ -70,6 +74,7 @@ class FakeUpstream:
         self.behaviours.clear()
         self.seen.clear()
         self.cancelled.clear()
+        self.agent_call = None
 
     def count(self, model: str) -> int:
         return sum(1 for s in self.seen if s.model == model)
@@ -171,6 +176,12 @@ def fake_upstream_app(state: FakeUpstream) -> Starlette:
                     break
                 await asyncio.sleep(0.02)
             return JSONResponse({"error": {"message": "released"}}, status_code=503)
+        if behaviour.mode == "agent":
+            message, finish = agent_message(body, state.agent_call)
+            upstream_model = body.get("model", model)
+            if body.get("stream"):
+                return StreamingResponse(agent_stream(upstream_model, message, finish), media_type="text/event-stream")
+            return JSONResponse(agent_completion(upstream_model, message, finish))
         if behaviour.mode == "slow":
             await asyncio.sleep(behaviour.delay_s)
         if body.get("stream"):

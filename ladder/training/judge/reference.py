@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from ladder.core.answers import choice_letter, final_number, is_choice_letter, parse_number, squad_text
 from ladder.training.collect.questions import Question
-from ladder.training.judge.sandbox import Limits, run_tests
+from ladder.training.judge.jail import Jail
+from ladder.training.judge.sandbox import Limits, Outcome, run_tests
 
 Verdict = tuple[float | None, str]
 """``(correct in [0, 1], or None for unknown; why)``."""
@@ -32,6 +33,10 @@ class ReferenceJudge:
     rel_tol: float = 1e-4
     abs_tol: float = 1e-6
     limits: Limits = field(default_factory=Limits)
+    jail: Jail | None = None
+    """Where answer code runs; None: this machine's jail, found once."""
+    unsafe_code: bool = False
+    """Run answer code unconfined where there is no jail (``ladder judge --unsafe-code``)."""
 
     @property
     def name(self) -> str:
@@ -39,7 +44,11 @@ class ReferenceJudge:
 
     def judge(self, question: Question, answer: str) -> Verdict:
         if question.tests:
-            result = run_tests(code_of(answer), question.tests, self.limits)
+            result = run_tests(
+                code_of(answer), question.tests, self.limits, jail=self.jail, unsafe_code=self.unsafe_code
+            )
+            if result.outcome is Outcome.NO_JAIL:
+                return None, "code: not run, no jail"
             return (1.0 if result.passed else 0.0), f"code: {result.detail}"
         reference = question.reference
         if reference is None or not reference.strip():

@@ -16,7 +16,7 @@ from ladder.training.collect.store import Answer, AnswerStore
 from ladder.training.dataset import RoutingData, RoutingDataBuilder, split_by_id, write_canonical
 from ladder.training.judge.llm import LLMJudge
 from ladder.training.judge.reference import ReferenceJudge
-from ladder.training.judge.sandbox import network_isolation
+from ladder.training.judge.sandbox import default_jail
 from ladder.training.judge.vote import vote
 
 Labels = dict[tuple[str, str], tuple[float | None, str]]
@@ -154,6 +154,28 @@ def labelled_data(store: AnswerStore, labels: Labels) -> RoutingData:
     return builder.build()
 
 
+def code_runner(store: AnswerStore, reference: ReferenceJudge) -> str | None:
+    """Where the store's answer code will run, in words; refused when there is no jail and no --unsafe-code."""
+    with_tests = sum(1 for q in store.questions() if q.tests)
+    if not with_tests:
+        return None
+    if reference.jail is not None:
+        return f"code answers run with limits {reference.limits} in a bubblewrap jail ({reference.jail.network})"
+    status = default_jail()
+    if status.jail is not None:
+        return f"code answers run with limits {reference.limits} in a {status.why}"
+    if not reference.unsafe_code:
+        raise ConfigError(
+            f"{with_tests} questions in {store.where} have tests, and answer code runs only in a jail, but "
+            f"there is none here: {status.why}. Install bubblewrap (scripts/install_bubblewrap.sh) where user "
+            "namespaces are allowed, or pass --unsafe-code to run model-written code unconfined, with the "
+            "judge's own rights, on this machine"
+        )
+    return (
+        f"answer code ran UNCONFINED (--unsafe-code), with limits {reference.limits} but no jail: {status.why}"
+    )
+
+
 def judge_store(
     store: AnswerStore,
     kind: str,
@@ -167,13 +189,12 @@ def judge_store(
 ) -> JudgeReport:
     """Judge every answer in ``store``, keep the labels in it under the judge's name, write ``out``."""
     reference = reference or ReferenceJudge()
+    code_note = code_runner(store, reference) if kind == "reference" else None
     name, labels = make_labels(store, kind, judge, reference)
     store.put_labels(name, labels)
     report = JudgeReport(judge=name, notes=list(notes or []))
-    if kind == "reference":
-        report.notes.append(
-            f"code answers run with limits {reference.limits}, network cut by {network_isolation()}"
-        )
+    if code_note:
+        report.notes.append(code_note)
     for answer in store.answers():
         if not answer.ok:
             report.failed_answers[answer.model] += 1

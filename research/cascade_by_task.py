@@ -1,6 +1,6 @@
 """Cascades on data with answers and tasks, with a prefill estimate that needs no encoder: per-task accuracy.
 
-    .venv/bin/python scripts/cascade_by_task.py runs/mmlu_pro.csv.gz ladder/defaults/pool.yaml OUT.json
+    .venv/bin/python research/cascade_by_task.py runs/mmlu_pro.csv.gz ladder/defaults/pool.yaml OUT.json
 
 The prefill P(correct) of a model on a question is its accuracy on the question's task over training rows
 (out-of-fold on the training rows themselves, 5 folds by question), i.e. a router that is told the task.

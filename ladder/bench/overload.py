@@ -6,7 +6,7 @@ times that rate on a fixed schedule, whatever the answers, from ``--senders`` pr
 gateway's resident memory. What it shows: the requests the gateway admits keep a bounded p99, the rest are
 refused at once with 429 and Retry-After, memory stays flat, no 500s.
 
-    .venv/bin/python scripts/overload.py --seconds 20 > overload.json
+    ladder bench overload --seconds 20 > overload.json
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,14 +24,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ladder.bench.gateway import HOST, PROMPT, processes  # noqa: E402
-from ladder.bench.loadgen import open_loop  # noqa: E402
-from ladder.core.pool import load_pool  # noqa: E402
-from ladder.core.router import default_pool_path  # noqa: E402
+from ladder.bench.gateway import HOST, PROMPT, processes
+from ladder.bench.loadgen import open_loop
+from ladder.core.pool import load_pool
+from ladder.core.router import default_pool_path
 
 BODY = json.dumps({"model": "ladder", "messages": [{"role": "user", "content": PROMPT}]}).encode()
 PATH = "/v1/chat/completions"
@@ -89,7 +86,7 @@ def _gateway_pid() -> int:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"service" in cmdline:
+        if ppid == os.getpid() and b"ladder.gateway" in cmdline:
             return int(entry.name)
     raise RuntimeError("the gateway process was not found")
 
@@ -104,10 +101,10 @@ def _rss_mb(pid: int) -> float:
 def _routing_buckets(url: str) -> dict[float, float]:
     """The gateway's routing-latency histogram (queue wait + scoring + policy): cumulative count per bound."""
     buckets: dict[float, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        if line.startswith("ladder_routing_latency_seconds_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name == "ladder_routing_latency_seconds_bucket":
+                buckets[float(sample.labels["le"])] = sample.value
     return buckets
 
 
@@ -216,9 +213,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ladder bench overload", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--pool", type=Path, default=default_pool_path())
     parser.add_argument("--clients", type=int, default=32, help="closed-loop clients for the capacity")
@@ -228,7 +225,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=2, help="open-loop sender processes")
     parser.add_argument("--queue", type=int, default=256, help="the gateway's score_queue_max")
     parser.add_argument("--queue-wait", type=float, default=2.0, help="the gateway's score_queue_wait_s")
-    print(json.dumps(run(parser.parse_args()), indent=2))
+    print(json.dumps(run(parser.parse_args(argv)), indent=2))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ START_TIMEOUT_S = 30.0
 class ServerThread:
     """``with ServerThread(app) as server: server.url`` — uvicorn on 127.0.0.1, stopped on exit."""
 
-    def __init__(self, app: ASGIApp, graceful_s: float = 1.0, **tls: str) -> None:
+    def __init__(
+        self, app: ASGIApp, graceful_s: float = 1.0, ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -26,10 +28,11 @@ class ServerThread:
             log_level="warning",
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=graceful_s,
-            **tls,  # ssl_certfile=..., ssl_keyfile=...: serve HTTPS
+            timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]  # uvicorn waits a float as well
+            ssl_certfile=ssl_certfile,  # with a key file: serve HTTPS
+            ssl_keyfile=ssl_keyfile,
         )
-        self.scheme = "https" if tls else "http"
+        self.scheme = "https" if ssl_certfile else "http"
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -3,7 +3,7 @@
 answer multiple-choice and short-answer questions from LLMRouter's data; the answers are judged against the
 references; a router is trained and evaluated on what the models really got right.
 
-Usage: .venv/bin/python scripts/local_loop.py [--per-task 50] [--work runs/local-loop] [--skip-train]
+Usage: .venv/bin/python research/local_loop.py [--per-task 50] [--work runs/local-loop] [--skip-train]
 Needs scripts/install_llama_cpp.sh (llama.cpp in .venv-llama, both GGUF files in .ladder-models) and the
 MiniLM encoder (`ladder setup --encoder all-minilm-l6-v2`). The store, logs and checkpoint stay in the work
 folder; the summary, the evaluation report and its plot go to --report (reports/local-loop).
@@ -15,20 +15,16 @@ import argparse
 import ast
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
+from ladder.bench.llama_server import MODELS_DIR, llama_python, llama_server
 
 ROOT = Path(__file__).resolve().parent.parent
-LLAMA_PYTHON = Path(os.environ.get("LADDER_LLAMA_VENV", ROOT / ".venv-llama")) / "bin" / "python"
-MODELS_DIR = Path(os.environ.get("LADDER_MODELS_DIR", ROOT / ".ladder-models"))
 DATA = Path(os.environ.get("LADDER_SHARED_DATA", ROOT.parent / "shared" / "data")) / "llmrouter"
 # name -> (GGUF file, nominal $ per 1M input and output tokens: local models cost compute, priced by size)
 LOCAL_MODELS = {
@@ -39,7 +35,6 @@ LOCAL_MODELS = {
 CHAT_FORMATS = {"gemma3-270m": "gemma"}
 CHOICE_TASKS = ("mmlu", "commonsense_qa", "openbook_qa", "arc_challenge")
 SHORT_TASKS = ("trivia_qa", "natural_qa")
-START_TIMEOUT_S = 120.0
 REPORTED = (
     "questions", "per_model", "oracle_accuracy", "best_single_model", "best_single_accuracy", "router",
     "headroom_captured", "cost_to_match_best_single", "baselines", "verdict",
@@ -83,48 +78,6 @@ def question_rows(per_task: int) -> list[dict[str, Any]]:
     return [row for task_rows in rows.values() for row in task_rows]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def llama_server(gguf: Path, alias: str, log: Path, threads: int) -> Iterator[str]:
-    """``python -m llama_cpp.server`` on loopback; yields its OpenAI base URL."""
-    port = free_port()
-    command = [
-        str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
-    ]  # fmt: skip
-    if alias in CHAT_FORMATS:
-        command += ["--chat_format", CHAT_FORMATS[alias]]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama.cpp server for {alias} exited:\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama.cpp server for {alias} did not start in {START_TIMEOUT_S:g}s")
-            time.sleep(0.2)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def pool_yaml(urls: dict[str, str]) -> str:
     lines = ["version: 1", "routing:", "  checkpoint: ckpt", "models:"]
     for name, url in urls.items():
@@ -164,8 +117,8 @@ def main() -> None:
     for name, (gguf, _, _) in LOCAL_MODELS.items():
         if not (MODELS_DIR / gguf).is_file():
             raise SystemExit(f"{MODELS_DIR / gguf} is missing ({name}): run scripts/install_llama_cpp.sh")
-    if not LLAMA_PYTHON.is_file():
-        raise SystemExit(f"{LLAMA_PYTHON} is missing: run scripts/install_llama_cpp.sh")
+    if not llama_python().is_file():
+        raise SystemExit(f"{llama_python()} is missing: run scripts/install_llama_cpp.sh")
     questions = out / "questions.jsonl"
     questions.write_text(
         "".join(json.dumps(r) + "\n" for r in question_rows(args.per_task)), encoding="utf-8"
@@ -174,7 +127,7 @@ def main() -> None:
     with ExitStack() as stack:
         urls = {
             name: stack.enter_context(
-                llama_server(MODELS_DIR / gguf, name, out / f"{name}.log", args.threads)
+                llama_server(MODELS_DIR / gguf, name, out / f"{name}.log", args.threads, CHAT_FORMATS.get(name))
             )
             for name, (gguf, _, _) in LOCAL_MODELS.items()
         }

@@ -1,6 +1,6 @@
 """Drift on real traffic: route MMLU-Pro and then LLMRouter questions through the gateway, report on each.
 
-Usage: .venv/bin/python scripts/drift_demo.py [--requests 300] [--out reports/drift]
+Usage: .venv/bin/python research/drift_demo.py [--requests 300] [--out reports/drift]
 
 Starts `ladder serve` (the shipped pool and checkpoint) on a free loopback port with an audit log, sends
 each set of questions to /v1/route (no upstream model is called), stops it, and runs `ladder report`

@@ -11,7 +11,7 @@ chose nothing.
 The router in front is a stand-in (a prompt-independent prior, about P 0.50 / 0.62): this measures the answer
 signal, not the prefill router, so ``router_accept_p`` is 1 (the router never vouches for an answer).
 
-Usage: .venv/bin/python scripts/cascade_local.py [--per-task 20] [--max-tokens 12] [--threads 1]
+Usage: .venv/bin/python research/cascade_local.py [--per-task 20] [--max-tokens 12] [--threads 1]
 Needs scripts/install_llama_cpp.sh (.venv-llama and both GGUF files in .ladder-models).
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -32,26 +31,27 @@ import openai
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "research"))
 
-from gateway_support.checkpoint import make_checkpoint  # noqa: E402
-from gateway_support.servers import ServerThread  # noqa: E402
-from local_loop import CHOICE_TASKS, LOCAL_MODELS, MODELS_DIR, llama_server, question_rows  # noqa: E402
+from local_loop import CHAT_FORMATS, CHOICE_TASKS, LOCAL_MODELS, question_rows  # noqa: E402
 
+from ladder.bench.llama_server import MODELS_DIR, llama_server  # noqa: E402
+from ladder.bench.server_thread import ServerThread  # noqa: E402
+from ladder.core.answers import choice_letter  # noqa: E402
 from ladder.core.cascade import mean_logprob  # noqa: E402
 from ladder.core.pool import load_pool  # noqa: E402
 from ladder.core.router import Router  # noqa: E402
 from ladder.gateway.app import create_app  # noqa: E402
 from ladder.gateway.settings import load_settings  # noqa: E402
+from ladder.training.prior_checkpoint import make_checkpoint  # noqa: E402
 
 CHEAP, STRONG = "smollm2-135m", "gemma3-270m"
 BIASES = {CHEAP: 0.0, STRONG: 0.5}
-LETTER = re.compile(r"\b([A-J])\b")
 
 
 def letter(answer: str | None) -> str | None:
-    found = LETTER.search(answer or "")
-    return found.group(1) if found else None
+    """The option letter the answer gives, read by the judge's own extractor ("I think…" is not choice I)."""
+    return choice_letter(answer)
 
 
 def pool_file(directory: Path, urls: dict[str, str], threshold: float) -> Path:
@@ -137,7 +137,9 @@ def main() -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         urls = {
             name: stack.enter_context(
-                llama_server(MODELS_DIR / LOCAL_MODELS[name][0], name, work / f"{name}.log", args.threads)
+                llama_server(
+                    MODELS_DIR / LOCAL_MODELS[name][0], name, work / f"{name}.log", args.threads, CHAT_FORMATS.get(name)
+                )
             )
             for name in (CHEAP, STRONG)
         }

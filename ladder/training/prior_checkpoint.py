@@ -1,4 +1,4 @@
-"""A tiny router checkpoint for tests: a random head over the real encoder's embeddings, chosen biases."""
+"""A router checkpoint with chosen priors: a random head over the real encoder's embeddings, set biases."""
 
 from __future__ import annotations
 

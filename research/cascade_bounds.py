@@ -1,6 +1,6 @@
 """How cheap a cascade could match the best single model if its second opinion cost nothing: a lower bound.
 
-    .venv/bin/python scripts/cascade_bounds.py CHECKPOINT DATA.csv.gz POOL.yaml OUT.json
+    .venv/bin/python research/cascade_bounds.py CHECKPOINT DATA.csv.gz POOL.yaml OUT.json
 
 The first model is the cheapest on the training rows and the top rung the most accurate there. For each other
 model j (and for none, and for all of them at once) a learned scorer with the cascade's features (every

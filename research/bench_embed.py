@@ -1,6 +1,6 @@
 """Throughput of training-time embedding: in process vs a real tritonserver (cpu flavour); JSON on stdout.
 
-Usage: ``python scripts/bench_embed.py [--prompts 64] [--in-flight 4] [--batch-rows 16] [--fp32]``.
+Usage: ``python research/bench_embed.py [--prompts 64] [--in-flight 4] [--batch-rows 16] [--fp32]``.
 Embeds the same real questions (MMLU-Pro from ../shared/data, else built-in prompts) both ways, checks
 that the two agree, and extrapolates the cost of 1M prompts. The host's load average is part of the
 output: on a shared machine the figures move with it. A GPU figure is NOT measured here; ``gpu_estimate``

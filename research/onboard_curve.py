@@ -1,6 +1,6 @@
 """Measure `ladder onboard`: hold one pool model out of training, add it back from N labels, print JSON.
 
-    .venv/bin/python scripts/onboard_curve.py --data runs/mmlu_pro.csv.gz --hold-out llama-3.1-70b \
+    .venv/bin/python research/onboard_curve.py --data runs/mmlu_pro.csv.gz --hold-out llama-3.1-70b \
         --json reports/onboard/curve.json --plot reports/onboard/curve.png
 
 The data needs a train/test split (`ladder import ... --test-fraction 0.2`). The fully retrained router is

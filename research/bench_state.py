@@ -1,6 +1,6 @@
 """The shared-state work one request adds (admission, session, usage), in memory and in Redis, as JSON.
 
-Usage: .venv/bin/python scripts/bench_state.py [--redis-url redis://127.0.0.1:6379/0] [--requests 2000]
+Usage: .venv/bin/python research/bench_state.py [--redis-url redis://127.0.0.1:6379/0] [--requests 2000]
 Without --redis-url it starts Debian's redis-server on a free loopback port when one is installed. Each
 request does what the gateway does for a profiled key with a rate limit, a budget and a session: the GCRA
 rate limit, the budget read, the session read and write, and the usage write. Reports p50/p99 per request

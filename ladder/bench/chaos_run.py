@@ -1,7 +1,7 @@
 """Chaos run: a gateway process, upstreams failing at random, many clients; prints JSON, exits 1 on a failure.
 
-    .venv/bin/python scripts/chaos.py --requests 2000 --clients 32 --deadline 4
-    .venv/bin/python scripts/chaos.py --triton --triton-kills 2     # and kill -9 / restart Triton mid-run
+    ladder bench chaos --requests 2000 --clients 32 --deadline 4
+    ladder bench chaos --triton --triton-kills 2     # and kill -9 / restart Triton mid-run
 
 The pool is the shipped default with every model's upstream pointed at one misbehaving fake
 (``ladder.bench.faulty_upstream``): 5xx, 429 with Retry-After, hangs, resets before an answer and mid-stream,
@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import yaml
 from ladder.bench.chaos import WEIGHTS, drive, verdict
 from ladder.bench.faulty_upstream import RawUpstream, random_chooser
 from ladder.bench.triton_outages import TritonOutages, router_repository
+from ladder.core.loopback import free_port as _free_port
 from ladder.core.pool import PoolConfig, load_pool
 from ladder.core.router import Router, default_pool_path
 from ladder.export.triton_server import TritonNotInstalled, TritonServer
@@ -44,10 +44,6 @@ from ladder.export.triton_server import TritonNotInstalled, TritonServer
 HOST = "127.0.0.1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
@@ -84,8 +80,8 @@ def _scorer(url: str) -> dict[str, Any]:
         return {}
 
 
-def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ladder bench chaos", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--deadline", type=float, default=4.0, help="The gateway's deadline_s")
@@ -99,11 +95,11 @@ def _arguments() -> argparse.Namespace:
         default="embedded",
         help="The gateway's triton.on_unavailable: the embedded scorer answers (the default) or a 503",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = _arguments()
+def main(argv: list[str] | None = None) -> None:
+    args = _arguments(argv)
     pool = load_pool(default_pool_path())
     outages: TritonOutages | None = None
     with RawUpstream() as upstream, tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:

@@ -1,6 +1,6 @@
 """Measure `ladder calibrate`: choose a tolerance on one part of the held-out rows, check it on the rest.
 
-    .venv/bin/python scripts/calibrate_check.py --data runs/mmlu_pro.csv.gz \
+    .venv/bin/python research/calibrate_check.py --data runs/mmlu_pro.csv.gz \
         --targets priciest-share=0.3,cost-per-1k=0.3 --json reports/calibrate/check.json
 
 The held-out (test) rows that every pool model answered, and whose text is not in the training split, are
