@@ -301,6 +301,19 @@ MESSAGES_PLACES: dict[str, Place] = {
         "tools": [{"name": "f", "description": f"Files of {m}", "input_schema": {"type": "object"}}],
     },
 }
+RESPONSES_PLACES: dict[str, Place] = {
+    "instructions": lambda m: {"instructions": f"About {m}.", "input": "hi"},
+    "metadata key": lambda m: {"metadata": {m: "1"}, "input": "hi"},
+    "tool schema property": lambda m: {
+        "input": "hi",
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {m: {}}}}],
+    },
+}
+PLACES = {
+    "/v1/chat/completions": CHAT_PLACES,
+    "/v1/messages": MESSAGES_PLACES,
+    "/v1/responses": RESPONSES_PLACES,
+}
 # (path, model, stream): chat plain and streamed, cascades plain and held-streamed, messages plain and streamed
 MODES = [
     ("/v1/chat/completions", "ladder-0", False),
@@ -309,13 +322,16 @@ MODES = [
     ("/v1/chat/completions", "ladder-cascade", True),
     ("/v1/messages", "ladder-0", False),
     ("/v1/messages", "ladder-0", True),
+    ("/v1/responses", "ladder-0", False),
+    ("/v1/responses", "ladder-0", True),
 ]
 
 
 def request(mode: tuple[str, str, bool], place: str, marker: str) -> tuple[str, dict[str, Any]]:
     path, model, stream = mode
-    places = CHAT_PLACES if path == "/v1/chat/completions" else MESSAGES_PLACES
-    body = {"model": model, "stream": stream, "max_tokens": 16, **places[place](marker)}
+    body = {"model": model, "stream": stream, **PLACES[path][place](marker)}
+    if path != "/v1/responses":
+        body["max_tokens"] = 16
     return path, body
 
 
@@ -326,9 +342,7 @@ def attack(gateway: Running, stubs: Stubs, path: str, body: dict[str, Any]) -> h
     return response
 
 
-ALL_PLACES = [
-    (m, p) for m in MODES for p in (CHAT_PLACES if m[0] == "/v1/chat/completions" else MESSAGES_PLACES)
-]
+ALL_PLACES = [(m, p) for m in MODES for p in PLACES[m[0]]]
 CASES = [
     pytest.param(
         mode, place, name, id=f"{mode[0]}-{mode[1]}-{'stream' if mode[2] else 'plain'}-{place}-{name}"
@@ -359,7 +373,7 @@ def test_without_the_marker_the_same_requests_reach_the_cloud(
 ) -> None:
     """The stubs can see a leak: the cloud is called (shadow judging included) and the detector reads the
     disguised marker that a cloud model would have received."""
-    path, body = request(mode, "system" if "messages" in mode[0] else "system message", "the weather")
+    path, body = request(mode, next(iter(PLACES[mode[0]])), "the weather")
     attack(gateway, stubs[0], path, body)
     assert stubs[0].cloud_calls() >= 1
     for disguise in DISGUISES.values():
