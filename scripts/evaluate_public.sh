@@ -36,3 +36,9 @@ $ladder import mmlu-pro "$data/mmlu_pro" --out runs/mmlu_pro.csv.gz --test-fract
 mkdir -p reports/mmlu-pro
 .venv/bin/python research/cascade_by_task.py runs/mmlu_pro.csv.gz ladder/defaults/pool.yaml \
   reports/mmlu-pro/cascade_by_task.json
+
+# Cascades on real answer confidences (Zellinger & Thomson's Llama results, their train/test split): the
+# prefill router and the calibrated cascade tuned on train, every plan measured on test beside 405B, the
+# authors' kind of probabilistic cascade and grid-searched chains (docs/confidence-cascades.md).
+$ladder import cascades-llama "$data/cascades_llama" --out runs/cascades_llama.csv.gz
+$ladder evaluate-confidence --data runs/cascades_llama.csv.gz --out reports/cascades-llama --prompts words

@@ -185,6 +185,7 @@ def test_registry_names() -> None:
         "routellm-mmlu",
         "routellm-gsm8k",
         "routellm-mt-bench",
+        "cascades-llama",
     }
 
 

@@ -20,7 +20,7 @@ from ladder.bench.server_thread import ServerThread
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.pool import load_pool
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
-from ladder.training._table import RoutingDataBuilder
+from ladder.training._builder import RoutingDataBuilder
 from ladder.training.dataset import write_canonical
 from ladder.training.fit import HeadSettings
 from ladder.training.promote import DeploymentRef, RolloutError, install, rollout_restart

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from ladder.cli import (
     collect_commands,
+    confidence_commands,
     export_commands,
     latency_commands,
     production_commands,
@@ -350,6 +351,7 @@ app.command("calibrate")(retrain_commands.calibrate)
 app.command("collect")(collect_commands.collect)
 app.command("judge")(collect_commands.judge)
 app.command("latency")(latency_commands.latency)
+app.command("evaluate-confidence")(confidence_commands.evaluate_confidence)
 app.command("export-traffic")(production_commands.export_traffic)
 app.command("report")(production_commands.report)
 app.command("retrain")(production_commands.retrain)

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import TextIO
 
 from ladder.core.errors import DataError
-from ladder.training._table import CANONICAL_COLUMNS, RoutingData, RoutingDataBuilder
+from ladder.training._builder import RoutingDataBuilder
+from ladder.training._table import CANONICAL_COLUMNS, RoutingData
 
 REQUIRED_COLUMNS = ("question_id", "question", "model", "correct")
 """Columns every canonical file must have; the others (cost_usd, output_tokens, task, split, answer,
-answer_logprob) are optional."""
+answer_logprob, confidence_kind, confidence_cost_usd, latency_ms, input_tokens) are optional."""
+
+_NUMBER_COLUMNS = ("cost_usd", "output_tokens", "confidence_cost_usd", "latency_ms", "input_tokens")
 
 # Quoted questions can be long (a few pages of context); lift the csv module's 128 KiB default.
 csv.field_size_limit(64 * 1024 * 1024)
@@ -58,8 +61,9 @@ def read_canonical(paths: Path | str | Sequence[Path | str]) -> RoutingData:
     return builder.build()
 
 
-def _number(text: str, column: str, where: str) -> float:
-    """A finite float from a cell; NaN for an empty cell; DataError naming the place otherwise."""
+def _number(text: str, column: str, where: str, minus_infinity: bool = False) -> float:
+    """A finite float from a cell (or -inf where `minus_infinity`); NaN for an empty cell; DataError naming
+    the place otherwise."""
     text = text.strip()
     if not text:
         return math.nan
@@ -67,8 +71,9 @@ def _number(text: str, column: str, where: str) -> float:
         value = float(text)
     except ValueError:
         raise DataError(f"{where}: {column} is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: {column} must be finite, got {text!r}")
+    if not math.isfinite(value) and not (minus_infinity and value == -math.inf):
+        allowed = "finite or -inf" if minus_infinity else "finite"
+        raise DataError(f"{where}: {column} must be {allowed}, got {text!r}")
     return value
 
 
@@ -83,9 +88,8 @@ def _read_file(path: Path, builder: RoutingDataBuilder) -> None:
             columns = [c.strip() for c in header]
             index = _check_header(path, columns)
             width = len(columns)
-            i_qid, i_text, i_model, i_correct, i_cost, i_tokens, i_task, i_split, i_answer, i_logprob = (
-                index.get(c, width) for c in CANONICAL_COLUMNS
-            )
+            at = {c: index.get(c, width) for c in CANONICAL_COLUMNS}  # width: the "" appended below
+            i_qid, i_text, i_model, i_correct = (at[c] for c in REQUIRED_COLUMNS)
             line_end, rows = reader.line_num, 0
             for record in reader:
                 line, line_end = line_end + 1, reader.line_num
@@ -101,18 +105,18 @@ def _read_file(path: Path, builder: RoutingDataBuilder) -> None:
                 row = builder.question(
                     record[i_qid].strip(),
                     record[i_text],
-                    task=record[i_task].strip() or None,
-                    split=record[i_split].strip() or None,
+                    task=record[at["task"]].strip() or None,
+                    split=record[at["split"]].strip() or None,
                     where=where,
                 )
                 builder.cell(
                     row,
                     record[i_model].strip(),
                     label,
-                    cost_usd=_number(record[i_cost], "cost_usd", where),
-                    output_tokens=_number(record[i_tokens], "output_tokens", where),
-                    answer=record[i_answer] or None,
-                    answer_logprob=_number(record[i_logprob], "answer_logprob", where),
+                    answer=record[at["answer"]] or None,
+                    answer_logprob=_number(record[at["answer_logprob"]], "answer_logprob", where, True),
+                    confidence_kind=record[at["confidence_kind"]].strip() or None,
+                    **{c: _number(record[at[c]], c, where) for c in _NUMBER_COLUMNS},
                     where=where,
                 )
                 rows += 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,13 +29,26 @@ CANONICAL_COLUMNS = (
     "split",
     "answer",
     "answer_logprob",
+    "confidence_kind",
+    "confidence_cost_usd",
+    "latency_ms",
+    "input_tokens",
 )
 """Columns of the canonical long CSV, in the order `write_canonical` writes them.
 
-`answer` (the model's answer text) and `answer_logprob` (its mean token log-probability) are written only
-when the table holds any, so a table without answers writes (and digests) exactly as before they existed.
+`answer` (the model's answer text) and `answer_logprob` (its confidence: by default its mean token
+log-probability; `-inf` allowed) are written only when the table holds any, so a table without answers
+writes (and digests) exactly as before they existed. The call columns after them are written only when
+the table holds any: `confidence_kind` says what `answer_logprob` measures (`answer_logprob`, or
+`self_check_logprob`: log P("yes") when the model is asked whether its answer is right),
+`confidence_cost_usd` what the call that produced it cost beyond the answer (0 when it came with the
+answer), `latency_ms` and `input_tokens` the answer call's.
 """
 ANSWER_COLUMNS = ("answer", "answer_logprob")
+CALL_COLUMNS = ("confidence_kind", "confidence_cost_usd", "latency_ms", "input_tokens")
+CONFIDENCE_KINDS = ("answer_logprob", "self_check_logprob")
+"""What `answer_logprob` may measure (`confidence_kind`; empty means the answer's own log-probability)."""
+_CELL_ARRAYS = ("answers", "answer_logprobs", "confidence_kinds", "confidence_costs", "latencies_ms", "input_tokens")
 AnswerArray = npt.NDArray[np.object_]
 
 
@@ -55,7 +69,8 @@ class RoutingData:
 
     `costs` (USD per request) and `output_tokens` have the same shape and are NaN where unknown;
     `tasks` and `splits` hold one optional value per question. `answers` (an object array of str or None)
-    and `answer_logprobs` (NaN where unknown), when not None, have the same shape too.
+    and `answer_logprobs` (NaN where unknown, -inf allowed), when not None, have the same shape too, as do
+    the call records: `confidence_kinds` (object), `confidence_costs`, `latencies_ms`, `input_tokens`.
     """
 
     question_ids: list[str]
@@ -68,6 +83,10 @@ class RoutingData:
     splits: list[str | None]
     answers: AnswerArray | None = None
     answer_logprobs: FloatArray | None = None
+    confidence_kinds: AnswerArray | None = None
+    confidence_costs: FloatArray | None = None
+    latencies_ms: FloatArray | None = None
+    input_tokens: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.question_ids)
@@ -82,12 +101,15 @@ class RoutingData:
         self.labels = _matrix(self.labels, shape, "labels")
         self.costs = _matrix(self.costs, shape, "costs")
         self.output_tokens = _matrix(self.output_tokens, shape, "output_tokens")
-        if self.answers is not None:
-            self.answers = np.asarray(self.answers, dtype=object)
-            if self.answers.shape != shape:
-                raise DataError(f"answers has shape {self.answers.shape}, expected {shape}")
-        if self.answer_logprobs is not None:
-            self.answer_logprobs = _matrix(self.answer_logprobs, shape, "answer_logprobs")
+        for name in ("answers", "confidence_kinds"):
+            if (texts := getattr(self, name)) is not None:
+                texts = np.asarray(texts, dtype=object)
+                if texts.shape != shape:
+                    raise DataError(f"{name} has shape {texts.shape}, expected {shape}")
+                setattr(self, name, texts)
+        for name in ("answer_logprobs", "confidence_costs", "latencies_ms", "input_tokens"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _matrix(getattr(self, name), shape, name))
         known = self.labels[~np.isnan(self.labels)]
         if known.size and (known.min() < 0.0 or known.max() > 1.0):
             raise DataError("labels must lie in [0, 1] (or be NaN for unknown)")
@@ -106,8 +128,13 @@ class RoutingData:
         splits: Sequence[str | None] | None = None,
         answers: npt.ArrayLike | None = None,
         answer_logprobs: npt.ArrayLike | None = None,
+        confidence_kinds: npt.ArrayLike | None = None,
+        confidence_costs: npt.ArrayLike | None = None,
+        latencies_ms: npt.ArrayLike | None = None,
+        input_tokens: npt.ArrayLike | None = None,
     ) -> RoutingData:
-        """Build from a label matrix; costs, output tokens, tasks, splits and answers default to unknown."""
+        """Build from a label matrix; costs, output tokens, tasks, splits, answers and call records default to
+        unknown."""
         shape = (len(question_ids), len(models))
         return cls(
             question_ids=list(question_ids),
@@ -116,15 +143,27 @@ class RoutingData:
             labels=np.asarray(labels, dtype=np.float32),
             costs=np.full(shape, np.nan, np.float32) if costs is None else np.asarray(costs, np.float32),
             output_tokens=(
-                np.full(shape, np.nan, np.float32)
-                if output_tokens is None
-                else np.asarray(output_tokens, np.float32)
+                np.full(shape, np.nan, np.float32) if output_tokens is None else np.asarray(output_tokens, np.float32)
             ),
             tasks=list(tasks) if tasks is not None else [None] * shape[0],
             splits=list(splits) if splits is not None else [None] * shape[0],
             answers=None if answers is None else np.asarray(answers, dtype=object),
             answer_logprobs=None if answer_logprobs is None else np.asarray(answer_logprobs, np.float32),
+            confidence_kinds=None if confidence_kinds is None else np.asarray(confidence_kinds, dtype=object),
+            confidence_costs=None if confidence_costs is None else np.asarray(confidence_costs, np.float32),
+            latencies_ms=None if latencies_ms is None else np.asarray(latencies_ms, np.float32),
+            input_tokens=None if input_tokens is None else np.asarray(input_tokens, np.float32),
         )
+
+    def map_cells(self, pick: Callable[[npt.NDArray[Any]], npt.NDArray[Any]]) -> dict[str, Any]:
+        """The optional per-cell arrays with `pick` applied (None stays None), as RoutingData arguments."""
+        arrays = {name: getattr(self, name) for name in _CELL_ARRAYS}
+        return {name: None if a is None else pick(a) for name, a in arrays.items()}
+
+    @property
+    def has_calls(self) -> bool:
+        """Whether any cell carries a call record (confidence kind or cost, latency, input tokens)."""
+        return any(getattr(self, name) is not None for name in _CELL_ARRAYS[2:])
 
     @property
     def has_answers(self) -> bool:
@@ -164,8 +203,7 @@ class RoutingData:
             output_tokens=self.output_tokens[index],
             tasks=[self.tasks[i] for i in picked],
             splits=[self.splits[i] for i in picked],
-            answers=None if self.answers is None else self.answers[index],
-            answer_logprobs=None if self.answer_logprobs is None else self.answer_logprobs[index],
+            **self.map_cells(lambda a: a[index]),
         )
 
     def select_models(self, models: Sequence[str]) -> RoutingData:
@@ -183,8 +221,7 @@ class RoutingData:
             output_tokens=self.output_tokens[:, cols],
             tasks=list(self.tasks),
             splits=list(self.splits),
-            answers=None if self.answers is None else self.answers[:, cols],
-            answer_logprobs=None if self.answer_logprobs is None else self.answer_logprobs[:, cols],
+            **self.map_cells(lambda a: a[:, cols]),
         )
 
     def split(self, name: str) -> RoutingData:
@@ -203,13 +240,14 @@ class RoutingData:
         module's QUOTE_MINIMAL does; each question's fields are escaped once, not once per model. The
         answer columns are written only when the table has answers.
         """
-        with_answers = self.has_answers
-        columns = CANONICAL_COLUMNS if with_answers else CANONICAL_COLUMNS[: -len(ANSWER_COLUMNS)]
+        with_calls = self.has_calls
+        with_answers = self.has_answers or with_calls
+        width = len(CANONICAL_COLUMNS) - (0 if with_calls else len(CALL_COLUMNS))
+        width -= 0 if with_answers else len(ANSWER_COLUMNS)
+        columns = CANONICAL_COLUMNS[:width]
         yield ",".join(columns) + "\n"
         heads = [f"{_field(q)},{_field(t)}," for q, t in zip(self.question_ids, self.questions, strict=True)]
-        tails = [
-            f",{_field(t or '')},{_field(s or '')}\n" for t, s in zip(self.tasks, self.splits, strict=True)
-        ]
+        tails = [f",{_field(t or '')},{_field(s or '')}\n" for t, s in zip(self.tasks, self.splits, strict=True)]
         models = [_field(m) for m in self.models]
         rows, cols = np.nonzero(self.known)
         labels = [_number(v) for v in self.labels[rows, cols]]
@@ -224,6 +262,15 @@ class RoutingData:
                 else [_number(v) for v in self.answer_logprobs[rows, cols]]
             )
             extras = [f",{_field(a or '')},{lp}" for a, lp in zip(texts, logprobs, strict=True)]
+        if with_calls:
+            kinds = [None] * len(labels) if self.confidence_kinds is None else self.confidence_kinds[rows, cols]
+            numbers = [
+                [""] * len(labels) if a is None else [_number(v) for v in a[rows, cols]]
+                for a in (self.confidence_costs, self.latencies_ms, self.input_tokens)
+            ]
+            extras = [
+                f"{e},{_field(k or '')},{c},{ms},{t}" for e, k, c, ms, t in zip(extras, kinds, *numbers, strict=True)
+            ]
         lines: list[str] = []
         for k, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
             tail = tails[i] if not with_answers else tails[i][:-1] + extras[k] + "\n"
@@ -265,139 +312,3 @@ def _number(value: np.float32) -> str:
     if value == 1.0:
         return "1"
     return str(value)
-
-
-class RoutingDataBuilder:
-    """Collects labelled cells one at a time, checking consistency, then builds a RoutingData.
-
-    Every call names `where` a value came from ("file:line") so that errors can point at it.
-    """
-
-    def __init__(self) -> None:
-        self._qindex: dict[str, int] = {}
-        self._qids: list[str] = []
-        self._texts: list[str] = []
-        self._tasks: list[str | None] = []
-        self._splits: list[str | None] = []
-        self._qwhere: list[str] = []
-        self._mindex: dict[str, int] = {}
-        self._cells: dict[tuple[int, int], str] = {}
-        self._rows: list[int] = []
-        self._cols: list[int] = []
-        self._labels: list[float] = []
-        self._costs: list[float] = []
-        self._tokens: list[float] = []
-        self._answers: dict[int, str] = {}
-        self._logprobs: dict[int, float] = {}
-
-    def __len__(self) -> int:
-        return len(self._qids)
-
-    def question(
-        self, question_id: str, text: str, *, task: str | None = None, split: str | None = None, where: str
-    ) -> int:
-        """Register a question, or check it against its first registration; returns its row."""
-        task, split = task or None, split or None
-        row = self._qindex.get(question_id)
-        if row is None:
-            if not question_id:
-                raise DataError(f"{where}: question_id is empty")
-            if not text:
-                raise DataError(f"{where}: question text is empty (question_id {question_id!r})")
-            row = self._qindex[question_id] = len(self._qids)
-            self._qids.append(question_id)
-            self._texts.append(text)
-            self._tasks.append(task)
-            self._splits.append(split)
-            self._qwhere.append(where)
-            return row
-        if self._texts[row] != text:
-            raise DataError(
-                f"{where}: question_id {question_id!r} has a different question text than at "
-                f"{self._qwhere[row]}"
-            )
-        for name, values, value in (("task", self._tasks, task), ("split", self._splits, split)):
-            if value is None:
-                continue
-            if values[row] is None:
-                values[row] = value
-            elif values[row] != value:
-                raise DataError(
-                    f"{where}: question_id {question_id!r} has {name} {value!r} here but "
-                    f"{values[row]!r} at {self._qwhere[row]}"
-                )
-        return row
-
-    def cell(
-        self,
-        row: int,
-        model: str,
-        label: float,
-        *,
-        cost_usd: float = math.nan,
-        output_tokens: float = math.nan,
-        answer: str | None = None,
-        answer_logprob: float = math.nan,
-        where: str,
-    ) -> None:
-        """Record `model`'s label on question `row`; a second record of the same pair is an error.
-
-        `answer` is the model's answer text and `answer_logprob` its mean token log-probability (<= 0).
-        """
-        if not model:
-            raise DataError(f"{where}: model is empty")
-        if not 0.0 <= label <= 1.0:
-            raise DataError(f"{where}: correct must be a number in [0, 1], got {label!r}")
-        for name, value in (("cost_usd", cost_usd), ("output_tokens", output_tokens)):
-            if not math.isnan(value) and not 0.0 <= value < math.inf:
-                raise DataError(f"{where}: {name} must be a non-negative number, got {value!r}")
-        if not math.isnan(answer_logprob) and not -math.inf < answer_logprob <= 0.0:
-            raise DataError(f"{where}: answer_logprob must be a finite number <= 0, got {answer_logprob!r}")
-        col = self._mindex.setdefault(model, len(self._mindex))
-        key = (row, col)
-        if key in self._cells:
-            raise DataError(
-                f"{where}: duplicate row for question_id {self._qids[row]!r} and model {model!r} "
-                f"(first at {self._cells[key]})"
-            )
-        self._cells[key] = where
-        self._rows.append(row)
-        self._cols.append(col)
-        self._labels.append(label)
-        self._costs.append(cost_usd)
-        self._tokens.append(output_tokens)
-        if answer:
-            self._answers[len(self._labels) - 1] = answer
-        if not math.isnan(answer_logprob):
-            self._logprobs[len(self._labels) - 1] = answer_logprob
-
-    def build(self) -> RoutingData:
-        """The collected table; cells never recorded are NaN (unknown)."""
-        shape = (len(self._qids), len(self._mindex))
-        index = (np.asarray(self._rows, dtype=np.int64), np.asarray(self._cols, dtype=np.int64))
-        arrays = []
-        for values in (self._labels, self._costs, self._tokens):
-            array = np.full(shape, np.nan, dtype=np.float32)
-            array[index] = np.asarray(values, dtype=np.float32)
-            arrays.append(array)
-        answers = logprobs = None
-        if self._answers:
-            answers = np.full(shape, None, dtype=object)
-            for k, text in self._answers.items():
-                answers[self._rows[k], self._cols[k]] = text
-        if self._logprobs:
-            logprobs = np.full(shape, np.nan, dtype=np.float32)
-            for k, value in self._logprobs.items():
-                logprobs[self._rows[k], self._cols[k]] = value
-        return RoutingData(
-            question_ids=list(self._qids),
-            questions=list(self._texts),
-            models=list(self._mindex),
-            labels=arrays[0],
-            costs=arrays[1],
-            output_tokens=arrays[2],
-            tasks=list(self._tasks),
-            splits=list(self._splits),
-            answers=answers,
-            answer_logprobs=logprobs,
-        )

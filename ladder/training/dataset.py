@@ -1,9 +1,11 @@
 """Ladder's native routing data: the RoutingData table, the canonical CSV format and train/test splits.
 
 The canonical long CSV has one row per (question, model) with a known label:
-`question_id,question,model,correct[,cost_usd][,output_tokens][,task][,split][,answer][,answer_logprob]`.
+`question_id,question,model,correct[,cost_usd][,output_tokens][,task][,split][,answer][,answer_logprob]`
+`[,confidence_kind][,confidence_cost_usd][,latency_ms][,input_tokens]`.
 `correct` is in [0, 1] (graded labels allowed); the optional columns may be absent or empty. `answer` is
-the model's answer text and `answer_logprob` its mean token log-probability (cascades use them).
+the model's answer text and `answer_logprob` its confidence (cascades use them): its mean token
+log-probability, or what `confidence_kind` says; `-inf` and exact zeros are real values.
 A missing row means the label is UNKNOWN (NaN in memory), never wrong.
 """
 
@@ -13,9 +15,10 @@ import hashlib
 from dataclasses import replace
 
 from ladder.core.errors import DataError
+from ladder.training._builder import RoutingDataBuilder
 from ladder.training._canonical import REQUIRED_COLUMNS, open_text, read_canonical, write_canonical
 from ladder.training._summary import DataSummary, ModelSummary
-from ladder.training._table import CANONICAL_COLUMNS, RoutingData, RoutingDataBuilder
+from ladder.training._table import CANONICAL_COLUMNS, RoutingData
 
 __all__ = [
     "CANONICAL_COLUMNS",
@@ -47,16 +50,13 @@ def split_by_id(data: RoutingData, test_fraction: float = 0.2, seed: int = 0) ->
     """
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    splits: list[str | None] = [
-        "test" if _unit_hash(q, seed) < test_fraction else "train" for q in data.question_ids
-    ]
+    splits: list[str | None] = ["test" if _unit_hash(q, seed) < test_fraction else "train" for q in data.question_ids]
     return replace(
         data,
         labels=data.labels.copy(),
         costs=data.costs.copy(),
         output_tokens=data.output_tokens.copy(),
-        answers=None if data.answers is None else data.answers.copy(),
-        answer_logprobs=None if data.answer_logprobs is None else data.answer_logprobs.copy(),
+        **data.map_cells(lambda a: a.copy()),
         question_ids=list(data.question_ids),
         questions=list(data.questions),
         models=list(data.models),

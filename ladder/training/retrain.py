@@ -17,7 +17,8 @@ from ladder.core.errors import DataError
 from ladder.core.head import OnnxHead
 from ladder.core.policy import choose_batch
 from ladder.core.pool import PoolConfig
-from ladder.training._table import RoutingData, RoutingDataBuilder
+from ladder.training._builder import RoutingDataBuilder
+from ladder.training._table import RoutingData
 from ladder.training.embed import Progress, embed_texts
 from ladder.training.metrics import auc
 

@@ -17,7 +17,8 @@ import numpy as np
 from ladder.core.errors import DataError
 from ladder.core.pool import PoolConfig
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB, rated_model
-from ladder.training._table import RoutingData, RoutingDataBuilder
+from ladder.training._builder import RoutingDataBuilder
+from ladder.training._table import RoutingData
 
 
 def read_audit(paths: Sequence[Path]) -> Iterator[DecisionRow]:

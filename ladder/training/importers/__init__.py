@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ladder.core.errors import DataError
 from ladder.training.dataset import RoutingData, read_canonical
+from ladder.training.importers._cascades_llama import from_cascades_llama
 from ladder.training.importers._common import text_id
 from ladder.training.importers._llmrouter import from_llmrouter, import_llmrouter_dir
 from ladder.training.importers._mmlu_pro import from_mmlu_pro, question_text
@@ -17,6 +18,7 @@ from ladder.training.importers._tabular import from_nvidia_v3, from_routerbench_
 
 __all__ = [
     "IMPORTERS",
+    "from_cascades_llama",
     "from_llmrouter",
     "from_mmlu_pro",
     "from_nvidia_v3",
@@ -54,6 +56,7 @@ IMPORTERS: dict[str, Callable[[Path], RoutingData]] = {
     "routellm-mmlu": partial(from_routellm, benchmark="mmlu"),
     "routellm-gsm8k": partial(from_routellm, benchmark="gsm8k"),
     "routellm-mt-bench": partial(from_routellm, benchmark="mt_bench"),
+    "cascades-llama": from_cascades_llama,
 }
 """Short format name -> importer taking the source file or folder."""
 

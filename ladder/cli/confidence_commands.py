@@ -1,0 +1,68 @@
+"""`ladder evaluate-confidence`: calibrated cascades on data with answer confidences, beside their baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ladder.cli.progress import stage_progress, stderr
+
+
+def evaluate_confidence(
+    data: Annotated[list[Path], typer.Option("--data", help="Canonical CSV file(s) with answer_logprob and split.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.json and curve.png.")],
+    encoder: Annotated[str, typer.Option(help="Encoder for the prompt embeddings (cached).")] = "multilingual-e5-small",
+    prompts: Annotated[
+        str,
+        typer.Option(
+            help="Prompt features: 'encoder' (the router's encoder) or 'words' (tf-idf axes fitted on the "
+            "training prompts: seconds instead of the encoder's minutes on a CPU)"
+        ),
+    ] = "encoder",
+) -> None:
+    """Tune the router and calibrated cascade on the training rows; report every plan on the held-out rows."""
+    import numpy as np
+
+    from ladder.core.errors import DataError
+    from ladder.training.confidence import word_prompts
+    from ladder.training.confidence_plot import plot_confidence
+    from ladder.training.confidence_report import evaluate_confidence as run
+    from ladder.training.dataset import read_canonical
+    from ladder.training.embed import embed_texts
+
+    dataset = read_canonical(data)
+    if dataset.answer_logprobs is None:
+        raise DataError(
+            f"{', '.join(map(str, data))}: no answer_logprob column; a calibrated cascade needs each model's "
+            "confidence in its answer (import a format that records it, e.g. cascades-llama)"
+        )
+    found = {s for s in dataset.splits if s}
+    if not {"train", "test"} <= found:
+        raise DataError(
+            f"{', '.join(map(str, data))}: needs a split column with train and test rows, found "
+            f"{sorted(found) or 'none'} (re-import with --test-fraction)"
+        )
+    if prompts == "words":
+        features = word_prompts(dataset.questions, np.array([s == "train" for s in dataset.splits]))
+    elif prompts == "encoder":
+        with stage_progress() as progress:
+            features = embed_texts(dataset.questions, encoder, progress=progress)
+    else:
+        raise DataError(f"--prompts must be 'encoder' or 'words', got {prompts!r}")
+    report = run(dataset, features)
+    report["prompt_features"] = "tf-idf (64 axes)" if prompts == "words" else f"encoder {encoder}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    plot_confidence(report, out / "curve.png")
+    ref = report["reference"]
+    for name, plan in report["plans"].items():
+        half = plan["chosen_on_training_at_half_cost"]
+        stderr.print(
+            f"{name:46s} match {ref['model']} at {plan['cost_to_match']} of its cost "
+            f"(90% interval {plan['cost_to_match_interval']}); at half its cost: "
+            f"{half['accuracy'] if half else None}"
+        )
+    stderr.print(f"recommended: {report['recommendation']['recommended']}; wrote {out}/report.json, curve.png")

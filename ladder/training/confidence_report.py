@@ -1,0 +1,249 @@
+"""The confidence-cascade report: every plan tuned on training rows, measured on held-out rows beside 405B.
+
+Plans: each single model; the prefill router alone; Ladder's router and calibrated cascade learned together;
+the authors' kind of model (each model's raw confidence calibrated alone, a first-order link between rungs,
+the same decision rule: a simplification of Zellinger & Thomson's probabilistic tuning); and fixed chains
+with grid-searched thresholds on raw confidence. Each plan's settings on the training-row frontier make its
+curve; the user's objective picks one of them on training rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ladder.training.confidence import CalibrationSettings, Side, fit_confidence
+from ladder.training.confidence_plans import (
+    Outcomes,
+    chain_grid,
+    expected_costs,
+    frontier,
+    play,
+    play_chains,
+    rung_grid,
+)
+from ladder.training.dataset import RoutingData
+from ladder.training.metrics import BOOTSTRAP_DRAWS, cost_to_match_interval
+
+HALF = 0.5
+MATCH_MARGIN = 0.005
+Player = Callable[[RoutingData, list[int]], Outcomes]
+
+
+@dataclass(frozen=True)
+class PlanRun:
+    """One plan: its training-frontier outcomes on both sides (the same settings, in the same order)."""
+
+    name: str
+    train: Outcomes
+    test: Outcomes
+    settings: list[str]
+
+
+def _run(
+    name: str, play_train: Outcomes, replay: Callable[[list[int]], Outcomes], describe: Callable[[int], str]
+) -> PlanRun:
+    kept = frontier(play_train)
+    return PlanRun(name, play_train.take(kept), replay(kept), [describe(k) for k in kept])
+
+
+def _rung_plan(
+    name: str, train: RoutingData, test: RoutingData, sides: tuple[Side, Side], stages: tuple[int, ...]
+) -> PlanRun:
+    grid = rung_grid(stages)
+    costs = (expected_costs(train, train), expected_costs(train, test))
+    outcomes = play(train, sides[0], costs[0], grid)
+    return _run(
+        name,
+        outcomes,
+        lambda kept: play(test, sides[1], costs[1], [grid[k] for k in kept]),
+        lambda k: f"cost_weight={grid[k].cost_weight:.4g} margin={grid[k].margin:g} max_stages={grid[k].max_stages}",
+    )
+
+
+def _chain_plan(train: RoutingData, test: RoutingData) -> PlanRun:
+    chains = chain_grid(train)
+    names = train.models
+    return _run(
+        "grid-searched chain (raw confidence)",
+        play_chains(train, chains),
+        lambda kept: play_chains(test, [chains[k] for k in kept]),
+        lambda k: " > ".join(
+            f"{names[m]}" + (f" (keep at >= {t:.4g})" if i < len(chains[k].thresholds) else "")
+            for i, (m, t) in enumerate(zip(chains[k].models, [*chains[k].thresholds, 0.0], strict=True))
+        ),
+    )
+
+
+def _single(data: RoutingData, m: int) -> Outcomes:
+    n = len(data)
+    latency = np.zeros(n) if data.latencies_ms is None else data.latencies_ms[:, m]
+    return Outcomes(data.labels[None, :, m], data.costs[None, :, m], latency[None], np.ones((1, n)))
+
+
+def _point(o: Outcomes, k: int, base_cost: float, rows: np.ndarray | None = None) -> dict[str, Any]:
+    correct, cost, latency = (a[k] if rows is None else a[k][rows] for a in o.arrays()[:3])
+    return {
+        "accuracy": round(float(correct.mean()), 4),
+        "cost_per_1k": round(float(cost.mean() * 1000), 5),
+        "cost_share": round(float(cost.mean() / base_cost), 4),
+        "latency_p50_ms": round(float(np.percentile(latency, 50)), 1),
+        "latency_p95_ms": round(float(np.percentile(latency, 95)), 1),
+    }
+
+
+def _match_share(o: Outcomes, accuracy: float, base_cost: float) -> float | None:
+    acc, cost = o.correct.mean(axis=1), o.cost.mean(axis=1)
+    reach = acc >= accuracy - 1e-9
+    return round(float(cost[reach].min() / base_cost), 4) if reach.any() else None
+
+
+def _best_under(o: Outcomes, cap: float) -> int | None:
+    acc, cost = o.correct.mean(axis=1), o.cost.mean(axis=1)
+    within = np.flatnonzero(cost <= cap + 1e-15)
+    return int(within[np.argmax(acc[within])]) if within.size else None
+
+
+def _cheapest_reaching(o: Outcomes, target: float) -> int:
+    acc, cost = o.correct.mean(axis=1), o.cost.mean(axis=1)
+    reach = np.flatnonzero(acc >= target - MATCH_MARGIN)
+    return int(reach[np.argmin(cost[reach])]) if reach.size else int(np.argmax(acc))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The best single model on each side: its per-question correctness and cost."""
+
+    model: str
+    train_correct: np.ndarray
+    train_cost: np.ndarray
+    test_correct: np.ndarray
+    test_cost: np.ndarray
+
+
+def _summarise(run: PlanRun, ref: Reference, rows: np.ndarray | None = None) -> dict[str, Any]:
+    """A plan on held-out rows (all, or one task's): curve, cost to match the reference, accuracy at half
+    its cost (chosen on training rows, and read off the held-out curve), and the objective's point."""
+    test = run.test if rows is None else run.test.take(range(len(run.settings)), rows)
+    correct, cost = (
+        ref.test_correct if rows is None else ref.test_correct[rows],
+        ref.test_cost if rows is None else ref.test_cost[rows],
+    )
+    base, target = float(cost.mean()), float(correct.mean())
+    chosen_match = _cheapest_reaching(run.train, float(ref.train_correct.mean()))
+    chosen_half = _best_under(run.train, HALF * float(ref.train_cost.mean()))
+    read_half = _best_under(test, HALF * base)
+    low, high = cost_to_match_interval(test.correct, test.cost, correct, cost, draws=BOOTSTRAP_DRAWS)
+    return {
+        "curve": [_point(test, k, base) for k in range(len(run.settings))],
+        "cost_to_match": _match_share(test, target, base),
+        "cost_to_match_interval": [low, high],
+        "chosen_on_training_to_match": {"setting": run.settings[chosen_match], **_point(test, chosen_match, base)},
+        "chosen_on_training_at_half_cost": None
+        if chosen_half is None
+        else {"setting": run.settings[chosen_half], **_point(test, chosen_half, base)},
+        "held_out_curve_at_half_cost": None if read_half is None else _point(test, read_half, base),
+    }
+
+
+def _paired_gain(a: np.ndarray, b: np.ndarray, seed: int = 0) -> list[float]:
+    """5th and 95th percentiles of mean(a - b) over bootstrap resamples of the questions."""
+    rng = np.random.default_rng(seed)
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    draws = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(BOOTSTRAP_DRAWS)]
+    low, high = np.percentile(draws, [5, 95])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+def _recommend(cascade: PlanRun, router: PlanRun, ref: Reference) -> dict[str, Any]:
+    """The plan to serve, chosen on training rows: the cascade only where, at the cost of the router's
+    objective point, it is more accurate beyond the bootstrap interval; then checked on held-out rows."""
+    r = _cheapest_reaching(router.train, float(ref.train_correct.mean()))
+    c = _best_under(cascade.train, float(router.train.cost[r].mean()))
+    train_gain = [-1.0, -1.0] if c is None else _paired_gain(cascade.train.correct[c], router.train.correct[r])
+    pick_cascade = c is not None and train_gain[0] > 0
+    held_out = None
+    if c is not None:
+        held_out = {
+            "router": {"setting": router.settings[r], **_point(router.test, r, float(ref.test_cost.mean()))},
+            "cascade": {"setting": cascade.settings[c], **_point(cascade.test, c, float(ref.test_cost.mean()))},
+            "accuracy_gain_interval": _paired_gain(cascade.test.correct[c], router.test.correct[r]),
+        }
+    verdict = (
+        "the calibrated cascade: more accurate than the prefill router at the router's cost on training rows, "
+        "beyond the bootstrap interval"
+        if pick_cascade
+        else "the prefill router alone: the cascade does not pay beyond the bootstrap interval on training rows"
+    )
+    return {
+        "recommended": cascade.name if pick_cascade else router.name,
+        "why": verdict,
+        "training_accuracy_gain_interval": train_gain,
+        "held_out": held_out,
+    }
+
+
+def evaluate_confidence(data: RoutingData, prompts: np.ndarray) -> dict[str, Any]:
+    """The whole report (see the module); ``prompts`` are the prompt embeddings in ``data``'s row order."""
+    is_train = np.array([s == "train" for s in data.splits])
+    train, test = data.subset(is_train), data.subset(~is_train)
+    embeddings = (prompts[is_train], prompts[~is_train])
+    best = int(test.labels.mean(axis=0).argmax())
+    ref = Reference(
+        data.models[best], train.labels[:, best], train.costs[:, best], test.labels[:, best], test.costs[:, best]
+    )
+    full = fit_confidence(train, test, embeddings)
+    authors = fit_confidence(train, test, embeddings, CalibrationSettings(prompt=False, router=False))
+    runs = [
+        *(PlanRun(m, _single(train, j), _single(test, j), [m]) for j, m in enumerate(data.models)),
+        _rung_plan("prefill router", train, test, full, (1,)),
+        _rung_plan("Ladder: router + calibrated cascade", train, test, full, (2, 3, 5)),
+        _rung_plan("authors' probabilistic cascade (simplified)", train, test, authors, (2, 3, 5)),
+        _chain_plan(train, test),
+    ]
+    tasks = sorted({t for t in test.tasks if t})
+    task_rows = {t: np.flatnonzero(np.array(test.tasks) == t) for t in tasks}
+    plans = {}
+    for run in runs:
+        summary = _summarise(run, ref)
+        summary["per_task"] = {t: _per_task(run, ref, rows) for t, rows in task_rows.items()}
+        plans[run.name] = summary
+    by_name = {r.name: r for r in runs}
+    return {
+        "data": {"train_questions": len(train), "test_questions": len(test), "models": data.models, "tasks": tasks},
+        "reference": {
+            "model": ref.model,
+            "accuracy": round(float(ref.test_correct.mean()), 4),
+            "cost_per_1k": round(float(ref.test_cost.mean() * 1000), 5),
+        },
+        "goals": {"match_at_most_share": 0.70, "accuracy_at_half_cost_at_least": 0.825},
+        "calibration": _calibration(test, full[1], authors[1]),
+        "plans": plans,
+        "recommendation": _recommend(by_name["Ladder: router + calibrated cascade"], by_name["prefill router"], ref),
+    }
+
+
+def _per_task(run: PlanRun, ref: Reference, rows: np.ndarray) -> dict[str, Any]:
+    summary = _summarise(run, ref, rows)
+    summary.pop("curve")
+    return summary
+
+
+def _calibration(test: RoutingData, full: Side, authors: Side) -> dict[str, Any]:
+    """Held-out AUC and Brier score of each model's calibrated confidence, pooled over tasks."""
+    from ladder.training.metrics import auc
+
+    out: dict[str, Any] = {}
+    for name, side in (("prompt+router+confidence", full), ("confidence only", authors), ("prefill", full)):
+        p = side.prefill if name == "prefill" else side.calibrated
+        out[name] = {
+            m: {
+                "auc": round(auc(p[:, j], test.labels[:, j]) or float("nan"), 4),
+                "brier": round(float(((p[:, j] - test.labels[:, j]) ** 2).mean()), 4),
+            }
+            for j, m in enumerate(test.models)
+        }
+    return out
