@@ -23,9 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ladder.bench.server_thread import ServerThread
-from ladder.core.pool import Capability, load_pool
+from ladder.core.pool import load_pool
 from ladder.core.router import Router
-from ladder.gateway.capabilities import Requirements, permitted
+from ladder.gateway.context import RequestContext, Sensitivity
+from ladder.gateway.dispatch import allowed
+from ladder.gateway.keys import Client
 from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
@@ -302,9 +304,12 @@ def test_generated_conversations_with_a_secret_anywhere_stay_on_prem(
 
 
 def test_the_last_guard_before_any_upstream_call_drops_cloud_models(router: Router) -> None:
-    """Whatever chose the order (policy, pin, fallback, a kept session), the dispatch step filters it."""
+    """Whatever chose the order (policy, pin, fallback, a kept session), the dispatcher filters it."""
     models = list(router.pool.models)
-    sensitive = Requirements(frozenset({Capability.TEXT}), 10, sensitive=True)
-    assert [m.name for m in permitted(models, sensitive)] == ["small-local"]
-    assert permitted(models[1:], sensitive) == []
-    assert permitted(models, Requirements(frozenset({Capability.TEXT}), 10, sensitive=False)) == models
+
+    def reachable(sensitive: bool) -> list[str]:
+        ctx = RequestContext(Client("c"), "r", Sensitivity(sensitive, "header" if sensitive else None), 0.0)
+        return [m.name for m in models if allowed(ctx, m)]
+
+    assert reachable(True) == ["small-local"]
+    assert reachable(False) == [m.name for m in models]

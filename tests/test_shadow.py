@@ -236,3 +236,19 @@ def test_shadow_settings_are_checked(shadow_pool: tuple[Path, Router], tmp_path:
     )
     with pytest.raises(ConfigError, match="'gpt-9' is not a pool model"):
         create_app(settings, router=shadow_pool[1])
+
+
+def test_a_sensitive_request_is_not_judged_by_cloud_models(
+    start: Callable[..., tuple[str, Any]], judge_server: tuple[Judge, ServerThread], upstream: FakeUpstream
+) -> None:
+    """Answered on-prem, a sensitive request is never re-asked to a cloud reference nor shown to a cloud
+    judge: it is skipped (judged only where both are on-prem)."""
+    url, shadow = start()
+    body = {"model": "small-local", "messages": [{"role": "user", "content": "Our Q3 numbers, please."}]}
+    headers = {**AUTH, "x-ladder-sensitive": "true"}
+    reply = httpx.post(f"{url}/v1/chat/completions", headers=headers, json=body, timeout=30)
+    assert reply.status_code == 200 and reply.headers["x-ladder-model"] == "small-local"
+    assert shadow.counts["skipped: sensitive request (reference or judge not on-prem)"] == 1
+    ask(url, 1)  # an ordinary request still is
+    wait_for(lambda: shadow.counts["judged"] == 1, "the ordinary request's verdict")
+    assert upstream.count("vision-pro") == 1 and len(judge_server[0].seen) == 1

@@ -12,10 +12,8 @@ from opentelemetry.trace import TracerProvider
 
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
-from ladder.core.upstream import UpstreamClient
 from ladder.gateway.audit import AuditLog
 from ladder.gateway.batcher import ScoreBatcher, score_texts
-from ladder.gateway.breaker import CircuitBreaker
 from ladder.gateway.costs import baseline_model
 from ladder.gateway.dispatch import Dispatcher
 from ladder.gateway.errors import install_error_handlers
@@ -33,6 +31,7 @@ from ladder.gateway.routes import feedback as feedback_routes
 from ladder.gateway.routes import usage as usage_routes
 from ladder.gateway.settings import Settings, available_cpus, load_settings
 from ladder.gateway.shadow import ShadowJudge
+from ladder.gateway.spend import SpendHook
 from ladder.gateway.state import make_state
 from ladder.gateway.tracing import make_tracer, provider_from_env
 from ladder.gateway.traffic_store import TrafficStore
@@ -45,8 +44,11 @@ def create_app(
     router: Router | None = None,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     tracer_provider: TracerProvider | None = None,
+    spend_guard: SpendHook | None = None,
 ) -> FastAPI:
-    """Build the gateway. ``router``, ``upstream_transport`` and ``tracer_provider`` are seams for tests."""
+    """Build the gateway. ``router``, ``upstream_transport`` and ``tracer_provider`` are seams for tests;
+    ``spend_guard`` replaces the dispatcher's spend hook, called around every upstream attempt (by default the
+    budgets' ``BudgetHook``, which charges each paid attempt to the request's reservation)."""
     settings = settings or load_settings()
     if router is None:
         router = Router.from_pool(load_pool(settings.pool, settings.checkpoint), threads=settings.scorer_threads)
@@ -57,26 +59,7 @@ def create_app(
     provider = tracer_provider or provider_from_env()
     tracer = make_tracer(provider)
     metrics = GatewayMetrics()
-    client = UpstreamClient(
-        settings.connect_timeout_s,
-        settings.keepalive_connections,
-        upstream_transport,
-        max_connections=settings.upstream_max_connections,
-        keepalive_expiry_s=settings.keepalive_expiry_s,
-        ca_bundle=settings.upstream_ca_bundle,
-        http=settings.upstream_http,
-    )
-    dispatcher = Dispatcher(
-        client,
-        CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
-        metrics,
-        tracer,
-        attempt_timeout_s=settings.attempt_timeout_s,
-        retries=settings.retries,
-        backoff_s=settings.retry_backoff_s,
-        deadline_s=settings.deadline_s,
-        first_byte_s=settings.first_byte_timeout_s,
-    )
+    dispatcher = Dispatcher.from_settings(settings, metrics, tracer, upstream_transport)
     batcher = ScoreBatcher(
         functools.partial(score_texts, router),
         max_batch=settings.batch_max_size,
@@ -109,6 +92,7 @@ def create_app(
         state=make_state(
             settings.redis_url.get_secret_value() if settings.redis_url else None, settings.redis_timeout_s
         ),
+        spend_hook=spend_guard,
     )
 
     @asynccontextmanager
@@ -124,7 +108,7 @@ def create_app(
                 await shadow.aclose()  # judgements in flight are dropped: they are samples, not promises
             if triton is not None:
                 await triton.close()
-            await client.aclose()
+            await dispatcher.aclose()
             audit.close()
             if traffic is not None:
                 traffic.close()

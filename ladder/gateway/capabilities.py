@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ladder.core.pool import Capability, Locality, ModelSpec, PoolConfig
+from ladder.core.pool import Capability, Locality, PoolConfig
 from ladder.core.pricing import estimate_tokens
 from ladder.core.prompt import content_text
 
@@ -23,7 +22,6 @@ PART_CAPABILITIES = {
     "video_url": Capability.VIDEO,
     "input_video": Capability.VIDEO,
 }
-TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 
 
 @dataclass(frozen=True)
@@ -81,30 +79,6 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
     return estimate_tokens("\n".join(p for p in pieces if p))
 
 
-def request_strings(value: Any) -> Iterator[str]:
-    """Every string in a request body, at any depth: each message and role, content part, tool call and
-    its arguments, tool result, system block and document text (keys are names, not content)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, Mapping):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-
-
-def is_sensitive(header: str | None, body: Any, patterns: Sequence[re.Pattern[str]]) -> bool:
-    """Sensitive when the client's header says so or a configured pattern matches anywhere in the body
-    that is forwarded, not only in the text the request is routed on."""
-    if header is not None and header.strip().lower() in TRUE_VALUES:
-        return True
-    if not patterns:
-        return False
-    return any(p.search(s) for s in request_strings(body) for p in patterns)
-
-
 def requirements(body: Mapping[str, Any], sensitive: bool) -> Requirements:
     return Requirements(needed_capabilities(body), prompt_tokens(body), sensitive)
 
@@ -123,9 +97,3 @@ def exclusions(pool: PoolConfig, needs: Requirements) -> dict[str, str]:
         elif needs.sensitive and model.locality is not Locality.ON_PREM:
             out[model.name] = "the request is sensitive: on-prem models only"
     return out
-
-
-def permitted(order: Sequence[ModelSpec], needs: Requirements) -> list[ModelSpec]:
-    """The last guard before any upstream call, whatever chose the order (policy, pin, fallback, session):
-    a sensitive request only ever goes to on-prem models."""
-    return [m for m in order if not needs.sensitive or m.locality is Locality.ON_PREM]

@@ -36,7 +36,7 @@ from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.core.policy import Candidate
 from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage
-from ladder.gateway.capabilities import permitted
+from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.costs import Cost, answer_cost
 from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.dispatch import Dispatched
@@ -48,7 +48,7 @@ from ladder.gateway.sse import data_event
 from ladder.gateway.tracing import start_span
 
 
-def cascade_requested(gw: Gateway, params: ChatCompletionCreateParams, headers: Mapping[str, str]) -> bool:
+def cascade_requested(gw: Gateway, ctx: RequestContext, params: ChatCompletionCreateParams) -> bool:
     """``model="<policy>-cascade"``, else the body's ``cascade``, else the key profile's; a pinned model
     never cascades."""
     if params.model == f"{gw.settings.policy_name}-cascade":
@@ -58,9 +58,7 @@ def cascade_requested(gw: Gateway, params: ChatCompletionCreateParams, headers: 
     asked = extension(params, "cascade")
     if asked is not None:
         return bool(asked)
-    client = gw.clients.identify(headers)
-    profile = client.profile if client is not None else None
-    return bool(profile is not None and profile.cascade)
+    return bool(ctx.profile is not None and ctx.profile.cascade)
 
 
 @dataclass(eq=False)  # stages compare by identity
@@ -115,7 +113,8 @@ class Cascade:
             self.body.update({"logprobs": True, "top_logprobs": body.get("top_logprobs") or 1})
         self.plain = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
         self.refused_logprobs: set[str] = set()
-        self.eligible = {c.name: c for c in routed.decision.candidates if c.eligible}
+        reachable = {s.name for s in gw.dispatcher.permitted(routed.ctx, gw.pool.models)}
+        self.eligible = {c.name: c for c in routed.decision.candidates if c.eligible and c.name in reachable}
         self.stages: list[Stage] = []
 
     def candidates(self) -> list[Candidate]:
@@ -142,30 +141,29 @@ class Cascade:
         asked = {s.model for s in self.stages}
         names = [first.name, *(n for n in self.routed.decision.fallback_order if n != first.name)]
         specs = [self.gw.pool.model(n) for n in names if n not in asked]
-        return permitted(specs, self.routed.needs)
+        return self.gw.dispatcher.permitted(self.routed.ctx, specs)
 
     async def ask(self, first: Candidate, role: str) -> Stage:
         """One stage; an answer falls back along the decision's order, a second opinion asks one model."""
         order = self.order(first) if role == "answer" else [self.gw.pool.model(first.name)]
-        if not order:
-            raise NoEligibleModelError("the request is sensitive and no on-prem model may answer it")
+        purpose = Purpose.CASCADE_STAGE if role == "answer" else Purpose.SECOND_OPINION
+        ctx = self.routed.ctx
         with start_span(self.gw.tracer, "ladder.core.cascade.stage") as span:
             span.set_attribute("ladder.core.cascade.role", role)
             span.set_attribute("ladder.core.cascade.index", len(self.stages))
             try:
                 body = self.plain if order[0].name in self.refused_logprobs else self.body
-                dispatched = await self.gw.dispatcher.send(order, body, False)
+                dispatched = await self.gw.dispatcher.send(ctx, order, body, False, purpose)
             except UpstreamRejectedError:
                 if not self.config.logprobs or self.client_logprobs:
                     raise
                 self.refused_logprobs.add(order[0].name)  # it refuses logprobs: the other signals decide
-                dispatched = await self.gw.dispatcher.send(order, self.plain, False)
+                dispatched = await self.gw.dispatcher.send(ctx, order, self.plain, False, purpose)
             if dispatched.reply.data is None:
                 raise UpstreamError(f"upstream for {dispatched.model.name} sent no answer", "bad reply")
             completion = dispatched.reply.data
             usage = Usage.from_openai(completion.get("usage"))
             cost = answer_cost(dispatched.model, self.gw.baseline, usage) if usage is not None else None
-            self.gw.charge(self.routed, usage, cost)  # paid, whatever happens to the cascade next
             span.set_attribute("ladder.model", dispatched.model.name)
             stage = Stage(role, dispatched, completion, usage, cost)
             if role == "answer":
@@ -196,7 +194,7 @@ class Cascade:
             return None
         try:
             return await self.ask(others[0], "second opinion")
-        except (GatewayError, UpstreamError, UpstreamRejectedError):
+        except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError):
             return None  # the other signals decide
 
     async def run(self) -> tuple[Stage, Stage | None]:
@@ -253,7 +251,9 @@ class Cascade:
         if isinstance(first, BaseException):
             raise first
         if isinstance(second, BaseException):
-            if not isinstance(second, GatewayError | UpstreamError | UpstreamRejectedError):
+            if not isinstance(
+                second, GatewayError | UpstreamError | UpstreamRejectedError | NoEligibleModelError
+            ):
                 raise second
             return first, None  # no second opinion: the other signals decide
         return first, second
@@ -309,15 +309,21 @@ def account(gw: Gateway, routed: Routed, stages: Sequence[Stage], final: Stage) 
 
 
 async def create_cascade_completion(
-    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+    gw: Gateway,
+    ctx: RequestContext,
+    params: ChatCompletionCreateParams,
+    raw: dict[str, Any],
+    request: Request,
 ) -> Response:
     """Run the cascade and answer with the accepted stage's reply (plain, or as one held stream)."""
     name = gw.settings.policy_name
     routed_params = params.model_copy(update={"model": name}) if params.model == f"{name}-cascade" else params
-    routed, body, text = await route_chat(gw, routed_params, raw, request)
+    routed, body, text = await route_chat(gw, ctx, routed_params, raw, request)
     cascade = Cascade(gw, routed, body, request)
-    try:  # a cascade may ask every eligible model once: the hold covers them all
-        await gw.reserve(routed, [gw.pool.model(c.name) for c in cascade.candidates()], body, every=True)
+    try:  # a cascade may ask every eligible model once: the hold covers them all (the dispatcher charges
+        # each stage and second opinion to it as it is paid, whatever happens to the cascade next)
+        eligible = gw.dispatcher.permitted(ctx, [gw.pool.model(c.name) for c in cascade.candidates()])
+        await gw.reserve(routed, eligible, body, every=True)
         final, second = await cancel_on_disconnect(request, cascade.run())
     except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError) as exc:
         gw.record(routed, "chat", None, None, None, text, error=type(exc).__name__)  # stages paid stay charged
@@ -350,11 +356,10 @@ async def create_cascade_completion(
         text,
         reply=final.completion,
         extra={"cascade": summary},
-        charged=True,
     )
     ladder = {**routed.summary(), "model": final.model, **costs, "cascade": summary}
     if gw.shadow is not None:
-        gw.shadow.offer(routed.request_id, body, text, final.dispatched.model, completion)
+        gw.shadow.offer(routed.ctx, body, text, final.dispatched.model, completion)
     if params.stream:
         wants_usage = bool((params.stream_options or {}).get("include_usage"))
         events = held_stream(completion, ladder, wants_usage)

@@ -1,4 +1,16 @@
-"""Upstream dispatch: fallback along the decision's order within one deadline, safe retries, circuit breaker.
+"""The one way out of the gateway: every upstream call passes here, and so does every guard on it.
+
+Answers, their retries and fallbacks, cascade stages, second opinions, shadow references and shadow judges
+are all sent by ``Dispatcher.send`` with the request's context. It holds the only upstream client in the
+gateway (``tests/test_dispatch_choke_point.py`` checks that no other gateway module imports one) and, before
+any byte leaves, enforces:
+
+- **locality**: a sensitive request only ever reaches ``on-prem`` models; the others are dropped from the
+  order, and an order with none left is refused (``LocalityError``, 400) before anything is sent;
+- **the deadline**: the request's own (``RequestContext.deadline``) and at most ``deadline_s`` per send;
+- **spend**: its spend hook is called before each attempt (a refusal sends nothing) and settled after it with
+  the attempt's cost and usage; the gateway's hook charges every paid attempt to the request's budget
+  reservation (``ladder.gateway.spend``).
 
 Each attempt must get its first byte within ``first_byte_s`` (by default a third of the deadline), so a
 hanging upstream is abandoned in time for the next model to answer. The same model is tried again only when
@@ -10,18 +22,40 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from ladder.core.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
-from ladder.core.pool import ModelSpec
-from ladder.core.upstream import UpstreamClient, UpstreamReply, upstream_url
+from ladder.core.errors import (
+    NoEligibleModelError,
+    UpstreamError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+)
+from ladder.core.pool import Locality, ModelSpec
+from ladder.core.pricing import Usage
+from ladder.core.upstream import UpstreamClient, UpstreamReply, stream_chunks, upstream_url
 from ladder.gateway.breaker import CircuitBreaker
+from ladder.gateway.context import Purpose, RequestContext
+from ladder.gateway.costs import usage_cost
 from ladder.gateway.metrics import GatewayMetrics
+from ladder.gateway.settings import Settings
+from ladder.gateway.spend import Hold, NoSpend, SpendClaim, SpendHook
+from ladder.gateway.state import Background
 from ladder.gateway.tracing import inject_context, start_span
+
+
+class LocalityError(NoEligibleModelError):
+    """A sensitive request was about to be sent to a model that is not on-prem (400, nothing is sent)."""
+
+
+def allowed(ctx: RequestContext, spec: ModelSpec) -> bool:
+    """Whether ``spec`` may receive the request: any model, or only on-prem ones when it is sensitive."""
+    return not ctx.sensitive or spec.locality is Locality.ON_PREM
 
 
 @dataclass(frozen=True)
@@ -43,6 +77,11 @@ class Dispatched:
     model: ModelSpec
     reply: UpstreamReply
     attempts: list[Attempt] = field(default_factory=list)
+    hold: Hold | None = None  # a stream's reservation, settled when the stream ends
+
+    def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+        """A streamed reply's checked chunks."""
+        return stream_chunks(self.reply, self.model.name)
 
     @property
     def failures(self) -> list[Attempt]:
@@ -60,7 +99,7 @@ class Dispatched:
 
 
 class Dispatcher:
-    """Sends a request to the first healthy model of an order, within one total deadline."""
+    """Sends a request to the first healthy model of an order it may reach, within the request's deadline."""
 
     def __init__(
         self,
@@ -74,8 +113,9 @@ class Dispatcher:
         backoff_s: float,
         deadline_s: float,
         first_byte_s: float | None = None,
+        spend: SpendHook | None = None,
     ) -> None:
-        self.client = client
+        self._client = client
         self.breaker = breaker
         self.metrics = metrics
         self.tracer = tracer
@@ -84,48 +124,135 @@ class Dispatcher:
         self.backoff_s = backoff_s
         self.deadline_s = deadline_s
         self.first_byte_s = first_byte_s if first_byte_s is not None else deadline_s / 3
+        self.spend: SpendHook = spend or NoSpend()  # the gateway sets its BudgetHook
+        self.refused: Counter[Purpose] = Counter()  # models dropped for locality, by purpose
+        self._settling = Background()
 
-    async def send(self, order: Sequence[ModelSpec], body: dict[str, Any], stream: bool) -> Dispatched:
-        """The first successful reply along ``order``; raises 502/504 errors when every model failed."""
-        deadline = time.monotonic() + self.deadline_s
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        tracer: Tracer | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Dispatcher:
+        """The gateway's dispatcher and its upstream client (``transport``: a seam for tests)."""
+        client = UpstreamClient(
+            settings.connect_timeout_s,
+            settings.keepalive_connections,
+            transport,
+            max_connections=settings.upstream_max_connections,
+            keepalive_expiry_s=settings.keepalive_expiry_s,
+            ca_bundle=settings.upstream_ca_bundle,
+            http=settings.upstream_http,
+        )
+        return cls(
+            client,
+            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
+            metrics,
+            tracer,
+            attempt_timeout_s=settings.attempt_timeout_s,
+            retries=settings.retries,
+            backoff_s=settings.retry_backoff_s,
+            deadline_s=settings.deadline_s,
+            first_byte_s=settings.first_byte_timeout_s,
+        )
+
+    async def aclose(self) -> None:
+        await self._settling.drain()
+        await self._client.aclose()
+
+    def permitted(self, ctx: RequestContext, order: Sequence[ModelSpec]) -> list[ModelSpec]:
+        """The models of ``order`` the request may reach (locality), in order."""
+        return [spec for spec in order if allowed(ctx, spec)]
+
+    async def send(
+        self,
+        ctx: RequestContext,
+        order: Sequence[ModelSpec],
+        body: dict[str, Any],
+        stream: bool,
+        purpose: Purpose = Purpose.ANSWER,
+    ) -> Dispatched:
+        """The first successful reply along ``order``; raises ``LocalityError`` when the request may reach
+        none of it and 502/504 errors when every model it may reach failed."""
+        permitted = self.permitted(ctx, order)
+        if len(permitted) < len(order):
+            self.refused[purpose] += len(order) - len(permitted)
+        if not order:
+            raise NoEligibleModelError(f"no model is left to ask ({purpose.value})")
+        if not permitted:
+            raise LocalityError(
+                f"the request is sensitive and no on-prem model may answer it ({purpose.value}: "
+                f"{', '.join(spec.name for spec in order)} refused)"
+            )
+        deadline = min(ctx.deadline, time.monotonic() + self.deadline_s)
         attempts: list[Attempt] = []
         last: UpstreamError | None = None
         skipped = []
-        for spec in order:
+        for spec in permitted:
             if not self.breaker.allow(spec.name):
                 attempts.append(Attempt(spec.name, "circuit open", 0.0))
                 skipped.append(spec)
                 continue
-            reply, last = await self._try(spec, body, stream, deadline, attempts, last)
-            if reply is not None:
-                return Dispatched(spec, reply, attempts)
-        for spec in skipped if len(skipped) == len(order) else ():  # every circuit open: try them anyway
+            found, last = await self._try(ctx, purpose, spec, body, stream, deadline, attempts, last)
+            if found is not None:
+                return found
+        for spec in skipped if len(skipped) == len(permitted) else ():  # every circuit open: try them anyway
             if self.breaker.held(spec.name):  # ... unless it asked to be left alone (Retry-After)
                 continue
-            reply, last = await self._try(spec, body, stream, deadline, attempts, last)
-            if reply is not None:
-                return Dispatched(spec, reply, attempts)
+            found, last = await self._try(ctx, purpose, spec, body, stream, deadline, attempts, last)
+            if found is not None:
+                return found
         summary = "; ".join(f"{a.model}: {a.outcome}" for a in attempts)
         if isinstance(last, UpstreamTimeoutError) or time.monotonic() >= deadline:
             raise UpstreamTimeoutError(f"no upstream answered in time ({summary})")
         raise UpstreamError(f"every qualifying upstream failed ({summary})")
 
+    def settle_soon(
+        self,
+        dispatched: Dispatched,
+        cost_usd: float | None,
+        usage: Usage | None,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Settle a stream's attempt once its cost is known (the stream has ended, or the client left it),
+        then call ``then`` (the request's reservation is settled after its attempts are charged)."""
+        hold, dispatched.hold = dispatched.hold, None
+        if hold is None:
+            if then is not None:
+                then()
+            return
+
+        async def settle(hold: Hold) -> None:
+            try:
+                await self.spend.settle(hold, cost_usd, usage)
+            finally:
+                if then is not None:
+                    then()
+
+        self._settling.run(settle(hold))
+
     async def _try(
         self,
+        ctx: RequestContext,
+        purpose: Purpose,
         spec: ModelSpec,
         body: dict[str, Any],
         stream: bool,
         deadline: float,
         attempts: list[Attempt],
         last: UpstreamError | None,
-    ) -> tuple[UpstreamReply | None, UpstreamError | None]:
+    ) -> tuple[Dispatched | None, UpstreamError | None]:
         for attempt in range(self.retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None, UpstreamTimeoutError("the total deadline passed")
+            hold = await self.spend.reserve(SpendClaim(ctx, spec, purpose, body))
             started = time.perf_counter()
             try:
                 reply = await self._attempt(
+                    ctx,
                     spec,
                     body,
                     stream,
@@ -134,8 +261,10 @@ class Dispatcher:
                 )
             except UpstreamRejectedError:
                 self.breaker.release(spec.name)
+                await self.spend.settle(hold, 0.0)
                 raise
             except UpstreamError as exc:
+                await self.spend.settle(hold, 0.0 if exc.retry_same else None)
                 if exc.retry_after_s is not None:
                     self.breaker.hold(spec.name, exc.retry_after_s)
                 self.breaker.failure(spec.name)
@@ -149,22 +278,35 @@ class Dispatcher:
                 continue
             except BaseException:
                 self.breaker.release(spec.name)
+                self._settling.run(self.spend.settle(hold, None))
                 raise
             self.breaker.success(spec.name)
             attempts.append(Attempt(spec.name, "ok", (time.perf_counter() - started) * 1000))
-            return reply, last
+            if stream:
+                return Dispatched(spec, reply, attempts, hold), last
+            usage = Usage.from_openai((reply.data or {}).get("usage"))
+            await self.spend.settle(hold, usage_cost(spec, usage) if usage is not None else None, usage)
+            return Dispatched(spec, reply, attempts), last
         return None, last
 
     async def _attempt(
-        self, spec: ModelSpec, body: dict[str, Any], stream: bool, timeout_s: float, first_byte_s: float
+        self,
+        ctx: RequestContext,
+        spec: ModelSpec,
+        body: dict[str, Any],
+        stream: bool,
+        timeout_s: float,
+        first_byte_s: float,
     ) -> UpstreamReply:
+        if not allowed(ctx, spec):  # the last line before the network, whatever the caller did
+            raise LocalityError(f"the request is sensitive: {spec.name} is not on-prem")
         with start_span(self.tracer, "ladder.core.upstream", SpanKind.CLIENT) as span:
             span.set_attribute("ladder.model", spec.name)
             span.set_attribute("gen_ai.request.model", spec.upstream.model)
             span.set_attribute("url.full", upstream_url(spec))
             try:
                 headers = inject_context({}) if self.tracer is not None else {}
-                reply = await self.client.send(
+                reply = await self._client.send(
                     spec, body, timeout_s, stream, headers, first_byte_s=first_byte_s
                 )
             except UpstreamError as exc:

@@ -6,7 +6,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.trace import Tracer
@@ -16,21 +16,25 @@ from ladder.core.policy import Decision, DecisionOptions, PolicyName
 from ladder.core.pool import ModelSpec, PoolConfig
 from ladder.core.pricing import Usage
 from ladder.core.router import Router
+from ladder.core.sensitivity import SensitiveScan
 from ladder.gateway.audit import AuditLog
 from ladder.gateway.batcher import ScoreBatcher, Scored
-from ladder.gateway.capabilities import Requirements, exclusions, is_sensitive, requirements
+from ladder.gateway.capabilities import Requirements, exclusions, requirements
+from ladder.gateway.context import RequestContext, Sensitivity
 from ladder.gateway.costs import Cost
 from ladder.gateway.dispatch import Dispatched, Dispatcher
 from ladder.gateway.inflight import InFlight
-from ladder.gateway.keys import ANONYMOUS, Client, ClientKeys, Limits, restrict
+from ladder.gateway.keys import Client, ClientKeys, Limits, restrict
 from ladder.gateway.latency import GatewayLatency, latency_budget
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.sessions import SessionOutcome, Sessions
 from ladder.gateway.settings import Settings
 from ladder.gateway.shadow import ShadowJudge
 from ladder.gateway.spend import (
+    BudgetHook,
     Reservation,
     SpendGuard,
+    SpendHook,
     held_input_tokens,
     max_output_tokens,
     worst_case_usd,
@@ -51,18 +55,25 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 @dataclass(frozen=True)
 class Routed:
-    """A routed request: its id, the decision and what it was based on."""
+    """A routed request: its context, the decision and what it was based on."""
 
-    request_id: str
+    ctx: RequestContext
     decision: Decision
     needs: Requirements
     scored: Scored
     routing_ms: float
     started: float
-    client: Client | None = None  # who asked (the key's profile name; never the key)
     session: SessionOutcome | None = None  # what session affinity did to the decision
-    spend: list[Reservation] = field(default_factory=list)  # held at dispatch, settled by ``record``
     correlation_id: str | None = None  # the client's own ``x-request-id``, kept beside the server's id
+
+    @property
+    def request_id(self) -> str:
+        return self.ctx.request_id
+
+    @property
+    def client(self) -> Client:
+        """Who asked (the key's profile name; never the key)."""
+        return self.ctx.client
 
     def headers(self) -> dict[str, str]:
         """Routing metadata as ``x-ladder-*`` response headers."""
@@ -99,7 +110,7 @@ class Routed:
             "routed_tokens": self.scored.routed_tokens,
             "truncated": self.scored.truncated,
             "routing_ms": round(self.routing_ms, 3),
-            "client": self.client.name if self.client is not None else None,
+            "client": self.client.name,
             "session": self.session.to_dict() if self.session is not None else None,
         }
 
@@ -121,6 +132,7 @@ class Gateway:
         traffic: TrafficStore | None = None,
         shadow: ShadowJudge | None = None,
         state: StateStore | None = None,
+        spend_hook: SpendHook | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -135,7 +147,7 @@ class Gateway:
         self.triton = triton  # the Triton scorer behind ``router`` (scorer: triton), for /readyz
         self.traffic = traffic  # decisions kept for /v1/feedback and retraining (settings.traffic_db)
         self.shadow = shadow  # judges a share of answers in the background (settings.shadow)
-        self.sensitive_patterns = [re.compile(p) for p in settings.sensitive_patterns]
+        self.scan = SensitiveScan.of(settings.sensitive_patterns)  # decided once per request: context()
         self.latency = GatewayLatency(router, metrics)  # expected latency per model, for latency budgets
         self.state = state or MemoryState()  # sessions, rate limits, spend: Redis when redis_url is set
         self.clients = ClientKeys(
@@ -145,6 +157,8 @@ class Gateway:
         self.limits = Limits(self.state, metrics, settings.redis_prefix, fail_closed)
         hold_ttl_s = 2 * max(settings.deadline_s, settings.stream_deadline_s or 0.0) + 60
         self.spend = SpendGuard(self.limits, hold_ttl_s, fail_closed)
+        # every paid upstream attempt is charged to the request's reservation (``spend_hook``: a test seam)
+        self.dispatcher.spend = spend_hook or BudgetHook(self.spend)
         self.inflight = InFlight(metrics)  # max_concurrent / max_streams per key (InFlightMiddleware)
         self.sessions = Sessions(
             self.state,
@@ -170,11 +184,20 @@ class Gateway:
         given = headers.get("x-ladder-request-id", "")
         return given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
+    def context(self, client: Client, headers: Mapping[str, str], body: Mapping[str, Any]) -> RequestContext:
+        """The request's context, built once: ``body`` is everything the client sent (every key and string
+        of it is scanned for the sensitive patterns, whatever part of it is forwarded)."""
+        header = headers.get(self.settings.sensitive_header)
+        sensitivity = Sensitivity.decide(header, client.profile, body, self.scan)
+        deadline = time.monotonic() + self.settings.deadline_s
+        return RequestContext(client, self.request_id(headers), sensitivity, deadline)
+
     async def reserve(
         self, routed: Routed, models: list[ModelSpec], body: Mapping[str, Any], every: bool = False
     ) -> Reservation:
         """Hold the worst case of an answer from any of ``models`` (``every``: from each of them, as a
-        cascade may ask them all) against the client's budgets; settled by ``record``."""
+        cascade may ask them all) against the client's budgets. It travels on the request's context: the
+        dispatcher charges every paid attempt to it, and ``record`` settles it."""
         worst = 0.0  # nothing to hold against where there is no budget
         if any(b is not None for b in self.spend.budgets(routed.client)):
             out = max_output_tokens(dict(body), self.settings.reserve_output_tokens)
@@ -185,23 +208,18 @@ class Gateway:
                 else worst_case_usd(models, tokens, out)
             )
         reservation = await self.spend.reserve(routed.client, worst)
-        routed.spend.append(reservation)
+        routed.ctx.reservations.append(reservation)
         return reservation
 
-    def charge(self, routed: Routed, usage: Usage | None, cost: Cost | None) -> None:
-        """Count one paid upstream call against the request's reservation."""
-        if routed.spend:
-            routed.spend[-1].charge(usage, cost.cost_usd if cost is not None else None)
-        elif routed.client is not None:
-            self.limits.record_soon(routed.client, usage, cost)
-
-    def release(self, routed: Routed) -> None:
-        """Settle the request's reservations with what was charged (and drop their holds)."""
-        for reservation in routed.spend:
-            reservation.settle()
+    def release(self, routed: Routed, answered: bool = False) -> None:
+        """Settle the request's reservations with what the dispatcher charged to them (and drop their holds);
+        ``answered``: the request counts as one even if no upstream reported its usage."""
+        for reservation in routed.ctx.reservations:
+            reservation.settle(answered)
 
     def options(
         self,
+        ctx: RequestContext,
         model: str,
         tolerance: float | None,
         models: list[str] | None,
@@ -209,10 +227,11 @@ class Gateway:
         max_latency_ms: float | None = None,
     ) -> DecisionOptions:
         """The request's ``model``: a policy name (``ladder``, ``ladder-0.1``) routes, a pool name pins.
-        The client key's profile (found from ``headers``) sets the default tolerance and allowed models."""
+        The client key's profile sets the default tolerance and allowed models; ``headers`` may carry a
+        latency budget."""
         options = self.router.default_options()
-        client = self.clients.identify(headers) if headers is not None else None
-        profile = client.profile if client is not None else None
+        client = ctx.client
+        profile = client.profile
         if profile is not None and profile.tolerance is not None:
             options = replace(options, tolerance=profile.tolerance)
         name = self.settings.policy_name
@@ -249,12 +268,9 @@ class Gateway:
             f"or a pool model ({', '.join(self.pool.names)})"
         )
 
-    def sensitive(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> bool:
-        """The header, or a pattern anywhere in the forwarded body (every message, tool call, part)."""
-        return is_sensitive(headers.get(self.settings.sensitive_header), body, self.sensitive_patterns)
-
     async def route(
         self,
+        ctx: RequestContext,
         body: Mapping[str, Any],
         text: str,
         options: DecisionOptions,
@@ -266,33 +282,23 @@ class Gateway:
         when it still fits (``session_hint``: Anthropic's ``metadata.user_id``; ``pin_session=False`` reads
         the session without storing the decision)."""
         started = time.perf_counter()
-        client = self.clients.identify(headers)
-        needs = requirements(body, self.sensitive(headers, body))
+        client = ctx.client
+        needs = requirements(body, ctx.sensitive)
         options = replace(options, excluded={**options.excluded, **exclusions(self.pool, needs)})
         with start_span(self.tracer, "ladder.score") as span:
             scored = await self.batcher.score(text)
             span.set_attribute("ladder.routed_tokens", scored.routed_tokens)
         with start_span(self.tracer, "ladder.core.policy") as span:
             decision = self.router.decide_scores(scored.p_correct, needs.input_tokens, options)
-            name = client.name if client is not None else ANONYMOUS
-            ref = self.sessions.ref(headers, body, session_hint, name, options)
+            ref = self.sessions.ref(headers, body, session_hint, client.name, options)
             decision, session = await self.sessions.apply(ref, decision, write=pin_session)
             span.set_attribute("ladder.model", decision.model)
         routing_ms = (time.perf_counter() - started) * 1000
         self.metrics.routing_latency.observe(routing_ms / 1000)
         self.metrics.decisions.labels(decision.model).inc()
         given = headers.get("x-request-id")
-        routed = Routed(
-            self.request_id(headers),
-            decision,
-            needs,
-            scored,
-            routing_ms,
-            started,
-            client,
-            session,
-            correlation_id=given if given and REQUEST_ID.match(given) else None,
-        )
+        correlation_id = given if given and REQUEST_ID.match(given) else None
+        routed = Routed(ctx, decision, needs, scored, routing_ms, started, session, correlation_id)
         annotate_current_span({**genai_request_attributes(body), **decision_attributes(routed.summary())})
         return routed
 
@@ -307,16 +313,22 @@ class Gateway:
         error: str | None = None,
         reply: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
-        charged: bool = False,
     ) -> None:
         """Metrics, the client's usage, the span's GenAI attributes and one audit line for a finished
         request (``reply``: the upstream's plain chat completion, for its id and finish reasons; ``extra``:
-        more fields for the audit line, e.g. a cascade's stages; ``charged``: its calls are charged already)."""
+        more fields for the audit line, e.g. a cascade's stages). Every paid upstream call was charged to the
+        request's reservation by the dispatcher (a stream's here, once it has ended); the reservation is
+        settled after that."""
         answered = dispatched.model.name if dispatched is not None else None
-        if dispatched is not None and not charged:
-            self.charge(routed, usage, cost)
-        self.release(routed)
-        if dispatched is not None:
+        if dispatched is None:
+            self.release(routed)
+        else:
+            self.dispatcher.settle_soon(
+                dispatched,
+                cost.cost_usd if cost is not None else None,
+                usage,
+                then=lambda: self.release(routed, answered=True),
+            )
             if error is None:
                 self.sessions.answered_by(routed.session, routed.decision.model, dispatched.model.name)
             spec = dispatched.model
@@ -358,6 +370,7 @@ class Gateway:
             "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
             "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
             "sensitive": routed.needs.sensitive,
+            "sensitive_because": routed.ctx.sensitivity.because,
             "usage": None
             if usage is None
             else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
@@ -366,10 +379,14 @@ class Gateway:
             "routing_ms": round(routed.routing_ms, 3),
             "latency_ms": round((time.perf_counter() - routed.started) * 1000, 3),
             "error": error,
-            "client": routed.client.name if routed.client is not None else None,
+            "client": routed.client.name,
             "session": routed.session.status if routed.session is not None else None,
             **(extra or {}),
         }
-        self.audit.write(record, prompt=prompt)
+        kept = (
+            None if routed.ctx.sensitive else prompt
+        )  # a sensitive prompt is never stored, not even redacted
+        self.audit.write(record, prompt=kept)
         if self.traffic is not None:
-            self.traffic.remember(record, self.audit.redact(prompt) if self.audit.include_prompts else None)
+            stored = self.audit.redact(kept) if self.audit.include_prompts and kept is not None else None
+            self.traffic.remember(record, stored)

@@ -20,8 +20,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ladder.core.errors import ConfigError, UnknownModelError
-from ladder.core.pricing import Usage
-from ladder.gateway.costs import Cost
 from ladder.gateway.errors import AuthenticationError, RateLimitError, StateUnavailableError
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.state import Background, MemoryState, StateError, StateStore
@@ -50,6 +48,9 @@ class KeyProfile(BaseModel):
     max_streams: int | None = Field(default=None, ge=1, description="Streamed answers open at once")
     admin: bool = Field(default=False, description="May read every client's usage")
     cascade: bool = Field(default=False, description="Answer in cascade mode unless a request says otherwise")
+    on_prem_only: bool = Field(
+        default=False, description="Treat every request as sensitive: on-prem models only, prompts never kept"
+    )
 
 
 @dataclass(frozen=True)
@@ -237,28 +238,6 @@ class Limits:
             return [{}, {}]
         self.last_totals.update(zip(keys, totals, strict=True))
         return totals
-
-    def record_soon(self, client: Client, usage: Usage | None, cost: Cost | None) -> None:
-        """Count an answered request and its cost: metrics now, the shared state in a background task."""
-        self.metrics.client_requests.labels(client.name).inc()
-        amounts: dict[str, float] = {"requests": 1.0}
-        if usage is not None:
-            amounts["prompt_tokens"] = float(usage.prompt_tokens)
-            amounts["completion_tokens"] = float(usage.completion_tokens)
-            self.metrics.client_tokens.labels(client.name, "prompt").inc(usage.prompt_tokens)
-            self.metrics.client_tokens.labels(client.name, "completion").inc(usage.completion_tokens)
-        if cost is not None:
-            amounts["cost_usd"] = cost.cost_usd
-            self.metrics.client_cost.labels(client.name).inc(cost.cost_usd)
-        self.background.run(self.record(client.name, amounts))
-
-    async def record(self, client: str, amounts: Mapping[str, float]) -> None:
-        periods = Period.both(datetime.now(UTC))
-        keys = [(self.usage_key(client, p), usage_ttl_s(p)) for p in periods]
-        try:
-            await self.state.add(keys, amounts)
-        except StateError as exc:
-            self.failed("usage", exc)
 
     async def drain(self) -> None:
         """Wait for the usage writes still in flight (at shutdown)."""

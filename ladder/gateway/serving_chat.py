@@ -14,8 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ladder.core.errors import NoEligibleModelError
 from ladder.core.pricing import Usage
 from ladder.core.prompt import routed_text
-from ladder.core.upstream import stream_chunks as upstream_chunks
-from ladder.gateway.capabilities import permitted
+from ladder.gateway.context import RequestContext
 from ladder.gateway.costs import answer_cost, chunk_text, estimated_usage
 from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.dispatch import Dispatched
@@ -40,15 +39,19 @@ def answer_headers(routed: Routed, dispatched: Dispatched) -> dict[str, str]:
 
 
 async def route_chat(
-    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+    gw: Gateway,
+    ctx: RequestContext,
+    params: ChatCompletionCreateParams,
+    raw: dict[str, Any],
+    request: Request,
 ) -> tuple[Routed, dict[str, Any], str]:
     """The routing step shared by chat completions and messages: options, text, decision."""
     tolerance, models = routing_extensions(params)
     budget = extension(params, "max_latency_ms")
-    options = gw.options(params.model, tolerance, models, request.headers, budget)
+    options = gw.options(ctx, params.model, tolerance, models, request.headers, budget)
     body = forwarded_body(raw)
     text = routed_text(body["messages"])
-    routed = await gw.route(body, text, options, request.headers)
+    routed = await gw.route(ctx, body, text, options, request.headers)
     return routed, body, text
 
 
@@ -61,16 +64,15 @@ async def dispatch(
     text: str,
     endpoint: str,
 ) -> Dispatched:
-    """Hold the worst case against the client's budget, then send along the decision's fallback order; a
-    failure is recorded (and the hold released) before it propagates."""
-    order = permitted([gw.pool.model(name) for name in routed.decision.fallback_order], routed.needs)
+    """Hold the worst case of the models the request may reach against the client's budget, then send along
+    the decision's fallback order (the dispatcher keeps to those models and charges each paid attempt to the
+    hold); a failure is recorded (and the hold released) before it propagates."""
+    order = [gw.pool.model(name) for name in routed.decision.fallback_order]
     try:
-        if not order:
-            raise NoEligibleModelError("the request is sensitive and no on-prem model may answer it")
         if stream:
             gw.inflight.open_stream(request, routed.client)
-        await gw.reserve(routed, order, body)
-        return await cancel_on_disconnect(request, gw.dispatcher.send(order, body, stream))
+        await gw.reserve(routed, gw.dispatcher.permitted(routed.ctx, order), body)
+        return await cancel_on_disconnect(request, gw.dispatcher.send(routed.ctx, order, body, stream))
     except (GatewayError, UpstreamError, NoEligibleModelError) as exc:  # UpstreamError: a core error
         gw.record(routed, endpoint, None, None, None, text, error=type(exc).__name__)
         raise
@@ -85,9 +87,13 @@ def stream_deadline(gw: Gateway) -> float:
 
 
 async def create_chat_completion(
-    gw: Gateway, params: ChatCompletionCreateParams, raw: dict[str, Any], request: Request
+    gw: Gateway,
+    ctx: RequestContext,
+    params: ChatCompletionCreateParams,
+    raw: dict[str, Any],
+    request: Request,
 ) -> Response:
-    routed, body, text = await route_chat(gw, params, raw, request)
+    routed, body, text = await route_chat(gw, ctx, params, raw, request)
     dispatched = await dispatch(gw, routed, body, bool(params.stream), request, text, "chat")
     headers = answer_headers(routed, dispatched)
     if params.stream:
@@ -98,7 +104,7 @@ async def create_chat_completion(
     data["model"] = dispatched.model.name
     data["ladder"] = settle(gw, routed, dispatched, data, headers, text, "chat")
     if gw.shadow is not None:
-        gw.shadow.offer(routed.request_id, body, text, dispatched.model, data)
+        gw.shadow.offer(routed.ctx, body, text, dispatched.model, data)
     return JSONResponse(data, headers=headers)
 
 
@@ -144,7 +150,7 @@ async def chat_stream(
     finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     deadline = stream_deadline(gw)
     try:
-        async with aclosing(within_deadline(upstream_chunks(dispatched.reply, name), deadline, name)) as chunks:
+        async with aclosing(within_deadline(dispatched.chunks(), deadline, name)) as chunks:
             async for chunk in chunks:
                 chunk["model"] = name
                 streamed.extend(chunk_text(chunk))

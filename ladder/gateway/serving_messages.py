@@ -11,9 +11,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.core.pricing import Usage
 from ladder.core.prompt import routed_text
-from ladder.core.upstream import stream_chunks as upstream_chunks
 from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body, to_message
 from ladder.gateway.anthropic_stream import AnthropicStream
+from ladder.gateway.context import RequestContext
 from ladder.gateway.costs import answer_cost, chunk_text, estimated_usage
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import UpstreamError, sse_error_event
@@ -31,13 +31,16 @@ from ladder.gateway.stream_deadline import within_deadline
 from ladder.gateway.tracing import finished_choices
 
 
-async def create_message(gw: Gateway, params: MessageCreateParams, request: Request) -> Response:
+async def create_message(
+    gw: Gateway, ctx: RequestContext, params: MessageCreateParams, request: Request
+) -> Response:
     tolerance, models = routing_extensions(params)  # type: ignore[arg-type]
-    options = gw.options(params.model, tolerance, models, request.headers)
+    options = gw.options(ctx, params.model, tolerance, models, request.headers)
     body = to_chat_body(params)
     text = routed_text(body["messages"])
     session = (params.metadata or {}).get("user_id")  # Claude Code names its session here
-    routed = await gw.route(body, text, options, request.headers, session_hint=str(session or "") or None)
+    hint = str(session or "") or None
+    routed = await gw.route(ctx, body, text, options, request.headers, session_hint=hint)
     dispatched = await dispatch(gw, routed, body, bool(params.stream), request, text, "messages")
     headers = answer_headers(routed, dispatched)
     if params.stream:
@@ -62,7 +65,7 @@ async def message_stream(
     deadline = stream_deadline(gw)
     try:
         yield translator.start()
-        async with aclosing(within_deadline(upstream_chunks(dispatched.reply, name), deadline, name)) as chunks:
+        async with aclosing(within_deadline(dispatched.chunks(), deadline, name)) as chunks:
             async for chunk in chunks:
                 usage = Usage.from_openai(chunk.get("usage")) or usage
                 streamed.extend(chunk_text(chunk))

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.core.pricing import Usage
 from ladder.core.prompt import routed_text
-from ladder.core.upstream import stream_chunks as upstream_chunks
+from ladder.gateway.context import RequestContext
 from ladder.gateway.costs import answer_cost, chunk_text, estimated_usage
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import UpstreamError, openai_error
@@ -26,14 +26,16 @@ from ladder.gateway.tracing import finished_choices
 ENDPOINT = "responses"
 
 
-async def create_response(gw: Gateway, params: ResponseCreateParams, request: Request) -> Response:
+async def create_response(
+    gw: Gateway, ctx: RequestContext, params: ResponseCreateParams, request: Request
+) -> Response:
     tolerance, models = routing_extensions(params)  # type: ignore[arg-type]
     budget = extension(params, "max_latency_ms")
-    options = gw.options(params.model, tolerance, models, request.headers, budget)
+    options = gw.options(ctx, params.model, tolerance, models, request.headers, budget)
     body = to_chat_body(params)
     text = routed_text(body["messages"])
     session = params.prompt_cache_key  # Codex names its conversation here
-    routed = await gw.route(body, text, options, request.headers, session_hint=session)
+    routed = await gw.route(ctx, body, text, options, request.headers, session_hint=session)
     dispatched = await dispatch(gw, routed, body, bool(params.stream), request, text, ENDPOINT)
     headers = answer_headers(routed, dispatched)
     response_id = f"resp_{routed.request_id}"
@@ -57,7 +59,7 @@ async def response_stream(
     finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     yield translator.start()
     try:
-        async with aclosing(upstream_chunks(dispatched.reply, dispatched.model.name)) as chunks:
+        async with aclosing(dispatched.chunks()) as chunks:
             async for chunk in chunks:
                 usage = Usage.from_openai(chunk.get("usage")) or usage
                 streamed.extend(chunk_text(chunk))

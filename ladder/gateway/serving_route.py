@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ladder.core.prompt import routed_text
+from ladder.gateway.context import RequestContext
 from ladder.gateway.errors import InvalidRequestError
 from ladder.gateway.gateway import Gateway
 from ladder.gateway.protocol import (
@@ -20,18 +21,18 @@ from ladder.gateway.protocol import (
 
 
 async def create_route(
-    gw: Gateway, params: RouteRequest, raw: dict[str, Any], request: Request
+    gw: Gateway, ctx: RequestContext, params: RouteRequest, raw: dict[str, Any], request: Request
 ) -> dict[str, Any]:
     tolerance, models = routing_extensions(params)
     budget = extension(params, "max_latency_ms")
-    options = gw.options(params.model, tolerance, models, request.headers, budget)
+    options = gw.options(ctx, params.model, tolerance, models, request.headers, budget)
     body = forwarded_body(raw)
     if params.messages is None:
         if params.prompt is None:
             raise InvalidRequestError("send 'messages' (chat format) or 'prompt' (text)", "messages")
         body["messages"] = [{"role": "user", "content": params.prompt}]
     text = routed_text(body["messages"])
-    routed = await gw.route(body, text, options, request.headers, pin_session=False)
+    routed = await gw.route(ctx, body, text, options, request.headers, pin_session=False)
     gw.record(routed, "route", None, None, None, text)
     decision = routed.decision
     costs = {c.name: c.expected_cost_usd for c in decision.candidates}

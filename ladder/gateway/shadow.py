@@ -1,5 +1,10 @@
 """Shadow judging: a share of answered chats also goes, in the background, to a reference model; a judge
-model grades both answers, and the verdicts are stored as outcomes beside the clients' feedback."""
+model grades both answers, and the verdicts are stored as outcomes beside the clients' feedback.
+
+A sensitive request is judged only when both the reference and the judge are on-prem models; otherwise it
+is skipped (counted as such). Both calls pass the dispatcher with the request's context, which would refuse a
+cloud model anyway: the skip keeps the refusal from being an error.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ladder.core.errors import ConfigError, LadderError
-from ladder.core.pool import ModelSpec, PoolConfig
+from ladder.core.pool import Locality, ModelSpec, PoolConfig
 from ladder.core.pricing import Usage
 from ladder.core.traffic_db import OutcomeRow
+from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.costs import usage_cost
 from ladder.gateway.dispatch import Dispatcher
 from ladder.gateway.settings import ShadowSettings
@@ -73,6 +79,7 @@ class ShadowJudge:
         self.settings = settings
         self.reference: ModelSpec = pool.model(str(settings.reference_model))
         self.judge: ModelSpec = pool.model(str(settings.judge_model))
+        self.on_prem = all(m.locality is Locality.ON_PREM for m in (self.reference, self.judge))
         self.dispatcher = dispatcher
         self.traffic = traffic
         self.spent_usd = 0.0
@@ -82,7 +89,7 @@ class ShadowJudge:
 
     def offer(
         self,
-        request_id: str,
+        ctx: RequestContext,
         body: dict[str, Any],
         text: str,
         answered: ModelSpec,
@@ -93,7 +100,9 @@ class ShadowJudge:
             return
         answer = answer_text(completion)
         skip = None
-        if answered.name == self.reference.name:
+        if ctx.sensitive and not self.on_prem:
+            skip = "sensitive request (reference or judge not on-prem)"
+        elif answered.name == self.reference.name:
             skip = "the reference model answered"
         elif answered.name == self.judge.name and not self.settings.allow_self_judge:
             skip = "the judge model answered (it would grade itself)"
@@ -106,10 +115,14 @@ class ShadowJudge:
         if skip is not None or answer is None:
             self.counts[f"skipped: {skip}"] += 1
             return
-        self._background.run(self._judge(request_id, body, text, answered, answer))
+        later = ctx.with_deadline_in(self.dispatcher.deadline_s)  # judged after the answer, on its own time
+        self._background.run(self._judge(later, body, text, answered, answer))
 
-    async def _call(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any] | None:
-        dispatched = await self.dispatcher.send([spec], {**body, "stream": False}, stream=False)
+    async def _call(
+        self, ctx: RequestContext, spec: ModelSpec, body: dict[str, Any], purpose: Purpose
+    ) -> dict[str, Any] | None:
+        plain = {**body, "stream": False}
+        dispatched = await self.dispatcher.send(ctx, [spec], plain, stream=False, purpose=purpose)
         data = dispatched.reply.data
         usage = Usage.from_openai((data or {}).get("usage"))
         if usage is not None:
@@ -117,10 +130,11 @@ class ShadowJudge:
         return data
 
     async def _judge(
-        self, request_id: str, body: dict[str, Any], text: str, answered: ModelSpec, answer: str
+        self, ctx: RequestContext, body: dict[str, Any], text: str, answered: ModelSpec, answer: str
     ) -> None:
+        request_id = ctx.request_id
         try:
-            reference = answer_text(await self._call(self.reference, body))
+            reference = answer_text(await self._call(ctx, self.reference, body, Purpose.SHADOW_REFERENCE))
             if reference is None:
                 self.counts["reference gave no answer"] += 1
                 return
@@ -139,7 +153,8 @@ class ShadowJudge:
             }
             verdict = None
             for _ in range(self.settings.judge_retries + 1):
-                verdict = parse_verdict(answer_text(await self._call(self.judge, judge_body)))
+                judged = await self._call(ctx, self.judge, judge_body, Purpose.SHADOW_JUDGE)
+                verdict = parse_verdict(answer_text(judged))
                 if verdict is not None:
                     break
             if verdict is None:
@@ -158,6 +173,11 @@ class ShadowJudge:
         except Exception:
             self.counts["error"] += 1
             log.exception("shadow judging of %s failed", request_id)
+
+    @property
+    def in_flight(self) -> int:
+        """Judgements started and not yet finished."""
+        return len(self._background.pending)
 
     async def drain(self) -> None:
         """Wait for the judgements in flight (tests, and a clean shutdown)."""

@@ -1,12 +1,22 @@
-"""Spend reservations: a request's worst-case cost is held at admission, then settled to what it really cost.
+"""Spend: a request's worst-case cost held at admission, every paid upstream call charged to it by the
+dispatcher, the hold settled to what the request really cost.
 
 ``SpendGuard.reserve`` holds the worst case atomically against the client's budgets (a Lua script in Redis,
 one uninterrupted step in-process): it is refused (429 ``budget_exceeded``) once spent plus the holds of the
 requests in flight reach a budget, so concurrent requests cannot all read the same spend and overrun it;
-at most the one request that crosses the budget is answered. ``Reservation.charge`` counts each paid
-upstream call (every cascade stage, the estimated usage of a stream the client abandoned); ``settle``
-drops the hold and adds what was charged in one step. A hold that is never settled (a crashed replica)
-expires after ``hold_ttl_s``.
+at most the one request that crosses the budget is answered. The gateway takes that reservation once per
+request (the worst case of the models it may reach, or of every cascade rung) and puts it on the request's
+context (``RequestContext.reservations``).
+
+Every upstream attempt passes the dispatcher (``ladder.gateway.dispatch``), which calls its spend hook
+(``SpendHook``) before the attempt (a refusal sends nothing) and after it, with the attempt's cost and usage
+once known: a plain answer at once, a stream when it ends or the client abandons it (estimated usage), every
+cascade stage and second opinion as it is paid. The gateway's hook, ``BudgetHook``, charges each paid attempt
+to the request's reservation (``Reservation.charge``); an attempt made for a request that holds no open
+reservation takes its own hold for the attempt's worst case and settles it after, so no paid call escapes
+the budgets. Shadow judging (reference and judge) is the operator's cost: it passes the dispatcher (locality,
+deadline) but is never charged to the client's key. ``Reservation.settle`` drops the hold and adds what was
+charged in one step. A hold that is never settled (a crashed replica) expires after ``hold_ttl_s``.
 
 When the shared state (Redis) is unreachable, ``fail_closed`` refuses the requests of keys with budgets
 (503); otherwise holds are taken in this process's memory, from the last spend read from Redis. Either
@@ -19,15 +29,19 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage, price_usd
+from ladder.gateway.capabilities import prompt_tokens
+from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.errors import RateLimitError, StateUnavailableError
 from ladder.gateway.keys import DAY_TTL_S, Client, Limits, Period, usage_ttl_s
-from ladder.gateway.state import Hold, MemoryState, StateError
+from ladder.gateway.state import Hold as StateHold
+from ladder.gateway.state import MemoryState, StateError
 
 log = logging.getLogger("ladder.gateway")
 
@@ -62,7 +76,7 @@ class Reservation:
 
     guard: SpendGuard
     client: Client
-    hold: Hold | None
+    hold: StateHold | None
     worst_case_usd: float
     calls: int = 0
     prompt_tokens: int = 0
@@ -90,13 +104,14 @@ class Reservation:
                 amounts["completion_tokens"] = float(usage.completion_tokens)
             self.guard.limits.background.run(self.guard.write(self.client.name, None, amounts))
 
-    def settle(self) -> None:
-        """Drop the hold and add what was charged (in the background; a second call does nothing)."""
+    def settle(self, answered: bool = False) -> None:
+        """Drop the hold and add what was charged (in the background; a second call does nothing);
+        ``answered``: the request was answered, so it counts as one even if no call reported its usage."""
         if self.settled:
             return
         self.settled = True
         amounts: dict[str, float] = {}
-        if self.calls:
+        if self.calls or answered:
             self.guard.limits.metrics.client_requests.labels(self.client.name).inc()
             amounts = {
                 "requests": 1.0,
@@ -146,7 +161,7 @@ class SpendGuard:
             return Reservation(self, client, None, worst_case_usd)
         now = datetime.now(UTC)
         periods = Period.both(now)
-        hold = Hold(self.hold_key(client.name), uuid.uuid4().hex, worst_case_usd, self.hold_ttl_s)
+        hold = StateHold(self.hold_key(client.name), uuid.uuid4().hex, worst_case_usd, self.hold_ttl_s)
         keys = [self.limits.usage_key(client.name, p) for p in periods]
         try:
             refusal = await self.limits.state.reserve(hold, keys, budgets)
@@ -173,7 +188,7 @@ class SpendGuard:
             )
         return Reservation(self, client, hold, worst_case_usd)
 
-    async def write(self, client: str, hold: Hold | None, amounts: dict[str, float]) -> None:
+    async def write(self, client: str, hold: StateHold | None, amounts: dict[str, float]) -> None:
         """Settle in the store that holds ``hold``; spend that cannot reach the shared state is buffered."""
         periods = Period.both(datetime.now(UTC))
         keys = [(self.limits.usage_key(client, p), usage_ttl_s(p)) for p in periods]
@@ -237,3 +252,88 @@ class SpendGuard:
             return False
         await self._recovered()
         return not self.outage
+
+
+# The dispatcher's spend hook: called around every upstream attempt.
+
+OPERATOR_PURPOSES = frozenset({Purpose.SHADOW_REFERENCE, Purpose.SHADOW_JUDGE})  # never the client's cost
+
+
+@dataclass(frozen=True)
+class SpendClaim:
+    """One attempt about to be sent: for which request, to which model, why, with which body."""
+
+    ctx: RequestContext
+    model: ModelSpec
+    purpose: Purpose
+    body: Mapping[str, Any]
+
+    def worst_case_usd(self) -> float:
+        """The most the attempt can cost: its estimated prompt, and ``max_tokens`` (else the rest of the
+        model's context window) of answer."""
+        prompt = prompt_tokens(self.body)
+        asked = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
+        room = max(0, self.model.context_window - prompt)
+        answer = min(asked, room) if isinstance(asked, int) and asked > 0 else room
+        return price_usd(self.model, prompt, answer)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An attempt's reservation: the claim, the amount set aside for it, and the request's reservation it is
+    charged to (``own``: taken for this attempt alone, settled with it)."""
+
+    claim: SpendClaim
+    amount_usd: float
+    reservation: Reservation | None = None
+    own: bool = False
+
+
+class SpendHook(Protocol):
+    """What the dispatcher calls before an attempt (``reserve``) and once its cost is known (``settle``)."""
+
+    async def reserve(self, claim: SpendClaim) -> Hold:
+        """Set aside the attempt's worst case; raise ``RateLimitError`` to refuse it (nothing is sent)."""
+        ...
+
+    async def settle(self, hold: Hold, cost_usd: float | None, usage: Usage | None = None) -> None:
+        """The attempt's real cost and usage (``None``: unknown, or not billed: a failed attempt)."""
+        ...
+
+
+class NoSpend:
+    """Keeps nothing: the dispatcher's default where no hook is given (tests, tools)."""
+
+    async def reserve(self, claim: SpendClaim) -> Hold:
+        return Hold(claim, 0.0)
+
+    async def settle(self, hold: Hold, cost_usd: float | None, usage: Usage | None = None) -> None:
+        return None
+
+
+class BudgetHook:
+    """The gateway's spend hook: each paid attempt is charged to the request's open reservation; an attempt
+    for a request without one holds its own worst case against the budgets, settled with the attempt.
+    Shadow judging is not charged to the client."""
+
+    def __init__(self, guard: SpendGuard) -> None:
+        self.guard = guard
+
+    async def reserve(self, claim: SpendClaim) -> Hold:
+        if claim.purpose in OPERATOR_PURPOSES:
+            return Hold(claim, 0.0)
+        reservation = claim.ctx.open_reservation()
+        if reservation is not None:  # the request's admission hold covers it
+            return Hold(claim, 0.0, reservation)
+        worst = claim.worst_case_usd() if any(b is not None for b in self.guard.budgets(claim.ctx.client)) else 0.0
+        own = await self.guard.reserve(claim.ctx.client, worst)
+        return Hold(claim, worst, own, own=True)
+
+    async def settle(self, hold: Hold, cost_usd: float | None, usage: Usage | None = None) -> None:
+        reservation = hold.reservation
+        if reservation is None:
+            return
+        if usage is not None:  # paid: a reply that reported (or a stream that was estimated) its usage
+            reservation.charge(usage, cost_usd)
+        if hold.own:
+            reservation.settle()

@@ -130,11 +130,7 @@ def genai_request_attributes(body: Mapping[str, Any]) -> dict[str, AttributeValu
         value = body.get(field)
         if isinstance(value, int | float) and not isinstance(value, bool):
             attributes[name] = value
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        attributes["gen_ai.request.stop_sequences"] = [stop]
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        attributes["gen_ai.request.stop_sequences"] = list(stop)
+    # no client strings (stop sequences, names, ids) in spans: a trace backend is not where prompts may go
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("type") in ("json_object", "json_schema"):
         attributes["gen_ai.output.type"] = "json"

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body
 from ladder.gateway.capabilities import prompt_tokens
-from ladder.gateway.deps import GatewayDep, parse, read_json, require_api_key, within_limits
+from ladder.gateway.deps import ClientDep, GatewayDep, parse, read_json, require_api_key, within_limits
 from ladder.gateway.serving_messages import create_message
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -23,7 +23,8 @@ async def count_tokens(request: Request, gw: GatewayDep) -> dict[str, int]:
 
 
 @router.post("/v1/messages", dependencies=[Depends(within_limits)])
-async def messages(request: Request, gw: GatewayDep) -> Response:
+async def messages(request: Request, gw: GatewayDep, client: ClientDep) -> Response:
     """The Anthropic Messages API, routed like chat completions."""
-    params = parse(MessageCreateParams, await read_json(request, gw.settings.max_body_bytes))
-    return await create_message(gw, params, request)
+    raw = await read_json(request, gw.settings.max_body_bytes)
+    params = parse(MessageCreateParams, raw)
+    return await create_message(gw, gw.context(client, request.headers, raw), params, request)
