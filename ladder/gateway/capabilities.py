@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ladder.core.pool import Capability, Locality, PoolConfig
+from ladder.core.locality import refusal
+from ladder.core.pool import Capability, PoolConfig
 from ladder.core.pricing import estimate_tokens
 from ladder.core.prompt import content_text
 
@@ -94,6 +95,6 @@ def exclusions(pool: PoolConfig, needs: Requirements) -> dict[str, str]:
             out[model.name] = (
                 f"prompt of ~{needs.input_tokens} tokens exceeds its {model.context_window}-token window"
             )
-        elif needs.sensitive and model.locality is not Locality.ON_PREM:
-            out[model.name] = "the request is sensitive: on-prem models only"
+        elif (why := refusal(model, needs.sensitive)) is not None:
+            out[model.name] = f"the request is {why}"
     return out

@@ -36,7 +36,8 @@ from ladder.core.errors import (
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
-from ladder.core.pool import Locality, ModelSpec
+from ladder.core.locality import LocalityError, may_receive
+from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage
 from ladder.core.upstream import UpstreamClient, UpstreamReply, stream_chunks, upstream_url
 from ladder.gateway.breaker import CircuitBreaker
@@ -49,13 +50,9 @@ from ladder.gateway.state import Background
 from ladder.gateway.tracing import inject_context, start_span
 
 
-class LocalityError(NoEligibleModelError):
-    """A sensitive request was about to be sent to a model that is not on-prem (400, nothing is sent)."""
-
-
 def allowed(ctx: RequestContext, spec: ModelSpec) -> bool:
-    """Whether ``spec`` may receive the request: any model, or only on-prem ones when it is sensitive."""
-    return not ctx.sensitive or spec.locality is Locality.ON_PREM
+    """Whether ``spec`` may receive the request (the core's locality rule, ``ladder.core.locality``)."""
+    return may_receive(spec, ctx.sensitive)
 
 
 @dataclass(frozen=True)
