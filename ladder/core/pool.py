@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,23 @@ class PoolConfig(Strict):
     version: Literal[1] = 1
     routing: RoutingDefaults = Field(default_factory=RoutingDefaults)
     models: tuple[ModelSpec, ...] = Field(min_length=1)
+    sensitive_patterns: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Regexes marking a prompt sensitive (on-prem models only): in the gateway (with its own "
+            "setting), in `ladder collect` and in the LLM judge"
+        ),
+    )
+
+    @field_validator("sensitive_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return patterns
 
     @field_validator("models")
     @classmethod

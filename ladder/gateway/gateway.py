@@ -147,7 +147,8 @@ class Gateway:
         self.triton = triton  # the Triton scorer behind ``router`` (scorer: triton), for /readyz
         self.traffic = traffic  # decisions kept for /v1/feedback and retraining (settings.traffic_db)
         self.shadow = shadow  # judges a share of answers in the background (settings.shadow)
-        self.scan = SensitiveScan.of(settings.sensitive_patterns)  # decided once per request: context()
+        # decided once per request (context()): the gateway's patterns and the pool's
+        self.scan = SensitiveScan.of([*settings.sensitive_patterns, *self.pool.sensitive_patterns])
         self.latency = GatewayLatency(router, metrics)  # expected latency per model, for latency budgets
         self.state = state or MemoryState()  # sessions, rate limits, spend: Redis when redis_url is set
         self.clients = ClientKeys(

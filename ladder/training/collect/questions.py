@@ -12,7 +12,7 @@ from ladder.core.errors import DataError, PromptError
 from ladder.core.prompt import routed_text
 from ladder.training._canonical import open_text
 
-KNOWN_KEYS = frozenset({"id", "question", "messages", "reference", "task", "tests"})
+KNOWN_KEYS = frozenset({"id", "question", "messages", "reference", "task", "tests", "sensitive"})
 
 
 @dataclass(frozen=True)
@@ -25,20 +25,20 @@ class Question:
     reference: str | None = None
     task: str | None = None
     tests: str | None = None
+    sensitive: bool = False  # marked in the file: on-prem models only, whatever the patterns say
     where: str = field(default="", compare=False)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "id": self.id,
-                "messages": list(self.messages),
-                "reference": self.reference,
-                "task": self.task,
-                "tests": self.tests,
-            },
-            ensure_ascii=False,
-            sort_keys=True,
-        )
+        record: dict[str, Any] = {
+            "id": self.id,
+            "messages": list(self.messages),
+            "reference": self.reference,
+            "task": self.task,
+            "tests": self.tests,
+        }
+        if self.sensitive:  # only when set: the bodies of questions stored before it existed stay the same
+            record["sensitive"] = True
+        return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
 def _text_id(text: str) -> str:
@@ -93,6 +93,9 @@ def _from_json(record: Any, where: str, line_id: str) -> Question:
     raw_id = record.get("id", line_id)
     if not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or not str(raw_id).strip():
         raise DataError(f"{where}: id must be a non-empty string or integer")
+    sensitive = record.get("sensitive", False)
+    if not isinstance(sensitive, bool):
+        raise DataError(f"{where}: sensitive must be true or false, not {type(sensitive).__name__}")
     return Question(
         id=str(raw_id).strip(),
         text=text,
@@ -100,6 +103,7 @@ def _from_json(record: Any, where: str, line_id: str) -> Question:
         reference=_optional_text(record, "reference", where),
         task=_optional_text(record, "task", where),
         tests=_optional_text(record, "tests", where),
+        sensitive=sensitive,
         where=where,
     )
 

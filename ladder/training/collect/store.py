@@ -234,6 +234,7 @@ class AnswerStore:
                     reference=body.get("reference"),
                     task=body.get("task"),
                     tests=body.get("tests"),
+                    sensitive=bool(body.get("sensitive", False)),
                     where=self.where,
                 )
             )
