@@ -127,14 +127,21 @@ def _report_table(report: dict[str, Any]) -> tuple[Table, list[str]]:
     """The per-model counts, and one line per reason (reasons are too long for a column at 80 columns)."""
     table = Table(title="Collected")
     _model_column(table, list(report["models"]))
-    for column in ("answered", "failed", "no answer", "retries", "cost $"):
+    for column in ("answered", "failed", "no answer", "skipped", "retries", "cost $"):
         table.add_column(column, justify="right", no_wrap=True)
     reasons: list[str] = []
     for name, row in report["models"].items():
-        failed, errors = sum(row["failed"].values()), sum(row["errors"].values())
+        failed, errors, skipped = (sum(row[k].values()) for k in ("failed", "errors", "skipped"))
         table.add_row(
-            name, str(row["answered"]), str(failed), str(errors), str(row["retries"]), f"{row['cost_usd']:.4f}"
+            name,
+            str(row["answered"]),
+            str(failed),
+            str(errors),
+            str(skipped),
+            str(row["retries"]),
+            f"{row['cost_usd']:.4f}",
         )
+        reasons += [f"{name}: {n} skipped (never sent, not a failure): {why}" for why, n in row["skipped"].items()]
         reasons += [f"{name}: {n} failed (stored, not judged): {why}" for why, n in row["failed"].items()]
         reasons += [f"{name}: {n} gave no answer (retried next run): {why}" for why, n in row["errors"].items()]
     return table, reasons
@@ -171,18 +178,20 @@ def collect(
         select_models,
     )
     from ladder.training.collect import collect as run_collect
+    from ladder.training.collect.runner import mark_sensitive, withheld
 
     config = load_pool(pool)
     chosen = select_models(config, [m.strip() for m in models.split(",") if m.strip()] if models else None)
     check_keys(chosen)
-    items = read_questions(questions)
+    items = read_questions(questions)  # stored as the file has them: the pool's patterns may change
     answers = AnswerStore(store, create=True)
     answers.bind_pool(config, str(pool))
     answers.add_questions(items)
     settings = CallSettings(max_tokens=max_tokens, timeout_s=timeout, retries=retries)
     asked = sample_questions(items) if dry_run else items
     stored = answers.answered()
-    if not dry_run and all((q.id, m.name) in stored for q in items for m in chosen):
+    refused = withheld(mark_sensitive(items, config.sensitive_patterns), chosen)
+    if not dry_run and all((q.id, m.name) in stored or (q.id, m.name) in refused for q in items for m in chosen):
         stderr.print(
             f"all {len(items) * len(chosen)} calls already stored ({len(items)} questions x {len(chosen)} "
             f"models) in {store}: nothing to ask"
@@ -200,6 +209,7 @@ def collect(
                     concurrency=concurrency,
                     budget_usd=budget,
                     progress=progress,
+                    sensitive_patterns=config.sensitive_patterns,
                 )
             )
     except KeyboardInterrupt:
@@ -230,6 +240,7 @@ def collect(
     unanswered: list[str] = []
     if dry_run:
         result = estimate(chosen, items, asked, list(answers.answers()), answers.answered(), concurrency)
+        result["skipped"] = {name: row.to_dict()["skipped"] for name, row in report.models.items()}
         stderr.print(_estimate_table(result))
         unanswered = [row["model"] for row in result["models"] if row["sample_answers"] == 0]
         if unanswered:

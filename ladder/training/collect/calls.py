@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ladder.core.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
+from ladder.core.locality import LocalityError, refusal
 from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage, estimate_tokens, price_usd
 from ladder.core.upstream import UpstreamClient, stream_chunks
@@ -161,7 +162,12 @@ async def ask(
 
     Logprobs are asked for unless the model refused them before. A refusal (400) of a call that asked for
     them is tried once without; when that is answered, the model's name goes into ``no_logprobs``.
+    A sensitive question for a cloud model raises ``LocalityError`` before anything is sent (callers skip
+    such pairs; this is the last line before the network).
     """
+    why = refusal(spec, question.sensitive)
+    if why is not None:
+        raise LocalityError(f"question {question.id}: {why} ({spec.name} is {spec.locality})")
     attempt = 0
     logprobs = settings.logprobs and spec.name not in no_logprobs
     while True:

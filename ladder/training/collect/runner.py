@@ -6,14 +6,16 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from ladder.core.errors import ConfigError
+from ladder.core.locality import Refusal, refusal
 from ladder.core.pool import ModelSpec, PoolConfig
 from ladder.core.pricing import estimate_tokens, price_usd
 from ladder.core.secrets import SECRETS_DIR_ENV, secret
+from ladder.core.sensitivity import SensitiveScan
 from ladder.core.upstream import UpstreamClient
 from ladder.training.collect.calls import CallFailed, CallSettings, ask, prompt_chars
 from ladder.training.collect.questions import Question
@@ -51,6 +53,18 @@ def upstream_key(spec: ModelSpec) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def mark_sensitive(questions: Sequence[Question], patterns: Sequence[str]) -> list[Question]:
+    """The questions, each scanned once: ``sensitive`` when the file marks it or a pattern matches any key or
+    string of its messages (read as a person would, ``ladder.core.sensitivity``)."""
+    scan = SensitiveScan.of(patterns)
+    return [q if q.sensitive or not scan.matches(list(q.messages)) else replace(q, sensitive=True) for q in questions]
+
+
+def withheld(questions: Sequence[Question], models: Sequence[ModelSpec]) -> dict[tuple[str, str], Refusal]:
+    """(question id, model) pairs the locality rule forbids (``mark_sensitive`` first), with the reason."""
+    return {(q.id, m.name): why for q in questions for m in models if (why := refusal(m, q.sensitive)) is not None}
+
+
 STOP_AFTER_FAILURES = 3  # calls in a row with no answer (after their retries) before a model is given up on
 
 
@@ -66,10 +80,12 @@ class ModelReport:
     failing_in_a_row: int = 0
     stopped: str | None = None  # why the model was given up on in this run (its upstream fails every call)
     not_asked: int = 0  # calls left unmade once it was stopped
+    skipped: Counter[str] = field(default_factory=Counter)  # never asked, by reason (locality): not failures
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answered": self.answered,
+            "skipped": dict(self.skipped),
             "failed": dict(self.failed),
             "errors": dict(self.errors),
             "retries": self.retries,
@@ -97,6 +113,10 @@ class CollectReport:
     stopped_by_budget: bool = False
     not_started: int = 0
 
+    @property
+    def skipped(self) -> int:
+        return sum(sum(m.skipped.values()) for m in self.models.values())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "planned_calls": self.planned,
@@ -104,6 +124,7 @@ class CollectReport:
             "spent_usd_in_store": self.spent_usd,
             "stopped_by_budget": self.stopped_by_budget,
             "not_started": self.not_started,
+            "skipped": self.skipped,
             "models": {name: report.to_dict() for name, report in self.models.items()},
         }
 
@@ -161,17 +182,28 @@ async def collect(
     concurrency: int = 4,
     budget_usd: float | None = None,
     progress: Progress | None = None,
+    sensitive_patterns: Sequence[str] = (),
 ) -> CollectReport:
-    """Ask each (question, model) pair that has no row in the store yet, writing each answer as it arrives."""
+    """Ask each (question, model) pair that has no row in the store yet, writing each answer as it arrives.
+
+    A sensitive question (``mark_sensitive``) is never sent to a cloud model: the pair is counted as skipped
+    in the model's report, stores nothing (a later run skips it again) and is not a failure of the model.
+    """
     check_keys(models)
+    questions = mark_sensitive(questions, sensitive_patterns)
     done = store.answered()
-    todo = [(q, m) for q in questions for m in models if (q.id, m.name) not in done]
+    refused = withheld(questions, models)
+    passed = done | refused.keys()
+    todo = [(q, m) for q in questions for m in models if (q.id, m.name) not in passed]
     report = CollectReport(
         models={m.name: ModelReport() for m in models},
         planned=len(todo),
-        already_stored=len(questions) * len(models) - len(todo),
+        already_stored=sum(1 for q in questions for m in models if (q.id, m.name) in done),
         spent_usd=store.spent_usd(),
     )
+    for (qid, name), why in refused.items():
+        if (qid, name) not in done:  # stored before the question was marked: kept, not asked again
+            report.models[name].skipped[why.value] += 1
     budget = Budget(budget_usd, report.spent_usd)
     limits = {key: asyncio.Semaphore(concurrency) for key in {upstream_key(m) for m in models}}
     ratios, no_logprobs = InputRatio(), set[str]()
