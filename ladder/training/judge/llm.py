@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ladder.core.locality import refusal
 from ladder.core.pool import ModelSpec
+from ladder.core.sensitivity import SensitiveScan
 from ladder.core.upstream import UpstreamClient
 from ladder.training.collect.calls import CallFailed, CallSettings, ask
 from ladder.training.collect.questions import Question
@@ -68,7 +71,12 @@ def pair_prompt(question: Question, first: str, second: str) -> str:
 
 @dataclass
 class LLMJudge:
-    """A judge model from the pool, called through the same upstream client as collection."""
+    """A judge model from the pool, called through the same upstream client as collection.
+
+    A sensitive question (marked in the questions file, or a ``sensitive_patterns`` match in its messages,
+    reference or the answers to judge) is sent only to an on-prem judge: a cloud judge leaves it unknown and
+    counts the reason in ``withheld``.
+    """
 
     spec: ModelSpec
     settings: CallSettings
@@ -80,6 +88,17 @@ class LLMJudge:
     malformed: int = 0
     last_malformed: str | None = None  # the last reply that was not a valid verdict, to show the user
     no_logprobs: set[str] = field(default_factory=set)
+    sensitive_patterns: Sequence[str] = ()
+    withheld: Counter[str] = field(default_factory=Counter)  # verdicts not asked for, by reason (locality)
+
+    def _refusal(self, question: Question, *answers: str) -> tuple[bool, str | None]:
+        """Whether the judge prompt is sensitive, and why the judge may not see it (None: it may)."""
+        scan = SensitiveScan.of(self.sensitive_patterns)
+        sensitive = question.sensitive or scan.matches([list(question.messages), question.reference, *answers])
+        why = refusal(self.spec, sensitive)
+        if why is not None:
+            self.withheld[why.value] += 1
+        return sensitive, None if why is None else f"{self.name}: not judged: {why}"
 
     @property
     def name(self) -> str:
@@ -87,14 +106,14 @@ class LLMJudge:
         return f"llm:{self.spec.name}{mode}"
 
     async def _verdict(
-        self, client: UpstreamClient, question: Question, prompt: str, schema: type[BaseModel]
+        self, client: UpstreamClient, question: Question, prompt: str, schema: type[BaseModel], sensitive: bool
     ) -> BaseModel | None:
         messages: list[dict[str, str]] = [
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": prompt},
         ]
         for _ in range(self.tries):
-            ask_q = Question(id=question.id, text=prompt, messages=tuple(messages))
+            ask_q = Question(id=question.id, text=prompt, messages=tuple(messages), sensitive=sensitive)
             try:
                 answer = await ask(client, self.spec, ask_q, self.settings, self.no_logprobs)
             except CallFailed:
@@ -124,7 +143,11 @@ class LLMJudge:
         return None
 
     async def _grade(self, client: UpstreamClient, question: Question, answer: str) -> Verdict:
-        verdict = await self._verdict(client, question, grade_prompt(question, answer, self.graded), Grade)
+        sensitive, withheld = self._refusal(question, answer)
+        if withheld is not None:
+            return None, withheld
+        prompt = grade_prompt(question, answer, self.graded)
+        verdict = await self._verdict(client, question, prompt, Grade, sensitive)
         if not isinstance(verdict, Grade):
             return None, f"{self.name}: no valid verdict after {self.tries} tries"
         value = verdict.score if self.graded and verdict.score is not None else float(verdict.correct)
@@ -161,13 +184,16 @@ class LLMJudge:
         disagreed: dict[tuple[str, str], int] = {}
 
         async def pair(question: Question, a: str, b: str, answers: Mapping[str, str]) -> None:
-            async with limit:
-                first = await self._verdict(
-                    client, question, pair_prompt(question, answers[a], answers[b]), Preference
-                )
-                second = await self._verdict(
-                    client, question, pair_prompt(question, answers[b], answers[a]), Preference
-                )
+            sensitive, withheld = self._refusal(question, answers[a], answers[b])
+            first = second = None
+            if withheld is None:
+                async with limit:
+                    first = await self._verdict(
+                        client, question, pair_prompt(question, answers[a], answers[b]), Preference, sensitive
+                    )
+                    second = await self._verdict(
+                        client, question, pair_prompt(question, answers[b], answers[a]), Preference, sensitive
+                    )
             if not isinstance(first, Preference) or not isinstance(second, Preference):
                 outcome = None
             elif (first.winner, second.winner) == ("A", "B"):

@@ -34,12 +34,14 @@ class JudgeReport:
     accuracy: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     judge_cost_usd: float = 0.0
+    withheld: Counter[str] = field(default_factory=Counter)  # verdicts the judge may not give, by reason
 
     def to_dict(self) -> dict[str, Any]:
         models = sorted(set(self.labelled) | set(self.unknown) | set(self.failed_answers))
         return {
             "judge": self.judge,
             "judge_cost_usd": self.judge_cost_usd,
+            "not_judged": dict(self.withheld),
             "notes": self.notes,
             "models": {
                 m: {
@@ -89,7 +91,8 @@ def llm_judge(
         notes.append(
             f"self-judging: the judge {spec.name} also answered as {', '.join(same)} (--allow-self-judge)"
         )
-    return LLMJudge(spec, settings, graded=graded, pairwise=pairwise), notes
+    judge = LLMJudge(spec, settings, graded=graded, pairwise=pairwise, sensitive_patterns=pool.sensitive_patterns)
+    return judge, notes
 
 
 def make_labels(
@@ -210,6 +213,13 @@ def judge_store(
         report.judge_cost_usd = judge.cost_usd
         if judge.malformed:
             report.notes.append(f"{judge.malformed} malformed verdicts were asked again")
+        report.withheld = Counter(judge.withheld)
+        for why, times in judge.withheld.items():
+            unit = "comparisons" if judge.pairwise else "answers"
+            report.notes.append(
+                f"{times} {unit} left unjudged (unknown): {why} (the judge {judge.spec.name} is "
+                f"{judge.spec.locality})"
+            )
     if judge is not None and labels and all(correct is None for correct, _ in labels.values()):
         (why, times), *_ = Counter(reason for _, reason in labels.values()).most_common(1)
         said = (judge.last_malformed or "").strip().replace("\n", " ")
