@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.conversations import (
     anthropic_conversations,
     chat_conversations,
@@ -25,9 +25,11 @@ from hypothesis import strategies as st
 from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
+from ladder.gateway.app import create_app
 from ladder.gateway.context import RequestContext, Sensitivity
 from ladder.gateway.dispatch import allowed
 from ladder.gateway.keys import Client
+from ladder.gateway.settings import load_settings
 from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
@@ -313,3 +315,26 @@ def test_the_last_guard_before_any_upstream_call_drops_cloud_models(router: Rout
 
     assert reachable(True) == ["small-local"]
     assert reachable(False) == [m.name for m in models]
+
+
+def test_the_pool_files_patterns_count_in_the_gateway_too(
+    test_pool: Path, upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sensitive_patterns` in the pool file (what `ladder collect` reads) mark requests sensitive here too."""
+    data = yaml.safe_load(test_pool.read_text(encoding="utf-8"))
+    data["sensitive_patterns"] = [PATTERN]
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
+    settings = load_settings(None, pool=pool, api_keys=[API_KEY], retries=0)
+    assert settings.sensitive_patterns == []
+    body = {"model": "ladder-0", "max_tokens": 16, "messages": turns(SECRET)}
+    app = create_app(settings, router=Router.from_pool(load_pool(pool)))
+    with (
+        ServerThread(app) as server,
+        httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=30) as http,
+    ):
+        answered = http.post("/v1/chat/completions", json=body)
+        pinned = http.post("/v1/chat/completions", json={**body, "model": "mid-cloud"})
+    assert answered.headers["x-ladder-model"] == "small-local"
+    assert pinned.status_code == 400 and clouds(upstream) == []
