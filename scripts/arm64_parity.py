@@ -31,6 +31,8 @@ PROMPTS = (
     ("zh", "请解释一下量子纠缠的基本原理。"),
     ("zh", "一个数列的前两项是1和1，之后每一项都是前两项之和。求第30项，并说明你的方法。"),
 )
+# podman's default open-files limit (1M) is above what a process without CAP_SYS_RESOURCE may set
+LIMITS = ["--ulimit", "nofile=8192:8192", "--ulimit", "nproc=4096:4096"]
 # One container per architecture: `ladder route --json` for each prompt, then the runtime it ran on.
 SCRIPT = (
     'for p in "$@"; do ladder route --json "$p" || exit 1; done; '
@@ -50,7 +52,7 @@ def image(arch: str, tag: str) -> str:
 def route_all(ref: str, arch: str) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
     """Every prompt's decision (as `ladder route --json` prints it), the runtime, and the seconds it took."""
     start = time.monotonic()
-    cmd = ["podman", "--runtime", "runc", "run", "--rm", "--arch", arch, "--read-only", "--network", "none",
+    cmd = ["podman", "--runtime", "runc", "run", "--rm", *LIMITS, "--arch", arch, "--read-only", "--network", "none",
            "--entrypoint", "sh", ref, "-c", SCRIPT, "sh", *(text for _, text in PROMPTS)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:

@@ -79,6 +79,13 @@ for image in "${images[@]}"; do
       --build-arg "TORCH_INDEX=$TORCH_INDEX" "${volumes[@]}" \
       --target "$image" -t "$name-$arch" -f deploy/gateway.Dockerfile . >"$out/build-$image-$arch.log" 2>&1 \
       || { echo "build of $name-$arch failed: see $out/build-$image-$arch.log" >&2; exit 1; }
+    # buildah leaves the bind mounts' targets behind as empty files: drop them (a layer of whiteouts)
+    ctr=$(buildah from --pull=never --quiet "$name-$arch")
+    mnt=$(buildah mount "$ctr")
+    rm -rf "$mnt/run/ladder-build"
+    if [[ -f "$mnt/etc/pip.conf" && ! -s "$mnt/etc/pip.conf" ]]; then rm -f "$mnt/etc/pip.conf"; fi
+    buildah umount "$ctr" >/dev/null
+    buildah commit --quiet --rm "$ctr" "$name-$arch" >/dev/null
     seconds=$(( $(date +%s) - start ))
     size=$(podman image inspect --format '{{.Size}}' "$name-$arch")
     digest=$(podman image inspect --format '{{.Digest}}' "$name-$arch")

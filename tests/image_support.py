@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OPT_IN = "LADDER_TEST_IMAGES"  # the image tests build (minutes) and run containers: opt in with =1
 TAG = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 PODMAN = ["podman", "--runtime", "runc"]  # crun cannot set RLIMIT_NPROC on these machines
+# podman's default limits (nofile 1M) exceed what a process without CAP_SYS_RESOURCE may set here: ask for less
+LIMITS = ["--ulimit", "nofile=8192:8192", "--ulimit", "nproc=4096:4096"]
 
 
 def image(name: str, arch: str = "amd64") -> str:
@@ -44,10 +46,10 @@ def require_podman() -> None:
         subprocess.run(["bash", str(ROOT / "scripts/install_images.sh"), "amd64"], check=True)
 
 
-def run_in(ref: str, *args: str, entrypoint: str | None = None, arch: str = "amd64") -> str:
+def run_in(ref: str, *args: str, entrypoint: str | None = None, arch: str = "amd64", user: str | None = None) -> str:
     """Run one command in a throwaway container; its stdout (fails the test on a non-zero exit)."""
-    extra = ["--entrypoint", entrypoint] if entrypoint else []
-    cmd = [*PODMAN, "run", "--rm", "--arch", arch, "--read-only", "--network", "none", *extra, ref, *args]
+    extra = (["--entrypoint", entrypoint] if entrypoint else []) + (["--user", user] if user else [])
+    cmd = [*PODMAN, "run", "--rm", *LIMITS, "--arch", arch, "--read-only", "--network", "none", *extra, ref, *args]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
     assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stderr[-4000:]}"
     return result.stdout
@@ -60,7 +62,7 @@ def container(ref: str, *args: str, name: str, ready_url: str, volumes: tuple[st
     subprocess.run([*PODMAN, "rm", "-f", name], capture_output=True, check=False)
     flags = [f"--env={k}={v}" for k, v in (env or {}).items()] + [f"--volume={v}" for v in volumes]
     start = time.monotonic()
-    cmd = [*PODMAN, "run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
+    cmd = [*PODMAN, "run", "-d", *LIMITS, "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *flags, ref, *args]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True)
     try:
