@@ -74,7 +74,7 @@ for image in "${images[@]}"; do
       continue  # pytriton's tritonserver ships for x86_64 only
     fi
     start=$(date +%s)
-    built=()
+    cross=()
     if [[ "$arch" != "$host_arch" ]]; then
       # buildah 1.28 runs no stage on $BUILDPLATFORM: build the stage for this machine (its outputs are
       # architecture-independent), label a copy with the target architecture and hand that in as BUILT.
@@ -85,9 +85,9 @@ for image in "${images[@]}"; do
       ctr=$(buildah from --pull=never --quiet "localhost/ladder-build:$tag-$host_arch")
       buildah config --arch "$arch" "$ctr"
       buildah commit --quiet --rm "$ctr" "localhost/ladder-build:$tag-for-$arch" >/dev/null
-      built=(--build-arg "BUILT=localhost/ladder-build:$tag-for-$arch")
+      cross=(--build-arg "BUILT=localhost/ladder-build:$tag-for-$arch")
     fi
-    buildah bud --isolation chroot --layers --arch "$arch" "${built[@]}" --ignorefile deploy/gateway.Dockerfile.dockerignore \
+    buildah bud --isolation chroot --layers --arch "$arch" "${cross[@]}" --ignorefile deploy/gateway.Dockerfile.dockerignore \
       --build-arg "BASE=$(base_for "$arch")" --build-arg "BUILD_BASE=$(base_for "$host_arch")" \
       --build-arg "TORCH_INDEX=$TORCH_INDEX" "${volumes[@]}" \
       --target "$image" -t "$name-$arch" -f deploy/gateway.Dockerfile . >"$out/build-$image-$arch.log" 2>&1 \
