@@ -1,5 +1,5 @@
 # Ladder's entry points. `make serve` sets up and starts the gateway; `make test` sets up and runs the tests.
-.PHONY: setup route serve test test-deps lint default-router
+.PHONY: setup route serve test test-deps lint default-router images
 
 setup:
 	bash scripts/setup.sh
@@ -25,3 +25,8 @@ lint:
 
 default-router: setup
 	bash scripts/build_default_router.sh
+
+# Gateway, export and CPU-Triton images (buildah; docs/images.md): ARCHES, IMAGES, TAG, BASE, PUSH=registry/prefix.
+images:
+	bash scripts/install_images.sh $${ARCHES:-amd64 arm64} >/dev/null
+	ARCHES="$(ARCHES)" IMAGES="$(IMAGES)" TAG="$(TAG)" BASE="$(BASE)" PUSH="$(PUSH)" bash scripts/build_images.sh

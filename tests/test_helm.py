@@ -410,6 +410,25 @@ def test_placement_and_gpu_resources_per_scenario() -> None:
 
 
 @needs_helm
+def test_cpu_flavour_serves_the_cpu_image_by_digest_without_a_gpu() -> None:
+    values = values_of("cpu-triton-values.yaml")
+    docs = render("cpu-triton-values.yaml")
+    pod = find(docs, "Deployment", "triton")["spec"]["template"]["spec"]
+    triton = container({"spec": {"template": {"spec": pod}}}, "triton")
+    image = values["triton"]["cpuImage"]
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))["appVersion"]
+    assert triton["image"] == f"{image['repository']}:{version}@{image['digest']}"
+    assert "initContainers" not in pod and "nvidia.com/gpu" not in str(triton["resources"])
+    assert "--model-repository=/models" in triton["args"]  # the repository baked into the image
+    assert [v["name"] for v in pod["volumes"]] == ["dshm"]
+    gateway = container(find(docs, "Deployment"), "gateway")
+    assert gateway["image"] == f"ghcr.io/ladder-router/ladder-gateway:{version}@{values['gateway']['image']['digest']}"
+    assert "@" not in container(find(render(None), "Deployment"), "gateway")["image"]  # no digest: the tag alone
+    refused = helm("template", "rel", str(CHART), "--set", "gateway.image.digest=latest")
+    assert refused.returncode != 0 and "digest" in refused.stderr
+
+
+@needs_helm
 def test_the_export_init_container_is_a_valid_ladder_export() -> None:
     import typer
 
@@ -697,17 +716,24 @@ def test_notes_give_the_openai_base_url_and_port_forward(tmp_path: Path) -> None
 
 
 def test_gateway_image_agrees_with_the_chart() -> None:
+    """The Dockerfile's stages as the chart uses them (tests/test_images.py builds and runs them)."""
     dockerfile = (ROOT / "deploy" / "gateway.Dockerfile").read_text(encoding="utf-8")
     values = values_of(None)["gateway"]
+    stages = {block.split("\n", 1)[0].rsplit(" AS ", 1)[-1]: block for block in dockerfile.split("\nFROM ")[1:]}
     last_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert last_stage == stages["gateway"]  # the default target
     assert f"USER {values['podSecurityContext']['runAsUser']}:" in last_stage
     assert f"EXPOSE {values['port']}" in last_stage
     # the wheel (default pool and checkpoint inside), never an editable checkout
     assert "/wheels/ladder_router-" in last_stage and "pip install -e" not in dockerfile
-    assert "COPY ladder" not in last_stage and "bench" in last_stage  # serving code only
-    assert 'ENTRYPOINT ["ladder"]' in last_stage and "torch" not in last_stage
+    assert "COPY ladder" not in last_stage and "torch" not in last_stage
+    assert 'ENTRYPOINT ["ladder"]' in last_stage
     assert 'CMD ["serve", "--host", "0.0.0.0"' in last_stage
-    assert "FROM build AS export" in dockerfile and "ladder setup" in dockerfile
+    assert "ladder setup" in stages["build"] and "--platform=$BUILDPLATFORM" in dockerfile
+    assert "torch" in stages["export"] and 'ENTRYPOINT ["ladder"]' in stages["export"]
+    assert "nvidia-pytriton" in stages["triton-cpu"] and "COPY --from=build /models /models" in stages["triton-cpu"]
+    for stage in stages.values():  # nothing of the build machine (certificate, wheel folder) in any stage
+        assert "PIP_CERT" not in stage and "ca-certificates.crt" not in stage and "find-links" not in stage
     triton = (ROOT / "deploy" / "triton.Dockerfile").read_text(encoding="utf-8")
     assert "FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3" in triton
     assert "COPY model_repository /models" in triton

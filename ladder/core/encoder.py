@@ -216,6 +216,13 @@ def _similar_widths(widths: list[int], slack: float = 1.25, extra: int = 16) -> 
     return groups
 
 
+# ORT's u8s8 int8 MatMul on x86 CPUs without VNNI (AVX2, AVX-512F) adds products pairwise into int16 with
+# saturation (vpmaddubsw); ARM, and x86 with VNNI, sum exactly. This option makes those x86 CPUs use the exact
+# u8u8 kernel, so the int8 encoder gives the same embedding (to float rounding) on every CPU, and an arm64
+# host (DGX Spark) routes as an x86 one (docs/images.md, "arm64 parity").
+EXACT_INT8 = ("session.x64quantprecision", "1")
+
+
 class OnnxEncoder:
     """Embeds texts with an encoder folder's ONNX graph on ONNX Runtime.
 
@@ -245,6 +252,7 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
+        options.add_session_config_entry(*EXACT_INT8)
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be at least 1, not {threads}")

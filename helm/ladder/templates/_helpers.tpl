@@ -70,10 +70,15 @@ The service account the pods run as.
 {{- end }}
 
 {{/*
-An image reference; the tag defaults to the chart's appVersion. Call with (dict "image" .Values.x.image "ctx" $).
+An image reference; the tag defaults to the chart's appVersion, a digest (when set) pins it:
+repository:tag@sha256:... Call with (dict "image" .Values.x.image "ctx" $).
 */}}
 {{- define "ladder.image" -}}
-{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag | toString) }}
+{{- $ref := printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag | toString) }}
+{{- if .image.digest }}
+{{- $ref = printf "%s@%s" $ref .image.digest }}
+{{- end }}
+{{- $ref }}
 {{- end }}
 
 {{/*
@@ -108,11 +113,13 @@ Triton's OTLP/HTTP trace URL: the collector's endpoint + /v1/traces (the gateway
 {{- end }}
 
 {{/*
-The model repository Triton loads. `ladder export` stages next to its output and renames into place, so
+The model repository Triton loads: the cpu image's own (/models), or as triton.modelRepository says. `ladder export` stages next to its output and renames into place, so
 the init container writes into a folder inside the shared volume, not onto the mount point itself.
 */}}
 {{- define "ladder.triton.repository" -}}
-{{- if eq .Values.triton.modelRepository.source "export" }}
+{{- if eq .Values.triton.flavour "cpu" }}
+{{- print "/models" }}
+{{- else if eq .Values.triton.modelRepository.source "export" }}
 {{- printf "%s/repository" (.Values.triton.modelRepository.path | trimSuffix "/") }}
 {{- else }}
 {{- .Values.triton.modelRepository.path }}

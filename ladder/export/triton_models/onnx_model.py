@@ -30,6 +30,8 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # exact int8 sums on x86 CPUs without VNNI, as ladder.core.encoder.EXACT_INT8 (self-contained here)
+        options.add_session_config_entry("session.x64quantprecision", "1")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = inputs
         self.outputs = outputs
