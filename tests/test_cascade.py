@@ -66,7 +66,7 @@ def test_data_without_answers_writes_exactly_the_old_columns(tmp_path: Path) -> 
 def test_a_positive_answer_logprob_is_refused_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("question_id,question,model,correct,answer,answer_logprob\nq,Hi,m,1,yes,0.5\n")
-    with pytest.raises(DataError, match=r"bad\.csv:2: answer_logprob must be a finite number <= 0"):
+    with pytest.raises(DataError, match=r"bad\.csv:2: answer_logprob must be a number <= 0 \(or -inf\), got 0\.5"):
         read_canonical([path])
 
 

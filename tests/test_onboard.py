@@ -95,7 +95,8 @@ def test_the_onboarded_router_is_judged_on_held_out_rows(workdir: Path) -> None:
     held_out_auc = report["per_model"]["llama-70b"]["auc"]
     cv_auc = Checkpoint.load(workdir / "onboarded").manifest.cv_metrics[NEW]["auc"]
     assert held_out_auc > 0.5
-    assert abs(held_out_auc - cv_auc) < 0.12  # the cross-validated figure is not an in-sample one
+    # the cross-validated figure is not an in-sample one: an in-sample AUC would overstate the held-out one
+    assert cv_auc - held_out_auc < 0.12
     assert report["per_model"]["llama-70b"]["ece"] < 0.15  # its P(correct) is calibrated on new questions
 
 

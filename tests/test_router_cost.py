@@ -75,4 +75,5 @@ def test_bench_router_cost_measures_the_shipped_router() -> None:
     per_length = figures["cpu_s_per_1k"]
     assert set(per_length) == {"alternating", *(k for k in per_length if k.endswith("_tokens"))}
     assert all(v > 0 for v in per_length.values())
-    assert figures["usd_per_1k"] == pytest.approx(per_length["alternating"] * 0.36 / 2 / 3600)
+    # the CPU figure is printed to 3 decimals; the price is worked out from the unrounded one
+    assert figures["usd_per_1k"] == pytest.approx(per_length["alternating"] * 0.36 / 2 / 3600, rel=1e-4)

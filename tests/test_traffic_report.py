@@ -78,7 +78,8 @@ def traffic(
                     **({"thumbs": "up" if i % 2 else "down"} if i % 5 else {"score": 0.5}),
                 }
                 assert client.post("/v1/feedback", json=body).status_code == 200
-            client.post("/v1/feedback", json={"request_id": ids[0], "thumbs": "up"})  # changed its mind
+            again = client.post("/v1/feedback", json={"request_id": ids[0], "thumbs": "up"})  # changed its mind
+            assert again.status_code == 409  # once per request: the first rating (a score of 0.5) stands
     yield Traffic(audit, db, test_pool, ids, rated)
 
 
@@ -103,13 +104,13 @@ def test_export_traffic_turns_feedback_into_canonical_rows(traffic: Traffic, tmp
     assert summary["outcomes"] == sum(1 for i in range(len(traffic.ids)) if i % 4 != 3)
     by_text = {(r["question"], r["model"]): r for r in rows}
     first = by_text[(PROMPTS[0], traffic.rated[traffic.ids[0]])]
-    # PROMPTS[0] was asked twice: the changed rating (down -> up) and the repeat's rating are averaged
+    # PROMPTS[0] was asked twice: its one rating (a score of 0.5) and the repeat's rating are averaged
     repeat = len(PROMPTS)
     repeat_label = 1.0 if repeat % 2 else 0.0
     if traffic.rated[traffic.ids[repeat]] == traffic.rated[traffic.ids[0]]:
-        assert float(first["correct"]) == pytest.approx((1.0 + repeat_label) / 2)
+        assert float(first["correct"]) == pytest.approx((0.5 + repeat_label) / 2)
     else:
-        assert float(first["correct"]) == 1.0
+        assert float(first["correct"]) == 0.5
     assert all(float(r["cost_usd"]) > 0 and float(r["output_tokens"]) > 0 for r in rows)
     assert {r["split"] for r in rows} == {"train", "test"}
     assert len({r["question_id"] for r in rows}) == len({r["question"] for r in rows})

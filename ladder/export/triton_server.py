@@ -21,7 +21,7 @@ from types import TracebackType
 from ladder.core.errors import LadderError
 from ladder.core.loopback import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: ladder/export/ is two folders down
 
 
 class TritonNotInstalled(LadderError):
