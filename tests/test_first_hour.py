@@ -38,7 +38,7 @@ def test_help_shows_no_bool_placeholder_and_every_import_format() -> None:
         shown = runner.invoke(app, [*name, "--help"], env={"COLUMNS": "80"})
         assert shown.exit_code == 0, (name, shown.output)
         assert "<bool>" not in shown.output, name
-        assert "Usage" in shown.output
+        assert "usage" in shown.output.lower()  # typer's "Usage", or argparse's for the pass-through runs
     import_help = runner.invoke(app, ["import", "--help"], env={"COLUMNS": "200"}).output
     assert all(fmt in import_help for fmt in IMPORTERS)
 

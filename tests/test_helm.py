@@ -241,7 +241,7 @@ def _serve_settings(c: dict[str, Any], config_dir: Path) -> Any:
     args = [a.replace(CONFIG_DIR, str(config_dir)) for a in c["args"]]
     captured: list[Any] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ladder.gateway.server, "serve", captured.append)
+        patch.setattr(ladder.gateway.server, "serve", lambda settings, *_: captured.append(settings))
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     assert len(captured) == 1
@@ -420,7 +420,7 @@ def test_cpu_flavour_serves_the_cpu_image_by_digest_without_a_gpu() -> None:
     assert triton["image"] == f"{image['repository']}:{version}@{image['digest']}"
     assert "initContainers" not in pod and "nvidia.com/gpu" not in str(triton["resources"])
     assert "--model-repository=/models" in triton["args"]  # the repository baked into the image
-    assert [v["name"] for v in pod["volumes"]] == ["dshm"]
+    assert [v["name"] for v in pod["volumes"]] == ["dshm", "tmp"]  # /tmp: Triton's root is read-only
     gateway = container(find(docs, "Deployment"), "gateway")
     assert gateway["image"] == f"ghcr.io/ladder-router/ladder-gateway:{version}@{values['gateway']['image']['digest']}"
     assert "@" not in container(find(render(None), "Deployment"), "gateway")["image"]  # no digest: the tag alone
@@ -731,7 +731,7 @@ def test_gateway_image_agrees_with_the_chart() -> None:
     assert 'CMD ["serve", "--host", "0.0.0.0"' in last_stage
     assert "ladder setup" in stages["build"] and "--platform=$BUILDPLATFORM" in dockerfile
     assert "torch" in stages["export"] and 'ENTRYPOINT ["ladder"]' in stages["export"]
-    assert "nvidia-pytriton" in stages["triton-cpu"] and "COPY --from=build /models /models" in stages["triton-cpu"]
+    assert "nvidia-pytriton" in stages["triton-cpu"] and "COPY --from=built /models /models" in stages["triton-cpu"]
     for stage in stages.values():  # nothing of the build machine (certificate, wheel folder) in any stage
         assert "PIP_CERT" not in stage and "ca-certificates.crt" not in stage and "find-links" not in stage
     triton = (ROOT / "deploy" / "triton.Dockerfile").read_text(encoding="utf-8")
