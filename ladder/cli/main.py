@@ -106,7 +106,7 @@ def import_data(
         str,
         typer.Argument(
             help="Source format: mmlu-pro, llmrouter, nvidia-v3, routerbench, routellm-mmlu, routellm-gsm8k, "
-            "routellm-mt-bench, or canonical (a canonical file or folder of them)."
+            "routellm-mt-bench, cascades-llama, or canonical (a canonical file or folder of them)."
         ),
     ],
     source: Annotated[Path, typer.Argument(help="Source file or folder.")],
