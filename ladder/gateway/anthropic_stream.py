@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ladder.gateway.anthropic_protocol import STOP_REASONS
-from ladder.gateway.sse import named_event
+from ladder.gateway.sse import chunk_token_counts, named_event
 
 
 class AnthropicStream:
@@ -57,10 +57,8 @@ class AnthropicStream:
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         out = b""
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.input_tokens = int(usage.get("prompt_tokens") or 0)
-            self.output_tokens = int(usage.get("completion_tokens") or 0)
+        if (counts := chunk_token_counts(chunk)) is not None:
+            self.input_tokens, self.output_tokens = counts
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):

@@ -14,7 +14,7 @@ from ladder.gateway.responses_protocol import (
     ResponseOutputText,
     ResponseUsage,
 )
-from ladder.gateway.sse import named_event
+from ladder.gateway.sse import chunk_token_counts, named_event
 
 
 @dataclass
@@ -113,10 +113,8 @@ class ResponsesStream:
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         out = b""
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.input_tokens = int(usage.get("prompt_tokens") or 0)
-            self.output_tokens = int(usage.get("completion_tokens") or 0)
+        if (counts := chunk_token_counts(chunk)) is not None:
+            self.input_tokens, self.output_tokens = counts
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):
