@@ -1,4 +1,4 @@
-"""`ladder export` and `ladder bench triton` (the Triton model repository's commands)."""
+"""`ladder export`, `ladder bench triton` and `ladder bench gpu` (the Triton model repository's commands)."""
 
 from __future__ import annotations
 
@@ -73,3 +73,53 @@ def bench_triton(
 
     report = run_benchmark(checkpoint, out, int8=int8, seconds=seconds, log=stderr.print)
     typer.echo(json.dumps(report, indent=2))
+
+
+class GpuStage(StrEnum):
+    """The stages of ``ladder bench gpu``, in order."""
+
+    preflight = "preflight"
+    configs = "configs"
+    commands = "commands"
+    repository = "repository"
+    triton = "triton"
+    perf_128 = "perf_128"
+    perf_512 = "perf_512"
+    gateway = "gateway"
+
+
+def bench_gpu(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")] = DEFAULT_CHECKPOINT,
+    out: Annotated[Path, typer.Option(help="The JSON to write.")] = Path("docs/perf/triton_gpu.json"),
+    pool: Annotated[Path | None, typer.Option(help="Pool file of the gateway (default: the shipped pool).")] = None,
+    budget: Annotated[float, typer.Option(min=60, help="Time budget of the whole run, in seconds.")] = 540.0,
+    until: Annotated[
+        GpuStage | None, typer.Option(help="Stop after this stage (later ones are reported skipped).")
+    ] = None,
+    gpu: Annotated[int, typer.Option(min=0, help="GPU index nvidia-smi samples.")] = 0,
+    gateway_seconds: Annotated[float, typer.Option(min=1, help="Length of each gateway run.")] = 8.0,
+    work: Annotated[
+        Path | None, typer.Option(help="Folder for the repository, inputs and logs (kept; default: temporary).")
+    ] = None,
+) -> None:
+    """The GPU run: build the encoder, serve it from Triton, perf_analyzer at 128 and 512 tokens, the gateway
+    in front; one JSON. Exit 0 with figures, 1 when a stage failed, 3 when the GPU stages were skipped."""
+    from ladder.bench.gpu_run import GpuBenchOptions, run_gpu_bench
+
+    options = GpuBenchOptions(
+        checkpoint=checkpoint,
+        out=out,
+        pool=pool,
+        budget_s=budget,
+        until=until.value if until else None,
+        gpu=gpu,
+        gateway_seconds=gateway_seconds,
+        work=work,
+        command=f"ladder bench gpu --checkpoint {checkpoint} --out {out}",
+    )
+    def log(line: str) -> None:
+        stderr.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    report, status = run_gpu_bench(options, log=log)
+    typer.echo(json.dumps({"summary": report["summary"], "goal": report["goal"], "figures": report["figures"]}))
+    raise typer.Exit(status)

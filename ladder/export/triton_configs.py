@@ -125,14 +125,16 @@ def encoder_config(
     onnx_file: str = "model.onnx",
     per_row: bool = False,
     identity: Mapping[str, str] | None = None,
+    tensorrt: bool = True,
 ) -> str:
     """The ``encoder`` model: ids and mask → L2-normalised ``embedding``; ``per_row`` (cpu flavour) runs
-    each row alone at its own length, so that dynamic int8 quantisation makes it batch-invariant."""
+    each row alone at its own length, so that dynamic int8 quantisation makes it batch-invariant;
+    ``tensorrt=False`` (gpu flavour) leaves out the TensorRT accelerator: ONNX Runtime's CUDA provider alone."""
     ids = [_tensor("input_ids", "TYPE_INT64", [-1]), _tensor("attention_mask", "TYPE_INT64", [-1])]
     text = _io("input", ids) + _io("output", [_tensor("embedding", "TYPE_FP32", [shape.dim])])
     if shape.flavour == "gpu":
         head = _header("encoder", shape, "onnxruntime") + f'default_model_filename: "{onnx_file}"\n'
-        tail = _trt_accelerator(shape, profile=True)
+        tail = _trt_accelerator(shape, profile=True) if tensorrt else ""
     else:
         head = _header("encoder", shape, "python")
         tail = _params({"onnx_file": onnx_file, "intra_op_threads": "0", "per_row": str(per_row).lower()})
@@ -197,3 +199,24 @@ def encoder_plan_config(shape: RepoShape, identity: Mapping[str, str] | None = N
     head = f'name: "encoder"\nplatform: "tensorrt_plan"\nmax_batch_size: {shape.max_batch}\n'
     tail = _params(identity or {}) + _encoder_warmup("gpu")
     return head + text + _instances("gpu") + _batching(shape) + tail
+
+
+def gpu_repository_configs(
+    shape: RepoShape, identity: Mapping[str, str], *, tensorrt_plan: bool = False, tensorrt: bool = True
+) -> dict[str, str]:
+    """Every model's ``config.pbtxt`` of a gpu-flavour repository, by model name (what an export writes,
+    without the weights): to check a repository's wiring before anything is built."""
+    if shape.flavour != "gpu":
+        raise ValueError("gpu_repository_configs needs a gpu RepoShape")
+    encoder = (
+        encoder_plan_config(shape, identity)
+        if tensorrt_plan
+        else encoder_config(shape, identity=identity, tensorrt=tensorrt)
+    )
+    return {
+        "tokenizer": tokenizer_config(shape),
+        "encoder": encoder,
+        "head": head_config(shape),
+        "router": ensemble_config(shape, "router", False),
+        "router_text": ensemble_config(shape, "router_text", True),
+    }

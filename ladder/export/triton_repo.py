@@ -133,8 +133,10 @@ def write_repository(
     variant: Variant,
     tensorrt_plan: bool,
     log: Log,
+    tensorrt: bool = True,
 ) -> None:
-    """Write every model folder of the repository into ``stage``."""
+    """Write every model folder of the repository into ``stage`` (``tensorrt=False``: the gpu encoder on
+    ONNX Runtime's CUDA provider, without the TensorRT accelerator)."""
     labels = "".join(f"{m}\n" for m in ckpt.models)
     tokenizer = Tokenizer(directory, info=info)
     tok = stage / "tokenizer"
@@ -154,9 +156,10 @@ def write_repository(
         shutil.copyfile(onnx_model.__file__, enc / "1" / "model.py")
     # a per-tensor int8 graph runs each row alone (batch-invariant scores, as in the embedded scorer); fp32
     # and per-token int8 graphs batch
-    identity = served_identity(info, shape.flavour, variant, tensorrt_plan)
+    identity = served_identity(info, shape.flavour, variant, tensorrt_plan, tensorrt=tensorrt)
     per_row = info.batching_moves_rows(variant)
-    _write(enc / "config.pbtxt", cfg.encoder_config(shape, per_row=per_row, identity=identity))
+    encoder_text = cfg.encoder_config(shape, per_row=per_row, identity=identity, tensorrt=tensorrt)
+    _write(enc / "config.pbtxt", encoder_text)
     _warmup_files(enc / "warmup", tokenizer, shape.flavour)
     if tensorrt_plan:
         _build_plan(enc, shape, log, identity)
@@ -179,12 +182,18 @@ def _mkdir(path: Path) -> Path:
 
 
 def served_identity(
-    info: EncoderInfo, flavour: cfg.Flavour, variant: Variant, tensorrt_plan: bool = False
+    info: EncoderInfo,
+    flavour: cfg.Flavour,
+    variant: Variant,
+    tensorrt_plan: bool = False,
+    *,
+    tensorrt: bool = True,
 ) -> dict[str, str]:
     """The encoder identity written into ``encoder/config.pbtxt`` (the gpu flavour's graph is fp32, run in
     TensorRT FP16), so that ``ladder train --embed-with`` can refuse a repository serving another encoder."""
     engine = "onnxruntime-cpu" if flavour == "cpu" else "tensorrt-fp16"
     engine = engine.replace("tensorrt", "tensorrt-plan") if tensorrt_plan else engine
+    engine = "onnxruntime-cuda" if flavour == "gpu" and not tensorrt and not tensorrt_plan else engine
     return cfg.encoder_identity(info.name, info.source, info.dim, variant, engine)
 
 
@@ -251,6 +260,7 @@ def export_repository(
     queue_delay_us: int | None = None,
     tensorrt_plan: bool = False,
     log: Log = print,
+    tensorrt: bool = True,
 ) -> ExportResult:
     """Export ``checkpoint`` with its encoder into the Triton repository ``out`` (checked before install)."""
     if flavour not in ("cpu", "gpu"):
@@ -276,7 +286,7 @@ def export_repository(
     stage = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        write_repository(stage, ckpt, directory, info, shape, variant, tensorrt_plan, log)
+        write_repository(stage, ckpt, directory, info, shape, variant, tensorrt_plan, log, tensorrt)
         reference = EmbeddedScorer(
             OnnxEncoder(directory, variant, info=info), OnnxHead(ckpt.head_path), ckpt.models
         )

@@ -82,10 +82,17 @@ class TritonServer:
         log_path: Path | None = None,
         trace_config: Sequence[str] = (),
         venv: Path | None = None,
+        binary: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """``binary``: a full tritonserver (e.g. ``/opt/tritonserver/bin/tritonserver``, with its own
+        backends and environment) instead of pytriton's in the virtual environment; ``extra_args`` go last
+        on its command line (e.g. ``--model-control-mode=explicit``)."""
         self.repository = Path(repository).resolve()
         self.venv = venv or triton_venv()
-        self.binary = find_tritonserver(self.venv)
+        self.system_binary = binary is not None
+        self.binary = binary if binary is not None else find_tritonserver(self.venv)
+        self.extra_args = list(extra_args)
         self.grpc_port = grpc_port or free_port()
         self.http_port = http_port or free_port()
         self.log_path = log_path or self.repository.parent / f"tritonserver-{self.grpc_port}.log"
@@ -119,7 +126,7 @@ class TritonServer:
         if self.trace_config:
             args.append("--trace-config=mode=opentelemetry")
             args += [f"--trace-config={item}" for item in self.trace_config]
-        return args
+        return args + self.extra_args
 
     def start(self, timeout: float = 60.0) -> TritonServer:
         """Spawn the server and wait until ``/v2/health/ready`` answers 200."""
@@ -131,7 +138,7 @@ class TritonServer:
                 self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_server_env(self.venv),
+                env=dict(os.environ) if self.system_binary else _server_env(self.venv),
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
