@@ -95,7 +95,7 @@ def test_every_benchmark_is_a_command() -> None:
     from ladder.cli.main import bench_app
 
     assert {c.name for c in bench_app.registered_commands} == {
-        "route", "gateway", "triton", "chaos", "overload", "router-cost"
+        "route", "gateway", "triton", "gpu", "chaos", "overload", "router-cost"
     }
     for name in ("chaos", "overload"):  # their own options reach the run, which answers --help with its usage
         done = ladder("bench", name, "--help")
