@@ -18,8 +18,8 @@ import yaml
 
 from ladder.bench.server_thread import ServerThread
 from ladder.core.checkpoint import Checkpoint
-from ladder.core.pool import load_pool
 from ladder.core.decision_record import DecisionRecord, TokenCounts
+from ladder.core.pool import load_pool
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
 from ladder.training._builder import RoutingDataBuilder
 from ladder.training.dataset import write_canonical
