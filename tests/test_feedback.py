@@ -73,8 +73,8 @@ def test_feedback_is_stored_with_the_decision(
     assert outcomes[routed_id].label == 0.75
     decision = store.decision(request_id)
     assert decision is not None and decision.prompt == "What is the capital of Peru?"
-    assert decision.record["chosen_model"] == "vision-pro"
-    assert decision.record["answered_model"] == "mid-cloud"
+    assert decision.record.chosen_model == "vision-pro"
+    assert decision.record.answered_model == "mid-cloud"
     store.close()
 
 

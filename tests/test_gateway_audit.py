@@ -11,7 +11,9 @@ from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.pool import NAMES
 from gateway_support.upstream import FakeUpstream
 
+from ladder.core.decision_record import DecisionRecord
 from ladder.gateway.audit import AuditLog
+from ladder.training.traffic import read_audit
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -133,3 +135,40 @@ def test_chat_and_messages_streams_without_upstream_usage_are_priced_alike(
     ladder = next(d["ladder"] for d in deltas if d.get("type") == "message_delta")
     assert ladder["usage_estimated"] is True and ladder["cost_usd"] == messages["cost_usd"]
     assert any(line.startswith(": ladder ") and "usage_estimated" in line for line in chat_lines)
+
+
+def test_the_audit_line_reads_back_as_the_decision_record(
+    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Written by the gateway, read with the one type: the same record, and the response's ``ladder``
+    summary tells the same decision; a refused request's line is a record too, with no decision."""
+    path = tmp_path / "audit.jsonl"
+    gateway = start_gateway(audit_log=str(path))
+    upstream.set("vision-pro", "fail")
+    auth = {"authorization": f"Bearer {API_KEY}"}
+    chat = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={**auth, "x-request-id": "client-7"},
+        json={"model": "ladder-0", "messages": [{"role": "user", "content": "Name a prime."}]},
+    )
+    refused = httpx.post(f"{gateway.url}/v1/route", headers=auth, content=b"{not json")
+    assert (chat.status_code, refused.status_code) == (200, 400)
+    gateway.app.state.gateway.audit.close()
+    written = lines(path)
+    assert [line["record_version"] for line in written] == [1, 1]
+
+    (row,) = read_audit([path])  # the refused request's line holds no decision
+    record = row.record
+    assert record == DecisionRecord.model_validate({k: v for k, v in written[0].items() if k != "time"})
+    assert record.to_line() == {k: v for k, v in written[0].items() if k != "time"}
+    assert row.request_id == chat.headers["x-ladder-request-id"] and record.correlation_id == "client-7"
+    assert (record.endpoint, record.chosen_model, record.rated_model) == ("chat", "vision-pro", "mid-cloud")
+    assert record.fallback is not None and [a.model for a in record.fallback] == ["vision-pro"]
+    assert record.usage is not None and record.cost_usd is not None and record.latency_ms is not None
+    summary = chat.json()["ladder"]
+    assert summary["routed_model"] == record.chosen_model and summary["p_correct"] == record.p_correct
+    assert summary["expected_costs_usd"] == record.expected_cost_usd
+    assert summary["expected_cost_usd"] == record.expected_cost_usd["vision-pro"]  # type: ignore[index]
+
+    refusal = DecisionRecord.model_validate({k: v for k, v in written[1].items() if k != "time"})
+    assert not refusal.decided and refusal.status == 400 and refusal.rated_model is None

@@ -450,7 +450,7 @@ def test_a_reused_request_id_never_names_another_tenants_request(
         stored_a, stored_b = store.decision(id_a), store.decision(id_b)
         assert stored_a is not None and stored_b is not None
         assert stored_a.prompt is not None and "alpha's private question" in stored_a.prompt
-        assert stored_a.record["correlation_id"] == "shared-id-1" and stored_a.record["client"] == "alpha"
+        assert stored_a.record.correlation_id == "shared-id-1" and stored_a.record.client == "alpha"
         assert store.decision("shared-id-1") is None
         assert [o.request_id for o in store.iter_outcomes()] == [id_a]
     finally:

@@ -17,6 +17,7 @@ import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
+from ladder.core.decision_record import DecisionRecord
 from ladder.gateway.audit import AuditLog
 from ladder.gateway.logs import REQUEST_LOGGER, JsonFormatter
 
@@ -141,7 +142,7 @@ def test_audit_lines_are_written_off_the_calling_thread(monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stdout", stream)
     log = AuditLog("-", include_prompts=True, redactions=[r"\d{4}-QZ"])
     for i in range(500):
-        log.write({"request_id": str(i)}, prompt=PROMPT)
+        log.write(DecisionRecord(request_id=str(i), endpoint="route", chosen_model=None), prompt=PROMPT)
     log.close()
     log.close()  # idempotent
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]

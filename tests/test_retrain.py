@@ -18,6 +18,7 @@ import yaml
 
 from ladder.bench.server_thread import ServerThread
 from ladder.core.checkpoint import Checkpoint
+from ladder.core.decision_record import DecisionRecord, TokenCounts
 from ladder.core.pool import load_pool
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
 from ladder.training._builder import RoutingDataBuilder
@@ -108,15 +109,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         for i, (qid, text) in enumerate(questions(category, 60, skip=40)):
             answered = ("small-local", "mid-cloud")[i % 2]
             request_id = f"req-{qid}"
-            record = {
-                "request_id": request_id,
-                "endpoint": "chat",
-                "chosen_model": answered,
-                "answered_model": answered,
-                "p_correct": {name: float(rng.uniform()) for name, _ in MODELS},
-                "cost_usd": 1e-4,
-                "usage": {"prompt": 100, "completion": 50},
-            }
+            record = DecisionRecord(
+                request_id=request_id,
+                endpoint="chat",
+                chosen_model=answered,
+                answered_model=answered,
+                p_correct={name: float(rng.uniform()) for name, _ in MODELS},
+                cost_usd=1e-4,
+                usage=TokenCounts(prompt=100, completion=50),
+            )
             decisions.append(DecisionRow(request_id, now, record, text))
             label = truth(answered, category, True, qid)
             outcomes.append(OutcomeRow(request_id, now, answered, label, "feedback:thumbs"))

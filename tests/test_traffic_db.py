@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ladder.core.decision_record import DecisionRecord
 from ladder.core.errors import ConfigError, DataError
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
 from ladder.training.collect import AnswerStore
 
 pytest_plugins = ["postgres_support"]
+
+
+def chose(request_id: str, model: str) -> DecisionRecord:
+    return DecisionRecord(request_id=request_id, endpoint="route", chosen_model=model, p_correct={model: 0.5})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,13 +31,14 @@ def test_decisions_and_outcomes_round_trip(target: str) -> None:
     db = TrafficDB(target)
     try:
         assert db.engine.dialect.name == ("sqlite" if "://" not in target else "postgresql")
-        first = DecisionRow("r-1", "2026-12-07T04:00:00.000+00:00", {"chosen_model": "a", "n": 1}, "Hi\x00there")
-        second = DecisionRow("r-2", "2026-12-07T04:00:01.000+00:00", {"chosen_model": "b"}, None)
+        first = DecisionRow("r-1", "2026-12-07T04:00:00.000+00:00", chose("r-1", "a"), "Hi\x00there")
+        second = DecisionRow("r-2", "2026-12-07T04:00:01.000+00:00", chose("r-2", "b"), None)
         db.add_decisions([first, second])
         # a reused id keeps its latest decision, in one transaction
-        db.add_decisions([DecisionRow("r-1", first.time, {"chosen_model": "c", "é": "ü"}, "again")])
+        db.add_decisions([DecisionRow("r-1", first.time, chose("r-1", "ü"), "again")])
         found = db.decision("r-1")
-        assert found is not None and found.record == {"chosen_model": "c", "é": "ü"} and found.prompt == "again"
+        assert found is not None and found.record == chose("r-1", "ü") and found.prompt == "again"
+        assert found.record.chosen_model == "ü" and found.record.rated_model == "ü"
         assert [d.request_id for d in db.iter_decisions()] == ["r-1", "r-2"]
         assert [d.request_id for d in db.iter_decisions(since=second.time)] == ["r-2"]
         assert db.decision("missing") is None
@@ -55,6 +61,18 @@ def test_decisions_and_outcomes_round_trip(target: str) -> None:
         assert [d.request_id for d in reader.iter_decisions()] == ["r-1", "r-2"]
     finally:
         reader.close()
+
+
+def test_a_decision_of_a_newer_record_version_is_refused_by_name(tmp_path: Path) -> None:
+    db = TrafficDB(tmp_path / "traffic.db")
+    try:
+        newer = '{"record_version":2,"request_id":"r-9","endpoint":"route","chosen_model":"a"}'
+        with db.engine.begin() as conn:
+            conn.execute(sa.insert(db.decisions), {"request_id": "r-9", "time": "t", "record": newer})
+        with pytest.raises(DataError, match=r"decision 'r-9'.*record_version 2 was written by a newer Ladder"):
+            db.decision("r-9")
+    finally:
+        db.close()
 
 
 def test_a_bad_postgres_url_is_a_clear_error(postgres_server: str) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ladder.core.decision_record import DecisionRecord
 from ladder.core.errors import ConfigError, DataError
 
 try:  # an optional dependency: the gateway's and the training pipeline's extras install it
@@ -22,11 +23,11 @@ THUMBS = {"up": 1.0, "down": 0.0}
 
 @dataclass(frozen=True)
 class DecisionRow:
-    """One decision as stored: the audit record (a dict) and, when storing prompts is enabled, the text."""
+    """One decision as stored: its record and, when storing prompts is enabled, the text."""
 
     request_id: str
     time: str
-    record: dict[str, Any]
+    record: DecisionRecord
     prompt: str | None
 
 
@@ -40,16 +41,6 @@ class OutcomeRow:
     label: float
     source: str
     comment: str | None = None
-
-
-def rated_model(record: dict[str, Any]) -> str | None:
-    """The model whose answer the client saw: the one that answered, or for ``/v1/route`` the chosen one."""
-    answered = record.get("answered_model")
-    if answered:
-        return str(answered)
-    if record.get("endpoint") == "route" and record.get("chosen_model"):
-        return str(record["chosen_model"])
-    return None
 
 
 def database_url(target: str | Path) -> str:
@@ -112,7 +103,7 @@ class TrafficDB:
             {
                 "request_id": r.request_id,
                 "time": r.time,
-                "record": json.dumps(r.record, ensure_ascii=False, separators=(",", ":"), default=str),
+                "record": json.dumps(r.record.to_line(), ensure_ascii=False, separators=(",", ":")),
                 "prompt": r.prompt,
             }
             for r in {r.request_id: r for r in rows}.values()
@@ -169,7 +160,12 @@ class TrafficDB:
 
 
 def _decision(row: Any) -> DecisionRow:
-    return DecisionRow(row.request_id, row.time, json.loads(row.record), row.prompt)
+    where = f"traffic database, decision {row.request_id!r}"
+    try:
+        data = json.loads(row.record)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not a JSON decision record ({exc.msg})") from exc
+    return DecisionRow(row.request_id, row.time, DecisionRecord.parse(data, where), row.prompt)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

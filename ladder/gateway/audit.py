@@ -1,4 +1,4 @@
-"""The audit log: one JSON line per scored request; prompt text only when enabled, and then redacted."""
+"""The audit log: one JSON line per scored request (a ``DecisionRecord``); prompts only when enabled, redacted."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+from ladder.core.decision_record import DecisionRecord
 
 REDACTED = "[REDACTED]"
 
@@ -26,9 +29,17 @@ class LineWritten:
 _THIS_REQUEST: ContextVar[LineWritten | None] = ContextVar("ladder_audit_line", default=None)
 
 
+@dataclass(frozen=True)
+class _Queued:
+    time: str
+    record: DecisionRecord
+    prompt: str | None
+
+
 class AuditLog:
     """Appends decision records to a file (``-`` means stdout); a no-op when no destination is set.
 
+    A line is ``{"time": ..., **record.to_line(), "prompt": ...}`` (``prompt`` only when prompts are kept).
     ``write`` only puts the record on a queue: a writer thread serialises it and writes the line, so the
     event loop never waits on the disk. ``close`` writes what is queued, then closes the file.
     """
@@ -38,7 +49,7 @@ class AuditLog:
         self._patterns = [re.compile(p) for p in redactions]
         self._own = False
         self._out: IO[str] | None = None
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         if destination == "-":
@@ -69,16 +80,14 @@ class AuditLog:
         _THIS_REQUEST.set(line)
         return line
 
-    def write(self, record: dict[str, Any], prompt: str | None = None) -> None:
-        """Queue one record (``time`` is added now); the prompt is kept only if prompts are enabled."""
+    def write(self, record: DecisionRecord, prompt: str | None = None) -> None:
+        """Queue one record (``time`` is taken now); the prompt is kept only if prompts are enabled."""
         if (current := _THIS_REQUEST.get()) is not None:
             current.written = True
         if self._out is None:
             return
-        line: dict[str, Any] = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
-        if self.include_prompts and prompt is not None:
-            line["prompt"] = prompt  # redacted on the writer thread
-        self._queue.put(line)
+        kept = prompt if self.include_prompts else None  # redacted on the writer thread
+        self._queue.put(_Queued(datetime.now(UTC).isoformat(timespec="milliseconds"), record, kept))
 
     def _write_lines(self, out: IO[str]) -> None:
         while True:
@@ -90,14 +99,18 @@ class AuditLog:
             for item in batch:
                 if item is None:
                     break
-                if "prompt" in item:
-                    item["prompt"] = self.redact(str(item["prompt"]))
-                texts.append(json.dumps(item, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+                texts.append(json.dumps(self._line(item), ensure_ascii=False, separators=(",", ":")) + "\n")
             if texts:
                 out.write("".join(texts))
                 out.flush()
             if batch[-1] is None:
                 return
+
+    def _line(self, item: _Queued) -> dict[str, Any]:
+        line = {"time": item.time, **item.record.to_line()}
+        if item.prompt is not None:
+            line["prompt"] = self.redact(item.prompt)
+        return line
 
     def close(self) -> None:
         """Write every queued record, stop the writer and close the file (idempotent)."""

@@ -32,6 +32,7 @@ from ladder.core.cascade import (
     mean_logprob,
     second_opinion_order,
 )
+from ladder.core.decision_record import CascadeRecord, CascadeStage, TokenCounts
 from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.core.policy import Candidate
 from ladder.core.pool import ModelSpec
@@ -82,20 +83,21 @@ class Stage:
         content = (choices[0].get("message") or {}).get("content")
         return content if isinstance(content, str) else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "role": self.role,
+    def record(self) -> CascadeStage:
+        """The stage as the decision record (and the response's ``ladder.cascade``) lists it."""
+        return CascadeStage(
+            model=self.model,
+            role=self.role,
             **(self.signals.to_dict() if self.signals is not None else {}),
-            "accepted": None if self.verdict is None else self.verdict.accepted,
-            "reason": None if self.verdict is None else self.verdict.reason,
-            "usage": None
+            accepted=None if self.verdict is None else self.verdict.accepted,
+            reason=None if self.verdict is None else self.verdict.reason,
+            usage=None
             if self.usage is None
-            else {"prompt": self.usage.prompt_tokens, "completion": self.usage.completion_tokens},
-            "cost_usd": None if self.cost is None else self.cost.cost_usd,
-            "ms": round(sum(a.ms for a in self.dispatched.attempts), 2),
-            "fallback": [a.to_dict() for a in self.dispatched.failures],
-        }
+            else TokenCounts(prompt=self.usage.prompt_tokens, completion=self.usage.completion_tokens),
+            cost_usd=None if self.cost is None else self.cost.cost_usd,
+            ms=round(sum(a.ms for a in self.dispatched.attempts), 2),
+            fallback=[a.record() for a in self.dispatched.failures],
+        )
 
 
 class Cascade:
@@ -345,7 +347,7 @@ async def create_cascade_completion(
     if cost is not None:
         headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
         headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
-    summary = {"stages": [s.to_dict() for s in stages], "accepted": final.model}
+    summary = CascadeRecord(stages=[s.record() for s in stages], accepted=final.model)
     costs = cost.to_dict() if cost is not None else {}
     gw.record(
         routed,
@@ -355,9 +357,10 @@ async def create_cascade_completion(
         cost,
         text,
         reply=final.completion,
-        extra={"cascade": summary},
+        cascade=summary,
     )
-    ladder = {**routed.summary(), "model": final.model, **costs, "cascade": summary}
+    stages_summary = summary.model_dump(mode="json", exclude_unset=True)
+    ladder = {**routed.summary(), "model": final.model, **costs, "cascade": stages_summary}
     if gw.shadow is not None:
         gw.shadow.offer(routed.ctx, body, text, final.dispatched.model, completion)
     if params.stream:

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from ladder.core.decision_record import FailedAttempt
 from ladder.core.errors import (
     NoEligibleModelError,
     UpstreamError,
@@ -64,7 +65,11 @@ class Attempt:
     ms: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "outcome": self.outcome, "ms": round(self.ms, 2)}
+        return self.record().model_dump()
+
+    def record(self) -> FailedAttempt:
+        """The attempt as a decision record lists it."""
+        return FailedAttempt(model=self.model, outcome=self.outcome, ms=round(self.ms, 2))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ladder.core.traffic_db import THUMBS, OutcomeRow, TrafficDB, rated_model
+from ladder.core.traffic_db import THUMBS, OutcomeRow, TrafficDB
 from ladder.gateway.errors import (
     FeedbackConflictError,
     InvalidRequestError,
@@ -72,9 +72,9 @@ async def create_feedback(gw: Gateway, params: FeedbackCreateParams, client: Cli
         )
     await throttle(gw, client)
     found = await store.call(lambda db: db.decision(params.request_id))
-    if found is None or found.record.get("client") != client.name:
+    if found is None or found.record.client != client.name:
         raise RequestNotFoundError(f"no request with id {params.request_id!r}", "request_id")
-    model = rated_model(found.record)
+    model = found.record.rated_model
     if model is None:
         raise InvalidRequestError(
             f"request {params.request_id!r} failed before any model answered: there is nothing to rate",

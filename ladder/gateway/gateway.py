@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry.trace import Tracer
 
+from ladder.core.decision_record import CascadeRecord, DecisionRecord, Endpoint, TokenCounts
 from ladder.core.errors import UnknownModelError
 from ladder.core.policy import Decision, DecisionOptions, PolicyName
 from ladder.core.pool import ModelSpec, PoolConfig
@@ -93,24 +94,69 @@ class Routed:
             headers["x-ladder-session"] = self.session.status
         return headers
 
-    def summary(self) -> dict[str, Any]:
-        """The decision as the ``ladder`` object of a response body."""
+    def decision_record(
+        self,
+        endpoint: Endpoint | None = None,
+        dispatched: Dispatched | None = None,
+        usage: Usage | None = None,
+        cost: Cost | None = None,
+        error: str | None = None,
+        cascade: CascadeRecord | None = None,
+    ) -> DecisionRecord:
+        """The decision's record: what was decided, and once answered (``dispatched``: the model that
+        answered and the attempts before it) what it used and cost; ``cascade`` only for a cascade."""
         d = self.decision
+        record = DecisionRecord(
+            request_id=self.request_id,
+            correlation_id=self.correlation_id,
+            endpoint=endpoint,
+            chosen_model=d.model,
+            answered_model=dispatched.model.name if dispatched is not None else None,
+            policy=d.policy,
+            tolerance=d.tolerance,
+            threshold=d.threshold,
+            p_correct={c.name: round(c.p_correct, 6) for c in d.candidates},
+            expected_cost_usd={c.name: c.expected_cost_usd for c in d.candidates},
+            excluded={c.name: c.excluded_because for c in d.candidates if c.excluded_because},
+            sensitive=self.needs.sensitive,
+            sensitive_because=self.ctx.sensitivity.because,
+            usage=None
+            if usage is None
+            else TokenCounts(prompt=usage.prompt_tokens, completion=usage.completion_tokens),
+            cost_usd=cost.cost_usd if cost is not None else None,
+            baseline_model=cost.baseline_model if cost is not None else None,
+            baseline_cost_usd=cost.baseline_cost_usd if cost is not None else None,
+            savings_usd=cost.savings_usd if cost is not None else None,
+            fallback=[a.record() for a in dispatched.failures] if dispatched is not None else [],
+            routing_ms=round(self.routing_ms, 3),
+            latency_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            error=error,
+            client=self.client.name,
+            session=self.session.status if self.session is not None else None,
+        )
+        # a cascade's stages are on its line only: other lines have no ``cascade`` key
+        return record if cascade is None else record.model_copy(update={"cascade": cascade})
+
+    def summary(self) -> dict[str, Any]:
+        """The decision as the ``ladder`` object of a response body: a public shape of its own (the chosen
+        model as ``routed_model``, its expected cost as ``expected_cost_usd`` and every model's as
+        ``expected_costs_usd``, the session in full), built from the decision's record."""
+        record = self.decision_record()
         return {
-            "request_id": self.request_id,
-            "routed_model": d.model,
-            "policy": d.policy.value,
-            "tolerance": d.tolerance,
-            "threshold": d.threshold,
-            "reason": d.reason,
-            "p_correct": {c.name: round(c.p_correct, 6) for c in d.candidates},
-            "expected_cost_usd": d.chosen.expected_cost_usd,
-            "expected_costs_usd": {c.name: c.expected_cost_usd for c in d.candidates},
-            "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
+            "request_id": record.request_id,
+            "routed_model": record.chosen_model,
+            "policy": self.decision.policy.value,  # the enum's value, as the record's line writes it
+            "tolerance": record.tolerance,
+            "threshold": record.threshold,
+            "reason": self.decision.reason,
+            "p_correct": record.p_correct,
+            "expected_cost_usd": self.decision.chosen.expected_cost_usd,
+            "expected_costs_usd": record.expected_cost_usd,
+            "excluded": record.excluded,
             "routed_tokens": self.scored.routed_tokens,
             "truncated": self.scored.truncated,
-            "routing_ms": round(self.routing_ms, 3),
-            "client": self.client.name,
+            "routing_ms": record.routing_ms,
+            "client": record.client,
             "session": self.session.to_dict() if self.session is not None else None,
         }
 
@@ -306,18 +352,18 @@ class Gateway:
     def record(
         self,
         routed: Routed,
-        endpoint: str,
+        endpoint: Endpoint,
         dispatched: Dispatched | None,
         usage: Usage | None,
         cost: Cost | None,
         prompt: str,
         error: str | None = None,
         reply: Mapping[str, Any] | None = None,
-        extra: Mapping[str, Any] | None = None,
+        cascade: CascadeRecord | None = None,
     ) -> None:
         """Metrics, the client's usage, the span's GenAI attributes and one audit line for a finished
-        request (``reply``: the upstream's plain chat completion, for its id and finish reasons; ``extra``:
-        more fields for the audit line, e.g. a cascade's stages). Every paid upstream call was charged to the
+        request (``reply``: the upstream's plain chat completion, for its id and finish reasons; ``cascade``:
+        a cascade's stages, for the record). Every paid upstream call was charged to the
         request's reservation by the dispatcher (a stream's here, once it has ended); the reservation is
         settled after that."""
         answered = dispatched.model.name if dispatched is not None else None
@@ -357,33 +403,7 @@ class Gateway:
                 self.metrics.savings.labels(answered).inc(max(0.0, cost.savings_usd))
         if not self.audit.enabled and self.traffic is None:
             return
-        d = routed.decision
-        record: dict[str, Any] = {
-            "request_id": routed.request_id,
-            "correlation_id": routed.correlation_id,
-            "endpoint": endpoint,
-            "chosen_model": d.model,
-            "answered_model": answered,
-            "policy": d.policy.value,
-            "tolerance": d.tolerance,
-            "threshold": d.threshold,
-            "p_correct": {c.name: round(c.p_correct, 6) for c in d.candidates},
-            "expected_cost_usd": {c.name: c.expected_cost_usd for c in d.candidates},
-            "excluded": {c.name: c.excluded_because for c in d.candidates if c.excluded_because},
-            "sensitive": routed.needs.sensitive,
-            "sensitive_because": routed.ctx.sensitivity.because,
-            "usage": None
-            if usage is None
-            else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
-            **(cost.to_dict() if cost is not None else {"cost_usd": None, "baseline_cost_usd": None}),
-            "fallback": [a.to_dict() for a in dispatched.failures] if dispatched is not None else [],
-            "routing_ms": round(routed.routing_ms, 3),
-            "latency_ms": round((time.perf_counter() - routed.started) * 1000, 3),
-            "error": error,
-            "client": routed.client.name,
-            "session": routed.session.status if routed.session is not None else None,
-            **(extra or {}),
-        }
+        record = routed.decision_record(endpoint, dispatched, usage, cost, error, cascade)
         kept = (
             None if routed.ctx.sensitive else prompt
         )  # a sensitive prompt is never stored, not even redacted

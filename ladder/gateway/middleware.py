@@ -13,6 +13,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ladder.core.decision_record import DecisionRecord, Endpoint
 from ladder.gateway.audit import AuditLog
 from ladder.gateway.batcher import ScoreBatcher
 from ladder.gateway.errors import ERROR_STATE, OverloadedError, error_kind, error_response
@@ -21,7 +22,7 @@ from ladder.gateway.logs import REQUEST_LOGGER
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.tracing import extract_context
 
-ENDPOINTS = {
+ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
     "/v1/messages": "messages",
     "/v1/responses": "responses",
@@ -98,14 +99,14 @@ class RefusalAuditMiddleware:
                 failed = scope.get("state", {}).get(ERROR_STATE)
                 kind = error_kind(failed[0]) if failed is not None else None
                 self.audit.write(
-                    {
-                        "request_id": Headers(scope=scope).get("x-ladder-request-id"),
-                        "endpoint": ENDPOINTS[scope["path"]],
-                        "chosen_model": None,
-                        "answered_model": None,
-                        "status": status,
-                        "error": kind.code if kind is not None else None,
-                    }
+                    DecisionRecord(
+                        request_id=Headers(scope=scope).get("x-ladder-request-id"),
+                        endpoint=ENDPOINTS[scope["path"]],
+                        chosen_model=None,
+                        answered_model=None,
+                        status=status,
+                        error=kind.code if kind is not None else None,
+                    )
                 )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from ladder.core.decision_record import Endpoint
 from ladder.core.errors import NoEligibleModelError
 from ladder.core.pricing import Usage
 from ladder.core.prompt import routed_text
@@ -62,7 +63,7 @@ async def dispatch(
     stream: bool,
     request: Request,
     text: str,
-    endpoint: str,
+    endpoint: Endpoint,
 ) -> Dispatched:
     """Hold the worst case of the models the request may reach against the client's budget, then send along
     the decision's fallback order (the dispatcher keeps to those models and charges each paid attempt to the
@@ -122,7 +123,7 @@ def settle(
     completion: dict[str, Any],
     headers: dict[str, str],
     text: str,
-    endpoint: str,
+    endpoint: Endpoint,
 ) -> dict[str, Any]:
     """Price a plain answer, add the cost headers, record it, and return the body's ``ladder`` object."""
     usage = Usage.from_openai(completion.get("usage"))

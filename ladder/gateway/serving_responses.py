@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from ladder.core.decision_record import Endpoint
 from ladder.core.pricing import Usage
 from ladder.core.prompt import routed_text
 from ladder.gateway.context import RequestContext
@@ -23,7 +24,7 @@ from ladder.gateway.responses_stream import ResponsesStream
 from ladder.gateway.serving_chat import SSE_HEADERS, answer_headers, dispatch, reply_json, settle
 from ladder.gateway.tracing import finished_choices
 
-ENDPOINT = "responses"
+ENDPOINT: Endpoint = "responses"
 
 
 async def create_response(

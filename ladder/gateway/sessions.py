@@ -17,13 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from ladder.core.decision_record import SessionStatus
 from ladder.core.policy import Decision, DecisionOptions
 from ladder.gateway.state import Background, StateError, StateStore
 
 log = logging.getLogger("ladder.gateway")
 
 Source = Literal["header", "metadata", "opening"]
-Status = Literal["new", "kept", "moved"]
+Status = SessionStatus  # what the decision record logs as ``session``
 MAX_ID_CHARS = 512
 
 

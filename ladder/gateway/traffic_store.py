@@ -9,8 +9,9 @@ import queue
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from ladder.core.decision_record import DecisionRecord
 from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
 
 T = TypeVar("T")
@@ -35,9 +36,9 @@ class TrafficStore:
         self._thread = threading.Thread(target=self._run, name="ladder-traffic-writer", daemon=True)
         self._thread.start()
 
-    def remember(self, record: dict[str, Any], prompt: str | None) -> None:
+    def remember(self, record: DecisionRecord, prompt: str | None) -> None:
         """Queue one decision (never blocks the caller)."""
-        self._queue.put(DecisionRow(str(record["request_id"]), now(), record, prompt))
+        self._queue.put(DecisionRow(str(record.request_id), now(), record, prompt))
 
     async def call(self, fn: Callable[[TrafficDB], T]) -> T:
         """Run ``fn(db)`` on the writer thread after everything queued before it."""

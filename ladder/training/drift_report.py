@@ -36,16 +36,24 @@ def window_sample(decisions: Sequence[DecisionRow], source: str) -> Sample:
     """The decisions' P(correct) vectors over the models every one of them scored."""
     if not decisions:
         raise DataError(f"{source}: no decisions to report on")
-    common = set(decisions[0].record["p_correct"])
-    for row in decisions:
-        common &= set(row.record["p_correct"])
+    scored = [_scored(row) for row in decisions]
+    common = set(scored[0])
+    for p_correct in scored:
+        common &= set(p_correct)
     names = sorted(common)
     if not names:
         raise DataError(f"{source}: the decisions share no scored model")
-    p = np.array([[float(r.record["p_correct"][n]) for n in names] for r in decisions], dtype=np.float64)
+    p = np.array([[p_correct[n] for n in names] for p_correct in scored], dtype=np.float64)
     index = {n: i for i, n in enumerate(names)}
-    chosen = np.array([index.get(str(r.record.get("chosen_model")), -1) for r in decisions], dtype=np.int64)
+    chosen = np.array([index.get(str(r.record.chosen_model), -1) for r in decisions], dtype=np.int64)
     return Sample(names, p, chosen, source)
+
+
+def _scored(row: DecisionRow) -> dict[str, float]:
+    """The P(correct) per model of one decision (a refused request has none: it is never read here)."""
+    if row.record.p_correct is None:
+        raise DataError(f"decision {row.request_id!r}: no P(correct): the request got no decision")
+    return row.record.p_correct
 
 
 def checkpoint_sample(
@@ -75,12 +83,9 @@ def checkpoint_sample(
 
 def typical_routing(decisions: Sequence[DecisionRow], names: Sequence[str]) -> tuple[float, np.ndarray]:
     """The window's median tolerance and median expected cost per model (to route a reference sample)."""
-    tolerances = [float(r.record["tolerance"]) for r in decisions if r.record.get("tolerance") is not None]
+    tolerances = [r.record.tolerance for r in decisions if r.record.tolerance is not None]
     costs = np.array(
-        [
-            np.median([float(r.record.get("expected_cost_usd", {}).get(n, np.nan)) for r in decisions])
-            for n in names
-        ]
+        [np.median([(r.record.expected_cost_usd or {}).get(n, np.nan) for r in decisions]) for n in names]
     )
     if np.isnan(costs).any():
         raise DataError("the audit records have no expected_cost_usd for every model")
@@ -166,9 +171,9 @@ def timeline(decisions: Sequence[DecisionRow], bucket: str) -> list[dict[str, An
         rows = groups[key]
         counts: dict[str, int] = defaultdict(int)
         for r in rows:
-            counts[str(r.record.get("chosen_model"))] += 1
-        cost = sum(float(r.record.get("cost_usd") or 0.0) for r in rows)
-        baseline = sum(float(r.record.get("baseline_cost_usd") or 0.0) for r in rows)
+            counts[str(r.record.chosen_model)] += 1
+        cost = sum(r.record.cost_usd or 0.0 for r in rows)
+        baseline = sum(r.record.baseline_cost_usd or 0.0 for r in rows)
         out.append(
             {
                 "bucket": key,
@@ -177,7 +182,7 @@ def timeline(decisions: Sequence[DecisionRow], bucket: str) -> list[dict[str, An
                 "cost_usd": cost,
                 "baseline_cost_usd": baseline,
                 "savings_usd": baseline - cost,
-                "errors": sum(1 for r in rows if r.record.get("error")),
+                "errors": sum(1 for r in rows if r.record.error),
             }
         )
     return out

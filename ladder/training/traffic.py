@@ -14,17 +14,20 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.decision_record import DecisionRecord
 from ladder.core.errors import DataError
 from ladder.core.pool import PoolConfig
-from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB, rated_model
+from ladder.core.traffic_db import DecisionRow, OutcomeRow, TrafficDB
 from ladder.training._builder import RoutingDataBuilder
 from ladder.training._table import RoutingData
 
 
 def read_audit(paths: Sequence[Path]) -> Iterator[DecisionRow]:
-    """Decisions from audit logs (JSON lines, read as a stream); a bad line is an error naming file and line.
+    """Decisions from audit logs (JSON lines, read as a stream); a line that is not a ``DecisionRecord``
+    (or one of a newer version) is an error naming file and line.
 
-    The last line of a file may be cut short by a crash mid-write (no newline after it); it is skipped.
+    The line of a request refused before any decision holds no decision: it is skipped. The last line of a
+    file may be cut short by a crash mid-write (no newline after it); it is skipped too.
     """
     for path in paths:
         try:
@@ -53,11 +56,16 @@ def _audit_row(line: str, where: str) -> DecisionRow | None:
         if not line.endswith("\n"):  # the last line, cut short by a crash mid-write
             return None
         raise DataError(f"{where}: not a JSON audit record ({exc.msg})") from exc
-    if not isinstance(record, dict) or not record.get("request_id") or "p_correct" not in record:
-        raise DataError(f"{where}: not a Ladder audit record (no request_id or p_correct)")
-    time = str(record.pop("time", ""))
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: not a Ladder decision record (not a JSON object)")
+    time = str(record.pop("time", ""))  # the line's own fields, around the record
     prompt = record.pop("prompt", None)
-    return DecisionRow(str(record["request_id"]), time, record, prompt)
+    decision = DecisionRecord.parse(record, where)
+    if not decision.decided:
+        return None
+    if not decision.request_id:
+        raise DataError(f"{where}: a decision record without a request_id")
+    return DecisionRow(decision.request_id, time, decision, None if prompt is None else str(prompt))
 
 
 def parse_time(text: str, where: str = "time") -> datetime:
@@ -165,9 +173,10 @@ def export_traffic(
             summary.skip("label outside [0, 1]")
             continue
         cost, tokens = math.nan, math.nan
-        if outcome.model == rated_model(decision.record):
-            cost = _float(decision.record.get("cost_usd"))
-            tokens = _float((decision.record.get("usage") or {}).get("completion"))
+        record = decision.record
+        if outcome.model == record.rated_model:
+            cost = _float(record.cost_usd)
+            tokens = _float(record.usage.completion if record.usage is not None else None)
         qid = question_id(decision.prompt)
         texts[qid] = decision.prompt
         cells[(qid, labels.get(outcome.model, outcome.model))].append((outcome.label, cost, tokens))
@@ -197,12 +206,9 @@ def export_traffic(
     return builder.build(), summary
 
 
-def _float(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
+def _float(value: float | None) -> float:
+    """A known, finite figure, else NaN (left out of the mean)."""
+    return float(value) if value is not None and math.isfinite(value) else math.nan
 
 
 def _nanmean(values: np.ndarray) -> float:
