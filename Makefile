@@ -29,4 +29,4 @@ default-router: setup
 # Gateway, export and CPU-Triton images (buildah; docs/images.md): ARCHES, IMAGES, TAG, BASE, PUSH=registry/prefix.
 images:
 	bash scripts/install_images.sh $${ARCHES:-amd64 arm64} >/dev/null
-	ARCHES="$(ARCHES)" IMAGES="$(IMAGES)" TAG="$(TAG)" BASE="$(BASE)" PUSH="$(PUSH)" bash scripts/build_images.sh
+	ARCHES="$(ARCHES)" IMAGES="$(IMAGES)" TAG="$(TAG)" BASE="$(BASE)" PUSH="$(PUSH)" ENCODER_FP32="$(ENCODER_FP32)" bash scripts/build_images.sh

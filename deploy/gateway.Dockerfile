@@ -27,6 +27,9 @@ ARG BUILT=build
 
 FROM --platform=$BUILDPLATFORM ${BUILD_BASE} AS build
 ARG TORCH_INDEX
+# 1 keeps the fp32 encoder (+470 MB) beside the int8 one: `routing.encoder_variant: fp32` then scores the same on
+# every architecture (the int8 encoder's scores differ across CPUs by its quantisation noise; docs/images.md)
+ARG ENCODER_FP32=0
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -49,7 +52,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels . \
  && mkdir -p /opt/ladder-serve/encoders \
  && cp -r /opt/ladder/encoders/multilingual-e5-small /opt/ladder-serve/encoders/ \
  && rm -rf /opt/ladder-serve/encoders/multilingual-e5-small/hf \
-    /opt/ladder-serve/encoders/multilingual-e5-small/encoder.onnx
+ && if [ "$ENCODER_FP32" != 1 ]; then rm /opt/ladder-serve/encoders/multilingual-e5-small/encoder.onnx; fi
 
 FROM ${BUILT} AS built
 

@@ -1,12 +1,13 @@
 """Route fixed English, Japanese and Chinese prompts with `ladder route` in the amd64 and arm64 gateway images.
 
 Builds what is missing (``scripts/build_images.sh``; arm64 runs under qemu-user-static), runs ``ladder route
---json`` for every prompt in one container (one process) per architecture, and writes the decisions, every
-P(correct) and the largest difference between the architectures as JSON (default
-docs/images/arm64-parity.json). Exits 1 when a decision differs or a P(correct) differs by more than the
-tolerance.
+--json`` for every prompt in one container (one process) per architecture and encoder variant, and writes the
+decisions, every P(correct) and the largest difference between the architectures as JSON (default
+docs/images/arm64-parity.json). The fp32 encoder comes from the image when it ships one (``ENCODER_FP32=1``),
+else from ``--encoder DIR`` (a ``ladder setup`` build, mounted read-only). Exits 1 when a decision differs, or
+when a P(correct) of a variant held to the tolerance (``--exact``, default fp32) differs by more than it.
 
-    python scripts/arm64_parity.py [--out docs/images/arm64-parity.json] [--tolerance 1e-4]
+    python scripts/arm64_parity.py [--out docs/images/arm64-parity.json] [--tolerance 1e-4] [--encoder DIR]
 """
 
 from __future__ import annotations
@@ -44,9 +45,14 @@ from ladder.cli.main import app
 from ladder.core.router import Router
 load = Router.from_pool.__func__
 routers = {}
-Router.from_pool = classmethod(lambda cls, pool, *a, **k: routers.get(0) or routers.setdefault(0, load(cls, pool)))
+variant = sys.argv[1]
+def with_variant(pool):
+    return pool.model_copy(update={"routing": pool.routing.model_copy(update={"encoder_variant": variant})})
+Router.from_pool = classmethod(
+    lambda cls, pool, *a, **k: routers.get(0) or routers.setdefault(0, load(cls, with_variant(pool)))
+)
 runner = CliRunner()
-for prompt in sys.argv[1:]:
+for prompt in sys.argv[2:]:
     result = runner.invoke(app, ["route", "--json", prompt], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     print(result.stdout)
@@ -62,11 +68,25 @@ def image(arch: str, tag: str) -> str:
     return ref
 
 
-def route_all(ref: str, arch: str) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+IMAGE_ENCODER = "/opt/ladder/encoders/multilingual-e5-small"
+
+
+def ships_fp32(ref: str, arch: str) -> bool:
+    cmd = ["podman", "--runtime", "runc", "run", "--rm", *LIMITS, "--arch", arch, "--network", "none",
+           "--entrypoint", "test", ref, "-f", f"{IMAGE_ENCODER}/encoder.onnx"]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+
+def route_all(
+    ref: str, arch: str, variant: str, encoder: Path | None, source: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
     """Every prompt's decision (as `ladder route --json` prints it), the runtime, and the seconds it took."""
     start = time.monotonic()
+    mount = ["-v", f"{encoder}:{IMAGE_ENCODER}:ro"] if encoder is not None else []
+    if source:  # this checkout's package ahead of the one the image was built with
+        mount += ["-v", f"{ROOT / 'ladder'}:/run/ladder-source/ladder:ro", "-e", "PYTHONPATH=/run/ladder-source"]
     cmd = ["podman", "--runtime", "runc", "run", "--rm", *LIMITS, "--arch", arch, "--read-only", "--network", "none",
-           "--entrypoint", "python3", ref, "-c", SCRIPT, *(text for _, text in PROMPTS)]  # fmt: skip
+           *mount, "--entrypoint", "python3", ref, "-c", SCRIPT, variant, *(text for _, text in PROMPTS)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.exit(f"ladder route failed in {ref}:\n{result.stderr[-4000:]}")
@@ -80,23 +100,8 @@ def route_all(ref: str, arch: str) -> tuple[list[dict[str, Any]], dict[str, Any]
     return docs[:-1], docs[-1], time.monotonic() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/images/arm64-parity.json")
-    parser.add_argument("--tolerance", type=float, default=1e-4)
-    args = parser.parse_args()
-    tag = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-
-    runs: dict[str, Any] = {}
-    for arch in ARCHES:
-        ref = image(arch, tag)
-        digest = subprocess.run(["podman", "image", "inspect", "--format", "{{.Digest}}", ref],
-                                capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-        decisions, runtime, seconds = route_all(ref, arch)
-        runs[arch] = {"image": ref, "digest": digest, "runtime": runtime, "seconds": round(seconds, 1),
-                      "decisions": decisions}  # fmt: skip
-        print(f"{arch}: {len(decisions)} prompts routed in {seconds:.1f} s on {runtime}", file=sys.stderr)
-
+def compare(runs: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+    """Per prompt: each architecture's decision and P(correct), and the largest difference between them."""
     rows, largest = [], 0.0
     for i, (language, text) in enumerate(PROMPTS):
         one = {arch: runs[arch]["decisions"][i] for arch in ARCHES}
@@ -110,18 +115,58 @@ def main() -> None:
             "max_abs_p_correct_diff": diff,
             "p_correct": p,
         })  # fmt: skip
-    report = {
-        "tolerance": args.tolerance,
-        "largest_p_correct_diff": largest,
-        "all_decisions_equal": all(r["same_decision"] for r in rows),
-        "within_tolerance": largest <= args.tolerance,
-        "runs": {arch: {k: v for k, v in run.items() if k != "decisions"} for arch, run in runs.items()},
-        "prompts": rows,
-    }
+    return rows, largest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/images/arm64-parity.json")
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--variants", default="int8,fp32", help="encoder variants to compare")
+    parser.add_argument("--exact", default="fp32", help="variants whose P(correct) must agree within --tolerance")
+    parser.add_argument("--encoder", type=Path, help="an encoder build with encoder.onnx, for images without one")
+    parser.add_argument("--source", action="store_true", help="run this checkout's ladder package in the images")
+    args = parser.parse_args()
+    tag = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    variants, exact = args.variants.split(","), set(args.exact.split(","))
+
+    refs = {arch: image(arch, tag) for arch in ARCHES}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    report: dict[str, Any] = {"tolerance": args.tolerance, "held_to_tolerance": sorted(exact), "commit": commit,
+                              "variants": {}}  # fmt: skip
+    failed = False
+    for variant in variants:
+        runs: dict[str, Any] = {}
+        for arch, ref in refs.items():
+            encoder = None
+            if variant == "fp32" and not ships_fp32(ref, arch):
+                if args.encoder is None:
+                    sys.exit(f"{ref} ships no fp32 encoder: build it with ENCODER_FP32=1 or pass --encoder DIR")
+                encoder = args.encoder.resolve()
+            digest = subprocess.run(["podman", "image", "inspect", "--format", "{{.Digest}}", ref],
+                                    capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+            decisions, runtime, seconds = route_all(ref, arch, variant, encoder, args.source)
+            runs[arch] = {"image": ref, "digest": digest, "runtime": runtime, "seconds": round(seconds, 1),
+                          "encoder": "image" if encoder is None else "mounted --encoder",
+                          "ladder_package": "this checkout (--source)" if args.source else "the image's",
+                          "decisions": decisions}  # fmt: skip
+            print(f"{arch} {variant}: {len(decisions)} prompts routed in {seconds:.1f} s on {runtime}", file=sys.stderr)
+        rows, largest = compare(runs)
+        equal = all(r["same_decision"] for r in rows)
+        within = largest <= args.tolerance
+        failed |= not equal or (variant in exact and not within)
+        report["variants"][variant] = {
+            "largest_p_correct_diff": largest,
+            "all_decisions_equal": equal,
+            "within_tolerance": within,
+            "runs": {arch: {k: v for k, v in run.items() if k != "decisions"} for arch, run in runs.items()},
+            "prompts": rows,
+        }
+        print(f"{variant}: largest P(correct) difference {largest:.2e}; decisions equal: {equal}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"largest P(correct) difference {largest:.2e}; decisions equal: {report['all_decisions_equal']}")
-    if not (report["all_decisions_equal"] and report["within_tolerance"]):
+    if failed:
         sys.exit(1)
 
 

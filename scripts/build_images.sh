@@ -2,7 +2,7 @@
 # Build Ladder's images with buildah (no Docker engine, no registry needed): gateway and export for each
 # architecture, the CPU Triton image for amd64; each name a manifest list over its architectures.
 #
-# Usage: make images [ARCHES="amd64 arm64"] [IMAGES="gateway export triton-cpu"] [TAG=0.1.0]
+# Usage: make images [ARCHES="amd64 arm64"] [IMAGES="gateway export triton-cpu"] [TAG=0.1.0] [ENCODER_FP32=1]
 #                    [BASE=python:3.11-slim-bookworm] [PUSH=registry/prefix]
 # - BASE: a Debian bookworm image for the targets; default localhost/debian:bookworm-<arch> when that exists
 #   (scripts/install_images.sh debootstraps it), else python:3.11-slim-bookworm. Stages that only produce
@@ -79,7 +79,7 @@ for image in "${images[@]}"; do
       # buildah 1.28 runs no stage on $BUILDPLATFORM: build the stage for this machine (its outputs are
       # architecture-independent), label a copy with the target architecture and hand that in as BUILT.
       buildah bud --isolation chroot --layers --arch "$host_arch" --ignorefile deploy/gateway.Dockerfile.dockerignore \
-        --build-arg "BUILD_BASE=$(base_for "$host_arch")" --build-arg "TORCH_INDEX=$TORCH_INDEX" "${volumes[@]}" \
+        --build-arg "BUILD_BASE=$(base_for "$host_arch")" --build-arg "TORCH_INDEX=$TORCH_INDEX" --build-arg "ENCODER_FP32=${ENCODER_FP32:-0}" "${volumes[@]}" \
         --target build -t "localhost/ladder-build:$tag-$host_arch" -f deploy/gateway.Dockerfile . \
         >"$out/build-build-$host_arch.log" 2>&1
       ctr=$(buildah from --pull=never --quiet "localhost/ladder-build:$tag-$host_arch")
@@ -89,7 +89,7 @@ for image in "${images[@]}"; do
     fi
     buildah bud --isolation chroot --layers --arch "$arch" "${cross[@]}" --ignorefile deploy/gateway.Dockerfile.dockerignore \
       --build-arg "BASE=$(base_for "$arch")" --build-arg "BUILD_BASE=$(base_for "$host_arch")" \
-      --build-arg "TORCH_INDEX=$TORCH_INDEX" "${volumes[@]}" \
+      --build-arg "TORCH_INDEX=$TORCH_INDEX" --build-arg "ENCODER_FP32=${ENCODER_FP32:-0}" "${volumes[@]}" \
       --target "$image" -t "$name-$arch" -f deploy/gateway.Dockerfile . >"$out/build-$image-$arch.log" 2>&1 \
       || { echo "build of $name-$arch failed: see $out/build-$image-$arch.log" >&2; exit 1; }
     # buildah leaves the bind mounts' targets behind as empty files: drop them (a layer of whiteouts)

@@ -22,7 +22,8 @@ from ladder.cli import (
 )
 from ladder.cli.help_format import drop_flag_placeholders
 from ladder.cli.progress import stage_progress, stderr
-from ladder.core.errors import DataError, DataWarning, LadderError
+from ladder.core.encoder import EncoderVariant
+from ladder.core.errors import ConfigWarning, DataError, DataWarning, LadderError
 from ladder.core.router_cost import DEFAULT_INSTANCE_USD_PER_HOUR, DEFAULT_INSTANCE_VCPUS
 
 drop_flag_placeholders()
@@ -60,9 +61,7 @@ def setup(
 @app.command()
 def route(
     prompt: Annotated[str, typer.Argument(help="The prompt to route.")],
-    tolerance: Annotated[
-        float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")
-    ] = None,
+    tolerance: Annotated[float | None, typer.Option(min=0, max=1, help="Override the pool's tolerance.")] = None,
     model: Annotated[str | None, typer.Option(help="Pin one pool model.")] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated allowed subset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
@@ -92,9 +91,7 @@ def route(
     typer.echo(f"why:   {decision.reason}")
     if decision.threshold is not None:
         typer.echo(f"threshold: {decision.threshold:.3f} (tolerance {decision.tolerance:g})")
-    typer.echo(
-        f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}"
-    )
+    typer.echo(f"routed on {routed.routed_tokens} tokens{' (truncated, end kept)' if routed.truncated else ''}")
     for c in sorted(decision.candidates, key=lambda c: c.expected_cost_usd):
         mark = "->" if c.name == decision.model else ("  " if c.eligible else " x")
         typer.echo(f" {mark} {c.name:32s} P={c.p_correct:.3f}  ${c.expected_cost_usd * 1000:.4f}/1K requests")
@@ -133,9 +130,14 @@ def train(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
     pool: Annotated[Path | None, typer.Option(help="Pool file: train for its models, price with it.")] = None,
     encoder: str = "multilingual-e5-small",
-    split: Annotated[
-        str | None, typer.Option(help="Train on rows with this split (when the data has one).")
-    ] = "train",
+    encoder_variant: Annotated[
+        EncoderVariant,
+        typer.Option(
+            help="Encoder graph to embed with; serve with the same `routing.encoder_variant` "
+            "(fp32 scores the same on every CPU; int8 is faster, within its quantisation noise)."
+        ),
+    ] = EncoderVariant.INT8,
+    split: Annotated[str | None, typer.Option(help="Train on rows with this split (when the data has one).")] = "train",
     seed: int = 0,
     members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
     pca_dims: Annotated[int, typer.Option(min=2)] = 128,
@@ -158,7 +160,10 @@ def train(
 
     dataset = read_canonical(data)
     spec = TrainingSpec(
-        encoder=encoder, split=split, head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims)
+        encoder=encoder,
+        split=split,
+        head=HeadSettings(seed=seed, members=members, pca_dims=pca_dims),
+        variant=encoder_variant.value,
     )
     with (
         stage_progress() as progress,
@@ -395,7 +400,7 @@ app.command("retrain")(production_commands.retrain)
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     """A DataWarning is one yellow line on stderr; other warnings keep Python's format."""
-    if issubclass(category, DataWarning):
+    if issubclass(category, DataWarning | ConfigWarning):
         stderr.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
     else:
         _python_showwarning(message, category, *args, **kwargs)

@@ -35,6 +35,10 @@ class DataWarning(UserWarning):
     """Input was usable but not as given (ids renamed, costs absent): the CLI prints it as one line."""
 
 
+class ConfigWarning(UserWarning):
+    """Settings that work but not as evaluated (another encoder variant than the checkpoint's): one CLI line."""
+
+
 class UpstreamError(LadderError):
     """An upstream LLM API failed: a 5xx, a refused or broken connection, a malformed reply.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.encoder import EncoderInfo, OnnxEncoder, Tokenizer
-from ladder.core.errors import CheckpointError
+from ladder.core.errors import CheckpointError, ConfigWarning
 from ladder.core.head import OnnxHead
 from ladder.core.home import encoder_dir
 from ladder.core.policy import Decision, DecisionOptions, PolicyName, budget_tolerance, decide
@@ -44,14 +45,10 @@ class RoutedRequest:
 class Router:
     """Scores prompts with a checkpoint and decides with the pool's prices, read at decision time."""
 
-    def __init__(
-        self, pool: PoolConfig, checkpoint: Checkpoint, tokenizer: Tokenizer, scorer: Scorer
-    ) -> None:
+    def __init__(self, pool: PoolConfig, checkpoint: Checkpoint, tokenizer: Tokenizer, scorer: Scorer) -> None:
         checkpoint.require_models([m.checkpoint_label for m in pool.models])
         if tuple(scorer.labels) != checkpoint.models:
-            raise CheckpointError(
-                f"scorer labels {scorer.labels} differ from checkpoint models {checkpoint.models}"
-            )
+            raise CheckpointError(f"scorer labels {scorer.labels} differ from checkpoint models {checkpoint.models}")
         self.pool = pool
         self.checkpoint = checkpoint
         self.tokenizer = tokenizer
@@ -72,6 +69,15 @@ class Router:
                 f"{info.name} ({info.dim}-d)"
             )
         variant = pool.routing.encoder_variant
+        trained_on = checkpoint.manifest.encoder.variant
+        if variant != trained_on:
+            warnings.warn(
+                f"checkpoint {checkpoint.directory} was trained and evaluated on the {trained_on} "
+                f"encoder; the pool scores with {variant} (routing.encoder_variant): P(correct) differs from the "
+                "evaluated one by the int8 encoder's quantisation noise (about 0.015)",
+                ConfigWarning,
+                stacklevel=2,
+            )
         # fp32 and per-token int8 batches are invariant up to float rounding (about 1e-7); a per-tensor int8
         # graph only when its rows run alone, which the encoder does unless batch_invariant is turned off
         per_row = None if pool.routing.batch_invariant else False
@@ -95,9 +101,7 @@ class Router:
 
     def default_options(self) -> DecisionOptions:
         routing = self.pool.routing
-        return DecisionOptions(
-            policy=routing.policy, tolerance=routing.tolerance, cost_weight=routing.cost_weight
-        )
+        return DecisionOptions(policy=routing.policy, tolerance=routing.tolerance, cost_weight=routing.cost_weight)
 
     def pool_scores(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """P(correct) for the pool's models, in pool order: [batch, pool models]."""
@@ -142,9 +146,7 @@ class Router:
         scores = self.pool_scores(encoded.input_ids, encoded.attention_mask)
         tokens = list(input_tokens) if input_tokens is not None else [estimate_tokens(t) for t in texts]
         results = []
-        for row, text_tokens, length, truncated in zip(
-            scores, tokens, encoded.lengths, encoded.truncated, strict=True
-        ):
+        for row, text_tokens, length, truncated in zip(scores, tokens, encoded.lengths, encoded.truncated, strict=True):
             decision = self.decide_scores(row, text_tokens, options)
             results.append(
                 RoutedRequest(
