@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.policy import choose
 from ladder.core.pool import load_pool
 from ladder.training.cascade import evaluate_cascades
 from ladder.training.cascade_plans import CascadeSide
@@ -25,10 +26,10 @@ from ladder.training.dataset import RoutingData, read_canonical
 from ladder.training.metrics import DEFAULT_TOLERANCES
 from ladder.training.objectives import Objective
 from ladder.training.operating_points import (
-    choose,
     cost_weights,
     curve,
     evaluate_choice,
+    options,
     per_task_curve,
     recommend_across_policies,
 )
@@ -85,7 +86,7 @@ def main(data_path: str, pool_path: str, out: str) -> None:
         objective,
     )
     recommended = recommend_across_policies(train_p, ty, tc, objective)
-    held = evaluate_choice(choose(recommended["policy"], test_p, c, recommended["value"]), y, c, names)
+    held = evaluate_choice(choose(test_p, c, options(recommended["policy"], recommended["value"])).model, y, c, names)
     accuracy, cost = y.mean(axis=0), c.mean(axis=0) * 1000
     best = int(max(range(len(names)), key=lambda j: (accuracy[j], -cost[j])))
     report: dict[str, Any] = {

@@ -23,14 +23,14 @@ from ladder.core.cascade import (
     second_opinion_order,
 )
 from ladder.core.errors import DataError
-from ladder.core.policy import Candidate
+from ladder.core.policy import Candidate, ChoiceOptions, PolicyName, choose
 from ladder.training.answer_scorer import agreement
 from ladder.training.cascade import _calls, _keep_scores, _outcomes, _Reducer, evaluate_cascades
 from ladder.training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings
 from ladder.training.dataset import RoutingData, read_canonical, write_canonical
 from ladder.training.importers import import_data
 from ladder.training.objectives import Objective, choose_point
-from ladder.training.operating_points import per_task_curve, recommend_across_policies, utility_choose
+from ladder.training.operating_points import per_task_curve, recommend_across_policies
 
 # --- canonical columns ------------------------------------------------------------------------------
 
@@ -145,7 +145,8 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, li
 
 def test_utility_and_per_task_baseline_find_the_cheap_task() -> None:
     p, labels, costs, tasks = synthetic(2000, 0)
-    chosen = utility_choose(p, costs, 0.05)  # 0.05 per $/1K: the cheap model wins where it is as good
+    # 0.05 per $/1K: the cheap model wins where it is as good
+    chosen = choose(p, costs, ChoiceOptions(PolicyName.UTILITY, cost_weight=0.05)).model
     assert (chosen[np.array([t == "a" for t in tasks])] == 0).mean() > 0.95
     curve = per_task_curve(tasks, labels, costs, tasks, labels, costs)
     mid = [pt for pt in curve if 0.9 < pt["cost_per_1k"] < 1.2]  # task a cheap, task b strong

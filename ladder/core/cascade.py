@@ -11,9 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ladder.core.policy import Candidate
+from ladder.core import policy
+from ladder.core.policy import Candidate, ChoiceOptions
 
 
 def mean_logprob(logprobs: Any) -> float | None:
@@ -147,20 +149,29 @@ def by_price(candidate: Candidate) -> tuple[float, float, str]:
     return (candidate.expected_cost_usd, -candidate.p_correct, candidate.name)
 
 
+def _one_row(eligible: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.array([[c.p_correct for c in eligible]], dtype=np.float64)
+    prices = np.array([[c.expected_cost_usd for c in eligible]], dtype=np.float64)
+    return scores, prices
+
+
 def likeliest(eligible: Sequence[Candidate]) -> Candidate:
-    """The eligible model the router deems likeliest right (the cheaper one at equal P(correct))."""
-    return max(eligible, key=lambda c: (c.p_correct, -c.expected_cost_usd, c.name))
+    """The eligible model the router deems likeliest right (ties as `ladder.core.policy.choose` settles
+    them)."""
+    return eligible[int(policy.likeliest(*_one_row(eligible))[0])]
 
 
 def first_rung(eligible: Sequence[Candidate], config: CascadeConfig, routed: str) -> Candidate:
     """Who answers first: the cheapest eligible model, the cheapest within ``first_tolerance`` of the
-    likeliest (as `ladder.core.policy.choose_batch` picks offline), or the request's routing decision."""
+    likeliest (a one-row `ladder.core.policy.choose`, as offline evaluation picks it over arrays), or the
+    request's routing decision."""
     if config.first == "cheapest":
-        return min(eligible, key=by_price)
-    if config.first_tolerance is not None:
-        threshold = likeliest(eligible).p_correct - config.first_tolerance
-        return min((c for c in eligible if c.p_correct >= threshold - 1e-12), key=by_price)
-    return next(c for c in eligible if c.name == routed)
+        tolerance = math.inf
+    elif config.first_tolerance is not None:
+        tolerance = config.first_tolerance
+    else:
+        return next(c for c in eligible if c.name == routed)
+    return eligible[int(policy.choose(*_one_row(eligible), ChoiceOptions(tolerance=tolerance)).model[0])]
 
 
 def second_opinion_order(eligible: Sequence[Candidate], answering: str, named: str | None) -> list[Candidate]:
@@ -170,9 +181,7 @@ def second_opinion_order(eligible: Sequence[Candidate], answering: str, named: s
     return sorted(others, key=lambda c: (c.name != named, *by_price(c)))
 
 
-def escalation_target(
-    eligible: Sequence[Candidate], current: Candidate, named: str | None
-) -> Candidate | None:
+def escalation_target(eligible: Sequence[Candidate], current: Candidate, named: str | None) -> Candidate | None:
     """Where ``unsure_gap`` escalates ``current``'s answer: the named model (``escalate_to``) if eligible,
     else the likeliest one; None when that is ``current`` itself (its answer is kept)."""
     target = next((c for c in eligible if c.name == named), None) or likeliest(eligible)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 
 CHEAP_RUNGS = 3
 ROUTER_TOLERANCES = (0.05, 0.1, 0.2)
@@ -75,7 +75,7 @@ def answering_models(plan: Plan, side: CascadeSide) -> tuple[np.ndarray, np.ndar
         first = np.full(n, plan.first)
     else:
         assert plan.router_tolerance is not None
-        first = choose_batch(side.prefill_p, side.costs, plan.router_tolerance)
+        first = choose(side.prefill_p, side.costs, ChoiceOptions(tolerance=plan.router_tolerance)).model
     if plan.rule == "unsure" and plan.second is not None:
         return first, np.where(first == plan.second, cheapest_other(side, first), plan.second)
     if not plan.verifier:

@@ -13,7 +13,7 @@ import numpy as np
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.errors import DataError
 from ladder.core.head import OnnxHead
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 from ladder.core.pool import PoolConfig
 from ladder.training.cascade import evaluate_cascades
 from ladder.training.cascade_plans import CascadeSide
@@ -38,9 +38,9 @@ from ladder.training.objectives import Objective
 from ladder.training.oof import out_of_fold_p
 from ladder.training.operating_points import (
     POLICIES,
-    choose,
     curve,
     evaluate_choice,
+    options,
     parameters,
     per_task_curve,
     recommend_across_policies,
@@ -165,10 +165,10 @@ def build_report(
         },
     }
     if recommended_tolerance is not None:
-        chosen = choose_batch(p, c, recommended_tolerance)
+        chosen = choose(p, c, ChoiceOptions(tolerance=recommended_tolerance)).model
         rec = point(recommended_tolerance, chosen, y, c)
         report["recommended"] = {**rec.to_dict(), "distribution": distribution(chosen, y, names)}
-    report["distribution_at_tolerance_0"] = distribution(choose_batch(p, c, 0.0), y, names)
+    report["distribution_at_tolerance_0"] = distribution(choose(p, c, ChoiceOptions(tolerance=0.0)).model, y, names)
     report["policies"] = {policy: curve(policy, p, y, c, parameters(policy, c)) for policy in POLICIES}
     if at_tolerance is not None:
         report["at_tolerance"] = at_tolerance_point(inputs, at_tolerance)
@@ -176,7 +176,7 @@ def build_report(
     train = inputs.training
     if train is not None:
         chosen_rec = recommend_across_policies(train.oof_p, train.labels, train.costs, objective)
-        picked = choose(chosen_rec["policy"], p, c, chosen_rec["value"])
+        picked = choose(p, c, options(chosen_rec["policy"], chosen_rec["value"])).model
         held_out = evaluate_choice(picked, y, c, names)
         report["recommended_by_objective"] = {
             **chosen_rec,
@@ -224,7 +224,7 @@ def build_report(
 
 def at_tolerance_point(inputs: EvaluationInputs, tolerance: float) -> dict[str, Any]:
     """The cheapest-within-tolerance policy at one tolerance: accuracy, cost, arena score, distribution."""
-    chosen = choose_batch(inputs.router_p, inputs.costs, tolerance)
+    chosen = choose(inputs.router_p, inputs.costs, ChoiceOptions(tolerance=tolerance)).model
     return {
         **point(tolerance, chosen, inputs.labels, inputs.costs).to_dict(),
         "distribution": distribution(chosen, inputs.labels, inputs.names),

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 
 ARENA_BETA = 0.1
 ARENA_COST_MIN = 0.0044
@@ -75,7 +75,7 @@ def sweep(
     p: np.ndarray, labels: np.ndarray, costs: np.ndarray, tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
 ) -> list[OperatingPoint]:
     """The router's accuracy-cost curve: cheapest-within-tolerance at each tolerance."""
-    return [point(t, choose_batch(p, costs, t), labels, costs) for t in tolerances]
+    return [point(t, choose(p, costs, ChoiceOptions(tolerance=t)).model, labels, costs) for t in tolerances]
 
 
 def sweep_outcomes(
@@ -84,7 +84,7 @@ def sweep_outcomes(
     """Per question, whether `sweep`'s choice at each tolerance is right and what it costs: [tolerances,
     questions] each (for `cost_to_match_interval`)."""
     rows = np.arange(len(labels))
-    chosen = np.stack([choose_batch(p, costs, t) for t in tolerances])
+    chosen = np.stack([choose(p, costs, ChoiceOptions(tolerance=t)).model for t in tolerances])
     return labels[rows, chosen], costs[rows, chosen]
 
 
@@ -100,7 +100,7 @@ def shuffled_sweep(
     rng = np.random.default_rng(seed)
     points = []
     for t in tolerances:
-        chosen = choose_batch(p, costs, t)
+        chosen = choose(p, costs, ChoiceOptions(tolerance=t)).model
         runs = [point(t, rng.permutation(chosen), labels, costs) for _ in range(repeats)]
         accuracy = float(np.mean([r.accuracy for r in runs]))
         cost = float(np.mean([r.cost_per_1k for r in runs]))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, PolicyName, choose
 from ladder.training.metrics import DEFAULT_TOLERANCES, arena_score
 from ladder.training.objectives import Objective, choose_point
 
@@ -18,23 +18,17 @@ RELATIVE_WEIGHTS = tuple(float(w) for w in np.concatenate([[0.0], np.geomspace(0
 """Utility cost weights as multiples of 1 / (the priciest model's mean cost per 1K requests)."""
 
 
-def utility_choose(p: np.ndarray, costs: np.ndarray, weight: float) -> np.ndarray:
-    """Vectorised `utility` policy: argmax of P - weight x cost per 1K requests (ties: the cheaper)."""
-    costs = np.broadcast_to(costs, p.shape)
-    utility = p - weight * costs * 1000
-    return np.asarray((utility - 1e-12 * costs).argmax(axis=1))
-
-
 def cost_weights(costs: np.ndarray) -> list[float]:
     """The utility weights swept for a pool: scaled to its priciest model, so the sweep spans the ladder."""
     top = float(np.broadcast_to(costs, costs.shape).mean(axis=0).max() * 1000)
     return [w / top if top > 0 else w for w in RELATIVE_WEIGHTS]
 
 
-def choose(policy: str, p: np.ndarray, costs: np.ndarray, parameter: float) -> np.ndarray:
+def options(policy: str, parameter: float) -> ChoiceOptions:
+    """`choose`'s options for one policy at one value of its parameter."""
     if policy == "cheapest":
-        return choose_batch(p, costs, parameter)
-    return utility_choose(p, costs, parameter)
+        return ChoiceOptions(tolerance=parameter)
+    return ChoiceOptions(PolicyName.UTILITY, cost_weight=parameter)
 
 
 def parameters(policy: str, costs: np.ndarray) -> list[float]:
@@ -63,7 +57,7 @@ def curve(
     """Accuracy, cost and arena score at each parameter value of one policy."""
     out = []
     for value in grid:
-        point = evaluate_choice(choose(policy, p, costs, value), labels, costs, [])
+        point = evaluate_choice(choose(p, costs, options(policy, value)).model, labels, costs, [])
         out.append(
             {
                 PARAMETER[policy]: round(value, 8),
