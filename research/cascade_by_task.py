@@ -100,11 +100,11 @@ def main(data_path: str, pool_path: str, out: str) -> None:
         "best_single_cost_per_1k": float(cost[best]),
         "oracle_accuracy": float(y.max(axis=1).mean()),
         "task_router": {
-            "cheapest": curve("cheapest", test_p, y, c, list(DEFAULT_TOLERANCES)),
-            "utility": curve("utility", test_p, y, c, cost_weights(tc)),
+            "cheapest": [pt.to_dict() for pt in curve("cheapest", test_p, y, c, list(DEFAULT_TOLERANCES))],
+            "utility": [pt.to_dict() for pt in curve("utility", test_p, y, c, cost_weights(tc))],
         },
         "task_router_recommended": {**recommended, "held_out": held},
-        "per_task_baseline": per_task_curve(train.tasks, ty, tc, test.tasks, y, c),
+        "per_task_baseline": [pt.to_dict() for pt in per_task_curve(train.tasks, ty, tc, test.tasks, y, c)],
         "cascades": cascades,
     }
     # shaped for ladder.training.plot: the task router stands where the router's curve does

@@ -29,7 +29,7 @@ from ladder.training.cascade import _calls, _keep_scores, _outcomes, _Reducer, e
 from ladder.training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings
 from ladder.training.dataset import RoutingData, read_canonical, write_canonical
 from ladder.training.importers import import_data
-from ladder.training.objectives import Objective, choose_point
+from ladder.training.objectives import Objective, OperatingPoint, choose_point
 from ladder.training.operating_points import per_task_curve, recommend_across_policies
 
 # --- canonical columns ------------------------------------------------------------------------------
@@ -119,9 +119,9 @@ def test_agreement_is_exact_for_letters_numeric_for_numbers_and_semantic_for_fre
 
 def test_objectives_pick_different_points_from_one_curve() -> None:
     points = [
-        {"accuracy": 0.60, "cost_per_1k": 0.05, "arena_score": 0.70},
-        {"accuracy": 0.695, "cost_per_1k": 0.30, "arena_score": 0.68},
-        {"accuracy": 0.71, "cost_per_1k": 0.60, "arena_score": 0.65},
+        OperatingPoint(accuracy=0.60, cost_per_1k=0.05, arena_score=0.70),
+        OperatingPoint(accuracy=0.695, cost_per_1k=0.30, arena_score=0.68),
+        OperatingPoint(accuracy=0.71, cost_per_1k=0.60, arena_score=0.65),
     ]
     assert choose_point(points, Objective("match-best"), 0.70) == 1
     assert choose_point(points, Objective("arena"), 0.70) == 0
@@ -149,8 +149,8 @@ def test_utility_and_per_task_baseline_find_the_cheap_task() -> None:
     chosen = choose(p, costs, ChoiceOptions(PolicyName.UTILITY, cost_weight=0.05)).model
     assert (chosen[np.array([t == "a" for t in tasks])] == 0).mean() > 0.95
     curve = per_task_curve(tasks, labels, costs, tasks, labels, costs)
-    mid = [pt for pt in curve if 0.9 < pt["cost_per_1k"] < 1.2]  # task a cheap, task b strong
-    assert mid and max(pt["accuracy"] for pt in mid) > 0.78
+    mid = [pt for pt in curve if 0.9 < pt.cost_per_1k < 1.2]  # task a cheap, task b strong
+    assert mid and max(pt.accuracy for pt in mid) > 0.78
     rec = recommend_across_policies(p, labels, costs, Objective("match-best"))
     assert rec["policy"] in ("cheapest", "utility") and rec["cv_cost_per_1k"] < 1.5
 

@@ -22,10 +22,7 @@ from ladder.training.dataset import RoutingData
 from ladder.training.embed import Progress, embed_texts
 from ladder.training.metrics import (
     DEFAULT_TOLERANCES,
-    OperatingPoint,
     auc,
-    cost_to_match,
-    cost_to_match_interval,
     expected_calibration_error,
     pgr_summary,
     point,
@@ -34,7 +31,7 @@ from ladder.training.metrics import (
     sweep_outcomes,
 )
 from ladder.training.neighbours import knn_scores
-from ladder.training.objectives import Objective
+from ladder.training.objectives import Objective, OperatingPoint, cost_to_match, cost_to_match_interval
 from ladder.training.oof import out_of_fold_p
 from ladder.training.operating_points import (
     POLICIES,
@@ -84,7 +81,7 @@ class EvaluationInputs:
     left_out: dict[str, str] = field(default_factory=dict)  # report section -> why it is not in the report
 
 
-def _points(points: list[OperatingPoint]) -> list[dict[str, float]]:
+def _points(points: list[OperatingPoint]) -> list[dict[str, float | None]]:
     return [p.to_dict() for p in points]
 
 
@@ -138,7 +135,7 @@ def build_report(
     router = sweep(p, y, c, tolerances)
     at_zero = router[0]
     headroom = oracle_acc - best_acc
-    baselines: dict[str, list[dict[str, float]]] = {"random": _points(shuffled_sweep(p, y, c, tolerances))}
+    baselines: dict[str, list[dict[str, float | None]]] = {"random": _points(shuffled_sweep(p, y, c, tolerances))}
     knn_points = None
     if inputs.knn_p is not None:
         knn_points = sweep(inputs.knn_p, y, c, tolerances)
@@ -169,7 +166,7 @@ def build_report(
         rec = point(recommended_tolerance, chosen, y, c)
         report["recommended"] = {**rec.to_dict(), "distribution": distribution(chosen, y, names)}
     report["distribution_at_tolerance_0"] = distribution(choose(p, c, ChoiceOptions(tolerance=0.0)).model, y, names)
-    report["policies"] = {policy: curve(policy, p, y, c, parameters(policy, c)) for policy in POLICIES}
+    report["policies"] = {policy: _points(curve(policy, p, y, c, parameters(policy, c))) for policy in POLICIES}
     if at_tolerance is not None:
         report["at_tolerance"] = at_tolerance_point(inputs, at_tolerance)
     left_out = dict(inputs.left_out)
@@ -187,10 +184,9 @@ def build_report(
             side = "evaluation" if inputs.tasks is None else "training"
             left_out["baselines.per_task"] = f"the {side} data has no `task` column"
         else:
-            baselines["per_task"] = per_task_curve(train.tasks, train.labels, train.costs, inputs.tasks, y, c)
-            report["baseline_cost_to_match_best_single"]["per_task"] = _match(
-                baselines["per_task"], best_acc, best_cost
-            )
+            per_task = per_task_curve(train.tasks, train.labels, train.costs, inputs.tasks, y, c)
+            baselines["per_task"] = _points(per_task)
+            report["baseline_cost_to_match_best_single"]["per_task"] = cost_to_match(per_task, best_acc, best_cost)
         if inputs.answers is None or train.answers is None or inputs.embeddings is None:
             side = "evaluation" if inputs.answers is None else "training"
             left_out["cascades"] = f"the {side} data has no `answer` column (the models' answer texts)"
@@ -229,11 +225,6 @@ def at_tolerance_point(inputs: EvaluationInputs, tolerance: float) -> dict[str, 
         **point(tolerance, chosen, inputs.labels, inputs.costs).to_dict(),
         "distribution": distribution(chosen, inputs.labels, inputs.names),
     }
-
-
-def _match(points: list[dict[str, Any]], accuracy: float, cost: float) -> float | None:
-    reaching = [pt["cost_per_1k"] for pt in points if pt["accuracy"] >= accuracy - 1e-12]
-    return min(reaching) / cost if reaching and cost > 0 else None
 
 
 def verdict(report: dict[str, Any]) -> list[str]:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ladder.core.policy import ChoiceOptions, PolicyName, choose
-from ladder.training.metrics import DEFAULT_TOLERANCES, arena_score
-from ladder.training.objectives import Objective, choose_point
+from ladder.training.metrics import DEFAULT_TOLERANCES
+from ladder.training.objectives import Objective, OperatingPoint, choose_point
 
 POLICIES = ("cheapest", "utility")
 PARAMETER = {"cheapest": "tolerance", "utility": "cost_weight"}
@@ -35,16 +35,20 @@ def parameters(policy: str, costs: np.ndarray) -> list[float]:
     return list(DEFAULT_TOLERANCES) if policy == "cheapest" else cost_weights(costs)
 
 
-def evaluate_choice(
-    chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, names: Sequence[str]
-) -> dict[str, Any]:
+def measure(chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, **setting: float) -> OperatingPoint:
+    """The operating point of one choice per question, at the reports' precision."""
     rows = np.arange(len(chosen))
     accuracy = float(labels[rows, chosen].mean())
     cost = float(costs[rows, chosen].mean() * 1000)
+    return OperatingPoint.measured(accuracy, cost, **setting).rounded()
+
+
+def evaluate_choice(
+    chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, names: Sequence[str]
+) -> dict[str, Any]:
+    """A choice's accuracy, cost, arena score and share of questions per model."""
     return {
-        "accuracy": round(accuracy, 6),
-        "cost_per_1k": round(cost, 6),
-        "arena_score": round(arena_score(accuracy, cost), 6),
+        **measure(chosen, labels, costs).figures(),
         "distribution": {
             name: round(float((chosen == j).mean()), 6) for j, name in enumerate(names) if (chosen == j).any()
         },
@@ -53,18 +57,12 @@ def evaluate_choice(
 
 def curve(
     policy: str, p: np.ndarray, labels: np.ndarray, costs: np.ndarray, grid: Sequence[float]
-) -> list[dict[str, Any]]:
+) -> list[OperatingPoint]:
     """Accuracy, cost and arena score at each parameter value of one policy."""
-    out = []
-    for value in grid:
-        point = evaluate_choice(choose(p, costs, options(policy, value)).model, labels, costs, [])
-        out.append(
-            {
-                PARAMETER[policy]: round(value, 8),
-                **{k: point[k] for k in ("accuracy", "cost_per_1k", "arena_score")},
-            }
-        )
-    return out
+    return [
+        measure(choose(p, costs, options(policy, value)).model, labels, costs, **{PARAMETER[policy]: value})
+        for value in grid
+    ]
 
 
 def recommend_across_policies(
@@ -88,9 +86,9 @@ def recommend_across_policies(
         "parameter": PARAMETER[policy],
         "value": value,
         "objective": objective.to_dict(),
-        "cv_accuracy": point["accuracy"],
-        "cv_cost_per_1k": point["cost_per_1k"],
-        "per_policy_on_training": {c[0]: {"value": c[1], **c[2]} for c in candidates},
+        "cv_accuracy": point.accuracy,
+        "cv_cost_per_1k": point.cost_per_1k,
+        "per_policy_on_training": {c[0]: {"value": c[1], **c[2].to_dict()} for c in candidates},
     }
 
 
@@ -101,7 +99,7 @@ def per_task_curve(
     tasks: Sequence[str | None],
     labels: np.ndarray,
     costs: np.ndarray,
-) -> list[dict[str, Any]]:
+) -> list[OperatingPoint]:
     """A router told each question's task: per task, the model with the best training accuracy minus a
     cost penalty (tasks unseen in training take the overall choice), swept over the penalty."""
     mean_cost = train_costs.mean(axis=0) * 1000
@@ -115,11 +113,5 @@ def per_task_curve(
         picks = {t: int(np.nanargmax(acc - weight * mean_cost)) for t, acc in per_task.items()}
         fallback = int(np.nanargmax(overall - weight * mean_cost))
         chosen = np.array([picks.get(t, fallback) if t is not None else fallback for t in tasks])
-        point = evaluate_choice(chosen, labels, costs, [])
-        points.append(
-            {
-                "cost_weight": round(weight, 8),
-                **{k: point[k] for k in ("accuracy", "cost_per_1k", "arena_score")},
-            }
-        )
+        points.append(measure(chosen, labels, costs, cost_weight=weight))
     return points
