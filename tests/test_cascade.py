@@ -17,11 +17,10 @@ from ladder.core.cascade import (
     Signals,
     escalation_target,
     first_rung,
-    gap_verdict,
-    judge,
     likeliest,
     second_opinion_order,
 )
+from ladder.core.cascade_step import Action, judge
 from ladder.core.errors import DataError
 from ladder.core.policy import Candidate, ChoiceOptions, PolicyName, choose
 from ladder.training.answer_scorer import agreement
@@ -306,11 +305,13 @@ def test_the_offline_unsure_plan_decides_as_the_gateway_does(
     asked: Candidate | None = None
     escalated = False
     if target is not None:
-        verdict = gap_verdict(answering.p_correct - likeliest(eligible).p_correct, config)
-        if verdict is None:
+        gap = answering.p_correct - likeliest(eligible).p_correct
+        verdict = judge(Signals(router_p=answering.p_correct, router_gap=gap), config, last=False, asked=False)
+        if verdict.action is Action.ASK:
             asked = second_opinion_order(eligible, answering.name, config.second_opinion)[0]
             agrees = answers_agree(letters[MODELS.index(answering.name)], letters[MODELS.index(asked.name)])
-            verdict = judge(Signals(router_p=answering.p_correct, agrees=agrees), config, last_rung=False)
+            signals = Signals(router_p=answering.p_correct, agrees=agrees, router_gap=gap)
+            verdict = judge(signals, config, last=False, asked=True)
         escalated = not verdict.accepted
     final = target if escalated and target is not None else answering
     spent = answering.expected_cost_usd + (asked.expected_cost_usd if asked is not None else 0.0)

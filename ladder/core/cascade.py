@@ -1,7 +1,8 @@
-"""Answer-aware escalation: the signals read from an answer, and the rule that keeps it or asks the next rung.
+"""Answer-aware escalation: the cascade's settings, the signals read from an answer, and the rungs.
 
-Shared by the gateway's cascade mode and the offline evaluation (``ladder/training/cascade.py``), so an answer is
-scored the same way online and offline; how an answer is read and compared lives in `ladder.core.answers`.
+Shared by the gateway's cascade mode and the offline evaluation (``ladder/training/cascade.py``); the rule that
+keeps an answer or escalates is `ladder.core.cascade_step`, how an answer is read and compared
+`ladder.core.answers`.
 """
 
 from __future__ import annotations
@@ -186,41 +187,3 @@ def escalation_target(eligible: Sequence[Candidate], current: Candidate, named: 
     else the likeliest one; None when that is ``current`` itself (its answer is kept)."""
     target = next((c for c in eligible if c.name == named), None) or likeliest(eligible)
     return None if target.name == current.name else target
-
-
-def gap_verdict(gap: float, config: CascadeConfig) -> Verdict | None:
-    """Outside ``unsure_gap`` the router's gap decides unread; None inside it (a second opinion is asked
-    and `judge` reads it)."""
-    assert config.unsure_gap is not None
-    lower, upper = config.unsure_gap
-    if gap >= upper:
-        return Verdict(True, f"router gap {gap:+.3f} >= {upper:g}: kept unread")
-    if gap < lower:
-        return Verdict(False, f"router gap {gap:+.3f} < {lower:g}: escalated unread")
-    return None
-
-
-def judge(signals: Signals, config: CascadeConfig, last_rung: bool) -> Verdict:
-    """Keep the answer when the router is sure of the model, or when every available answer signal passes;
-    escalate when a signal fails, or when none is available and the router is unsure. The last rung keeps."""
-    if signals.router_p >= config.router_accept_p:
-        return Verdict(True, f"router P(correct) {signals.router_p:.3f} >= {config.router_accept_p:g}")
-    failed: list[str] = []
-    passed: list[str] = []
-    if signals.mean_logprob is not None:
-        text = f"mean logprob {signals.mean_logprob:.3f}"
-        if signals.mean_logprob >= config.min_mean_logprob:
-            passed.append(f"{text} >= {config.min_mean_logprob:g}")
-        else:
-            failed.append(f"{text} < {config.min_mean_logprob:g}")
-    if signals.agrees is not None:
-        (passed if signals.agrees else failed).append(
-            "a second answer agrees" if signals.agrees else "a second answer disagrees"
-        )
-    if not failed and passed:
-        return Verdict(True, "; ".join(passed))
-    why = "; ".join(failed) if failed else "no answer signal"
-    why += f" and router P(correct) {signals.router_p:.3f} < {config.router_accept_p:g}"
-    if last_rung:
-        return Verdict(True, f"{why}, but no likelier model is left")
-    return Verdict(False, why)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.cascade_step import Action, AnswerState, StepRule, step
 from ladder.training.answer_scorer import (
     AnswerScorer,
     Embed,
@@ -21,7 +22,15 @@ from ladder.training.answer_scorer import (
     is_free_text,
     out_of_fold,
 )
-from ladder.training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings, plans
+from ladder.training.cascade_plans import (
+    SERVED_ROUTER_ACCEPT_P,
+    CascadeSide,
+    Plan,
+    answering_models,
+    gateway_settings,
+    plans,
+    research_only,
+)
 from ladder.training.objectives import (
     Objective,
     OperatingPoint,
@@ -171,20 +180,36 @@ def _calls(
 def _outcomes(
     side: CascadeSide, calls: _Calls, top: int, keep: np.ndarray, settings: Sequence[tuple[float, float]]
 ) -> dict[str, np.ndarray]:
-    """Per (lower, upper) threshold pair and question ([settings, questions] each): below the lower the
-    first answer escalates, from the upper up it is kept; in between (rule "unsure") the second opinion is
-    asked and must agree. A second opinion that came from the top model is its answer when the question
-    escalates (paid once, as the gateway reuses it)."""
+    """Per (lower, upper) threshold pair and question ([settings, questions] each), the cascade's step
+    (`ladder.core.cascade_step.step`, as the gateway takes it with the plan's pool settings): below the lower
+    the first answer escalates, from the upper up it is kept; in between (rule "unsure") the second opinion
+    is asked and must agree. A first answer from the top model is kept. A second opinion that came from the
+    top model is its answer when the question escalates (paid once, as the gateway reuses it)."""
     first, second = calls.first, calls.second
     n = len(first)
-    lower = np.array([lo for lo, _ in settings])[:, None]
-    upper = np.array([hi for _, hi in settings])[:, None]
+    rule = StepRule(
+        lower=np.array([lo for lo, _ in settings])[:, None],
+        upper=np.array([hi for _, hi in settings])[:, None],
+        router_accept_p=SERVED_ROUTER_ACCEPT_P,
+    )
     paid_second = np.zeros(n, dtype=bool) if second is None else second != first
     second_cost = np.zeros(n) if second is None else _pick(side.costs, second)
     top_gave_it = np.zeros(n, dtype=bool) if second is None else second == top
-    band = (keep >= lower) & (keep < upper) & (first != top)
-    asked = np.broadcast_to(paid_second, band.shape) if calls.always_second else band & paid_second
-    escalate = ((keep < lower) & (first != top)) | (band & ~_or_false(calls.agrees))
+    state = AnswerState(
+        last=first == top,
+        router_p=_pick(side.prefill_p, first).astype(np.float64),
+        keep_score=np.asarray(keep, dtype=np.float64),
+        mean_logprob=np.full(n, np.nan),
+        asked=calls.always_second | ~paid_second,
+        agrees=np.full(n, np.nan),
+    )
+    looked = step(state, rule).action
+    asked = np.broadcast_to(paid_second, looked.shape) if calls.always_second else looked == Action.ASK
+    if calls.agrees is not None:
+        opinion = np.where(paid_second, calls.agrees.astype(np.float64), np.nan)
+        after = step(replace(state, asked=np.ones(n, dtype=bool), agrees=opinion), rule).action
+        looked = np.where(asked, after, looked)
+    escalate = looked == Action.ESCALATE
     cost = (
         _pick(side.costs, first)
         + np.where(asked, second_cost, 0.0)
@@ -212,10 +237,6 @@ def _curve(
         )
         points.append(point.rounded())
     return points
-
-
-def _or_false(agrees: np.ndarray | None) -> np.ndarray | bool:
-    return False if agrees is None else agrees
 
 
 def _thresholds(keep: np.ndarray, rule: str) -> list[float]:
@@ -299,6 +320,8 @@ def evaluate_cascades(
         served = gateway_settings(plan, names, train, settings[index])
         if served is not None:
             summary["gateway"] = served
+        else:
+            summary["research_only"] = research_only(plan, train)
         summaries.append(summary)
         curves.append(test_points)
         held_out.append((test_calls, plan.top, keep_test, settings))
