@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.policy import choose
 from ladder.core.pool import load_pool
 from ladder.training.cascade import evaluate_cascades
 from ladder.training.cascade_plans import CascadeSide
@@ -25,10 +26,10 @@ from ladder.training.dataset import RoutingData, read_canonical
 from ladder.training.metrics import DEFAULT_TOLERANCES
 from ladder.training.objectives import Objective
 from ladder.training.operating_points import (
-    choose,
     cost_weights,
     curve,
     evaluate_choice,
+    options,
     per_task_curve,
     recommend_across_policies,
 )
@@ -85,7 +86,7 @@ def main(data_path: str, pool_path: str, out: str) -> None:
         objective,
     )
     recommended = recommend_across_policies(train_p, ty, tc, objective)
-    held = evaluate_choice(choose(recommended["policy"], test_p, c, recommended["value"]), y, c, names)
+    held = evaluate_choice(choose(test_p, c, options(recommended["policy"], recommended["value"])).model, y, c, names)
     accuracy, cost = y.mean(axis=0), c.mean(axis=0) * 1000
     best = int(max(range(len(names)), key=lambda j: (accuracy[j], -cost[j])))
     report: dict[str, Any] = {
@@ -99,11 +100,11 @@ def main(data_path: str, pool_path: str, out: str) -> None:
         "best_single_cost_per_1k": float(cost[best]),
         "oracle_accuracy": float(y.max(axis=1).mean()),
         "task_router": {
-            "cheapest": curve("cheapest", test_p, y, c, list(DEFAULT_TOLERANCES)),
-            "utility": curve("utility", test_p, y, c, cost_weights(tc)),
+            "cheapest": [pt.to_dict() for pt in curve("cheapest", test_p, y, c, list(DEFAULT_TOLERANCES))],
+            "utility": [pt.to_dict() for pt in curve("utility", test_p, y, c, cost_weights(tc))],
         },
         "task_router_recommended": {**recommended, "held_out": held},
-        "per_task_baseline": per_task_curve(train.tasks, ty, tc, test.tasks, y, c),
+        "per_task_baseline": [pt.to_dict() for pt in per_task_curve(train.tasks, ty, tc, test.tasks, y, c)],
         "cascades": cascades,
     }
     # shaped for ladder.training.plot: the task router stands where the router's curve does

@@ -17,20 +17,19 @@ from ladder.core.cascade import (
     Signals,
     escalation_target,
     first_rung,
-    gap_verdict,
-    judge,
     likeliest,
     second_opinion_order,
 )
+from ladder.core.cascade_step import Action, judge
 from ladder.core.errors import DataError
-from ladder.core.policy import Candidate
+from ladder.core.policy import Candidate, ChoiceOptions, PolicyName, choose
 from ladder.training.answer_scorer import agreement
 from ladder.training.cascade import _calls, _keep_scores, _outcomes, _Reducer, evaluate_cascades
 from ladder.training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings
 from ladder.training.dataset import RoutingData, read_canonical, write_canonical
 from ladder.training.importers import import_data
-from ladder.training.objectives import Objective, choose_point
-from ladder.training.operating_points import per_task_curve, recommend_across_policies, utility_choose
+from ladder.training.objectives import Objective, OperatingPoint, choose_point
+from ladder.training.operating_points import per_task_curve, recommend_across_policies
 
 # --- canonical columns ------------------------------------------------------------------------------
 
@@ -119,9 +118,9 @@ def test_agreement_is_exact_for_letters_numeric_for_numbers_and_semantic_for_fre
 
 def test_objectives_pick_different_points_from_one_curve() -> None:
     points = [
-        {"accuracy": 0.60, "cost_per_1k": 0.05, "arena_score": 0.70},
-        {"accuracy": 0.695, "cost_per_1k": 0.30, "arena_score": 0.68},
-        {"accuracy": 0.71, "cost_per_1k": 0.60, "arena_score": 0.65},
+        OperatingPoint(accuracy=0.60, cost_per_1k=0.05, arena_score=0.70),
+        OperatingPoint(accuracy=0.695, cost_per_1k=0.30, arena_score=0.68),
+        OperatingPoint(accuracy=0.71, cost_per_1k=0.60, arena_score=0.65),
     ]
     assert choose_point(points, Objective("match-best"), 0.70) == 1
     assert choose_point(points, Objective("arena"), 0.70) == 0
@@ -145,11 +144,12 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, li
 
 def test_utility_and_per_task_baseline_find_the_cheap_task() -> None:
     p, labels, costs, tasks = synthetic(2000, 0)
-    chosen = utility_choose(p, costs, 0.05)  # 0.05 per $/1K: the cheap model wins where it is as good
+    # 0.05 per $/1K: the cheap model wins where it is as good
+    chosen = choose(p, costs, ChoiceOptions(PolicyName.UTILITY, cost_weight=0.05)).model
     assert (chosen[np.array([t == "a" for t in tasks])] == 0).mean() > 0.95
     curve = per_task_curve(tasks, labels, costs, tasks, labels, costs)
-    mid = [pt for pt in curve if 0.9 < pt["cost_per_1k"] < 1.2]  # task a cheap, task b strong
-    assert mid and max(pt["accuracy"] for pt in mid) > 0.78
+    mid = [pt for pt in curve if 0.9 < pt.cost_per_1k < 1.2]  # task a cheap, task b strong
+    assert mid and max(pt.accuracy for pt in mid) > 0.78
     rec = recommend_across_policies(p, labels, costs, Objective("match-best"))
     assert rec["policy"] in ("cheapest", "utility") and rec["cv_cost_per_1k"] < 1.5
 
@@ -305,11 +305,13 @@ def test_the_offline_unsure_plan_decides_as_the_gateway_does(
     asked: Candidate | None = None
     escalated = False
     if target is not None:
-        verdict = gap_verdict(answering.p_correct - likeliest(eligible).p_correct, config)
-        if verdict is None:
+        gap = answering.p_correct - likeliest(eligible).p_correct
+        verdict = judge(Signals(router_p=answering.p_correct, router_gap=gap), config, last=False, asked=False)
+        if verdict.action is Action.ASK:
             asked = second_opinion_order(eligible, answering.name, config.second_opinion)[0]
             agrees = answers_agree(letters[MODELS.index(answering.name)], letters[MODELS.index(asked.name)])
-            verdict = judge(Signals(router_p=answering.p_correct, agrees=agrees), config, last_rung=False)
+            signals = Signals(router_p=answering.p_correct, agrees=agrees, router_gap=gap)
+            verdict = judge(signals, config, last=False, asked=True)
         escalated = not verdict.accepted
     final = target if escalated and target is not None else answering
     spent = answering.expected_cost_usd + (asked.expected_cost_usd if asked is not None else 0.0)

@@ -6,15 +6,19 @@ import numpy as np
 import pytest
 
 from ladder.training.metrics import (
-    arena_score,
-    cost_to_match,
-    cost_to_match_interval,
     expected_calibration_error,
     pgr_summary,
-    recommend,
     shuffled_sweep,
     sweep,
     sweep_outcomes,
+)
+from ladder.training.objectives import (
+    Objective,
+    OperatingPoint,
+    arena_score,
+    choose_point,
+    cost_to_match,
+    cost_to_match_interval,
 )
 
 
@@ -44,7 +48,7 @@ def test_sweep_and_random_baseline() -> None:
     assert shuffled[0].cost_per_1k == pytest.approx(points[0].cost_per_1k)
     assert shuffled[0].accuracy < points[0].accuracy - 0.05
     assert cost_to_match(points, 0.8, 1.0) is not None
-    assert recommend(points, 0.8).accuracy >= 0.795
+    assert points[choose_point(points, Objective("match-best"), 0.8)].accuracy >= 0.795
 
 
 def test_pgr_for_a_perfect_and_a_useless_router() -> None:
@@ -93,3 +97,31 @@ def test_sweep_outcomes_are_the_sweep_question_by_question() -> None:
     assert correct.shape == cost.shape == (len(points), 300)
     assert correct.mean(axis=1) == pytest.approx([pt.accuracy for pt in points])
     assert cost.mean(axis=1) * 1000 == pytest.approx([pt.cost_per_1k for pt in points])
+
+
+def test_a_point_writes_its_setting_then_its_figures() -> None:
+    router = OperatingPoint.measured(0.7, 1.0, tolerance=0.05)
+    assert list(router.to_dict()) == ["tolerance", "accuracy", "cost_per_1k", "arena_score"]
+    assert router.arena_score == arena_score(0.7, 1.0)
+    cascade = OperatingPoint.measured(
+        0.71234567, 2.0, threshold=-np.inf, escalated=0.25, unsure_below=np.inf, second_opinions=0.1
+    ).rounded()
+    assert cascade.to_dict() == {
+        "threshold": -1e9,  # below every keep score
+        "accuracy": 0.712346,
+        "cost_per_1k": 2.0,
+        "arena_score": round(arena_score(0.71234567, 2.0), 6),
+        "escalated": 0.25,
+        "unsure_below": None,  # above every keep score
+        "second_opinions": 0.1,
+    }
+    assert list(cascade.to_dict())[-3:] == ["escalated", "unsure_below", "second_opinions"]
+
+
+def test_an_objective_with_no_point_under_its_cap_takes_the_cheapest() -> None:
+    points = [OperatingPoint.measured(0.9, 3.0), OperatingPoint.measured(0.6, 2.0)]
+    capped = Objective("max-accuracy-under-cost", cost_cap=1.0)
+    assert choose_point(points, capped, 0.9) == 1
+    # across plans the same rank: the cheaper plan outranks the more accurate one over the cap
+    assert capped.rank(points[1], 0.9) > capped.rank(points[0], 0.9)
+    assert choose_point(points, Objective("match-best"), 0.9) == 0

@@ -237,7 +237,7 @@ def test_report_against_the_shipped_checkpoints_calibration_sample(tmp_path: Pat
     import numpy as np
 
     from ladder.core.checkpoint import Checkpoint
-    from ladder.core.policy import choose_batch
+    from ladder.core.policy import ChoiceOptions, choose
     from ladder.core.pool import load_pool
     from ladder.core.router import default_pool_path
 
@@ -249,7 +249,7 @@ def test_report_against_the_shipped_checkpoints_calibration_sample(tmp_path: Pat
     costs = np.array([m.price.input_per_1m for m in pool.models])
 
     def window(p: np.ndarray, path: Path) -> Path:
-        chosen = choose_batch(p, costs, 0.05)
+        chosen = choose(p, costs, ChoiceOptions(tolerance=0.05)).model
         lines = [
             {
                 "time": f"2026-01-01T{i % 24:02d}:00:00+00:00",

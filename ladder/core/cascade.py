@@ -1,7 +1,8 @@
-"""Answer-aware escalation: the signals read from an answer, and the rule that keeps it or asks the next rung.
+"""Answer-aware escalation: the cascade's settings, the signals read from an answer, and the rungs.
 
-Shared by the gateway's cascade mode and the offline evaluation (``ladder/training/cascade.py``), so an answer is
-scored the same way online and offline; how an answer is read and compared lives in `ladder.core.answers`.
+Shared by the gateway's cascade mode and the offline evaluation (``ladder/training/cascade.py``); the rule that
+keeps an answer or escalates is `ladder.core.cascade_step`, how an answer is read and compared
+`ladder.core.answers`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ladder.core.policy import Candidate
+from ladder.core import policy
+from ladder.core.policy import Candidate, ChoiceOptions
 
 
 def mean_logprob(logprobs: Any) -> float | None:
@@ -147,20 +150,29 @@ def by_price(candidate: Candidate) -> tuple[float, float, str]:
     return (candidate.expected_cost_usd, -candidate.p_correct, candidate.name)
 
 
+def _one_row(eligible: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.array([[c.p_correct for c in eligible]], dtype=np.float64)
+    prices = np.array([[c.expected_cost_usd for c in eligible]], dtype=np.float64)
+    return scores, prices
+
+
 def likeliest(eligible: Sequence[Candidate]) -> Candidate:
-    """The eligible model the router deems likeliest right (the cheaper one at equal P(correct))."""
-    return max(eligible, key=lambda c: (c.p_correct, -c.expected_cost_usd, c.name))
+    """The eligible model the router deems likeliest right (ties as `ladder.core.policy.choose` settles
+    them)."""
+    return eligible[int(policy.likeliest(*_one_row(eligible))[0])]
 
 
 def first_rung(eligible: Sequence[Candidate], config: CascadeConfig, routed: str) -> Candidate:
     """Who answers first: the cheapest eligible model, the cheapest within ``first_tolerance`` of the
-    likeliest (as `ladder.core.policy.choose_batch` picks offline), or the request's routing decision."""
+    likeliest (a one-row `ladder.core.policy.choose`, as offline evaluation picks it over arrays), or the
+    request's routing decision."""
     if config.first == "cheapest":
-        return min(eligible, key=by_price)
-    if config.first_tolerance is not None:
-        threshold = likeliest(eligible).p_correct - config.first_tolerance
-        return min((c for c in eligible if c.p_correct >= threshold - 1e-12), key=by_price)
-    return next(c for c in eligible if c.name == routed)
+        tolerance = math.inf
+    elif config.first_tolerance is not None:
+        tolerance = config.first_tolerance
+    else:
+        return next(c for c in eligible if c.name == routed)
+    return eligible[int(policy.choose(*_one_row(eligible), ChoiceOptions(tolerance=tolerance)).model[0])]
 
 
 def second_opinion_order(eligible: Sequence[Candidate], answering: str, named: str | None) -> list[Candidate]:
@@ -170,48 +182,8 @@ def second_opinion_order(eligible: Sequence[Candidate], answering: str, named: s
     return sorted(others, key=lambda c: (c.name != named, *by_price(c)))
 
 
-def escalation_target(
-    eligible: Sequence[Candidate], current: Candidate, named: str | None
-) -> Candidate | None:
+def escalation_target(eligible: Sequence[Candidate], current: Candidate, named: str | None) -> Candidate | None:
     """Where ``unsure_gap`` escalates ``current``'s answer: the named model (``escalate_to``) if eligible,
     else the likeliest one; None when that is ``current`` itself (its answer is kept)."""
     target = next((c for c in eligible if c.name == named), None) or likeliest(eligible)
     return None if target.name == current.name else target
-
-
-def gap_verdict(gap: float, config: CascadeConfig) -> Verdict | None:
-    """Outside ``unsure_gap`` the router's gap decides unread; None inside it (a second opinion is asked
-    and `judge` reads it)."""
-    assert config.unsure_gap is not None
-    lower, upper = config.unsure_gap
-    if gap >= upper:
-        return Verdict(True, f"router gap {gap:+.3f} >= {upper:g}: kept unread")
-    if gap < lower:
-        return Verdict(False, f"router gap {gap:+.3f} < {lower:g}: escalated unread")
-    return None
-
-
-def judge(signals: Signals, config: CascadeConfig, last_rung: bool) -> Verdict:
-    """Keep the answer when the router is sure of the model, or when every available answer signal passes;
-    escalate when a signal fails, or when none is available and the router is unsure. The last rung keeps."""
-    if signals.router_p >= config.router_accept_p:
-        return Verdict(True, f"router P(correct) {signals.router_p:.3f} >= {config.router_accept_p:g}")
-    failed: list[str] = []
-    passed: list[str] = []
-    if signals.mean_logprob is not None:
-        text = f"mean logprob {signals.mean_logprob:.3f}"
-        if signals.mean_logprob >= config.min_mean_logprob:
-            passed.append(f"{text} >= {config.min_mean_logprob:g}")
-        else:
-            failed.append(f"{text} < {config.min_mean_logprob:g}")
-    if signals.agrees is not None:
-        (passed if signals.agrees else failed).append(
-            "a second answer agrees" if signals.agrees else "a second answer disagrees"
-        )
-    if not failed and passed:
-        return Verdict(True, "; ".join(passed))
-    why = "; ".join(failed) if failed else "no answer signal"
-    why += f" and router P(correct) {signals.router_p:.3f} < {config.router_accept_p:g}"
-    if last_rung:
-        return Verdict(True, f"{why}, but no likelier model is left")
-    return Verdict(False, why)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+import numpy.typing as npt
 
 from ladder.core.errors import NoEligibleModelError, UnknownModelError
 
@@ -28,6 +29,10 @@ class DecisionOptions:
     allowed: frozenset[str] | None = None
     pinned: str | None = None
     excluded: Mapping[str, str] = field(default_factory=dict)
+
+    def choice(self) -> ChoiceOptions:
+        """The policy and its parameter, as `choose` takes them."""
+        return ChoiceOptions(self.policy, self.tolerance, self.cost_weight)
 
 
 @dataclass(frozen=True)
@@ -88,14 +93,110 @@ class Decision:
         }
 
 
+@dataclass(frozen=True)
+class ChoiceOptions:
+    """The policy and its one parameter, as `choose` applies them to every request of a batch.
+
+    ``cheapest`` at tolerance 0 is ``argmax`` (the likeliest model, the cheapest among equally likely ones).
+    """
+
+    policy: PolicyName = PolicyName.CHEAPEST
+    tolerance: float = 0.05
+    cost_weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.policy is PolicyName.CHEAPEST and self.tolerance == 0:
+            object.__setattr__(self, "policy", PolicyName.ARGMAX)
+
+    @property
+    def bar_tolerance(self) -> float:
+        """How far below the likeliest eligible model's P(correct) a model may fall and still be chosen."""
+        return 0.0 if self.policy is PolicyName.ARGMAX else self.tolerance
+
+
+Scores = npt.NDArray[np.floating]
+Mask = npt.NDArray[np.bool_]
+Indices = npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What `choose` made of each request ([requests] or [requests, models] arrays)."""
+
+    model: Indices
+    """The chosen model's column, per request."""
+    threshold: npt.NDArray[np.floating]
+    """The P(correct) a model had to reach (the likeliest eligible one's, less the tolerance); NaN under
+    ``utility``, which has no bar."""
+    within: Mask
+    """The eligible models that reached the threshold (under ``utility``: the chosen model alone)."""
+
+
+TIE_BREAK = "the cheaper model, then the likelier one, then the one listed first"
+"""How every choice here settles a tie on the policy's own measure."""
+
+
+def _first_by(allowed: Mask, *keys: npt.NDArray[np.floating]) -> Indices:
+    """Per row, the allowed column that is smallest on ``keys`` (the first key first); ties after every key
+    go to the lower column."""
+    primary = np.where(allowed, keys[0], np.inf)
+    columns = np.broadcast_to(np.arange(allowed.shape[1]), allowed.shape)
+    order = np.lexsort((columns, *reversed((primary, *keys[1:]))), axis=1)
+    return np.asarray(order[:, 0], dtype=np.intp)
+
+
+def _as_rows(
+    scores: npt.ArrayLike, prices: npt.ArrayLike, eligible: npt.ArrayLike | None
+) -> tuple[Scores, Scores, Mask]:
+    p = np.atleast_2d(np.asarray(scores))
+    c = np.broadcast_to(np.asarray(prices), p.shape)
+    allowed = np.ones(p.shape, dtype=bool) if eligible is None else np.broadcast_to(eligible, p.shape)
+    if not allowed.any(axis=1).all():
+        rows = np.flatnonzero(~allowed.any(axis=1)).tolist()
+        raise NoEligibleModelError(f"no model qualifies for request row(s) {rows[:10]}")
+    return p, c, allowed
+
+
+def choose(
+    scores: npt.ArrayLike,
+    prices: npt.ArrayLike,
+    options: ChoiceOptions,
+    eligible: npt.ArrayLike | None = None,
+) -> Choices:
+    """The routing policy over a batch: per request, the model ``options`` picks among the eligible ones.
+
+    ``scores`` is P(correct), [requests, models] (one request is a one-row call); ``prices`` the expected
+    cost in USD, [models] or [requests, models]; ``eligible`` a mask of the same shapes (None: all models).
+    ``cheapest``: the cheapest model whose P(correct) is within ``tolerance`` of the likeliest eligible one;
+    ``argmax``: the likeliest; ``utility``: the highest P(correct) - ``cost_weight`` x cost per 1K requests.
+    A tie on the policy's measure goes to the cheaper model, then the likelier one, then the one listed
+    first (`TIE_BREAK`). Comparisons run in the scores' own dtype.
+    """
+    p, c, allowed = _as_rows(scores, prices, eligible)
+    rows = np.arange(p.shape[0])
+    if options.policy is PolicyName.UTILITY:
+        value = p - options.cost_weight * c * 1000
+        model = _first_by(allowed, -value, c, -p)
+        within = np.zeros(p.shape, dtype=bool)
+        within[rows, model] = True
+        return Choices(model, np.full(p.shape[0], np.nan), within)
+    threshold = np.where(allowed, p, -np.inf).max(axis=1) - options.bar_tolerance
+    within = allowed & (p >= threshold[:, None] - 1e-12)
+    return Choices(_first_by(within, c, -p), threshold, within)
+
+
+def likeliest(scores: npt.ArrayLike, prices: npt.ArrayLike, eligible: npt.ArrayLike | None = None) -> Indices:
+    """Per request, the eligible model with the highest P(correct) (ties as `choose` settles them)."""
+    p, c, allowed = _as_rows(scores, prices, eligible)
+    return _first_by(allowed, -p, c)
+
+
 def _exclusions(names: Sequence[str], options: DecisionOptions) -> dict[str, str]:
     known = set(names)
     asked = set(options.allowed or ()) | ({options.pinned} if options.pinned else set())
     unknown = sorted(asked - known)
     if unknown:
-        raise UnknownModelError(
-            f"unknown model(s) {', '.join(map(repr, unknown))}; the pool has {sorted(known)}"
-        )
+        raise UnknownModelError(f"unknown model(s) {', '.join(map(repr, unknown))}; the pool has {sorted(known)}")
     excluded = dict(options.excluded)
     for name in names:
         if options.allowed is not None and name not in options.allowed:
@@ -106,39 +207,36 @@ def _exclusions(names: Sequence[str], options: DecisionOptions) -> dict[str, str
 
 
 def decide(p_correct: Mapping[str, float], costs: Mapping[str, float], options: DecisionOptions) -> Decision:
-    """Pick a model. ``p_correct`` and ``costs`` (USD per request) are keyed by pool model name."""
+    """Pick a model. ``p_correct`` and ``costs`` (USD per request) are keyed by pool model name; the choice
+    is a one-row `choose` over the models the request leaves eligible."""
     names = list(p_correct)
     excluded = _exclusions(names, options)
-    eligible = [n for n in names if n not in excluded]
-    if not eligible:
+    eligible = np.array([n not in excluded for n in names])
+    if not eligible.any():
         reasons = "; ".join(f"{n}: {excluded[n]}" for n in names)
         raise NoEligibleModelError(f"no model qualifies for this request ({reasons})")
-
-    policy = (
-        PolicyName.ARGMAX
-        if options.tolerance == 0 and options.policy is PolicyName.CHEAPEST
-        else options.policy
-    )
+    scores = np.array([[p_correct[n] for n in names]], dtype=np.float64)
+    prices = np.array([[costs[n] for n in names]], dtype=np.float64)
+    rule = options.choice()
+    choices = choose(scores, prices, rule, eligible)
+    chosen = names[int(choices.model[0])]
+    within = {n for n, w in zip(names, choices.within[0].tolist(), strict=True) if w}
     threshold: float | None = None
+    count = int(eligible.sum())
     if options.pinned is not None:
-        chosen = options.pinned
         within = {chosen}
         reason = f"pinned by the request to {chosen}"
-    elif policy is PolicyName.UTILITY:
-        utility = {n: p_correct[n] - options.cost_weight * costs[n] * 1000 for n in eligible}
-        chosen = max(eligible, key=lambda n: (utility[n], -costs[n]))
-        within = {chosen}
+    elif rule.policy is PolicyName.UTILITY:
+        utility = p_correct[chosen] - options.cost_weight * costs[chosen] * 1000
         reason = (
             f"highest utility P - {options.cost_weight:g} x cost per 1K requests"
-            f" ({utility[chosen]:.4f}) among {len(eligible)} eligible models"
+            f" ({utility:.4f}) among {count} eligible models"
         )
     else:
-        tolerance = 0.0 if policy is PolicyName.ARGMAX else options.tolerance
-        best = max(p_correct[n] for n in eligible)
-        threshold = best - tolerance
-        within = {n for n in eligible if p_correct[n] >= threshold - 1e-12}
-        chosen = min(within, key=lambda n: (costs[n], -p_correct[n], n))
-        top = max(eligible, key=lambda n: (p_correct[n], -costs[n]))
+        tolerance = rule.bar_tolerance
+        threshold = float(choices.threshold[0])
+        best = float(scores[0, eligible].max())
+        top = names[int(likeliest(scores, prices, eligible)[0])]
         if chosen == top:
             reason = f"highest P(correct) {p_correct[chosen]:.3f}"
             if len(within) > 1:
@@ -163,7 +261,7 @@ def decide(p_correct: Mapping[str, float], costs: Mapping[str, float], options: 
     )
     return Decision(
         model=chosen,
-        policy=policy,
+        policy=rule.policy,
         tolerance=options.tolerance,
         threshold=threshold,
         candidates=candidates,
@@ -171,26 +269,12 @@ def decide(p_correct: Mapping[str, float], costs: Mapping[str, float], options: 
     )
 
 
-def choose_batch(p_correct: np.ndarray, costs: np.ndarray, tolerance: float) -> np.ndarray:
-    """Vectorised cheapest-within-tolerance over many requests: index of the chosen model per row.
-
-    ``p_correct`` is [requests, models]; ``costs`` is [models] or [requests, models].
-    """
-    costs = np.broadcast_to(costs, p_correct.shape)
-    threshold = p_correct.max(axis=1, keepdims=True) - tolerance
-    masked = np.where(p_correct >= threshold - 1e-12, costs, np.inf)
-    # ties on cost go to the higher P(correct)
-    tie_break = masked - 1e-15 * p_correct
-    return np.asarray(tie_break.argmin(axis=1))
-
-
-def budget_tolerance(
-    reference_p: np.ndarray, costs: np.ndarray, budget_per_request: float, steps: int = 201
-) -> float:
+def budget_tolerance(reference_p: np.ndarray, costs: np.ndarray, budget_per_request: float, steps: int = 201) -> float:
     """The smallest tolerance whose mean cost over reference traffic stays within the budget."""
+    prices = np.broadcast_to(costs, reference_p.shape)
+    rows = np.arange(len(reference_p))
     for tolerance in np.linspace(0.0, 1.0, steps):
-        chosen = choose_batch(reference_p, costs, float(tolerance))
-        mean_cost = float(np.broadcast_to(costs, reference_p.shape)[np.arange(len(chosen)), chosen].mean())
-        if mean_cost <= budget_per_request:
+        chosen = choose(reference_p, prices, ChoiceOptions(tolerance=float(tolerance))).model
+        if float(prices[rows, chosen].mean()) <= budget_per_request:
             return float(tolerance)
     return 1.0

@@ -26,12 +26,11 @@ from ladder.core.cascade import (
     by_price,
     escalation_target,
     first_rung,
-    gap_verdict,
-    judge,
     likeliest,
     mean_logprob,
     second_opinion_order,
 )
+from ladder.core.cascade_step import Action, judge
 from ladder.core.decision_record import CascadeRecord, CascadeStage, TokenCounts
 from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.core.policy import Candidate
@@ -230,11 +229,13 @@ class Cascade:
             )
             last = nxt is None or len(self.stages) >= self.config.max_stages
             gap = self.router_gap(stage) if banded and not last else None
-            by_gap = gap_verdict(gap, self.config) if gap is not None else None
-            if gap is not None and by_gap is None:
-                second = await self.second_opinion_where_unsure(stage)
             signals = self.signals(stage, second if len(self.stages) == 1 else None, gap)
-            stage.signals, stage.verdict = signals, by_gap or judge(signals, self.config, last)
+            judged = judge(signals, self.config, last, asked=signals.agrees is not None)
+            if judged.action is Action.ASK:
+                second = await self.second_opinion_where_unsure(stage)
+                signals = self.signals(stage, second, gap)
+                judged = judge(signals, self.config, last, asked=True)
+            stage.signals, stage.verdict = signals, Verdict(judged.accepted, judged.reason)
             verdict = "accepted" if stage.verdict.accepted else "escalated"
             self.gw.metrics.cascade_stages.labels(stage.model, verdict).inc()
             if stage.verdict.accepted:

@@ -22,7 +22,7 @@ import numpy as np
 from ruamel.yaml.comments import CommentedMap
 
 from ladder.core.errors import ConfigError, DataError
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 from ladder.training.evaluate import EvaluationInputs, at_tolerance_point
 from ladder.training.pool_edit import check_edit, set_key
 
@@ -68,7 +68,7 @@ def priciest_model(inputs: EvaluationInputs, share: float = 0.0) -> str:
     A model it (almost) never picks, such as one that costs more than another and is less accurate, cannot
     be given a share of the calls by any tolerance; the most-picked model stands in when none qualifies.
     """
-    chosen = choose_batch(inputs.router_p, inputs.costs, 0.0)
+    chosen = choose(inputs.router_p, inputs.costs, ChoiceOptions(tolerance=0.0)).model
     shares = np.bincount(chosen, minlength=len(inputs.names)) / max(len(chosen), 1)
     cost = inputs.costs.mean(axis=0)
     qualifying = [j for j in range(len(inputs.names)) if shares[j] >= max(share, 1e-9)]
@@ -87,7 +87,7 @@ def calibrate(inputs: EvaluationInputs, target: Target) -> dict[str, Any]:
     rows = np.arange(len(y))
     shares, costs, accuracies = [], [], []
     for tolerance in GRID:
-        chosen = choose_batch(p, c, tolerance)
+        chosen = choose(p, c, ChoiceOptions(tolerance=tolerance)).model
         shares.append(float((chosen == priciest).mean()))
         costs.append(float(c[rows, chosen].mean() * 1000))
         accuracies.append(float(y[rows, chosen].mean()))
@@ -128,7 +128,7 @@ def held_out_check(
     """What ``tolerance`` gives on other rows: the same figures, for checking a calibration."""
     p, y, c = inputs.router_p, inputs.labels, inputs.costs
     priciest = inputs.names.index(priciest_name or priciest_model(inputs))
-    chosen = choose_batch(p, c, tolerance)
+    chosen = choose(p, c, ChoiceOptions(tolerance=tolerance)).model
     best = float(y.mean(axis=0).max())
     at = at_tolerance_point(inputs, tolerance)
     return {

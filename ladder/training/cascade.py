@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.cascade_step import Action, AnswerState, StepRule, step
 from ladder.training.answer_scorer import (
     AnswerScorer,
     Embed,
@@ -21,9 +22,22 @@ from ladder.training.answer_scorer import (
     is_free_text,
     out_of_fold,
 )
-from ladder.training.cascade_plans import CascadeSide, Plan, answering_models, gateway_settings, plans
-from ladder.training.metrics import arena_score, cost_to_match, cost_to_match_interval
-from ladder.training.objectives import Objective, choose_point
+from ladder.training.cascade_plans import (
+    SERVED_ROUTER_ACCEPT_P,
+    CascadeSide,
+    Plan,
+    answering_models,
+    gateway_settings,
+    plans,
+    research_only,
+)
+from ladder.training.objectives import (
+    Objective,
+    OperatingPoint,
+    choose_point,
+    cost_to_match,
+    cost_to_match_interval,
+)
 
 REDUCED_DIMS = 16
 BAND_GRID = 41
@@ -166,20 +180,36 @@ def _calls(
 def _outcomes(
     side: CascadeSide, calls: _Calls, top: int, keep: np.ndarray, settings: Sequence[tuple[float, float]]
 ) -> dict[str, np.ndarray]:
-    """Per (lower, upper) threshold pair and question ([settings, questions] each): below the lower the
-    first answer escalates, from the upper up it is kept; in between (rule "unsure") the second opinion is
-    asked and must agree. A second opinion that came from the top model is its answer when the question
-    escalates (paid once, as the gateway reuses it)."""
+    """Per (lower, upper) threshold pair and question ([settings, questions] each), the cascade's step
+    (`ladder.core.cascade_step.step`, as the gateway takes it with the plan's pool settings): below the lower
+    the first answer escalates, from the upper up it is kept; in between (rule "unsure") the second opinion
+    is asked and must agree. A first answer from the top model is kept. A second opinion that came from the
+    top model is its answer when the question escalates (paid once, as the gateway reuses it)."""
     first, second = calls.first, calls.second
     n = len(first)
-    lower = np.array([lo for lo, _ in settings])[:, None]
-    upper = np.array([hi for _, hi in settings])[:, None]
+    rule = StepRule(
+        lower=np.array([lo for lo, _ in settings])[:, None],
+        upper=np.array([hi for _, hi in settings])[:, None],
+        router_accept_p=SERVED_ROUTER_ACCEPT_P,
+    )
     paid_second = np.zeros(n, dtype=bool) if second is None else second != first
     second_cost = np.zeros(n) if second is None else _pick(side.costs, second)
     top_gave_it = np.zeros(n, dtype=bool) if second is None else second == top
-    band = (keep >= lower) & (keep < upper) & (first != top)
-    asked = np.broadcast_to(paid_second, band.shape) if calls.always_second else band & paid_second
-    escalate = ((keep < lower) & (first != top)) | (band & ~_or_false(calls.agrees))
+    state = AnswerState(
+        last=first == top,
+        router_p=_pick(side.prefill_p, first).astype(np.float64),
+        keep_score=np.asarray(keep, dtype=np.float64),
+        mean_logprob=np.full(n, np.nan),
+        asked=calls.always_second | ~paid_second,
+        agrees=np.full(n, np.nan),
+    )
+    looked = step(state, rule).action
+    asked = np.broadcast_to(paid_second, looked.shape) if calls.always_second else looked == Action.ASK
+    if calls.agrees is not None:
+        opinion = np.where(paid_second, calls.agrees.astype(np.float64), np.nan)
+        after = step(replace(state, asked=np.ones(n, dtype=bool), agrees=opinion), rule).action
+        looked = np.where(asked, after, looked)
+    escalate = looked == Action.ESCALATE
     cost = (
         _pick(side.costs, first)
         + np.where(asked, second_cost, 0.0)
@@ -191,35 +221,22 @@ def _outcomes(
 
 def _curve(
     side: CascadeSide, calls: _Calls, top: int, keep: np.ndarray, settings: Sequence[tuple[float, float]]
-) -> list[dict[str, Any]]:
-    """One point per (lower, upper) threshold pair (see `_outcomes`)."""
+) -> list[OperatingPoint]:
+    """One point per (lower, upper) threshold pair (see `_outcomes`), at the reports' precision."""
     outcomes = _outcomes(side, calls, top, keep, settings)
     points = []
     for k, (lower, upper) in enumerate(settings):
-        accuracy = float(outcomes["correct"][k].mean())
-        cost_1k = float(outcomes["cost"][k].mean() * 1000)
-        point = {
-            "threshold": _threshold(lower),
-            "accuracy": round(accuracy, 6),
-            "cost_per_1k": round(cost_1k, 6),
-            "arena_score": round(arena_score(accuracy, cost_1k), 6),
-            "escalated": round(float(outcomes["escalated"][k].mean()), 6),
-        }
-        if calls.agrees is not None:
-            point |= {
-                "unsure_below": _threshold(upper),
-                "second_opinions": round(float(outcomes["asked"][k].mean()), 6),
-            }
-        points.append(point)
+        unsure = calls.agrees is not None
+        point = OperatingPoint.measured(
+            float(outcomes["correct"][k].mean()),
+            float(outcomes["cost"][k].mean() * 1000),
+            threshold=lower,
+            escalated=float(outcomes["escalated"][k].mean()),
+            unsure_below=upper if unsure else None,
+            second_opinions=float(outcomes["asked"][k].mean()) if unsure else None,
+        )
+        points.append(point.rounded())
     return points
-
-
-def _or_false(agrees: np.ndarray | None) -> np.ndarray | bool:
-    return False if agrees is None else agrees
-
-
-def _threshold(t: float) -> float | None:
-    return round(float(t), 6) if np.isfinite(t) else (None if t > 0 else -1e9)
 
 
 def _thresholds(keep: np.ndarray, rule: str) -> list[float]:
@@ -240,12 +257,12 @@ def _settings(plan: Plan, side: CascadeSide, calls: _Calls, keep: np.ndarray) ->
     edges = [-np.inf, *np.unique(np.quantile(finite, np.linspace(0, 1, BAND_GRID))).tolist(), np.inf]
     pairs = [(lo, hi) for i, lo in enumerate(edges) for hi in edges[i:]]
     points = _curve(side, calls, plan.top, keep, pairs)
-    order = sorted(range(len(pairs)), key=lambda k: (points[k]["cost_per_1k"], -points[k]["accuracy"]))
+    order = sorted(range(len(pairs)), key=lambda k: (points[k].cost_per_1k, -points[k].accuracy))
     frontier, best = [], -1.0
     for k in order:
-        if points[k]["accuracy"] > best:
+        if points[k].accuracy > best:
             frontier.append(pairs[k])
-            best = points[k]["accuracy"]
+            best = points[k].accuracy
     return frontier
 
 
@@ -264,7 +281,7 @@ def evaluate_cascades(
     best_cost = float(test.costs.mean(axis=0)[best_model] * 1000)
     train_best = float(train.labels.mean(axis=0).max())
     summaries: list[dict[str, Any]] = []
-    curves: list[list[dict[str, Any]]] = []
+    curves: list[list[OperatingPoint]] = []
     held_out: list[tuple[_Calls, int, np.ndarray, list[tuple[float, float]]]] = []
     unread_scores: dict[tuple[int | None, float | None], tuple[np.ndarray, np.ndarray] | None] = {}
     for plan in plans(names, train):
@@ -293,17 +310,18 @@ def evaluate_cascades(
         train_points = _curve(train, train_calls, plan.top, keep_train, settings)
         test_points = _curve(test, test_calls, plan.top, keep_test, settings)
         index = choose_point(train_points, objective, train_best)
-        chosen = {k: v for k, v in train_points[index].items() if k in ("threshold", "unsure_below")}
         summary = {
             **plan.describe(names),
-            "chosen_on_training": {**chosen, **_brief(train_points[index])},
-            "held_out": _brief(test_points[index]),
-            "held_out_cost_to_match_best_single": _match(test_points, best_single, best_cost),
-            "_rank": _rank(train_points[index], objective, train_best),
+            "chosen_on_training": {**train_points[index].setting(), **train_points[index].figures()},
+            "held_out": test_points[index].figures(),
+            "held_out_cost_to_match_best_single": cost_to_match(test_points, best_single, best_cost),
+            "_rank": objective.rank(train_points[index], train_best),
         }
         served = gateway_settings(plan, names, train, settings[index])
         if served is not None:
             summary["gateway"] = served
+        else:
+            summary["research_only"] = research_only(plan, train)
         summaries.append(summary)
         curves.append(test_points)
         held_out.append((test_calls, plan.top, keep_test, settings))
@@ -322,32 +340,9 @@ def evaluate_cascades(
                 outcomes["correct"], outcomes["cost"], test.labels[:, best_model], test.costs[:, best_model]
             )
             public = {**_public(summaries[best]), "held_out_cost_to_match_interval": interval}
-            report[key] = {"plan": public, "points": curves[best]}
+            report[key] = {"plan": public, "points": [pt.to_dict() for pt in curves[best]]}
     report["plans"] = [_public(s) for s in summaries]
     return report
-
-
-def _brief(pt: dict[str, Any]) -> dict[str, float]:
-    keys = ("accuracy", "cost_per_1k", "arena_score", "escalated", "second_opinions")
-    return {k: pt[k] for k in keys if k in pt}
-
-
-def _match(points: list[dict[str, Any]], accuracy: float, cost: float) -> float | None:
-    from ladder.training.metrics import OperatingPoint
-
-    ops = [OperatingPoint(0.0, p["accuracy"], p["cost_per_1k"], p["arena_score"]) for p in points]
-    return cost_to_match(ops, accuracy, cost)
-
-
-def _rank(pt: dict[str, Any], objective: Objective, best: float) -> tuple[float, ...]:
-    """How a plan's training-chosen point ranks under the objective (higher is better)."""
-    if objective.name == "arena":
-        return (pt["arena_score"],)
-    if objective.name == "max-accuracy-under-cost":
-        within = objective.cost_cap is None or pt["cost_per_1k"] <= objective.cost_cap
-        return (float(within), pt["accuracy"], -pt["cost_per_1k"])
-    reaches = pt["accuracy"] >= best - objective.margin
-    return (float(reaches), -pt["cost_per_1k"] if reaches else pt["accuracy"])
 
 
 def _public(summary: dict[str, Any]) -> dict[str, Any]:

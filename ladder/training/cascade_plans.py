@@ -8,10 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 
 CHEAP_RUNGS = 3
 ROUTER_TOLERANCES = (0.05, 0.1, 0.2)
+SERVED_ROUTER_ACCEPT_P = 1.0
+"""The pool setting that switches off keeping an answer on the router's certainty alone (plans read their
+own keep score instead); offline costing applies the same setting."""
 
 
 @dataclass
@@ -45,6 +48,11 @@ class Plan:
     second: int | None = None  # rule "unsure": the model asked where the keep score is unsure
     score: str = "scorer"  # rule "unsure": scorer | router
 
+    @property
+    def rule_name(self) -> str:
+        """The rule as reports name it."""
+        return self.rule if self.rule != "unsure" else f"unsure ({self.score})"
+
     def describe(self, names: Sequence[str]) -> dict[str, Any]:
         first = names[self.first] if self.first is not None else f"router@{self.router_tolerance:g}"
         second = "cheapest other model" if self.verifier else None
@@ -53,7 +61,7 @@ class Plan:
         return {
             "first": first,
             "second_opinion": second,
-            "rule": self.rule if self.rule != "unsure" else f"unsure ({self.score})",
+            "rule": self.rule_name,
             "top": names[self.top],
             "uses_router": self.router_tolerance is not None,
         }
@@ -75,7 +83,7 @@ def answering_models(plan: Plan, side: CascadeSide) -> tuple[np.ndarray, np.ndar
         first = np.full(n, plan.first)
     else:
         assert plan.router_tolerance is not None
-        first = choose_batch(side.prefill_p, side.costs, plan.router_tolerance)
+        first = choose(side.prefill_p, side.costs, ChoiceOptions(tolerance=plan.router_tolerance)).model
     if plan.rule == "unsure" and plan.second is not None:
         return first, np.where(first == plan.second, cheapest_other(side, first), plan.second)
     if not plan.verifier:
@@ -134,6 +142,18 @@ def unsure_plans(
     ]
 
 
+def research_only(plan: Plan, side: CascadeSide) -> str | None:
+    """Why the gateway cannot serve ``plan`` exactly as costed (None: it can, with `gateway_settings`)."""
+    if plan.rule != "unsure" or plan.score != "router" or plan.second is None:
+        return (
+            f"rule {plan.rule_name!r}: the gateway serves as costed only the "
+            "router-gap rule ('unsure (router)')"
+        )
+    if plan.first is not None and not (np.argmin(side.costs, axis=1) == plan.first).all():
+        return "its first model is not the cheapest on every question, as the gateway's first: cheapest is"
+    return None
+
+
 def gateway_settings(
     plan: Plan, names: Sequence[str], side: CascadeSide, setting: tuple[float, float]
 ) -> dict[str, Any] | None:
@@ -142,12 +162,9 @@ def gateway_settings(
     cheapest model (when it is the cheapest on every question of ``side``) or the router's choice at the
     plan's tolerance. An open band edge becomes ±1, past any gap; the answer signals the plan does not read
     are switched off (logprobs, the router's own certainty), and the top rung's answer is final."""
-    if plan.rule != "unsure" or plan.score != "router" or plan.second is None:
+    if research_only(plan, side) is not None or plan.second is None:
         return None
     if plan.first is not None:
-        cheapest = np.argmin(side.costs, axis=1)
-        if not (cheapest == plan.first).all():
-            return None
         first: dict[str, Any] = {"first": "cheapest"}
     else:
         first = {"first": "router", "first_tolerance": plan.router_tolerance}
@@ -158,6 +175,6 @@ def gateway_settings(
         "second_opinion": names[plan.second],
         "escalate_to": names[plan.top],
         "max_stages": 2,
-        "router_accept_p": 1.0,
+        "router_accept_p": SERVED_ROUTER_ACCEPT_P,
         "logprobs": False,
     }

@@ -26,7 +26,7 @@ from ladder.training.confidence_plans import (
     rung_grid,
 )
 from ladder.training.dataset import RoutingData
-from ladder.training.metrics import BOOTSTRAP_DRAWS, cost_to_match_interval
+from ladder.training.objectives import BOOTSTRAP_DRAWS, cost_to_match_interval
 
 HALF = 0.5
 MATCH_MARGIN = 0.005

@@ -14,7 +14,7 @@ import numpy as np
 
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.errors import DataError
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 from ladder.core.pool import PoolConfig
 from ladder.core.traffic_db import DecisionRow
 
@@ -77,7 +77,7 @@ def checkpoint_sample(
             )
         columns.append(checkpoint.models.index(label))
     p = reference[:, columns].astype(np.float64)
-    chosen = choose_batch(p, costs, tolerance)
+    chosen = choose(p, costs, ChoiceOptions(tolerance=tolerance)).model
     return Sample(window.names, p, np.asarray(chosen, dtype=np.int64), f"checkpoint {checkpoint.directory}")
 
 

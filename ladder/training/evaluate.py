@@ -13,7 +13,7 @@ import numpy as np
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.errors import DataError
 from ladder.core.head import OnnxHead
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 from ladder.core.pool import PoolConfig
 from ladder.training.cascade import evaluate_cascades
 from ladder.training.cascade_plans import CascadeSide
@@ -22,10 +22,7 @@ from ladder.training.dataset import RoutingData
 from ladder.training.embed import Progress, embed_texts
 from ladder.training.metrics import (
     DEFAULT_TOLERANCES,
-    OperatingPoint,
     auc,
-    cost_to_match,
-    cost_to_match_interval,
     expected_calibration_error,
     pgr_summary,
     point,
@@ -34,13 +31,13 @@ from ladder.training.metrics import (
     sweep_outcomes,
 )
 from ladder.training.neighbours import knn_scores
-from ladder.training.objectives import Objective
+from ladder.training.objectives import Objective, OperatingPoint, cost_to_match, cost_to_match_interval
 from ladder.training.oof import out_of_fold_p
 from ladder.training.operating_points import (
     POLICIES,
-    choose,
     curve,
     evaluate_choice,
+    options,
     parameters,
     per_task_curve,
     recommend_across_policies,
@@ -84,7 +81,7 @@ class EvaluationInputs:
     left_out: dict[str, str] = field(default_factory=dict)  # report section -> why it is not in the report
 
 
-def _points(points: list[OperatingPoint]) -> list[dict[str, float]]:
+def _points(points: list[OperatingPoint]) -> list[dict[str, float | None]]:
     return [p.to_dict() for p in points]
 
 
@@ -138,7 +135,7 @@ def build_report(
     router = sweep(p, y, c, tolerances)
     at_zero = router[0]
     headroom = oracle_acc - best_acc
-    baselines: dict[str, list[dict[str, float]]] = {"random": _points(shuffled_sweep(p, y, c, tolerances))}
+    baselines: dict[str, list[dict[str, float | None]]] = {"random": _points(shuffled_sweep(p, y, c, tolerances))}
     knn_points = None
     if inputs.knn_p is not None:
         knn_points = sweep(inputs.knn_p, y, c, tolerances)
@@ -165,18 +162,18 @@ def build_report(
         },
     }
     if recommended_tolerance is not None:
-        chosen = choose_batch(p, c, recommended_tolerance)
+        chosen = choose(p, c, ChoiceOptions(tolerance=recommended_tolerance)).model
         rec = point(recommended_tolerance, chosen, y, c)
         report["recommended"] = {**rec.to_dict(), "distribution": distribution(chosen, y, names)}
-    report["distribution_at_tolerance_0"] = distribution(choose_batch(p, c, 0.0), y, names)
-    report["policies"] = {policy: curve(policy, p, y, c, parameters(policy, c)) for policy in POLICIES}
+    report["distribution_at_tolerance_0"] = distribution(choose(p, c, ChoiceOptions(tolerance=0.0)).model, y, names)
+    report["policies"] = {policy: _points(curve(policy, p, y, c, parameters(policy, c))) for policy in POLICIES}
     if at_tolerance is not None:
         report["at_tolerance"] = at_tolerance_point(inputs, at_tolerance)
     left_out = dict(inputs.left_out)
     train = inputs.training
     if train is not None:
         chosen_rec = recommend_across_policies(train.oof_p, train.labels, train.costs, objective)
-        picked = choose(chosen_rec["policy"], p, c, chosen_rec["value"])
+        picked = choose(p, c, options(chosen_rec["policy"], chosen_rec["value"])).model
         held_out = evaluate_choice(picked, y, c, names)
         report["recommended_by_objective"] = {
             **chosen_rec,
@@ -187,10 +184,9 @@ def build_report(
             side = "evaluation" if inputs.tasks is None else "training"
             left_out["baselines.per_task"] = f"the {side} data has no `task` column"
         else:
-            baselines["per_task"] = per_task_curve(train.tasks, train.labels, train.costs, inputs.tasks, y, c)
-            report["baseline_cost_to_match_best_single"]["per_task"] = _match(
-                baselines["per_task"], best_acc, best_cost
-            )
+            per_task = per_task_curve(train.tasks, train.labels, train.costs, inputs.tasks, y, c)
+            baselines["per_task"] = _points(per_task)
+            report["baseline_cost_to_match_best_single"]["per_task"] = cost_to_match(per_task, best_acc, best_cost)
         if inputs.answers is None or train.answers is None or inputs.embeddings is None:
             side = "evaluation" if inputs.answers is None else "training"
             left_out["cascades"] = f"the {side} data has no `answer` column (the models' answer texts)"
@@ -224,16 +220,11 @@ def build_report(
 
 def at_tolerance_point(inputs: EvaluationInputs, tolerance: float) -> dict[str, Any]:
     """The cheapest-within-tolerance policy at one tolerance: accuracy, cost, arena score, distribution."""
-    chosen = choose_batch(inputs.router_p, inputs.costs, tolerance)
+    chosen = choose(inputs.router_p, inputs.costs, ChoiceOptions(tolerance=tolerance)).model
     return {
         **point(tolerance, chosen, inputs.labels, inputs.costs).to_dict(),
         "distribution": distribution(chosen, inputs.labels, inputs.names),
     }
-
-
-def _match(points: list[dict[str, Any]], accuracy: float, cost: float) -> float | None:
-    reaching = [pt["cost_per_1k"] for pt in points if pt["accuracy"] >= accuracy - 1e-12]
-    return min(reaching) / cost if reaching and cost > 0 else None
 
 
 def verdict(report: dict[str, Any]) -> list[str]:

@@ -1,18 +1,14 @@
-"""Routing metrics: calibration, ranking, accuracy-cost sweeps, RouterArena's score, RouteLLM's PGR."""
+"""Routing metrics: calibration, ranking, the router's accuracy-cost sweeps, RouteLLM's PGR (operating points
+and objectives: `ladder.training.objectives`)."""
 
 from __future__ import annotations
-
-import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
+from ladder.training.objectives import OperatingPoint
 
-ARENA_BETA = 0.1
-ARENA_COST_MIN = 0.0044
-ARENA_COST_MAX = 200.0
 DEFAULT_TOLERANCES = tuple(
     float(t)
     for t in np.unique(
@@ -21,16 +17,6 @@ DEFAULT_TOLERANCES = tuple(
         )
     )
 )
-
-
-def arena_score(accuracy: float, cost_per_1k: float) -> float:
-    """RouterArena's Acc-Cost Arena score S = (1+b)AC / (bA + C), b = 0.1, C from log-clamped cost."""
-    c = min(max(cost_per_1k, ARENA_COST_MIN), ARENA_COST_MAX)
-    cost_score = (math.log2(ARENA_COST_MAX) - math.log2(c)) / (
-        math.log2(ARENA_COST_MAX) - math.log2(ARENA_COST_MIN)
-    )
-    denominator = ARENA_BETA * accuracy + cost_score
-    return 0.0 if denominator == 0 else (1 + ARENA_BETA) * accuracy * cost_score / denominator
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -53,29 +39,18 @@ def auc(p: np.ndarray, y: np.ndarray) -> float | None:
     return float(roc_auc_score(binary, p))
 
 
-@dataclass(frozen=True)
-class OperatingPoint:
-    tolerance: float
-    accuracy: float
-    cost_per_1k: float
-    arena_score: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: round(v, 6) for k, v in asdict(self).items()}
-
-
 def point(tolerance: float, chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray) -> OperatingPoint:
     rows = np.arange(len(chosen))
     accuracy = float(labels[rows, chosen].mean())
     cost = float(costs[rows, chosen].mean() * 1000)
-    return OperatingPoint(tolerance, accuracy, cost, arena_score(accuracy, cost))
+    return OperatingPoint.measured(accuracy, cost, tolerance=tolerance)
 
 
 def sweep(
     p: np.ndarray, labels: np.ndarray, costs: np.ndarray, tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
 ) -> list[OperatingPoint]:
     """The router's accuracy-cost curve: cheapest-within-tolerance at each tolerance."""
-    return [point(t, choose_batch(p, costs, t), labels, costs) for t in tolerances]
+    return [point(t, choose(p, costs, ChoiceOptions(tolerance=t)).model, labels, costs) for t in tolerances]
 
 
 def sweep_outcomes(
@@ -84,7 +59,7 @@ def sweep_outcomes(
     """Per question, whether `sweep`'s choice at each tolerance is right and what it costs: [tolerances,
     questions] each (for `cost_to_match_interval`)."""
     rows = np.arange(len(labels))
-    chosen = np.stack([choose_batch(p, costs, t) for t in tolerances])
+    chosen = np.stack([choose(p, costs, ChoiceOptions(tolerance=t)).model for t in tolerances])
     return labels[rows, chosen], costs[rows, chosen]
 
 
@@ -100,56 +75,12 @@ def shuffled_sweep(
     rng = np.random.default_rng(seed)
     points = []
     for t in tolerances:
-        chosen = choose_batch(p, costs, t)
+        chosen = choose(p, costs, ChoiceOptions(tolerance=t)).model
         runs = [point(t, rng.permutation(chosen), labels, costs) for _ in range(repeats)]
         accuracy = float(np.mean([r.accuracy for r in runs]))
         cost = float(np.mean([r.cost_per_1k for r in runs]))
-        points.append(OperatingPoint(t, accuracy, cost, arena_score(accuracy, cost)))
+        points.append(OperatingPoint.measured(accuracy, cost, tolerance=t))
     return points
-
-
-def cost_to_match(points: list[OperatingPoint], accuracy: float, cost: float) -> float | None:
-    """Lowest cost at which a curve reaches ``accuracy``, as a fraction of ``cost``; None if never."""
-    reaching = [pt.cost_per_1k for pt in points if pt.accuracy >= accuracy - 1e-12]
-    return min(reaching) / cost if reaching and cost > 0 else None
-
-
-BOOTSTRAP_DRAWS = 200
-
-
-def cost_to_match_interval(
-    correct: np.ndarray,
-    cost: np.ndarray,
-    best_correct: np.ndarray,
-    best_cost: np.ndarray,
-    draws: int = BOOTSTRAP_DRAWS,
-    seed: int = 0,
-) -> list[float | None]:
-    """The 5th and 95th percentiles of `cost_to_match` over bootstrap resamples of the questions.
-
-    ``correct`` and ``cost`` are per question for each point of a curve ([points, questions]); the best
-    single model's are per question. Each resample recomputes the curve, the best model's accuracy and its
-    cost on the same questions; a resample where the curve never matches counts as "never" (None).
-    """
-    rng = np.random.default_rng(seed)
-    n = correct.shape[1]
-    shares = np.empty(draws)
-    for k in range(draws):
-        rows = rng.integers(0, n, n)
-        accuracy, spent = correct[:, rows].mean(axis=1), cost[:, rows].mean(axis=1)
-        reaching = accuracy >= best_correct[rows].mean() - 1e-12
-        base = best_cost[rows].mean()
-        shares[k] = spent[reaching].min() / base if reaching.any() and base > 0 else np.inf
-    low, high = np.percentile(shares, [5, 95], method="inverted_cdf")  # no interpolation toward "never"
-    return [float(v) if np.isfinite(v) else None for v in (low, high)]
-
-
-def recommend(points: list[OperatingPoint], target_accuracy: float, margin: float = 0.005) -> OperatingPoint:
-    """The cheapest point within ``margin`` of ``target_accuracy``; else the most accurate point."""
-    good = [pt for pt in points if pt.accuracy >= target_accuracy - margin]
-    if good:
-        return min(good, key=lambda pt: (pt.cost_per_1k, -pt.accuracy))
-    return max(points, key=lambda pt: (pt.accuracy, -pt.cost_per_1k))
 
 
 def strong_weak_curve(

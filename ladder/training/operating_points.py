@@ -8,21 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ladder.core.policy import choose_batch
-from ladder.training.metrics import DEFAULT_TOLERANCES, arena_score
-from ladder.training.objectives import Objective, choose_point
+from ladder.core.policy import ChoiceOptions, PolicyName, choose
+from ladder.training.metrics import DEFAULT_TOLERANCES
+from ladder.training.objectives import Objective, OperatingPoint, choose_point
 
 POLICIES = ("cheapest", "utility")
 PARAMETER = {"cheapest": "tolerance", "utility": "cost_weight"}
 RELATIVE_WEIGHTS = tuple(float(w) for w in np.concatenate([[0.0], np.geomspace(0.002, 20.0, 40)]))
 """Utility cost weights as multiples of 1 / (the priciest model's mean cost per 1K requests)."""
-
-
-def utility_choose(p: np.ndarray, costs: np.ndarray, weight: float) -> np.ndarray:
-    """Vectorised `utility` policy: argmax of P - weight x cost per 1K requests (ties: the cheaper)."""
-    costs = np.broadcast_to(costs, p.shape)
-    utility = p - weight * costs * 1000
-    return np.asarray((utility - 1e-12 * costs).argmax(axis=1))
 
 
 def cost_weights(costs: np.ndarray) -> list[float]:
@@ -31,26 +24,31 @@ def cost_weights(costs: np.ndarray) -> list[float]:
     return [w / top if top > 0 else w for w in RELATIVE_WEIGHTS]
 
 
-def choose(policy: str, p: np.ndarray, costs: np.ndarray, parameter: float) -> np.ndarray:
+def options(policy: str, parameter: float) -> ChoiceOptions:
+    """`choose`'s options for one policy at one value of its parameter."""
     if policy == "cheapest":
-        return choose_batch(p, costs, parameter)
-    return utility_choose(p, costs, parameter)
+        return ChoiceOptions(tolerance=parameter)
+    return ChoiceOptions(PolicyName.UTILITY, cost_weight=parameter)
 
 
 def parameters(policy: str, costs: np.ndarray) -> list[float]:
     return list(DEFAULT_TOLERANCES) if policy == "cheapest" else cost_weights(costs)
 
 
-def evaluate_choice(
-    chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, names: Sequence[str]
-) -> dict[str, Any]:
+def measure(chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, **setting: float) -> OperatingPoint:
+    """The operating point of one choice per question, at the reports' precision."""
     rows = np.arange(len(chosen))
     accuracy = float(labels[rows, chosen].mean())
     cost = float(costs[rows, chosen].mean() * 1000)
+    return OperatingPoint.measured(accuracy, cost, **setting).rounded()
+
+
+def evaluate_choice(
+    chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray, names: Sequence[str]
+) -> dict[str, Any]:
+    """A choice's accuracy, cost, arena score and share of questions per model."""
     return {
-        "accuracy": round(accuracy, 6),
-        "cost_per_1k": round(cost, 6),
-        "arena_score": round(arena_score(accuracy, cost), 6),
+        **measure(chosen, labels, costs).figures(),
         "distribution": {
             name: round(float((chosen == j).mean()), 6) for j, name in enumerate(names) if (chosen == j).any()
         },
@@ -59,18 +57,12 @@ def evaluate_choice(
 
 def curve(
     policy: str, p: np.ndarray, labels: np.ndarray, costs: np.ndarray, grid: Sequence[float]
-) -> list[dict[str, Any]]:
+) -> list[OperatingPoint]:
     """Accuracy, cost and arena score at each parameter value of one policy."""
-    out = []
-    for value in grid:
-        point = evaluate_choice(choose(policy, p, costs, value), labels, costs, [])
-        out.append(
-            {
-                PARAMETER[policy]: round(value, 8),
-                **{k: point[k] for k in ("accuracy", "cost_per_1k", "arena_score")},
-            }
-        )
-    return out
+    return [
+        measure(choose(p, costs, options(policy, value)).model, labels, costs, **{PARAMETER[policy]: value})
+        for value in grid
+    ]
 
 
 def recommend_across_policies(
@@ -94,9 +86,9 @@ def recommend_across_policies(
         "parameter": PARAMETER[policy],
         "value": value,
         "objective": objective.to_dict(),
-        "cv_accuracy": point["accuracy"],
-        "cv_cost_per_1k": point["cost_per_1k"],
-        "per_policy_on_training": {c[0]: {"value": c[1], **c[2]} for c in candidates},
+        "cv_accuracy": point.accuracy,
+        "cv_cost_per_1k": point.cost_per_1k,
+        "per_policy_on_training": {c[0]: {"value": c[1], **c[2].to_dict()} for c in candidates},
     }
 
 
@@ -107,7 +99,7 @@ def per_task_curve(
     tasks: Sequence[str | None],
     labels: np.ndarray,
     costs: np.ndarray,
-) -> list[dict[str, Any]]:
+) -> list[OperatingPoint]:
     """A router told each question's task: per task, the model with the best training accuracy minus a
     cost penalty (tasks unseen in training take the overall choice), swept over the penalty."""
     mean_cost = train_costs.mean(axis=0) * 1000
@@ -121,11 +113,5 @@ def per_task_curve(
         picks = {t: int(np.nanargmax(acc - weight * mean_cost)) for t, acc in per_task.items()}
         fallback = int(np.nanargmax(overall - weight * mean_cost))
         chosen = np.array([picks.get(t, fallback) if t is not None else fallback for t in tasks])
-        point = evaluate_choice(chosen, labels, costs, [])
-        points.append(
-            {
-                "cost_weight": round(weight, 8),
-                **{k: point[k] for k in ("accuracy", "cost_per_1k", "arena_score")},
-            }
-        )
+        points.append(measure(chosen, labels, costs, cost_weight=weight))
     return points

@@ -15,7 +15,7 @@ import numpy as np
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.errors import DataError
 from ladder.core.head import OnnxHead
-from ladder.core.policy import choose_batch
+from ladder.core.policy import ChoiceOptions, choose
 from ladder.core.pool import PoolConfig
 from ladder.training._builder import RoutingDataBuilder
 from ladder.training._table import RoutingData
@@ -101,7 +101,7 @@ def metrics(p: np.ndarray, y: np.ndarray, costs: np.ndarray, tolerance: float) -
     complete = known.all(axis=1)
     accuracy = None
     if complete.any():
-        chosen = choose_batch(p[complete], costs[complete], tolerance)
+        chosen = choose(p[complete], costs[complete], ChoiceOptions(tolerance=tolerance)).model
         accuracy = float(y[complete][np.arange(int(complete.sum())), chosen].mean())
     return {
         "brier": float(np.mean((q - t) ** 2)),

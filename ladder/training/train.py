@@ -29,7 +29,8 @@ from ladder.training.dataset import RoutingData
 from ladder.training.embed import Progress, embed_texts
 from ladder.training.fit import HeadSettings, fit_head
 from ladder.training.head_model import export_head
-from ladder.training.metrics import auc, expected_calibration_error, recommend, sweep
+from ladder.training.metrics import DEFAULT_TOLERANCES, auc, expected_calibration_error, sweep
+from ladder.training.objectives import Objective, choose_point
 
 REFERENCE_ROWS = 512
 
@@ -149,9 +150,10 @@ def train(
     fitted = fit_head(embeddings, labels, spec.head, progress)
 
     oof, y, c = fitted.oof_p[complete], labels[complete], costs[complete]
-    points = sweep(oof, y, c)
+    points = sweep(oof, y, c, DEFAULT_TOLERANCES)
     best_single = float(np.nanmax(y.mean(axis=0)))
-    chosen = recommend(points, best_single)
+    index = choose_point(points, Objective("match-best"), best_single)
+    chosen = points[index]
     rng = np.random.default_rng(spec.head.seed)
     reference = fitted.oof_p[rng.permutation(len(fitted.oof_p))[:REFERENCE_ROWS]]
 
@@ -184,7 +186,7 @@ def train(
         ),
         cv_metrics=cv_report(fitted.oof_p, labels, labels_used),
         recommended=Recommendation(
-            tolerance=chosen.tolerance,
+            tolerance=DEFAULT_TOLERANCES[index],
             cv_accuracy=chosen.accuracy,
             cv_cost_per_1k=chosen.cost_per_1k,
             rule="cheapest tolerance whose cross-validated accuracy is within 0.5 points of the best single "
