@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ladder.core.upstream_replies import Chunk
 from ladder.gateway.anthropic_protocol import STOP_REASONS
-from ladder.gateway.sse import chunk_token_counts, named_event
+from ladder.gateway.sse import named_event
 
 
 class AnthropicStream:
@@ -55,31 +56,29 @@ class AnthropicStream:
             "content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}
         )
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
+    def feed(self, chunk: Chunk) -> bytes:
         out = b""
-        if (counts := chunk_token_counts(chunk)) is not None:
-            self.input_tokens, self.output_tokens = counts
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
+        if chunk.usage is not None:
+            self.input_tokens, self.output_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+        for choice in chunk.choices:
+            if choice.text:
                 if self.block != "text":
                     out += self._open("text", {"type": "text", "text": ""})
-                out += self._delta({"type": "text_delta", "text": delta["content"]})
-            for call in delta.get("tool_calls") or ():
-                key = f"tool:{call.get('index', 0)}"
-                function = call.get("function") or {}
+                out += self._delta({"type": "text_delta", "text": choice.text})
+            for call in choice.tool_calls:
+                key = f"tool:{call.index or 0}"
                 if self.block != key:
                     block: dict[str, Any] = {
                         "type": "tool_use",
-                        "id": call.get("id") or f"toolu_{self.index + 1}",
-                        "name": function.get("name") or "",
+                        "id": call.id or f"toolu_{self.index + 1}",
+                        "name": call.name or "",
                         "input": {},
                     }
                     out += self._open(key, block)
-                if function.get("arguments"):
-                    out += self._delta({"type": "input_json_delta", "partial_json": function["arguments"]})
-            if choice.get("finish_reason"):
-                self.stop_reason = STOP_REASONS.get(str(choice["finish_reason"]), "end_turn")
+                if call.arguments:
+                    out += self._delta({"type": "input_json_delta", "partial_json": call.arguments})
+            if choice.finish_reason:
+                self.stop_reason = STOP_REASONS.get(choice.finish_reason, "end_turn")
         return out
 
     def finish(self, extra: dict[str, Any] | None = None) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ladder.core.upstream_replies import Chunk
 from ladder.gateway.responses_chat import INCOMPLETE, tool_call_item
 from ladder.gateway.responses_protocol import (
     IncompleteDetails,
@@ -14,7 +15,7 @@ from ladder.gateway.responses_protocol import (
     ResponseOutputText,
     ResponseUsage,
 )
-from ladder.gateway.sse import chunk_token_counts, named_event
+from ladder.gateway.sse import named_event
 
 
 @dataclass
@@ -111,43 +112,41 @@ class ResponsesStream:
             "response.output_item.done", {"output_index": index, "item": done.model_dump(mode="json")}
         )
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
+    def feed(self, chunk: Chunk) -> bytes:
         out = b""
-        if (counts := chunk_token_counts(chunk)) is not None:
-            self.input_tokens, self.output_tokens = counts
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
+        if chunk.usage is not None:
+            self.input_tokens, self.output_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+        for choice in chunk.choices:
+            if choice.text:
                 if self.item is None or self.item.key != "text":
                     out += self._close() + self._open_text()
                 assert self.item is not None
-                self.item.text.append(delta["content"])
+                self.item.text.append(choice.text)
                 out += self._event(
                     "response.output_text.delta",
                     {
                         "item_id": self.item.item_id,
                         "output_index": self._index,
                         "content_index": 0,
-                        "delta": delta["content"],
+                        "delta": choice.text,
                         "logprobs": [],
                     },
                 )
-            for call in delta.get("tool_calls") or ():
-                key = f"tool:{call.get('index', 0)}"
-                function = call.get("function") or {}
+            for call in choice.tool_calls:
+                key = f"tool:{call.index or 0}"
                 if self.item is None or self.item.key != key:
-                    call_id = str(call.get("id") or f"call_{self._index}")
-                    out += self._close() + self._open_tool(key, call_id, str(function.get("name") or ""))
+                    call_id = call.id or f"call_{self._index}"
+                    out += self._close() + self._open_tool(key, call_id, call.name or "")
                 assert self.item is not None
-                if function.get("arguments"):
-                    self.item.text.append(function["arguments"])
+                if call.arguments:
+                    self.item.text.append(call.arguments)
                     if self.item.name not in self.custom_tools:  # a custom tool's input is unwrapped at the end
                         out += self._event(
                             "response.function_call_arguments.delta",
-                            {"item_id": self.item.item_id, "output_index": self._index, "delta": function["arguments"]},
+                            {"item_id": self.item.item_id, "output_index": self._index, "delta": call.arguments},
                         )
-            if choice.get("finish_reason"):
-                self.finish_reason = str(choice["finish_reason"])
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
         return out
 
     def finish(self, extra: dict[str, Any] | None = None) -> bytes:
