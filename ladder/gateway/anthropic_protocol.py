@@ -9,7 +9,7 @@ from pydantic import Discriminator, Field, Tag
 
 from ladder.core.upstream_replies import Completion
 from ladder.gateway.errors import InvalidRequestError
-from ladder.gateway.protocol import Passthrough, RoutingExtensions
+from ladder.gateway.protocol import Passthrough, RoutingExtensions, type_tag
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -90,10 +90,7 @@ class OtherBlockParam(Passthrough):
 
 
 def _block_tag(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if not isinstance(kind, str):
-        return None
-    return kind if kind in TRANSLATED_BLOCKS else "other"
+    return type_tag(value, TRANSLATED_BLOCKS)
 
 
 TRANSLATED_BLOCKS = ("text", "image", "document", "tool_use", "tool_result")
