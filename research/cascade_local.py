@@ -39,6 +39,7 @@ from ladder.bench.llama_server import MODELS_DIR, llama_server  # noqa: E402
 from ladder.bench.server_thread import ServerThread  # noqa: E402
 from ladder.core.answers import choice_letter  # noqa: E402
 from ladder.core.cascade import mean_logprob  # noqa: E402
+from ladder.core.logprobs import token_logprobs  # noqa: E402
 from ladder.core.pool import load_pool  # noqa: E402
 from ladder.core.router import Router  # noqa: E402
 from ladder.gateway.app import create_app  # noqa: E402
@@ -122,7 +123,7 @@ def ask_pinned(
     choice = completion.choices[0]
     logprobs = choice.logprobs.model_dump() if choice.logprobs is not None else None
     cost = float((completion.model_extra or {})["ladder"]["cost_usd"])
-    return choice.message.content or "", mean_logprob(logprobs), cost
+    return choice.message.content or "", mean_logprob(token_logprobs(logprobs)), cost
 
 
 def main() -> None:

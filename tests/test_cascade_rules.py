@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ladder.core.answers import answers_agree
 from ladder.core.cascade import CascadeConfig, Signals, mean_logprob
 from ladder.core.cascade_step import Action, AnswerState, StepRule, judge, step
+from ladder.core.logprobs import TokenLogprob, token_logprobs
 
 CONFIG = CascadeConfig(router_accept_p=0.9, min_mean_logprob=-0.5)
 
@@ -44,10 +45,12 @@ def test_mean_logprob_reads_openai_logprobs_and_skips_junk() -> None:
         {"token": "2", "logprob": -0.4},
         {"token": "x", "logprob": None},
     ]
-    assert mean_logprob({"content": content}) == pytest.approx(-0.3)
-    assert mean_logprob(None) is None
-    assert mean_logprob({"content": None}) is None
-    assert mean_logprob({"content": [{"logprob": True}, {"logprob": float("-inf")}]}) is None
+    assert mean_logprob(token_logprobs({"content": content})) == pytest.approx(-0.3)
+    assert mean_logprob(token_logprobs(None)) is None
+    assert mean_logprob(token_logprobs({"content": None})) is None
+    assert mean_logprob(token_logprobs({"content": [{"logprob": True}, {"logprob": float("-inf")}]})) is None
+    assert mean_logprob([TokenLogprob("a", float("-inf")), TokenLogprob("b", -1.0)]) == -1.0
+    assert mean_logprob(()) is None
 
 
 @given(
@@ -57,7 +60,7 @@ def test_mean_logprob_reads_openai_logprobs_and_skips_junk() -> None:
     )
 )
 def test_mean_logprob_never_raises(value: Any) -> None:
-    result = mean_logprob({"content": value})
+    result = mean_logprob(token_logprobs({"content": value}))
     assert result is None or math.isfinite(result)
 
 

@@ -12,6 +12,8 @@ import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
+from ladder.core.upstream_replies import Chunk
+from ladder.core.upstream_replies import chunk as checked_chunk
 from ladder.gateway.responses_chat import custom_tool_names, echo, to_chat_body
 from ladder.gateway.responses_protocol import ResponseCreateParams
 from ladder.gateway.responses_stream import ResponsesStream
@@ -232,8 +234,8 @@ def events_of(stream: bytes) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in stream.decode().splitlines() if line.startswith("data: ")]
 
 
-def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+def chunk(delta: dict[str, Any], finish: str | None = None) -> Chunk:
+    return checked_chunk(json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}), "m")
 
 
 def test_a_streamed_custom_tool_call_is_unwrapped_and_a_cut_answer_is_incomplete() -> None:

@@ -8,7 +8,7 @@ keeps an answer or escalates is `ladder.core.cascade_step`, how an answer is rea
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,23 +16,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladder.core import policy
+from ladder.core.logprobs import TokenLogprob
 from ladder.core.policy import Candidate, ChoiceOptions
 
 
-def mean_logprob(logprobs: Any) -> float | None:
-    """Mean token logprob of an OpenAI ``choice.logprobs`` object (``{"content": [{"logprob": ..}, ..]}``);
-    None when the upstream sent none."""
-    content = logprobs.get("content") if isinstance(logprobs, Mapping) else None
-    if not isinstance(content, list):
-        return None
-    values = [
-        float(t["logprob"])
-        for t in content
-        if isinstance(t, Mapping)
-        and isinstance(t.get("logprob"), int | float)
-        and not isinstance(t.get("logprob"), bool)
-        and math.isfinite(float(t["logprob"]))
-    ]
+def mean_logprob(tokens: Sequence[TokenLogprob] | None) -> float | None:
+    """Mean logprob of an answer's tokens, non-finite ones (-inf) left out; None when the upstream sent none."""
+    values = [t.logprob for t in tokens or () if math.isfinite(t.logprob)]
     return sum(values) / len(values) if values else None
 
 

@@ -29,8 +29,8 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 from ladder.core.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from ladder.core.pool import ModelSpec
 from ladder.core.secrets import secret
+from ladder.core.upstream_replies import Chunk, Completion, completion
 from ladder.core.upstream_replies import chunk as checked_chunk
-from ladder.core.upstream_replies import completion, finished
 
 # answered with an explicit error before doing the work: the same model may be tried again
 RETRY_SAME_STATUSES = frozenset({408, 409, 425, 500, 502, 503})
@@ -45,13 +45,13 @@ HttpClient = Literal["aiohttp", "httpx"]
 class UpstreamReply:
     """An upstream's answer: the open response, and a plain answer's body or a stream's events.
 
-    ``body`` is a plain answer's whole body (``b""`` for a stream) and ``data`` its checked JSON object;
+    ``body`` is a plain answer's whole body (``b""`` for a stream) and ``completion`` its checked view;
     ``events`` yields a stream's server-sent events, the first one (already received) included.
     """
 
     response: httpx.Response
     body: bytes
-    data: dict[str, Any] | None = None
+    completion: Completion | None = None
     events: AsyncIterator[ServerSentEvent] | None = field(default=None)
 
     async def aclose(self) -> None:
@@ -309,8 +309,8 @@ async def _chain(
         await rest.aclose()
 
 
-async def stream_chunks(reply: UpstreamReply, model: str) -> AsyncGenerator[dict[str, Any], None]:
-    """A stream's checked chunk objects; raises ``UpstreamError`` when it breaks off, stalls (a timeout),
+async def stream_chunks(reply: UpstreamReply, model: str) -> AsyncGenerator[Chunk, None]:
+    """A stream's checked chunks; raises ``UpstreamError`` when it breaks off, stalls (a timeout),
     sends a malformed chunk or ends before a ``finish_reason``. The reply is closed in every case."""
     done = False
     try:
@@ -322,7 +322,7 @@ async def stream_chunks(reply: UpstreamReply, model: str) -> AsyncGenerator[dict
             if not event.data:
                 continue
             value = checked_chunk(event.data, model)
-            done = done or finished(value)
+            done = done or any(value.finish_reasons)
             yield value
     except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
         kind = failure_kind(exc)

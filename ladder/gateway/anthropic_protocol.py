@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
+from ladder.core.upstream_replies import Completion
 from ladder.gateway.errors import InvalidRequestError
-from ladder.gateway.protocol import Passthrough, RoutingExtensions
+from ladder.gateway.protocol import Passthrough, RoutingExtensions, type_tag
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -89,10 +90,7 @@ class OtherBlockParam(Passthrough):
 
 
 def _block_tag(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if not isinstance(kind, str):
-        return None
-    return kind if kind in TRANSLATED_BLOCKS else "other"
+    return type_tag(value, TRANSLATED_BLOCKS)
 
 
 TRANSLATED_BLOCKS = ("text", "image", "document", "tool_use", "tool_result")
@@ -319,35 +317,30 @@ def to_chat_body(params: MessageCreateParams) -> dict[str, Any]:
     return body
 
 
-def to_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
-    """An Anthropic ``Message`` for an OpenAI chat completion."""
-    choice = (completion.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+def to_message(completion: Completion, model: str) -> dict[str, Any]:
+    """An Anthropic ``Message`` for an OpenAI chat completion (its first choice)."""
     content: list[dict[str, Any]] = []
-    if message.get("content"):
-        content.append({"type": "text", "text": message["content"]})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
+    if completion.text:
+        content.append({"type": "text", "text": completion.text})
+    for call in completion.tool_calls:
         try:
-            arguments = json.loads(function.get("arguments") or "{}")
+            arguments = json.loads(call.arguments or "{}")
         except ValueError:
             arguments = None
         if not isinstance(arguments, dict):  # Anthropic's ``input`` is always an object
-            arguments = {"_raw": function.get("arguments")}
-        content.append(
-            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
-        )
-    usage = completion.get("usage") or {}
+            arguments = {"_raw": call.arguments}
+        content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    usage = completion.usage
     return {
-        "id": f"msg_{completion.get('id', '')}",
+        "id": f"msg_{completion.id or ''}",
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_reason": STOP_REASONS.get(str(completion.finish_reason), "end_turn"),
         "stop_sequence": None,
         "usage": {
-            "input_tokens": usage.get("prompt_tokens", 0),
-            "output_tokens": usage.get("completion_tokens", 0),
+            "input_tokens": usage.prompt_tokens if usage is not None else 0,
+            "output_tokens": usage.completion_tokens if usage is not None else 0,
         },
     }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ladder.core.upstream_replies import ToolCall
 from ladder.gateway.anthropic_protocol import STOP_REASONS
-from ladder.gateway.sse import chunk_token_counts, named_event
+from ladder.gateway.chunk_translator import ChunkTranslator
+from ladder.gateway.sse import named_event
 
 
-class AnthropicStream:
+class AnthropicStream(ChunkTranslator):
     """A state machine: feed OpenAI chunks, get Anthropic events (as SSE bytes)."""
 
     def __init__(self, message_id: str, model: str) -> None:
@@ -17,8 +19,6 @@ class AnthropicStream:
         self.index = -1
         self.block: str | None = None  # "text" or "tool:<openai index>"
         self.stop_reason = "end_turn"
-        self.output_tokens = 0
-        self.input_tokens = 0
 
     def start(self) -> bytes:
         message: dict[str, Any] = {
@@ -55,32 +55,26 @@ class AnthropicStream:
             "content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}
         )
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
+    def text(self, text: str) -> bytes:
+        out = b"" if self.block == "text" else self._open("text", {"type": "text", "text": ""})
+        return out + self._delta({"type": "text_delta", "text": text})
+
+    def tool_call(self, key: str, call: ToolCall) -> bytes:
         out = b""
-        if (counts := chunk_token_counts(chunk)) is not None:
-            self.input_tokens, self.output_tokens = counts
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                if self.block != "text":
-                    out += self._open("text", {"type": "text", "text": ""})
-                out += self._delta({"type": "text_delta", "text": delta["content"]})
-            for call in delta.get("tool_calls") or ():
-                key = f"tool:{call.get('index', 0)}"
-                function = call.get("function") or {}
-                if self.block != key:
-                    block: dict[str, Any] = {
-                        "type": "tool_use",
-                        "id": call.get("id") or f"toolu_{self.index + 1}",
-                        "name": function.get("name") or "",
-                        "input": {},
-                    }
-                    out += self._open(key, block)
-                if function.get("arguments"):
-                    out += self._delta({"type": "input_json_delta", "partial_json": function["arguments"]})
-            if choice.get("finish_reason"):
-                self.stop_reason = STOP_REASONS.get(str(choice["finish_reason"]), "end_turn")
+        if self.block != key:
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call.id or f"toolu_{self.index + 1}",
+                "name": call.name or "",
+                "input": {},
+            }
+            out += self._open(key, block)
+        if call.arguments:
+            out += self._delta({"type": "input_json_delta", "partial_json": call.arguments})
         return out
+
+    def finished(self, reason: str) -> None:
+        self.stop_reason = STOP_REASONS.get(reason, "end_turn")
 
     def finish(self, extra: dict[str, Any] | None = None) -> bytes:
         delta: dict[str, Any] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.core.policy import Candidate
 from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage
+from ladder.core.upstream_replies import Completion
 from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.costs import Cost, answer_cost
 from ladder.gateway.disconnect import cancel_on_disconnect
@@ -67,7 +68,7 @@ class Stage:
 
     role: str  # "answer" or "second opinion"
     dispatched: Dispatched
-    completion: dict[str, Any]
+    completion: Completion
     usage: Usage | None
     cost: Cost | None
     signals: Signals | None = None
@@ -76,11 +77,6 @@ class Stage:
     @property
     def model(self) -> str:
         return self.dispatched.model.name
-
-    def text(self) -> str | None:
-        choices = self.completion.get("choices") or [{}]
-        content = (choices[0].get("message") or {}).get("content")
-        return content if isinstance(content, str) else None
 
     def record(self) -> CascadeStage:
         """The stage as the decision record (and the response's ``ladder.cascade``) lists it."""
@@ -160,10 +156,8 @@ class Cascade:
                     raise
                 self.refused_logprobs.add(order[0].name)  # it refuses logprobs: the other signals decide
                 dispatched = await self.gw.dispatcher.send(ctx, order, self.plain, False, purpose)
-            if dispatched.reply.data is None:
-                raise UpstreamError(f"upstream for {dispatched.model.name} sent no answer", "bad reply")
-            completion = dispatched.reply.data
-            usage = Usage.from_openai(completion.get("usage"))
+            completion = dispatched.completion
+            usage = completion.usage
             cost = answer_cost(dispatched.model, self.gw.baseline, usage) if usage is not None else None
             span.set_attribute("ladder.model", dispatched.model.name)
             stage = Stage(role, dispatched, completion, usage, cost)
@@ -172,11 +166,10 @@ class Cascade:
             return stage
 
     def signals(self, stage: Stage, second: Stage | None, gap: float | None = None) -> Signals:
-        choices = stage.completion.get("choices") or [{}]
-        agrees = answers_agree(stage.text(), second.text()) if second is not None else None
+        agrees = answers_agree(stage.completion.text, second.completion.text) if second is not None else None
         return Signals(
             router_p=self.eligible[stage.model].p_correct if stage.model in self.eligible else 0.0,
-            mean_logprob=mean_logprob(choices[0].get("logprobs")),
+            mean_logprob=mean_logprob(stage.completion.logprobs),
             agrees=agrees,
             router_gap=gap,
         )
@@ -337,12 +330,8 @@ async def create_cascade_completion(
     stages = [*cascade.stages, *([second] if second is not None and second not in cascade.stages else [])]
     cost = total_cost(gw, stages, final)
     account(gw, routed, stages, final)
-    completion = dict(final.completion)
-    if not cascade.client_logprobs:
-        completion["choices"] = [
-            {k: v for k, v in c.items() if k != "logprobs"} for c in completion.get("choices") or []
-        ]
-    completion["model"] = final.model
+    answer = final.completion
+    completion = {**(answer.raw if cascade.client_logprobs else answer.without_logprobs()), "model": final.model}
     headers = {**routed.headers(), **stage_headers(stages), "x-ladder-model": final.model}
     headers["x-ladder-attempts"] = str(sum(len(s.dispatched.attempts) for s in stages))
     if cost is not None:
@@ -357,40 +346,40 @@ async def create_cascade_completion(
         final.usage,
         cost,
         text,
-        reply=final.completion,
+        response_id=answer.id,
+        finish_reasons=answer.finish_reasons,
         cascade=summary,
     )
     stages_summary = summary.model_dump(mode="json", exclude_unset=True)
     ladder = {**routed.summary(), "model": final.model, **costs, "cascade": stages_summary}
     if gw.shadow is not None:
-        gw.shadow.offer(routed.ctx, body, text, final.dispatched.model, completion)
+        gw.shadow.offer(routed.ctx, body, text, final.dispatched.model, answer)
     if params.stream:
         wants_usage = bool((params.stream_options or {}).get("include_usage"))
-        events = held_stream(completion, ladder, wants_usage)
+        events = held_stream(answer, final.model, ladder, wants_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
     completion["ladder"] = ladder
     return JSONResponse(completion, headers=headers)
 
 
 async def held_stream(
-    completion: Mapping[str, Any], ladder: dict[str, Any], wants_usage: bool
+    answer: Completion, model: str, ladder: dict[str, Any], wants_usage: bool
 ) -> AsyncIterator[bytes]:
     """The accepted answer as OpenAI chunks: per choice its whole delta, then its finish; usage if asked."""
     base = {
-        "id": completion.get("id", "chatcmpl-ladder"),
+        "id": answer.raw.get("id", "chatcmpl-ladder"),
         "object": "chat.completion.chunk",
-        "created": completion.get("created", int(time.time())),
-        "model": completion.get("model"),
+        "created": answer.raw.get("created", int(time.time())),
+        "model": model,
     }
-    for i, choice in enumerate(completion.get("choices") or []):
-        message = choice.get("message") or {}
-        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(message["tool_calls"])]
-        index = choice.get("index", i)
+    for i, choice in enumerate(answer.choices):
+        delta: dict[str, Any] = {"role": "assistant", "content": choice.text}
+        if choice.tool_calls:
+            delta["tool_calls"] = [{"index": k, **call.raw} for k, call in enumerate(choice.tool_calls)]
+        index = choice.index if choice.index is not None else i
         yield data_event({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
-        finish = choice.get("finish_reason") or "stop"
+        finish = choice.finish_reason or "stop"
         yield data_event({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
-    if wants_usage and completion.get("usage"):
-        yield data_event({**base, "choices": [], "usage": completion["usage"], "ladder": ladder})
+    if wants_usage and answer.raw.get("usage"):
+        yield data_event({**base, "choices": [], "usage": answer.raw["usage"], "ladder": ladder})
     yield data_event("[DONE]")

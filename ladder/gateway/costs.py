@@ -30,22 +30,6 @@ class Cost:
         }
 
 
-def chunk_text(chunk: dict[str, Any]) -> list[str]:
-    """The generated text in one streamed chat chunk: content and tool-call arguments."""
-    texts: list[str] = []
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if not isinstance(delta, dict):
-            continue
-        if isinstance(delta.get("content"), str):
-            texts.append(delta["content"])
-        for call in delta.get("tool_calls") or []:
-            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
-            if isinstance(arguments, str):
-                texts.append(arguments)
-    return texts
-
-
 def estimated_usage(input_tokens: int, completion_text: str) -> Usage:
     """Usage for a stream whose upstream reported none: the routing estimate in, the streamed text out."""
     return Usage(input_tokens, estimate_tokens(completion_text) if completion_text else 0)

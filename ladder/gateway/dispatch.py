@@ -41,6 +41,7 @@ from ladder.core.locality import LocalityError, may_receive
 from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage
 from ladder.core.upstream import UpstreamClient, UpstreamReply, stream_chunks, upstream_url
+from ladder.core.upstream_replies import Chunk, Completion
 from ladder.gateway.breaker import CircuitBreaker
 from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.costs import usage_cost
@@ -81,9 +82,16 @@ class Dispatched:
     attempts: list[Attempt] = field(default_factory=list)
     hold: Hold | None = None  # a stream's reservation, settled when the stream ends
 
-    def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+    def chunks(self) -> AsyncGenerator[Chunk, None]:
         """A streamed reply's checked chunks."""
         return stream_chunks(self.reply, self.model.name)
+
+    @property
+    def completion(self) -> Completion:
+        """A plain reply's checked completion (an UpstreamError where there is none)."""
+        if self.reply.completion is None:
+            raise UpstreamError(f"upstream for {self.model.name} sent no answer", "bad reply")
+        return self.reply.completion
 
     @property
     def failures(self) -> list[Attempt]:
@@ -286,7 +294,7 @@ class Dispatcher:
             attempts.append(Attempt(spec.name, "ok", (time.perf_counter() - started) * 1000))
             if stream:
                 return Dispatched(spec, reply, attempts, hold), last
-            usage = Usage.from_openai((reply.data or {}).get("usage"))
+            usage = reply.completion.usage if reply.completion is not None else None
             await self.spend.settle(hold, usage_cost(spec, usage) if usage is not None else None, usage)
             return Dispatched(spec, reply, attempts), last
         return None, last

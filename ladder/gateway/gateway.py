@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -358,11 +358,12 @@ class Gateway:
         cost: Cost | None,
         prompt: str,
         error: str | None = None,
-        reply: Mapping[str, Any] | None = None,
+        response_id: str | None = None,
+        finish_reasons: Sequence[str] = (),
         cascade: CascadeRecord | None = None,
     ) -> None:
         """Metrics, the client's usage, the span's GenAI attributes and one audit line for a finished
-        request (``reply``: the upstream's plain chat completion, for its id and finish reasons; ``cascade``:
+        request (``response_id`` and ``finish_reasons``: the upstream reply's, for the span; ``cascade``:
         a cascade's stages, for the record). Every paid upstream call was charged to the
         request's reservation by the dispatcher (a stream's here, once it has ended); the reservation is
         settled after that."""
@@ -386,7 +387,8 @@ class Gateway:
                     str(spec.upstream.base_url),
                     usage.prompt_tokens if usage is not None else None,
                     usage.completion_tokens if usage is not None else None,
-                    reply,
+                    response_id,
+                    finish_reasons,
                 )
             )
         if dispatched is not None and error is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -131,3 +132,12 @@ def extension(params: BaseModel, name: str) -> Any:
     value = getattr(params, name, None)
     extra = getattr(params, "extra_body", None)
     return value if value is not None else getattr(extra, name, None)
+
+
+def type_tag(value: Any, known: Collection[str]) -> str | None:
+    """A tagged union's tag for ``value``: its ``type`` when one of ``known``, else ``"other"``; None when it
+    has no string ``type`` (pydantic then reports the missing tag)."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in known else "other"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ladder.core.upstream_replies import Completion
 from ladder.gateway.errors import InvalidRequestError
 from ladder.gateway.responses_protocol import (
     CustomToolCallOutputParam,
@@ -206,33 +207,24 @@ def echo(params: ResponseCreateParams, response_id: str, model: str) -> Response
     )
 
 
-def to_response(completion: dict[str, Any], params: ResponseCreateParams, response_id: str, model: str) -> Response:
-    """A ``response`` for an upstream's plain chat completion."""
-    choice = (completion.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+def to_response(completion: Completion, params: ResponseCreateParams, response_id: str, model: str) -> Response:
+    """A ``response`` for an upstream's plain chat completion (its first choice)."""
     output: list[ResponseOutputItem] = []
-    if message.get("content"):
-        text = ResponseOutputText(text=str(message["content"]))
+    if completion.text:
+        text = ResponseOutputText(text=completion.text)
         output.append(ResponseOutputMessage(id=f"msg_{response_id}", content=[text]))
     custom = custom_tool_names(params)
-    for n, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
-        call_id = str(call.get("id") or f"call_{n}")
-        output.append(
-            tool_call_item(
-                f"fc_{response_id}_{n}",
-                call_id,
-                str(function.get("name") or ""),
-                str(function.get("arguments") or ""),
-                custom,
-            )
-        )
+    for n, call in enumerate(completion.tool_calls):
+        item_id, call_id = f"fc_{response_id}_{n}", call.id or f"call_{n}"
+        output.append(tool_call_item(item_id, call_id, call.name or "", call.arguments or "", custom))
     response = echo(params, response_id, model)
     response.output = output
-    reason = INCOMPLETE.get(str(choice.get("finish_reason")))
+    reason = INCOMPLETE.get(str(completion.finish_reason))
     if reason is not None:
         response.status = "incomplete"
         response.incomplete_details = IncompleteDetails(reason=reason)  # type: ignore[arg-type]
-    usage = completion.get("usage") or {}
-    response.usage = ResponseUsage.of(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    usage = completion.usage
+    response.usage = ResponseUsage.of(
+        usage.prompt_tokens if usage is not None else 0, usage.completion_tokens if usage is not None else 0
+    )
     return response

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag
 
-from ladder.gateway.protocol import MergesExtraBody, Passthrough, RoutingExtensions
+from ladder.gateway.protocol import MergesExtraBody, Passthrough, RoutingExtensions, type_tag
 
 # Input items Ladder translates; any other ``type`` (reasoning, web_search_call, ...) is checked and dropped.
 TRANSLATED_ITEMS = ("message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output")
@@ -100,10 +100,7 @@ class OtherToolParam(Passthrough):
 
 
 def _tool_tag(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if not isinstance(kind, str):
-        return None
-    return kind if kind in ("function", "custom") else "other"
+    return type_tag(value, ("function", "custom"))
 
 
 ToolParam = Annotated[

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ladder.core.upstream_replies import ToolCall
+from ladder.gateway.chunk_translator import ChunkTranslator
 from ladder.gateway.responses_chat import INCOMPLETE, tool_call_item
 from ladder.gateway.responses_protocol import (
     IncompleteDetails,
@@ -14,7 +16,7 @@ from ladder.gateway.responses_protocol import (
     ResponseOutputText,
     ResponseUsage,
 )
-from ladder.gateway.sse import chunk_token_counts, named_event
+from ladder.gateway.sse import named_event
 
 
 @dataclass
@@ -28,7 +30,7 @@ class _OpenItem:
     name: str = ""
 
 
-class ResponsesStream:
+class ResponsesStream(ChunkTranslator):
     """A state machine: feed OpenAI chunks, get Responses API events (as SSE bytes)."""
 
     def __init__(self, response: Response, custom_tools: frozenset[str]) -> None:
@@ -37,8 +39,6 @@ class ResponsesStream:
         self.sequence = 0
         self.item: _OpenItem | None = None
         self.finish_reason: str | None = None
-        self.input_tokens = 0
-        self.output_tokens = 0
 
     def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
         data = {"type": kind, "sequence_number": self.sequence, **payload}
@@ -111,44 +111,33 @@ class ResponsesStream:
             "response.output_item.done", {"output_index": index, "item": done.model_dump(mode="json")}
         )
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
+    def text(self, text: str) -> bytes:
         out = b""
-        if (counts := chunk_token_counts(chunk)) is not None:
-            self.input_tokens, self.output_tokens = counts
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                if self.item is None or self.item.key != "text":
-                    out += self._close() + self._open_text()
-                assert self.item is not None
-                self.item.text.append(delta["content"])
+        if self.item is None or self.item.key != "text":
+            out += self._close() + self._open_text()
+        assert self.item is not None
+        self.item.text.append(text)
+        where = {"item_id": self.item.item_id, "output_index": self._index}
+        return out + self._event(
+            "response.output_text.delta", {**where, "content_index": 0, "delta": text, "logprobs": []}
+        )
+
+    def tool_call(self, key: str, call: ToolCall) -> bytes:
+        out = b""
+        if self.item is None or self.item.key != key:
+            out += self._close() + self._open_tool(key, call.id or f"call_{self._index}", call.name or "")
+        assert self.item is not None
+        if call.arguments:
+            self.item.text.append(call.arguments)
+            if self.item.name not in self.custom_tools:  # a custom tool's input is unwrapped at the end
                 out += self._event(
-                    "response.output_text.delta",
-                    {
-                        "item_id": self.item.item_id,
-                        "output_index": self._index,
-                        "content_index": 0,
-                        "delta": delta["content"],
-                        "logprobs": [],
-                    },
+                    "response.function_call_arguments.delta",
+                    {"item_id": self.item.item_id, "output_index": self._index, "delta": call.arguments},
                 )
-            for call in delta.get("tool_calls") or ():
-                key = f"tool:{call.get('index', 0)}"
-                function = call.get("function") or {}
-                if self.item is None or self.item.key != key:
-                    call_id = str(call.get("id") or f"call_{self._index}")
-                    out += self._close() + self._open_tool(key, call_id, str(function.get("name") or ""))
-                assert self.item is not None
-                if function.get("arguments"):
-                    self.item.text.append(function["arguments"])
-                    if self.item.name not in self.custom_tools:  # a custom tool's input is unwrapped at the end
-                        out += self._event(
-                            "response.function_call_arguments.delta",
-                            {"item_id": self.item.item_id, "output_index": self._index, "delta": function["arguments"]},
-                        )
-            if choice.get("finish_reason"):
-                self.finish_reason = str(choice["finish_reason"])
         return out
+
+    def finished(self, reason: str) -> None:
+        self.finish_reason = reason
 
     def finish(self, extra: dict[str, Any] | None = None) -> bytes:
         """Close the open item and send ``response.completed`` (or ``response.incomplete``)."""

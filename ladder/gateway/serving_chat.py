@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -13,10 +13,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.core.decision_record import Endpoint
 from ladder.core.errors import NoEligibleModelError
-from ladder.core.pricing import Usage
 from ladder.core.prompt import routed_text
+from ladder.core.upstream_replies import Completion
 from ladder.gateway.context import RequestContext
-from ladder.gateway.costs import answer_cost, chunk_text, estimated_usage
+from ladder.gateway.costs import answer_cost
 from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import GatewayError, UpstreamError, sse_error_event
@@ -24,7 +24,7 @@ from ladder.gateway.gateway import Gateway, Routed
 from ladder.gateway.protocol import ChatCompletionCreateParams, extension, forwarded_body, routing_extensions
 from ladder.gateway.sse import data_event
 from ladder.gateway.stream_deadline import within_deadline
-from ladder.gateway.tracing import finished_choices
+from ladder.gateway.streamed import StreamTally
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -101,37 +101,39 @@ async def create_chat_completion(
         wants_usage = bool((params.stream_options or {}).get("include_usage"))
         stream = chat_stream(gw, routed, dispatched, wants_usage, text)
         return StreamingResponse(stream, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
-    data = reply_json(dispatched)
-    data["model"] = dispatched.model.name
-    data["ladder"] = settle(gw, routed, dispatched, data, headers, text, "chat")
+    completion = dispatched.completion
+    data = {**completion.raw, "model": dispatched.model.name}
+    data["ladder"] = settle(gw, routed, dispatched, completion, headers, text, "chat")
     if gw.shadow is not None:
-        gw.shadow.offer(routed.ctx, body, text, dispatched.model, data)
+        gw.shadow.offer(routed.ctx, body, text, dispatched.model, completion)
     return JSONResponse(data, headers=headers)
-
-
-def reply_json(dispatched: Dispatched) -> dict[str, Any]:
-    """The upstream's plain chat completion, as the upstream client checked it when it arrived."""
-    if dispatched.reply.data is None:
-        raise UpstreamError(f"upstream for {dispatched.model.name} sent no answer", "bad reply")
-    return dispatched.reply.data
 
 
 def settle(
     gw: Gateway,
     routed: Routed,
     dispatched: Dispatched,
-    completion: dict[str, Any],
+    completion: Completion,
     headers: dict[str, str],
     text: str,
     endpoint: Endpoint,
 ) -> dict[str, Any]:
     """Price a plain answer, add the cost headers, record it, and return the body's ``ladder`` object."""
-    usage = Usage.from_openai(completion.get("usage"))
+    usage = completion.usage
     cost = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
     if cost is not None:
         headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
         headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
-    gw.record(routed, endpoint, dispatched, usage, cost, text, reply=completion)
+    gw.record(
+        routed,
+        endpoint,
+        dispatched,
+        usage,
+        cost,
+        text,
+        response_id=completion.id,
+        finish_reasons=completion.finish_reasons,
+    )
     return {
         **routed.summary(),
         "model": dispatched.model.name,
@@ -145,39 +147,37 @@ async def chat_stream(
 ) -> AsyncIterator[bytes]:
     """Relay the upstream's chunks with ``model`` rewritten; a failure ends the stream with an error event."""
     name = dispatched.model.name
-    usage: Usage | None = None
+    tally = StreamTally(routed.needs.input_tokens)
     error: str | None = None
-    streamed: list[str] = []
-    finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     deadline = stream_deadline(gw)
     try:
         async with aclosing(within_deadline(dispatched.chunks(), deadline, name)) as chunks:
             async for chunk in chunks:
-                chunk["model"] = name
-                streamed.extend(chunk_text(chunk))
-                finished.extend(finished_choices(chunk))
-                if chunk.get("usage"):
-                    usage = Usage.from_openai(chunk["usage"]) or usage
-                    if not chunk.get("choices"):
-                        if wants_usage and usage is not None:
-                            chunk["ladder"] = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
-                            yield data_event(chunk)
+                tally.add(chunk)
+                out = {**chunk.raw, "model": name}
+                if chunk.usage is not None:
+                    if not chunk.choices:
+                        if wants_usage:
+                            out["ladder"] = answer_cost(dispatched.model, gw.baseline, chunk.usage).to_dict()
+                            yield data_event(out)
                         continue
                     if not wants_usage:
-                        chunk.pop("usage")
-                yield data_event(chunk)
-        if usage is None:  # an upstream that ignores stream_options.include_usage (llama.cpp does)
-            usage = estimated_usage(routed.needs.input_tokens, "".join(streamed))
-            cost = {**answer_cost(dispatched.model, gw.baseline, usage).to_dict(), "usage_estimated": True}
+                        del out["usage"]
+                yield data_event(out)
+        if tally.usage is None:  # an upstream that ignores stream_options.include_usage (llama.cpp does)
+            estimated = answer_cost(dispatched.model, gw.baseline, tally.estimated_usage()).to_dict()
+            cost = {**estimated, "usage_estimated": True}
             yield f": ladder {json.dumps(cost, separators=(',', ':'))}\n\n".encode()
         elif not wants_usage:
-            cost = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
+            cost = answer_cost(dispatched.model, gw.baseline, tally.usage).to_dict()
             yield f": ladder {json.dumps(cost, separators=(',', ':'))}\n\n".encode()
         yield data_event("[DONE]")
     except UpstreamError as exc:
         error = exc.reason
         yield sse_error_event(exc)
     finally:  # a stream that broke off or that the client left is charged what was generated
-        usage = usage or estimated_usage(routed.needs.input_tokens, "".join(streamed))
+        usage = tally.charged_usage()
         cost_obj = answer_cost(dispatched.model, gw.baseline, usage)
-        gw.record(routed, "chat", dispatched, usage, cost_obj, text, error=error, reply={"choices": finished})
+        gw.record(
+            routed, "chat", dispatched, usage, cost_obj, text, error=error, finish_reasons=tally.finish_reasons
+        )

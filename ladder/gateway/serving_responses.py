@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -13,7 +13,7 @@ from ladder.core.decision_record import Endpoint
 from ladder.core.pricing import Usage
 from ladder.core.prompt import routed_text
 from ladder.gateway.context import RequestContext
-from ladder.gateway.costs import answer_cost, chunk_text, estimated_usage
+from ladder.gateway.costs import answer_cost
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import UpstreamError, openai_error
 from ladder.gateway.gateway import Gateway, Routed
@@ -21,8 +21,8 @@ from ladder.gateway.protocol import extension, routing_extensions
 from ladder.gateway.responses_chat import custom_tool_names, echo, to_chat_body, to_response
 from ladder.gateway.responses_protocol import ResponseCreateParams
 from ladder.gateway.responses_stream import ResponsesStream
-from ladder.gateway.serving_chat import SSE_HEADERS, answer_headers, dispatch, reply_json, settle
-from ladder.gateway.tracing import finished_choices
+from ladder.gateway.serving_chat import SSE_HEADERS, answer_headers, dispatch, settle
+from ladder.gateway.streamed import StreamTally
 
 ENDPOINT: Endpoint = "responses"
 
@@ -44,7 +44,7 @@ async def create_response(
         translator = ResponsesStream(echo(params, response_id, dispatched.model.name), custom_tool_names(params))
         stream = response_stream(gw, routed, dispatched, text, translator)
         return StreamingResponse(stream, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
-    completion = reply_json(dispatched)
+    completion = dispatched.completion
     response = to_response(completion, params, response_id, dispatched.model.name)
     response.ladder = settle(gw, routed, dispatched, completion, headers, text, ENDPOINT)
     return JSONResponse(response.model_dump(mode="json"), headers=headers)
@@ -54,31 +54,32 @@ async def response_stream(
     gw: Gateway, routed: Routed, dispatched: Dispatched, text: str, translator: ResponsesStream
 ) -> AsyncIterator[bytes]:
     """The Responses event sequence from the upstream's chunks; a failure ends it with ``response.failed``."""
-    usage: Usage | None = None
+    tally = StreamTally(routed.needs.input_tokens)
+    charged: Usage | None = None  # what the finished stream is charged (the reported usage on a failure)
     error: str | None = None
-    streamed: list[str] = []
-    finished: list[Mapping[str, Any]] = []  # choices that ended, for the span's finish reasons
     yield translator.start()
     try:
         async with aclosing(dispatched.chunks()) as chunks:
             async for chunk in chunks:
-                usage = Usage.from_openai(chunk.get("usage")) or usage
-                streamed.extend(chunk_text(chunk))
-                finished.extend(finished_choices(chunk))
+                tally.add(chunk)
                 out = translator.feed(chunk)
                 if out:
                     yield out
         extra: dict[str, Any] = {}
-        if usage is None:  # an upstream that ignores stream_options.include_usage: priced as chat streams are
-            usage = estimated_usage(routed.needs.input_tokens, "".join(streamed))
-            translator.input_tokens, translator.output_tokens = usage.prompt_tokens, usage.completion_tokens
+        if tally.usage is None:  # an upstream that ignores stream_options.include_usage: priced as chat streams are
+            estimated = tally.estimated_usage()
+            translator.input_tokens, translator.output_tokens = estimated.prompt_tokens, estimated.completion_tokens
             extra["usage_estimated"] = True
-        cost = answer_cost(dispatched.model, gw.baseline, usage).to_dict()
+        charged = tally.charged_usage()
+        cost = answer_cost(dispatched.model, gw.baseline, charged).to_dict()
         yield translator.finish({**routed.summary(), "model": dispatched.model.name, **cost, **extra})
     except UpstreamError as exc:
         error = exc.reason
         _, envelope = openai_error(exc)
         yield translator.fail(str(envelope["error"].get("code")), str(envelope["error"].get("message")))
     finally:
+        usage = charged or tally.usage
         cost_obj = answer_cost(dispatched.model, gw.baseline, usage) if usage is not None else None
-        gw.record(routed, ENDPOINT, dispatched, usage, cost_obj, text, error=error, reply={"choices": finished})
+        gw.record(
+            routed, ENDPOINT, dispatched, usage, cost_obj, text, error=error, finish_reasons=tally.finish_reasons
+        )

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ladder.core.errors import ConfigError, LadderError
 from ladder.core.pool import Locality, ModelSpec, PoolConfig
-from ladder.core.pricing import Usage
 from ladder.core.traffic_db import OutcomeRow
+from ladder.core.upstream_replies import Completion
 from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.costs import usage_cost
 from ladder.gateway.dispatch import Dispatcher
@@ -45,13 +45,10 @@ class Verdict(BaseModel):
     answer_2: float = Field(ge=0, le=1)
 
 
-def answer_text(completion: dict[str, Any] | None) -> str | None:
+def answer_text(completion: Completion) -> str | None:
     """The first choice's text content, or None when there is none (a tool call, an empty answer)."""
-    try:
-        content = (completion or {})["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return content if isinstance(content, str) and content.strip() else None
+    text = completion.text
+    return text if text is not None and text.strip() else None
 
 
 def parse_verdict(text: str | None) -> Verdict | None:
@@ -93,7 +90,7 @@ class ShadowJudge:
         body: dict[str, Any],
         text: str,
         answered: ModelSpec,
-        completion: dict[str, Any],
+        completion: Completion,
     ) -> None:
         """Maybe start judging this answer in the background; never waits, never raises."""
         if self._random.random() >= self.settings.share:
@@ -120,14 +117,13 @@ class ShadowJudge:
 
     async def _call(
         self, ctx: RequestContext, spec: ModelSpec, body: dict[str, Any], purpose: Purpose
-    ) -> dict[str, Any] | None:
+    ) -> Completion:
         plain = {**body, "stream": False}
         dispatched = await self.dispatcher.send(ctx, [spec], plain, stream=False, purpose=purpose)
-        data = dispatched.reply.data
-        usage = Usage.from_openai((data or {}).get("usage"))
-        if usage is not None:
-            self.spent_usd += usage_cost(spec, usage)
-        return data
+        completion = dispatched.completion
+        if completion.usage is not None:
+            self.spent_usd += usage_cost(spec, completion.usage)
+        return completion
 
     async def _judge(
         self, ctx: RequestContext, body: dict[str, Any], text: str, answered: ModelSpec, answer: str

@@ -22,10 +22,3 @@ def named_event(name: str, payload: dict[str, Any]) -> bytes:
         f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
     )
 
-
-def chunk_token_counts(chunk: dict[str, Any]) -> tuple[int, int] | None:
-    """(prompt, completion) tokens a chat-completion chunk reports in ``usage``; None when it has none."""
-    usage = chunk.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

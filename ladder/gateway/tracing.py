@@ -176,9 +176,11 @@ def genai_response_attributes(
     base_url: str,
     input_tokens: int | None,
     output_tokens: int | None,
-    reply: Mapping[str, Any] | None = None,
+    response_id: str | None = None,
+    finish_reasons: Sequence[str] = (),
 ) -> dict[str, AttributeValue]:
-    """The answering model (the provider's id, as cost tools price it), its provider, usage and reply."""
+    """The answering model (the provider's id, as cost tools price it), its provider, usage, and the
+    reply's id and finish reasons."""
     provider = provider_name(base_url)
     attributes: dict[str, AttributeValue] = {
         "gen_ai.response.model": upstream_model,
@@ -190,16 +192,10 @@ def genai_response_attributes(
         attributes["gen_ai.usage.input_tokens"] = input_tokens
     if output_tokens is not None:
         attributes["gen_ai.usage.output_tokens"] = output_tokens
-    if reply is not None:
-        if isinstance(reply.get("id"), str):
-            attributes["gen_ai.response.id"] = reply["id"]
-        reasons = [
-            str(c["finish_reason"])
-            for c in reply.get("choices") or []
-            if isinstance(c, Mapping) and c.get("finish_reason") is not None
-        ]
-        if reasons:
-            attributes["gen_ai.response.finish_reasons"] = reasons
+    if response_id is not None:
+        attributes["gen_ai.response.id"] = response_id
+    if finish_reasons:
+        attributes["gen_ai.response.finish_reasons"] = list(finish_reasons)
     return attributes
 
 
@@ -208,11 +204,3 @@ def annotate_current_span(attributes: Mapping[str, AttributeValue]) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attributes(attributes)
-
-
-def finished_choices(chunk: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The choices of a streamed chunk that carry a finish reason (for ``gen_ai.response.finish_reasons``)."""
-    choices = chunk.get("choices")
-    if not isinstance(choices, list):
-        return []
-    return [c for c in choices if isinstance(c, Mapping) and c.get("finish_reason") is not None]

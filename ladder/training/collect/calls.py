@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ from ladder.core.locality import LocalityError, refusal
 from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage, estimate_tokens, price_usd
 from ladder.core.upstream import UpstreamClient, stream_chunks
+from ladder.core.upstream_replies import Chunk
 from ladder.training.collect.questions import Question
 from ladder.training.collect.store import Answer
 
@@ -71,28 +71,17 @@ def request_body(question: Question, settings: CallSettings, logprobs: bool) -> 
     return body
 
 
-def _read_chunk(chunk: Mapping[str, Any], out: _Stream, now: float) -> None:
-    usage = Usage.from_openai(chunk.get("usage"))
-    if usage is not None:
-        out.usage = usage
-    for choice in chunk.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        delta = choice.get("delta") or {}
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(content, str) and content:
-            out.parts.append(content)
+def _read_chunk(chunk: Chunk, out: _Stream, now: float) -> None:
+    if chunk.usage is not None:
+        out.usage = chunk.usage
+    for choice in chunk.choices:
+        if choice.text:
+            out.parts.append(choice.text)
             if out.first_token_at is None:
                 out.first_token_at = now
-        if choice.get("finish_reason"):
-            out.finish_reason = str(choice["finish_reason"])
-        logprobs = choice.get("logprobs")
-        tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
-        for token in tokens or ():
-            if isinstance(token, dict) and isinstance(token.get("logprob"), int | float):
-                out.logprobs.append(
-                    {"token": str(token.get("token", "")), "logprob": float(token["logprob"])}
-                )
+        if choice.finish_reason:
+            out.finish_reason = choice.finish_reason
+        out.logprobs.extend({"token": t.token, "logprob": t.logprob} for t in choice.logprobs or ())
 
 
 async def _attempt(
