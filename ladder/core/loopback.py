@@ -1,11 +1,16 @@
-"""Loopback helpers for benchmarks and tests: a free port, and waiting for a server to answer."""
+"""Loopback helpers for benchmarks and tests: a free port, waiting for a server to answer, stopping it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -33,3 +38,40 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, time
         if time.monotonic() > deadline:
             raise RuntimeError(f"{name} not ready in {timeout_s:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.2)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0, group: bool = False) -> None:
+    """SIGTERM ``process`` (its whole process group where ``group``); SIGKILL it if it lives on past ``timeout_s``."""
+
+    def send(sig: signal.Signals) -> None:
+        if group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+
+
+class Started(ABC):
+    """A server that ``start()`` brings up and ``stop()`` takes down; ``with`` does both."""
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Bring the server up and return it once it answers."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Take the server down."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

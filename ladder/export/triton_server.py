@@ -16,10 +16,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from ladder.core.errors import LadderError
-from ladder.core.loopback import free_port
+from ladder.core.loopback import Started, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: ladder/export/ is two folders down
 
@@ -70,7 +69,7 @@ def _server_env(venv: Path) -> dict[str, str]:
     return env
 
 
-class TritonServer:
+class TritonServer(Started):
     """One tritonserver process serving ``repository`` on 127.0.0.1."""
 
     def __init__(
@@ -159,12 +158,7 @@ class TritonServer:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, timeout, group=True)
 
     def kill(self) -> None:
         """SIGKILL the server and its python stubs at once (a crash, for tests)."""
@@ -178,14 +172,6 @@ class TritonServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ladder.core.loopback import free_port
+from ladder.core.loopback import free_port, stop_process
 
 START_TIMEOUT_S = 30.0
 
@@ -54,9 +54,4 @@ def running_redis(directory: Path) -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ladder.core.loopback import free_port
+from ladder.core.loopback import free_port, stop_process
 
 START_TIMEOUT_S = 90.0
 
@@ -41,12 +41,7 @@ class ServeProcess:
         pytest.fail(f"ladder serve did not become ready:\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 20)
 
 
 def clean_env(**settings: str) -> dict[str, str]:
