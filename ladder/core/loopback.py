@@ -24,19 +24,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float, name: str) -> None:
-    """Poll ``url`` until it answers 200; raise with the log's tail if ``process`` exits or time runs out."""
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path | None, timeout_s: float, name: str
+) -> None:
+    """Poll ``url`` until it answers 200; raise (with the log's tail, where there is a log file) if ``process``
+    exits or time runs out."""
+
+    def tail() -> str:
+        return "" if log is None else "\n" + log.read_text(errors="replace")[-3000:]
+
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited ({process.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(f"{name} exited ({process.returncode}):{tail()}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} not ready in {timeout_s:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(f"{name} not ready in {timeout_s:.0f} s:{tail()}")
         time.sleep(0.2)
 
 
