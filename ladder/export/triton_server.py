@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from ladder.core.errors import LadderError
+from ladder.core.errors import LadderError, exit_code
 from ladder.core.loopback import Started, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: ladder/export/ is two folders down
@@ -185,22 +185,22 @@ def main(argv: list[str] | None = None) -> int:
     server = TritonServer(
         args.repository, grpc_port=args.grpc_port, http_port=args.http_port, log_path=Path("/dev/stderr")
     )
-    try:
-        server.start()
-        print(
-            f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url} (Ctrl-C stops it)",
-            flush=True,
-        )
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    except LadderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        server.stop()
-    return 0
+
+    def serve() -> None:
+        try:
+            server.start()
+            print(
+                f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url} (Ctrl-C stops it)",
+                flush=True,
+            )
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+    return exit_code(serve)
 
 
 if __name__ == "__main__":
