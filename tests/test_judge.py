@@ -223,36 +223,21 @@ def test_self_judging_is_refused_unless_allowed(collected: tuple[Path, AnswerSto
         )
 
 
-def test_cli_judge_errors(tmp_path: Path, collected: tuple[Path, AnswerStore], fake: Loopback) -> None:
-    store = str(tmp_path / "s.db")
-    unknown = ladder(
-        "judge",
-        "--store",
-        store,
-        "--judge",
-        "llm",
-        "--judge-model",
-        "nope",
-        "--pool",
-        str(fake.pool_file),
-        "--out",
-        str(tmp_path / "x.csv"),
-    )
-    assert unknown.returncode == 2 and "'nope' is not a model of the pool" in unknown.stderr
-    selfish = ladder(
-        "judge",
-        "--store",
-        store,
-        "--judge",
-        "llm",
-        "--judge-model",
-        "small",
-        "--pool",
-        str(fake.pool_file),
-        "--out",
-        str(tmp_path / "x.csv"),
-    )
-    assert selfish.returncode == 2 and "--allow-self-judge" in selfish.stderr
+@pytest.mark.parametrize(
+    ("judge_model", "message"), [("nope", "'nope' is not a model of the pool"), ("small", "--allow-self-judge")]
+)
+def test_cli_judge_refuses_a_judge_outside_the_pool_or_judging_itself(
+    tmp_path: Path, collected: tuple[Path, AnswerStore], fake: Loopback, judge_model: str, message: str
+) -> None:
+    store, out = str(tmp_path / "s.db"), str(tmp_path / "x.csv")
+    result = ladder(
+        "judge", "--store", store, "--judge", "llm", "--judge-model", judge_model, "--pool", str(fake.pool_file),
+        "--out", out,
+    )  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_cli_judge_refuses_a_missing_store(tmp_path: Path) -> None:
     missing = ladder(
         "judge", "--store", str(tmp_path / "none.db"), "--judge", "vote", "--out", str(tmp_path / "x.csv")
     )
