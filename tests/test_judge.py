@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import pytest
@@ -196,31 +197,15 @@ def test_llm_judge_grades_and_retries_malformed_verdicts(
 
 def test_self_judging_is_refused_unless_allowed(collected: tuple[Path, AnswerStore], fake: Loopback) -> None:
     _, store = collected
-    config = load_pool(fake.pool_file)
-    with pytest.raises(ConfigError, match="judge large also answers in this store"):
-        llm_judge(
-            store,
-            config,
-            "large",
-            allow_self_judge=False,
-            graded=False,
-            pairwise=False,
-            settings=JUDGE_SETTINGS,
-        )
-    _, notes = llm_judge(
-        store, config, "large", allow_self_judge=True, graded=False, pairwise=False, settings=JUDGE_SETTINGS
+    judge = functools.partial(
+        llm_judge, store, load_pool(fake.pool_file), graded=False, pairwise=False, settings=JUDGE_SETTINGS
     )
+    with pytest.raises(ConfigError, match="judge large also answers in this store"):
+        judge("large", allow_self_judge=False)
+    _, notes = judge("large", allow_self_judge=True)
     assert notes and "self-judging" in notes[0]
     with pytest.raises(ConfigError, match="'gpt-9' is not a model of the pool"):
-        llm_judge(
-            store,
-            config,
-            "gpt-9",
-            allow_self_judge=False,
-            graded=False,
-            pairwise=False,
-            settings=JUDGE_SETTINGS,
-        )
+        judge("gpt-9", allow_self_judge=False)
 
 
 @pytest.mark.parametrize(
