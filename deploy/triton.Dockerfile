@@ -15,6 +15,7 @@ COPY model_repository /models
 RUN test -f /models/encoder/1/model.onnx -o -f /models/encoder/1/model.plan \
  || { echo "model_repository/encoder/1 has no weights: run 'ladder export --flavour gpu' first" >&2; exit 1; } \
  && test -f /models/head/1/model.onnx \
- && test -f /models/tokenizer/1/tokenizer.json
+ && test -f /models/tokenizer/1/tokenizer.json \
+ && test -f /models/tokenizer/1/model.py
 EXPOSE 8000 8001 8002
 CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", "--load-model=router", "--load-model=router_text", "--strict-readiness=true"]

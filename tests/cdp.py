@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ladder.core.loopback import stop_process
+
 START_TIMEOUT_S = 30.0
 
 
@@ -172,9 +174,4 @@ class Browser:
     ) -> None:
         if self.page is not None:
             self.page.ws.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)

@@ -52,9 +52,11 @@ def router() -> Router:
     return _router()
 
 
-def _place(target: str, others: list[str], position: int) -> tuple[list[str], int]:
+def _place(case: tuple[str, list[str], int]) -> tuple[str, list[str], int]:
+    """The case's target prompt, a batch with it among the others at the drawn position, and that index."""
+    target, others, position = case
     index = position % (len(others) + 1)
-    return [*others[:index], target, *others[index:]], index
+    return target, [*others[:index], target, *others[index:]], index
 
 
 @SLOW
@@ -62,8 +64,7 @@ def _place(target: str, others: list[str], position: int) -> tuple[list[str], in
 def test_router_batches_do_not_move_a_prompts_decision(
     router: Router, case: tuple[str, list[str], int]
 ) -> None:
-    target, others, position = case
-    batch, index = _place(target, others, position)
+    target, batch, index = _place(case)
     alone = router.route(target).decision
     together = router.route_many(batch)[index].decision
     assert together.model == alone.model and together.reason == alone.reason
@@ -91,8 +92,7 @@ async def _through_the_batcher(router: Router, texts: list[str]) -> tuple[list[n
 def test_the_gateways_batching_scorer_does_not_move_a_prompts_decision(
     router: Router, case: tuple[str, list[str], int]
 ) -> None:
-    target, others, position = case
-    batch, index = _place(target, others, position)
+    target, batch, index = _place(case)
     scores, sizes = asyncio.run(_through_the_batcher(router, batch))
     assert max(sizes) > 1, "the concurrent prompts were not batched together"
     (alone,) = score_texts(router, [target])

@@ -104,26 +104,56 @@ def test_files_merge(tmp_path: Path) -> None:
     assert np.isnan(data.labels[1, 0])
 
 
-def test_same_id_with_other_text_across_files(tmp_path: Path) -> None:
-    a = write(tmp_path / "a.csv", "question_id,question,model,correct\nq1,Q one,a,1\n")
-    b = write(tmp_path / "b.csv", "question_id,question,model,correct\nq1,Q uno,b,1\n")
-    with pytest.raises(
-        DataError, match=r"b\.csv:2: question_id 'q1' has a different question text .*a\.csv:2"
-    ):
-        read_canonical([a, b])
+HEAD = "question_id,question,model,correct"
 
 
-def test_duplicate_pair_names_file_and_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.csv", "question_id,question,model,correct\nq1,Q,a,1\nq2,R,a,1\nq1,Q,a,0\n")
-    with pytest.raises(DataError, match=r"d\.csv:4: duplicate row .*'q1'.*'a'.*first at .*d\.csv:2"):
-        read_canonical([path])
-
-
-def test_duplicate_pair_across_files(tmp_path: Path) -> None:
-    a = write(tmp_path / "a.csv", "question_id,question,model,correct\nq1,Q,a,1\n")
-    b = write(tmp_path / "b.csv", "question_id,question,model,correct\nq1,Q,a,1\n")
-    with pytest.raises(DataError, match=r"b\.csv:2: duplicate row"):
-        read_canonical([a, b])
+@pytest.mark.parametrize(
+    ("files", "pattern"),
+    [
+        pytest.param(
+            {"a.csv": f"{HEAD}\nq1,Q one,a,1\n", "b.csv": f"{HEAD}\nq1,Q uno,b,1\n"},
+            r"b\.csv:2: question_id 'q1' has a different question text .*a\.csv:2",
+            id="same id, other text across files",
+        ),
+        pytest.param(
+            {"d.csv": f"{HEAD}\nq1,Q,a,1\nq2,R,a,1\nq1,Q,a,0\n"},
+            r"d\.csv:4: duplicate row .*'q1'.*'a'.*first at .*d\.csv:2",
+            id="duplicate pair",
+        ),
+        pytest.param(
+            {"a.csv": f"{HEAD}\nq1,Q,a,1\n", "b.csv": f"{HEAD}\nq1,Q,a,1\n"},
+            r"b\.csv:2: duplicate row",
+            id="duplicate pair across files",
+        ),
+        pytest.param(
+            {"d.csv": f"{HEAD},cost\nq1,Q,a,1,0.1\n"}, r"d\.csv: unknown column\(s\) 'cost'", id="unknown column"
+        ),
+        pytest.param(
+            {"d.csv": f"{HEAD}\nq1,Q,a,1\nq2,R,a,1.5\n"},
+            r"d\.csv:3: correct must be a number in \[0, 1\]",
+            id="correct out of range",
+        ),
+        pytest.param(
+            {"d.csv": f"{HEAD}\nq1,Q,a,1\nq2,R,a,yes\n"},
+            r"d\.csv:3: correct is not a number",
+            id="correct not a number",
+        ),
+        pytest.param(
+            {"d.csv": f'{HEAD}\nq1,"two\nlines",a,1\nq2,R,a,-1\n'},
+            r"d\.csv:4: correct must be",
+            id="line numbers count multiline questions",
+        ),
+        pytest.param(
+            {"d.csv": f"{HEAD},cost_usd\nq1,Q,a,1,-0.1\n"},
+            r"d\.csv:2: cost_usd must be a non-negative number",
+            id="negative cost",
+        ),
+    ],
+)
+def test_a_bad_file_is_refused_naming_file_and_line(tmp_path: Path, files: dict[str, str], pattern: str) -> None:
+    paths = [write(tmp_path / name, text) for name, text in files.items()]
+    with pytest.raises(DataError, match=pattern):
+        read_canonical(paths)
 
 
 def test_missing_column_names_file_column_and_found_columns(tmp_path: Path) -> None:
@@ -133,37 +163,6 @@ def test_missing_column_names_file_column_and_found_columns(tmp_path: Path) -> N
     message = str(info.value)
     assert "d.csv" in message and "'correct'" in message
     assert "columns found: question_id, question, model, is_correct" in message
-
-
-def test_unknown_column_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.csv", "question_id,question,model,correct,cost\nq1,Q,a,1,0.1\n")
-    with pytest.raises(DataError, match=r"d\.csv: unknown column\(s\) 'cost'"):
-        read_canonical([path])
-
-
-@pytest.mark.parametrize(
-    ("value", "pattern"),
-    [
-        ("1.5", r"d\.csv:3: correct must be a number in \[0, 1\]"),
-        ("yes", r"d\.csv:3: correct is not a number"),
-    ],
-)
-def test_bad_correct_value_names_file_and_line(tmp_path: Path, value: str, pattern: str) -> None:
-    path = write(tmp_path / "d.csv", f"question_id,question,model,correct\nq1,Q,a,1\nq2,R,a,{value}\n")
-    with pytest.raises(DataError, match=pattern):
-        read_canonical([path])
-
-
-def test_line_numbers_count_multiline_questions(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.csv", 'question_id,question,model,correct\nq1,"two\nlines",a,1\nq2,R,a,-1\n')
-    with pytest.raises(DataError, match=r"d\.csv:4: correct must be"):
-        read_canonical([path])
-
-
-def test_negative_cost_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.csv", "question_id,question,model,correct,cost_usd\nq1,Q,a,1,-0.1\n")
-    with pytest.raises(DataError, match=r"d\.csv:2: cost_usd must be a non-negative number"):
-        read_canonical([path])
 
 
 @pytest.mark.parametrize("text", ["", "question_id,question,model,correct\n"])

@@ -10,7 +10,6 @@ from tokenizers import Tokenizer as HfTokenizer
 
 from ladder.core.encoder import EncoderInfo, EncoderNotBuilt, OnnxEncoder, Tokenizer
 from ladder.core.errors import ConfigError, PromptError
-from ladder.export.encoder_build import build_encoder
 
 TEXTS = [
     "How do I reverse a linked list in C?",
@@ -20,11 +19,6 @@ TEXTS = [
     "",
     "Résumez cet article en trois phrases, s'il vous plaît.",
 ]
-
-
-@pytest.fixture(scope="session")
-def e5_dir() -> Path:
-    return build_encoder("multilingual-e5-small")  # a no-op once built at setup
 
 
 @pytest.fixture(scope="session")

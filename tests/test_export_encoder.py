@@ -34,11 +34,6 @@ AGREEMENT_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def e5_dir() -> Path:
-    return build_encoder("multilingual-e5-small")  # a no-op once built at setup
-
-
 def test_q4_0_dequantization_follows_the_c_layout() -> None:
     scale = np.array([0.5], dtype=np.float16).tobytes()
     nibbles = bytes((j & 0x0F) | (((15 - j) & 0x0F) << 4) for j in range(16))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import anthropic
-import httpx
 import pytest
 from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.recorded import recorded_request, replay
 from gateway_support.upstream import FakeUpstream
 
 from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body
@@ -163,24 +161,16 @@ def test_images_translate_to_image_parts() -> None:
     assert body["stop"] == ["END"] and body["tool_choice"] == "required"
 
 
-CLAUDE_CODE = Path(__file__).parent / "gateway_support" / "client_bodies" / "claude_code_messages.json"
 DROPPED_FIELDS = ("thinking", "context_management", "output_config", "metadata", "system", "cache_control")
-
-
-def claude_code_request() -> dict[str, Any]:
-    """The first request Claude Code 2.1 sends (recorded by gateway_support/recorder.py)."""
-    recorded: dict[str, Any] = json.loads(CLAUDE_CODE.read_text(encoding="utf-8"))
-    return recorded
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_claude_codes_first_request_is_answered(gateway: RunningGateway, upstream: FakeUpstream, stream: bool) -> None:
-    recorded = claude_code_request()
+    recorded = recorded_request("claude_code_messages")  # the first request Claude Code 2.1 sends
     body = {**recorded["body"], "model": "ladder-1", "stream": stream}
     system_turns = [m for m in body["messages"] if m["role"] == "system"]
     assert system_turns and len(body["tools"]) == 12  # the shape the gateway used to refuse
-    headers = {**recorded["headers"], "x-api-key": API_KEY}
-    reply = httpx.post(f"{gateway.url}{recorded['path']}?{recorded['query']}", json=body, headers=headers, timeout=30)
+    reply = replay(gateway.url, recorded, body, {"x-api-key": API_KEY})
     assert reply.status_code == 200, reply.text
     if stream:
         assert reply.text.startswith("event: message_start") and "event: message_stop" in reply.text

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.pool import BIASES, NAMES, write_pool
-from gateway_support.redis_server import redis_binary, running_redis
+from gateway_support.pool import shared_pool
+from gateway_support.redis_server import redis_binary, redis_url_at, start_redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -33,7 +33,6 @@ from ladder.gateway.capabilities import prompt_tokens
 from ladder.gateway.settings import load_settings
 from ladder.gateway.spend import held_input_tokens, worst_case_usd
 from ladder.gateway.state import Hold, MemoryState, RedisState, StateStore
-from ladder.training.prior_checkpoint import make_checkpoint
 
 KEY_A = "sk-tenant-alpha-key-0123456789"
 KEY_B = "sk-tenant-bravo-key-0123456789"
@@ -108,9 +107,7 @@ def stub(stub_server: tuple[Stub, ServerThread]) -> Stub:
 
 @pytest.fixture(scope="module")
 def stub_pool(tmp_path_factory: pytest.TempPathFactory, stub_server: tuple[Stub, ServerThread]) -> Path:
-    directory = tmp_path_factory.mktemp("budgets")
-    make_checkpoint(directory / "checkpoint", NAMES, BIASES)
-    return write_pool(directory / "pool.yaml", stub_server[1].url, directory / "checkpoint")
+    return shared_pool(tmp_path_factory.mktemp("budgets"), stub_server[1].url, None)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +152,17 @@ def chat(url: str, key: str, **body: Any) -> httpx.Response:
     return httpx.post(f"{url}/v1/chat/completions", json=payload, headers=auth(key), timeout=30)
 
 
+def concurrent_chats(url: str, key: str, count: int) -> list[httpx.Response]:
+    """``count`` chats from ``key`` sent at once, one thread each; the replies in the order they came."""
+    replies: list[httpx.Response] = []
+    threads = [threading.Thread(target=lambda: replies.append(chat(url, key))) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return replies
+
+
 def spent(url: str, key: str, requests: int, deadline_s: float = 10.0) -> dict[str, Any]:
     """Today's usage once ``requests`` answers have settled (spend is written just after each answer)."""
     deadline = time.monotonic() + deadline_s
@@ -174,23 +182,13 @@ def worst_case(stub_router: Router) -> float:
 # ---- budgets that hold -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 @pytest.mark.asyncio
 async def test_the_hold_contract(backend: str, request: pytest.FixtureRequest) -> None:
     """Both stores: a hold is refused once spend plus live holds reach a budget (naming which), settling
     drops the hold and adds the spend in one step, and a hold never settled expires."""
     if backend == "redis":
-        import redis
-
-        url = request.getfixturevalue("redis_server")
-        redis.Redis.from_url(url).flushall()
-        store: StateStore = RedisState(url)
+        store: StateStore = RedisState(request.getfixturevalue("redis_url"))
     else:
         store = MemoryState()
     usage = ["t:usage:{c}:day", "t:usage:{c}:month"]
@@ -228,20 +226,11 @@ def test_concurrent_requests_cannot_overrun_a_small_budget(
 ) -> None:
     extra: dict[str, Any] = {}
     if backend == "redis":
-        import redis
-
-        url = request.getfixturevalue("redis_server")
-        redis.Redis.from_url(url).flushall()
-        extra["redis_url"] = url
+        extra["redis_url"] = request.getfixturevalue("redis_url")
     budget = 2 * COST  # covers two answers
     gateway = serve(profiles={"alpha": {"daily_budget_usd": budget}}, **extra)
     stub.modes["vision-pro"] = "slow"
-    replies: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: replies.append(chat(gateway, KEY_A))) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    replies = concurrent_chats(gateway, KEY_A, 12)
     answered = [r for r in replies if r.status_code == 200]
     refused = [r for r in replies if r.status_code == 429]
     assert len(answered) + len(refused) == 12, [r.text for r in replies]
@@ -287,12 +276,7 @@ def test_a_cascade_interrupted_midway_is_charged_for_the_stages_paid(
 def test_per_key_limits_on_requests_and_streams_in_flight(serve: Callable[..., str], stub: Stub) -> None:
     gateway = serve(profiles={"alpha": {"max_concurrent": 2}, "bravo": {"max_streams": 1}})
     stub.modes["vision-pro"] = "slow"
-    replies: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: replies.append(chat(gateway, KEY_A))) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    replies = concurrent_chats(gateway, KEY_A, 5)
     codes = sorted(r.status_code for r in replies)
     assert codes.count(200) >= 1 and codes.count(429) >= 1 and codes.count(200) + codes.count(429) == 5
     assert stub.calls == codes.count(200) <= 4  # at most two at a time, and refused ones never reach it
@@ -329,24 +313,11 @@ class RedisProcess:
         self.binary = redis_binary()
         self.port = free_port()
         self.directory = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = redis_url_at(self.port)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        import redis
-
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        args += ["--dir", str(self.directory)]
-        self.process = subprocess.Popen([self.binary, *args], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.process = start_redis(self.binary, self.port, self.directory)
 
     def kill(self) -> None:
         if self.process is not None:

@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from ladder.bench.gateway import bench_gateway, stub_pool
-from ladder.core.loopback import free_port
+from ladder.core.loopback import free_port, stop_process, wait_until_ready
 from ladder.core.pool import load_pool
 
 pytest_plugins = ["gateway_support.fixtures"]
@@ -25,23 +24,13 @@ def test_serve_starts_the_gateway_from_flags_and_environment(test_pool: Path) ->
     env = {**os.environ, "LADDER_API_KEYS": "cli-test-key-0123456789", "LADDER_LOG_LEVEL": "warning"}
     process = subprocess.Popen([LADDER, "serve", "--pool", str(test_pool), "--port", str(port)], env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "ladder serve exited"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "ladder serve did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", process, None, 60, "ladder serve")
         models = httpx.get(
             f"http://127.0.0.1:{port}/v1/models", headers={"authorization": "Bearer cli-test-key-0123456789"}
         )
         assert models.json()["data"][0]["id"] == "ladder"
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        stop_process(process, 15)
 
 
 def test_serve_refuses_to_start_without_keys(test_pool: Path) -> None:

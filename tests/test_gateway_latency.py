@@ -9,15 +9,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
-from gateway_support.pool import BIASES, NAMES, pool_data
+from gateway_support.pool import shared_pool
 from gateway_support.upstream import FakeUpstream
 
 from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
-from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -29,13 +27,8 @@ def test_pool(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[FakeUpstream, ServerThread]
 ) -> Path:
     """The shared test pool, with the pool file stating that vision-pro takes 2 s to its first token."""
-    directory = tmp_path_factory.mktemp("latency")
-    make_checkpoint(directory / "checkpoint", NAMES, BIASES)
-    data = pool_data(upstream_server[1].url, directory / "checkpoint", UPSTREAM_KEY_ENV)
-    data["models"][2]["latency"] = {"ttft_ms": 2000, "tokens_per_s": 50}
-    path = directory / "pool.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
+    slow = {"vision-pro": {"latency": {"ttft_ms": 2000, "tokens_per_s": 50}}}
+    return shared_pool(tmp_path_factory.mktemp("latency"), upstream_server[1].url, UPSTREAM_KEY_ENV, slow)
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
-from gateway_support.redis_server import running_redis
-from gateway_support.serve_process import ServeProcess, clean_env
+from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.replicas import AGENT_KEY, AGENT_PROFILE, chat, replica_env, routed_for_session, spent_today
+from gateway_support.serve_process import ServeProcess
 from gateway_support.upstream import FakeUpstream
 
 from ladder.core.loopback import free_port
@@ -27,30 +25,9 @@ from ladder.gateway.state import MemoryState, RedisState, StateStore
 
 pytest_plugins = ["gateway_support.fixtures"]
 
-AGENT_KEY = "sk-coding-agent-key-0123456789"
 LIMITED_KEY = "sk-limited-client-key-0123456789"
-# vision-pro answers the fake's 10 + 5 tokens for $0.000105: one answer spends this budget.
-PROFILES = [
-    {"name": "coding-agent", "key": AGENT_KEY, "daily_budget_usd": 0.0001},
-    {"name": "limited", "key": LIMITED_KEY, "requests_per_minute": 2},
-]
+PROFILES = [AGENT_PROFILE, {"name": "limited", "key": LIMITED_KEY, "requests_per_minute": 2}]
 SHARED = {"key_profiles": PROFILES, "session_margin": 0.2, "retries": 0}
-MESSAGES = [{"role": "user", "content": "Refactor the billing module"}]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
-@pytest.fixture()
-def redis_url(redis_server: str) -> str:
-    """The server, emptied for this test."""
-    import redis
-
-    redis.Redis.from_url(redis_server).flushall()
-    return redis_server
 
 
 def all_keys_expire(url: str) -> dict[str, int]:
@@ -121,54 +98,6 @@ async def test_every_redis_key_has_a_ttl(redis_url: str) -> None:
 # ---- two gateways, one Redis -------------------------------------------------------------------------------
 
 
-def replica_env(redis_url: str) -> dict[str, str]:
-    return clean_env(
-        LADDER_API_KEYS=API_KEY,
-        LADDER_KEY_PROFILES=json.dumps(PROFILES),
-        LADDER_REDIS_URL=redis_url,
-        LADDER_SESSION_MARGIN="0.2",
-        LADDER_RETRIES="0",
-        **{UPSTREAM_KEY_ENV: UPSTREAM_KEY},
-    )
-
-
-def chat(base: str, key: str, session: str | None = None, **body: Any) -> httpx.Response:
-    headers = {"authorization": f"Bearer {key}"}
-    if session:
-        headers["x-ladder-session-id"] = session
-    return httpx.post(
-        f"{base}/v1/chat/completions",
-        json={"model": "ladder", "messages": MESSAGES, **body},
-        headers=headers,
-        timeout=30,
-    )
-
-
-def wait_for_spend(base: str, key: str, deadline_s: float = 10.0) -> float:
-    """The client's spend today as replica ``base`` reads it, once the other replica's write has landed
-    (usage is written right after each answer, without holding the answer back)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        usage = httpx.get(f"{base}/v1/usage", headers={"authorization": f"Bearer {key}"}).json()
-        spent = float(usage["data"][0]["day"]["cost_usd"])
-        if spent > 0 or time.monotonic() > deadline:
-            return spent
-        time.sleep(0.02)
-
-
-def pinned_model(base: str, session: str, deadline_s: float = 10.0) -> str:
-    """The model replica ``base`` would keep for ``session`` (``/v1/route`` reads pins, never writes them),
-    once the pin has moved to the model that answered (written right after the answer)."""
-    headers = {"authorization": f"Bearer {API_KEY}", "x-ladder-session-id": session}
-    deadline = time.monotonic() + deadline_s
-    while True:
-        decision = httpx.post(f"{base}/v1/route", json={"model": "ladder", "messages": MESSAGES}, headers=headers)
-        model = str(decision.json()["model"])
-        if model != "vision-pro" or time.monotonic() > deadline:
-            return model
-        time.sleep(0.02)
-
-
 def test_two_replicas_share_budgets_sessions_and_rate_limits(
     start_gateway: Callable[..., RunningGateway],
     upstream: FakeUpstream,
@@ -176,7 +105,8 @@ def test_two_replicas_share_budgets_sessions_and_rate_limits(
     test_pool: Path,
     tmp_path: Path,
 ) -> None:
-    replica_b = ServeProcess(test_pool, replica_env(redis_url), tmp_path / "b.log")
+    env = replica_env(LADDER_KEY_PROFILES=json.dumps(PROFILES), LADDER_REDIS_URL=redis_url)
+    replica_b = ServeProcess(test_pool, env, tmp_path / "b.log")
     a = start_gateway(redis_url=redis_url, **SHARED).url
     try:
         replica_b.wait_ready()
@@ -185,7 +115,7 @@ def test_two_replicas_share_budgets_sessions_and_rate_limits(
         # a budget spent through A is refused by B
         first = chat(a, AGENT_KEY)
         assert first.status_code == 200 and first.json()["model"] == "vision-pro"
-        assert wait_for_spend(b, AGENT_KEY) == pytest.approx(0.000105)
+        assert spent_today(b, AGENT_KEY) == pytest.approx(0.000105)
         refused = chat(b, AGENT_KEY)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
         assert int(refused.headers["retry-after"]) >= 1
@@ -196,7 +126,7 @@ def test_two_replicas_share_budgets_sessions_and_rate_limits(
         pinned = chat(a, API_KEY, session="shared-conversation")
         assert pinned.json()["model"] == "mid-cloud" and pinned.headers["x-ladder-session"] == "new"
         upstream.reset()
-        assert pinned_model(b, "shared-conversation") == "mid-cloud"
+        assert routed_for_session(b, "shared-conversation") == "mid-cloud"
         kept = chat(b, API_KEY, session="shared-conversation")
         assert kept.headers["x-ladder-session"] == "kept" and kept.json()["model"] == "mid-cloud"
         assert kept.json()["ladder"]["reason"].startswith("kept for session")

@@ -16,9 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
-from gateway_support.redis_server import running_redis
-from gateway_support.serve_process import ServeProcess, clean_env
+from gateway_support.replicas import (
+    AGENT_KEY,
+    AGENT_PROFILE,
+    SETTLE_S,
+    auth,
+    chat,
+    replica_env,
+    routed_for_session,
+    spent_today,
+)
+from gateway_support.serve_process import ServeProcess
 from gateway_support.upstream import FakeUpstream
 
 from ladder.core.traffic_db import TrafficDB
@@ -27,36 +35,13 @@ pytest_plugins = ["gateway_support.fixtures", "postgres_support"]
 
 pytestmark = pytest.mark.slow  # two gateway processes load their encoders (~20 s on 2 cores)
 
-AGENT_KEY = "sk-coding-agent-key-0123456789"
-# vision-pro answers the fake's 10 + 5 tokens for $0.000105: one answer spends this budget.
-PROFILES = [{"name": "coding-agent", "key": AGENT_KEY, "daily_budget_usd": 0.0001}]
-MESSAGES = [{"role": "user", "content": "Refactor the billing module"}]
-SETTLE_S = 10.0  # the longest one replica's asynchronous write may take to show on the other
-
-
-def auth(key: str = API_KEY, **headers: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}", **headers}
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.fixture()
 def replicas(
     test_pool: Path, upstream: FakeUpstream, redis_url: str, postgres_url: str, tmp_path: Path
 ) -> Iterator[tuple[str, str, str]]:
     """Gateways A and B, started together; yields their URLs and the database's."""
-    env = clean_env(
-        LADDER_API_KEYS=API_KEY,
-        LADDER_KEY_PROFILES=json.dumps(PROFILES),
-        LADDER_REDIS_URL=redis_url,
-        LADDER_TRAFFIC_DB=postgres_url,
-        LADDER_SESSION_MARGIN="0.2",
-        LADDER_RETRIES="0",
-        **{UPSTREAM_KEY_ENV: UPSTREAM_KEY},
+    env = replica_env(
+        LADDER_KEY_PROFILES=json.dumps([AGENT_PROFILE]), LADDER_REDIS_URL=redis_url, LADDER_TRAFFIC_DB=postgres_url
     )
     started = [ServeProcess(test_pool, env, tmp_path / f"{name}.log") for name in ("a", "b")]
     try:
@@ -68,12 +53,6 @@ def replicas(
             replica.stop()
 
 
-def chat(base: str, key: str = API_KEY, session: str | None = None) -> httpx.Response:
-    headers = auth(key, **({"x-ladder-session-id": session} if session else {}))
-    body = {"model": "ladder", "messages": MESSAGES}
-    return httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=30)
-
-
 def feedback(base: str, request_id: str, **outcome: Any) -> httpx.Response:
     """Feedback through ``base``, retried while the decision (written by the other replica off its request
     path) has not reached the database yet; any other answer is returned as it came."""
@@ -82,30 +61,6 @@ def feedback(base: str, request_id: str, **outcome: Any) -> httpx.Response:
         reply = httpx.post(f"{base}/v1/feedback", json={"request_id": request_id, **outcome}, headers=auth())
         if reply.status_code != 404 or time.monotonic() > deadline:
             return reply
-        time.sleep(0.05)
-
-
-def spent_today(base: str, key: str) -> float:
-    """The key's spend today as replica ``base`` reads it, once some has landed (or after SETTLE_S)."""
-    deadline = time.monotonic() + SETTLE_S
-    while True:
-        usage = httpx.get(f"{base}/v1/usage", headers=auth(key)).json()
-        spent = float(usage["data"][0]["day"]["cost_usd"])
-        if spent > 0 or time.monotonic() > deadline:
-            return spent
-        time.sleep(0.05)
-
-
-def routed_for_session(base: str, session: str) -> str:
-    """The model replica ``base`` would keep for ``session`` once the pin has landed (``/v1/route`` reads pins
-    and never writes them, so asking does not race the other replica's write)."""
-    headers = auth(**{"x-ladder-session-id": session})
-    deadline = time.monotonic() + SETTLE_S
-    while True:
-        decision = httpx.post(f"{base}/v1/route", json={"model": "ladder", "messages": MESSAGES}, headers=headers)
-        model = str(decision.json()["model"])
-        if model != "vision-pro" or time.monotonic() > deadline:
-            return model
         time.sleep(0.05)
 
 

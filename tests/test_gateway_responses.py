@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.recorded import recorded_request, replay
 from gateway_support.upstream import FakeUpstream
 
 from ladder.core.upstream_replies import Chunk
@@ -206,16 +206,14 @@ def test_custom_tools_become_one_string_functions() -> None:
     }
 
 
-CODEX = Path(__file__).parent / "gateway_support" / "client_bodies" / "codex_responses.json"
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_codexs_first_request_is_answered(gateway: RunningGateway, upstream: FakeUpstream, stream: bool) -> None:
     """The first request Codex 0.171 sends (recorded by gateway_support/recorder.py)."""
-    recorded = json.loads(CODEX.read_text(encoding="utf-8"))
+    recorded = recorded_request("codex_responses")
     body = {**recorded["body"], "stream": stream}
-    headers = {**recorded["headers"], "authorization": f"Bearer {API_KEY}"}
-    reply = httpx.post(f"{gateway.url}{recorded['path']}", json=body, headers=headers, timeout=30)
+    reply = replay(gateway.url, recorded, body, {"authorization": f"Bearer {API_KEY}"})
     assert reply.status_code == 200, reply.text
     if stream:
         assert reply.text.startswith("event: response.created") and "event: response.completed" in reply.text

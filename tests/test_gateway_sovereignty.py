@@ -17,7 +17,7 @@ from gateway_support.conversations import (
     string_paths,
     with_value,
 )
-from gateway_support.pool import BIASES, NAMES, pool_data
+from gateway_support.pool import shared_pool
 from gateway_support.upstream import FakeUpstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,7 +30,6 @@ from ladder.gateway.context import RequestContext, Sensitivity
 from ladder.gateway.dispatch import allowed
 from ladder.gateway.keys import Client
 from ladder.gateway.settings import load_settings
-from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -44,13 +43,8 @@ def test_pool(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[FakeUpstream, ServerThread]
 ) -> Path:
     """The shared test pool, with the on-prem model able to use tools (so tool conversations can stay)."""
-    directory = tmp_path_factory.mktemp("sovereign")
-    make_checkpoint(directory / "checkpoint", NAMES, BIASES)
-    data = pool_data(upstream_server[1].url, directory / "checkpoint", UPSTREAM_KEY_ENV)
-    data["models"][0]["capabilities"] = ["text", "tools", "json"]
-    path = directory / "pool.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
+    tools = {"small-local": {"capabilities": ["text", "tools", "json"]}}
+    return shared_pool(tmp_path_factory.mktemp("sovereign"), upstream_server[1].url, UPSTREAM_KEY_ENV, tools)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from ladder.bench.server_thread import ServerThread
 pytest_plugins = ["gateway_support.fixtures", "gateway_support.elsewhere"]
 
 USER = [{"role": "user", "content": "Summarise the plot of Hamlet."}]
+TlsUpstream = tuple[FakeUpstream, ServerThread, Path]  # the fake upstream over HTTPS, its server, its CA's PEM file
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -57,7 +58,7 @@ def streamed_text(response: httpx.Response) -> str:
 @pytest.fixture(scope="session")
 def tls_upstream(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[FakeUpstream, ServerThread, Path]]:
+) -> Iterator[TlsUpstream]:
     """The fake upstream over HTTPS, its certificate issued by a CA made here; yields the CA's PEM file."""
     directory = tmp_path_factory.mktemp("tls")
     ca = trustme.CA()
@@ -85,13 +86,15 @@ def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def test_an_https_upstream_with_a_private_ca(
-    tls_upstream: tuple[FakeUpstream, ServerThread, Path],
-    gateway_via: Callable[..., RunningGateway],
-    no_proxy_env: pytest.MonkeyPatch,
-) -> None:
-    state, server, ca_pem = tls_upstream
-    state.reset()
+@pytest.fixture()
+def tls(tls_upstream: TlsUpstream, no_proxy_env: pytest.MonkeyPatch) -> TlsUpstream:
+    """The HTTPS upstream, reset, with no proxy in this process's environment."""
+    tls_upstream[0].reset()
+    return tls_upstream
+
+
+def test_an_https_upstream_with_a_private_ca(tls: TlsUpstream, gateway_via: Callable[..., RunningGateway]) -> None:
+    state, server, ca_pem = tls
     response = chat(gateway_via(server.url, upstream_ca_bundle=str(ca_pem)))
     assert response.status_code == 200, response.text
     assert response.json()["model"] == "vision-pro"
@@ -99,12 +102,9 @@ def test_an_https_upstream_with_a_private_ca(
 
 
 def test_an_https_upstream_whose_ca_is_not_trusted_is_a_clean_502(
-    tls_upstream: tuple[FakeUpstream, ServerThread, Path],
-    gateway_via: Callable[..., RunningGateway],
-    no_proxy_env: pytest.MonkeyPatch,
+    tls: TlsUpstream, gateway_via: Callable[..., RunningGateway]
 ) -> None:
-    state, server, _ = tls_upstream
-    state.reset()
+    state, server, _ = tls
     response = chat(gateway_via(server.url))
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_failure"
@@ -113,18 +113,15 @@ def test_an_https_upstream_whose_ca_is_not_trusted_is_a_clean_502(
 
 
 def test_https_proxy_is_honoured_and_no_proxy_bypasses_it(
-    tls_upstream: tuple[FakeUpstream, ServerThread, Path],
-    gateway_via: Callable[..., RunningGateway],
-    no_proxy_env: pytest.MonkeyPatch,
+    tls: TlsUpstream, gateway_via: Callable[..., RunningGateway], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state, server, ca_pem = tls_upstream
-    state.reset()
+    state, server, ca_pem = tls
     with ConnectProxy() as proxy:
-        no_proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
         response = chat(gateway_via(server.url, upstream_ca_bundle=str(ca_pem)))
         assert response.status_code == 200, response.text
         assert tunnels(proxy) == [f"127.0.0.1:{server.port}"]
-        no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         assert chat(gateway_via(server.url, upstream_ca_bundle=str(ca_pem))).status_code == 200
         assert tunnels(proxy) == [f"127.0.0.1:{server.port}"]  # not through the proxy this time
     assert state.count("vision-pro") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import pytest
@@ -196,63 +197,32 @@ def test_llm_judge_grades_and_retries_malformed_verdicts(
 
 def test_self_judging_is_refused_unless_allowed(collected: tuple[Path, AnswerStore], fake: Loopback) -> None:
     _, store = collected
-    config = load_pool(fake.pool_file)
-    with pytest.raises(ConfigError, match="judge large also answers in this store"):
-        llm_judge(
-            store,
-            config,
-            "large",
-            allow_self_judge=False,
-            graded=False,
-            pairwise=False,
-            settings=JUDGE_SETTINGS,
-        )
-    _, notes = llm_judge(
-        store, config, "large", allow_self_judge=True, graded=False, pairwise=False, settings=JUDGE_SETTINGS
+    judge = functools.partial(
+        llm_judge, store, load_pool(fake.pool_file), graded=False, pairwise=False, settings=JUDGE_SETTINGS
     )
+    with pytest.raises(ConfigError, match="judge large also answers in this store"):
+        judge("large", allow_self_judge=False)
+    _, notes = judge("large", allow_self_judge=True)
     assert notes and "self-judging" in notes[0]
     with pytest.raises(ConfigError, match="'gpt-9' is not a model of the pool"):
-        llm_judge(
-            store,
-            config,
-            "gpt-9",
-            allow_self_judge=False,
-            graded=False,
-            pairwise=False,
-            settings=JUDGE_SETTINGS,
-        )
+        judge("gpt-9", allow_self_judge=False)
 
 
-def test_cli_judge_errors(tmp_path: Path, collected: tuple[Path, AnswerStore], fake: Loopback) -> None:
-    store = str(tmp_path / "s.db")
-    unknown = ladder(
-        "judge",
-        "--store",
-        store,
-        "--judge",
-        "llm",
-        "--judge-model",
-        "nope",
-        "--pool",
-        str(fake.pool_file),
-        "--out",
-        str(tmp_path / "x.csv"),
-    )
-    assert unknown.returncode == 2 and "'nope' is not a model of the pool" in unknown.stderr
-    selfish = ladder(
-        "judge",
-        "--store",
-        store,
-        "--judge",
-        "llm",
-        "--judge-model",
-        "small",
-        "--pool",
-        str(fake.pool_file),
-        "--out",
-        str(tmp_path / "x.csv"),
-    )
-    assert selfish.returncode == 2 and "--allow-self-judge" in selfish.stderr
+@pytest.mark.parametrize(
+    ("judge_model", "message"), [("nope", "'nope' is not a model of the pool"), ("small", "--allow-self-judge")]
+)
+def test_cli_judge_refuses_a_judge_outside_the_pool_or_judging_itself(
+    tmp_path: Path, collected: tuple[Path, AnswerStore], fake: Loopback, judge_model: str, message: str
+) -> None:
+    store, out = str(tmp_path / "s.db"), str(tmp_path / "x.csv")
+    result = ladder(
+        "judge", "--store", store, "--judge", "llm", "--judge-model", judge_model, "--pool", str(fake.pool_file),
+        "--out", out,
+    )  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_cli_judge_refuses_a_missing_store(tmp_path: Path) -> None:
     missing = ladder(
         "judge", "--store", str(tmp_path / "none.db"), "--judge", "vote", "--out", str(tmp_path / "x.csv")
     )

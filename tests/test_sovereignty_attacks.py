@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
-from gateway_support.pool import BIASES, NAMES, pool_data
+from gateway_support.pool import shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -37,7 +36,6 @@ from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.app import create_app
 from ladder.gateway.settings import load_settings
-from ladder.training.prior_checkpoint import make_checkpoint
 
 MARKER = "Project Firefly"
 PATTERN = r"project\s+firefly"
@@ -146,13 +144,13 @@ def stubs() -> Iterator[tuple[Stubs, ServerThread]]:
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory, stubs: tuple[Stubs, ServerThread]) -> tuple[Path, Router]:
     """The test pool behind the stubs; the on-prem model takes tools and JSON; cascades start cheapest."""
-    directory = tmp_path_factory.mktemp("attacks")
-    make_checkpoint(directory / "checkpoint", NAMES, BIASES)
-    data = pool_data(stubs[1].url, directory / "checkpoint", UPSTREAM_KEY_ENV)
-    data["models"][0]["capabilities"] = ["text", "tools", "json"]
-    data["routing"]["cascade"] = {"first": "cheapest", "router_accept_p": 0.99, "agreement": True}
-    path = directory / "pool.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path = shared_pool(
+        tmp_path_factory.mktemp("attacks"),
+        stubs[1].url,
+        UPSTREAM_KEY_ENV,
+        models={"small-local": {"capabilities": ["text", "tools", "json"]}},
+        routing={"cascade": {"first": "cheapest", "router_accept_p": 0.99, "agreement": True}},
+    )
     return path, Router.from_pool(load_pool(path))
 
 

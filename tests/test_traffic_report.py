@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import httpx
 import pytest
@@ -133,23 +134,15 @@ def test_export_without_stored_prompts_says_so(traffic: Traffic, tmp_path: Path)
     assert_clean_error(result, "no labelled traffic", "audit_prompts was off")
 
 
+def run_report(audit: Path, baseline: Path, folder: Path, *options: str) -> tuple[CompletedProcess[str], Path, Path]:
+    """``ladder report`` of ``audit`` against ``baseline`` (at least 10 requests), with its JSON and PNG files."""
+    out, png = folder / "report.json", folder / "report.png"
+    command = ["report", "--audit", str(audit), "--baseline", str(baseline), "--json", str(out), "--plot", str(png)]
+    return ladder(*command, "--min-requests", "10", *options), out, png
+
+
 def test_report_on_the_same_traffic_finds_no_drift(traffic: Traffic, tmp_path: Path) -> None:
-    out, png = tmp_path / "report.json", tmp_path / "report.png"
-    result = ladder(
-        "report",
-        "--audit",
-        str(traffic.audit),
-        "--baseline",
-        str(traffic.audit),
-        "--json",
-        str(out),
-        "--plot",
-        str(png),
-        "--min-requests",
-        "10",
-        "--bucket",
-        "hour",
-    )
+    result, out, png = run_report(traffic.audit, traffic.audit, tmp_path, "--bucket", "hour")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["requests"] == len(traffic.ids)
@@ -176,22 +169,7 @@ def shifted(audit: Path, out: Path) -> Path:
 
 def test_report_on_shifted_traffic_exits_non_zero(traffic: Traffic, tmp_path: Path) -> None:
     current = shifted(traffic.audit, tmp_path / "shifted.jsonl")
-    out, png = tmp_path / "report.json", tmp_path / "report.png"
-    result = ladder(
-        "report",
-        "--audit",
-        str(current),
-        "--baseline",
-        str(traffic.audit),
-        "--json",
-        str(out),
-        "--plot",
-        str(png),
-        "--min-requests",
-        "10",
-        "--drift-threshold",
-        "0.2",
-    )
+    result, out, png = run_report(current, traffic.audit, tmp_path, "--drift-threshold", "0.2")
     assert result.returncode == 1, result.stderr
     assert "DRIFT" in result.stdout
     drift = json.loads(out.read_text())["drift"]

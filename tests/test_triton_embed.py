@@ -7,7 +7,7 @@ import functools
 import gzip
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -45,13 +45,6 @@ TEXTS = [
     "",
 ]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[TritonServer]:
-    started = th.server_or_skip(th.cpu_repository())
-    yield started
-    started.stop()
 
 
 @pytest.fixture()
@@ -94,24 +87,24 @@ def _rows_served_since(server: TritonServer, before: int, expected: int, timeout
     return _inference_count(server) - before
 
 
-def test_triton_embeddings_equal_in_process(server: TritonServer) -> None:
+def test_triton_embeddings_equal_in_process(cpu_triton: TritonServer) -> None:
     expected = _in_process()
-    before = _inference_count(server)
-    with _embedder(f"triton://{server.grpc_url}", batch_rows=3, in_flight=4) as embedder:
+    before = _inference_count(cpu_triton)
+    with _embedder(f"triton://{cpu_triton.grpc_url}", batch_rows=3, in_flight=4) as embedder:
         assert embedder.variant == "int8" and embedder.cache_tag == "triton:onnxruntime-cpu:int8"
         got = embedder.embed(TEXTS)
     assert got.shape == expected.shape == (len(TEXTS), 384)
     np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
-    assert _rows_served_since(server, before, len(TEXTS)) == len(TEXTS)  # every row by Triton, none twice
+    assert _rows_served_since(cpu_triton, before, len(TEXTS)) == len(TEXTS)  # every row by Triton, none twice
 
 
 def test_cache_and_resume_on_triton(
-    server: TritonServer, home: Path, monkeypatch: pytest.MonkeyPatch
+    cpu_triton: TritonServer, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Parts are cached as they finish: a run interrupted mid-way redoes only the unfinished part."""
     monkeypatch.setattr(embed_module, "PART", 4)
     seen: list[int] = []
-    with _embedder(f"grpc://{server.grpc_url}") as triton:
+    with _embedder(f"grpc://{cpu_triton.grpc_url}") as triton:
 
         class Flaky:
             cache_tag = triton.cache_tag
@@ -209,8 +202,8 @@ class _FlakyProxy:
         self.server.stop(None)
 
 
-def test_transient_errors_are_retried(server: TritonServer) -> None:
-    proxy = _FlakyProxy(server.grpc_url, failures=3)
+def test_transient_errors_are_retried(cpu_triton: TritonServer) -> None:
+    proxy = _FlakyProxy(cpu_triton.grpc_url, failures=3)
     try:
         with _embedder(f"triton://127.0.0.1:{proxy.port}", batch_rows=4, in_flight=2, backoff_s=0.01) as emb:
             got = emb.embed(TEXTS)
@@ -226,17 +219,17 @@ def test_transient_errors_are_retried(server: TritonServer) -> None:
     np.testing.assert_allclose(got, _in_process(), atol=TOLERANCE, rtol=0)
 
 
-def test_refuses_unreachable_missing_model_and_other_encoder(server: TritonServer) -> None:
+def test_refuses_unreachable_missing_model_and_other_encoder(cpu_triton: TritonServer) -> None:
     with pytest.raises(TritonEmbedError, match="is unreachable"):
         _embedder(f"triton://127.0.0.1:{free_port()}").connect()
     with pytest.raises(TritonEmbedError, match=r"no ready model 'embedder'.*encoder, head, router"):
-        _embedder(f"triton://{server.grpc_url}", model="embedder").connect()
+        _embedder(f"triton://{cpu_triton.grpc_url}", model="embedder").connect()
     with pytest.raises(TritonEmbedError, match="no 'embedding' output"):
-        _embedder(f"triton://{server.grpc_url}", model="router").connect()
+        _embedder(f"triton://{cpu_triton.grpc_url}", model="router").connect()
     other = encoder_dir("all-minilm-l6-v2")
     if not (other / "encoder.json").is_file():
         pytest.skip("all-minilm-l6-v2 is not built")
-    embedder = TritonEmbedder(TritonEmbedSettings(f"triton://{server.grpc_url}"), other)
+    embedder = TritonEmbedder(TritonEmbedSettings(f"triton://{cpu_triton.grpc_url}"), other)
     with pytest.raises(TritonEmbedError, match=r"serves encoder multilingual-e5-small.*all-minilm-l6-v2"):
         embedder.connect()
     embedder.close()
@@ -274,13 +267,13 @@ def _tiny_csv(path: Path, questions: int = 24) -> Path:
     return path
 
 
-def test_cli_train_embeds_on_triton(server: TritonServer, home: Path, tmp_path: Path) -> None:
+def test_cli_train_embeds_on_triton(cpu_triton: TritonServer, home: Path, tmp_path: Path) -> None:
     data = _tiny_csv(tmp_path / "tiny.csv")
     args = ["train", "--data", str(data), "--members", "2", "--pca-dims", "4"]
-    before = _inference_count(server)
-    url = f"triton://{server.grpc_url}"
+    before = _inference_count(cpu_triton)
+    url = f"triton://{cpu_triton.grpc_url}"
     ladder(*args, "--out", str(tmp_path / "triton"), "--embed-with", url, check=True)
-    assert _rows_served_since(server, before, 24) == 24  # every question embedded by Triton
+    assert _rows_served_since(cpu_triton, before, 24) == 24  # every question embedded by Triton
     manifest = json.loads((tmp_path / "triton" / "manifest.json").read_text())
     assert manifest["encoder"]["name"] == th.ENCODER and manifest["encoder"]["variant"] == "int8"
     # what the head was trained on (the run's cache entry) equals the in-process embeddings

@@ -15,22 +15,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[TritonServer]:
-    started = th.server_or_skip(th.cpu_repository())
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server: TritonServer) -> Iterator[object]:
+def client(cpu_triton: TritonServer) -> Iterator[object]:
     import tritonclient.grpc as grpcclient
 
-    with grpcclient.InferenceServerClient(server.grpc_url) as c:
+    with grpcclient.InferenceServerClient(cpu_triton.grpc_url) as c:
         yield c
 
 
-def test_every_model_is_ready(client: object, server: TritonServer) -> None:
-    assert server.ready()
+def test_every_model_is_ready(client: object, cpu_triton: TritonServer) -> None:
+    assert cpu_triton.ready()
     for name in ("tokenizer", "encoder", "head", "router", "router_text"):
         assert client.is_model_ready(name), name  # type: ignore[attr-defined]
 

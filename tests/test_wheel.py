@@ -9,7 +9,6 @@ import shutil
 import site
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ladder.core.loopback import free_port
+from ladder.core.loopback import free_port, stop_process, wait_until_ready
 from tests.support import REPO
 
 PROMPT = "東京から大阪まで新幹線で何時間かかりますか？"
@@ -147,16 +146,7 @@ def test_the_wheel_serves_outside_the_repository(installed: Path, tmp_path: Path
         [str(installed / "bin" / "ladder"), "serve", "--port", str(port)], cwd=tmp_path, env=env
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, "ladder serve exited"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "ladder serve did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", process, None, 90, "ladder serve")
         routed = httpx.post(
             f"http://127.0.0.1:{port}/v1/route", json={"model": "ladder", "prompt": PROMPT}, timeout=30
         )
@@ -165,5 +155,4 @@ def test_the_wheel_serves_outside_the_repository(installed: Path, tmp_path: Path
             m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]
         }
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process, 30)

@@ -16,10 +16,11 @@ import struct
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any
 
 import h11
+
+from ladder.core.loopback import Started
 
 RAW_MODES = (
     "ok",
@@ -77,7 +78,7 @@ def _events(model: str, crlf: bool) -> list[bytes]:
     return [e.replace(b"\n", b"\r\n") for e in events] if crlf else events
 
 
-class RawUpstream:
+class RawUpstream(Started):
     """``POST /{model}/v1/chat/completions`` answered as scripted: per model a queue of modes, then a default.
 
     ``chooser`` (model, key) -> mode, when set, decides for every call instead (the chaos script).
@@ -156,14 +157,6 @@ class RawUpstream:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
-
-    def __enter__(self) -> RawUpstream:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         leftover = b""

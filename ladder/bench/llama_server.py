@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ladder.core.loopback import HOST, free_port, wait_until_ready
+from ladder.core.loopback import HOST, free_port, stop_process, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA_VENV = Path(os.environ.get("LADDER_LLAMA_VENV", REPO / ".venv-llama"))
@@ -51,9 +50,4 @@ def llama_server(
         wait_until_ready(f"{base_url}/models", process, log, START_TIMEOUT_S, f"llama.cpp server for {alias}")
         yield base_url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, group=True)

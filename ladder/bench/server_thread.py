@@ -5,15 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from types import TracebackType
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from ladder.core.loopback import Started
+
 START_TIMEOUT_S = 30.0
 
 
-class ServerThread:
+class ServerThread(Started):
     """``with ServerThread(app) as server: server.url`` — uvicorn on 127.0.0.1, stopped on exit."""
 
     def __init__(
@@ -53,11 +54,3 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.sock.close()
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -21,6 +21,7 @@ from ladder.cli import (
     serve_commands,
 )
 from ladder.cli.help_format import drop_flag_placeholders
+from ladder.cli.options import PoolOption
 from ladder.cli.progress import stage_progress, stderr
 from ladder.core.encoder import EncoderVariant
 from ladder.core.errors import ConfigWarning, DataError, DataWarning, LadderError
@@ -30,8 +31,6 @@ drop_flag_placeholders()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ladder: a learned LLM router.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
-
-PoolOption = Annotated[Path | None, typer.Option("--pool", help="Pool file (default: the shipped pool).")]
 
 
 def _pool(path: Path | None) -> Any:

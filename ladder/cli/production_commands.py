@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ladder.cli.options import PoolOption
 from ladder.cli.progress import stage_progress, stderr
 from ladder.core.router_cost import (
     DEFAULT_CPU_S_PER_1K,
@@ -39,7 +40,6 @@ SinceOption = Annotated[
     str | None,
     typer.Option(help="Only decisions since then: a duration back from now (24h, 7d) or an ISO time."),
 ]
-PoolOption = Annotated[Path | None, typer.Option("--pool", help="Pool file (default: the shipped pool).")]
 
 
 def _open_db(target: str | None) -> Any:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-PoolOption = Annotated[Path | None, typer.Option("--pool", help="Pool file (default: the shipped pool).")]
+from ladder.cli.options import PoolOption
 
 
 def serve(

@@ -21,7 +21,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tokenizers import Tokenizer as HfTokenizer
 
-from ladder.core.errors import ConfigError, LadderError, PromptError
+from ladder.core.errors import ConfigError, LadderError
+from ladder.core.prompt import check_string
 
 Variant = Literal["fp32", "int8"]
 INFO_FILE = "encoder.json"
@@ -194,15 +195,7 @@ class Tokenizer:
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not a single string")
-    out = list(texts)
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise PromptError(f"text {i} must be a string, not {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise PromptError(f"text {i} is not valid UTF-8 (bad character at position {exc.start})") from exc
-    return out
+    return [check_string(text, f"text {i}") for i, text in enumerate(texts)]
 
 
 def _widths(mask: NDArray[np.int64]) -> list[int]:

@@ -1,5 +1,7 @@
 """The exceptions Ladder raises, in one place; each boundary (CLI, HTTP) translates them once."""
 
+import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -79,3 +81,13 @@ class UpstreamRejectedError(LadderError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+def exit_code(run: Callable[[], object]) -> int:
+    """A script's exit status: 0 when ``run`` returns, 1 (``error: …`` on stderr) when it raises a LadderError."""
+    try:
+        run()
+    except LadderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

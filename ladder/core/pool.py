@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 from ladder.core.cascade import CascadeConfig
 from ladder.core.errors import ConfigError
 from ladder.core.policy import PolicyName
+from ladder.core.sensitivity import check_patterns
 from ladder.core.yamlfile import Location, line_of, read_yaml, validate_model
 from ladder.defaults import default_checkpoint_path
 
@@ -123,11 +123,7 @@ class PoolConfig(Strict):
     @field_validator("sensitive_patterns")
     @classmethod
     def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        check_patterns(patterns)
         return patterns
 
     @field_validator("models")

@@ -16,14 +16,20 @@ MAX_PROMPT_CHARS = 2_000_000
 DEFAULT_USER_TURNS = 3
 
 
-def check_text(text: str, what: str = "prompt") -> str:
-    """Refuse text that cannot be routed: not a string, invalid UTF-8, empty, or absurdly large."""
+def check_string(text: object, name: str) -> str:
+    """``text``, a string that encodes as UTF-8; a PromptError about ``name`` when it is not."""
     if not isinstance(text, str):
-        raise PromptError(f"the {what} must be a string, not {type(text).__name__}")
+        raise PromptError(f"{name} must be a string, not {type(text).__name__}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise PromptError(f"the {what} is not valid UTF-8 (bad byte at position {exc.start})") from exc
+        raise PromptError(f"{name} is not valid UTF-8 (bad character at position {exc.start})") from exc
+    return text
+
+
+def check_text(text: str, what: str = "prompt") -> str:
+    """Refuse text that cannot be routed: not a string, invalid UTF-8, empty, or absurdly large."""
+    check_string(text, f"the {what}")
     if not text.strip():
         raise PromptError(f"the {what} is empty")
     if len(text) > MAX_PROMPT_CHARS:

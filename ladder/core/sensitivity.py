@@ -95,6 +95,16 @@ def request_texts(value: Any) -> Iterator[str]:
             stack.extend((child, depth) for child in item)
 
 
+def check_patterns(patterns: Sequence[str]) -> None:
+    """Refuse the first pattern that is not a regular expression, with a ``ValueError`` (a config validator's
+    error) naming it."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+
+
 def compile_patterns(patterns: Sequence[str]) -> tuple[re.Pattern[str], ...]:
     """The configured regexes, case-insensitive (folded text is lower case); a bad one raises ``re.error``."""
     return tuple(re.compile(p, re.IGNORECASE) for p in patterns)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ladder.core.encoder import TOKENIZER_FILE, EncoderInfo
-from ladder.core.errors import ConfigError, LadderError
+from ladder.core.errors import ConfigError, exit_code
 from ladder.export.encoder_build import Int8Plan, build_atomically, export_encoder, load_backbone, log
 from ladder.export.pooling import Pooling
 
@@ -69,14 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        build_decoder_encoder(
+    return exit_code(
+        lambda: build_decoder_encoder(
             args.hf_dir, args.name, pooling=args.pooling, max_tokens=args.max_tokens, force=args.force
         )
-    except LadderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    )
 
 
 if __name__ == "__main__":

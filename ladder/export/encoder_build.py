@@ -22,7 +22,7 @@ import torch
 from numpy.typing import NDArray
 
 from ladder.core.encoder import INFO_FILE, TOKENIZER_FILE, EncoderInfo, OnnxEncoder, Tokenizer
-from ladder.core.errors import ConfigError, LadderError
+from ladder.core.errors import ConfigError, LadderError, exit_code
 from ladder.core.home import encoder_dir
 from ladder.export.onnx_export import export_onnx, optimize_transformer, quantize_int8, quiet_logs
 from ladder.export.pooling import PooledEncoder
@@ -313,12 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", default=DEFAULT_ENCODER, choices=sorted(SPECS))
     parser.add_argument("--force", action="store_true", help="rebuild even when already built")
     args = parser.parse_args(argv)
-    try:
-        build_encoder(args.name, force=args.force)
-    except LadderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(lambda: build_encoder(args.name, force=args.force))
 
 
 if __name__ == "__main__":

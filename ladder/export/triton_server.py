@@ -16,10 +16,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from ladder.core.errors import LadderError
-from ladder.core.loopback import free_port
+from ladder.core.errors import LadderError, exit_code
+from ladder.core.loopback import Started, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: ladder/export/ is two folders down
 
@@ -70,7 +69,7 @@ def _server_env(venv: Path) -> dict[str, str]:
     return env
 
 
-class TritonServer:
+class TritonServer(Started):
     """One tritonserver process serving ``repository`` on 127.0.0.1."""
 
     def __init__(
@@ -166,12 +165,7 @@ class TritonServer:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, timeout, group=True)
 
     def kill(self) -> None:
         """SIGKILL the server and its python stubs at once (a crash, for tests)."""
@@ -186,14 +180,6 @@ class TritonServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -206,22 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     server = TritonServer(
         args.repository, grpc_port=args.grpc_port, http_port=args.http_port, log_path=Path("/dev/stderr")
     )
-    try:
-        server.start()
-        print(
-            f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url} (Ctrl-C stops it)",
-            flush=True,
-        )
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    except LadderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        server.stop()
-    return 0
+
+    def serve() -> None:
+        try:
+            server.start()
+            print(
+                f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url} (Ctrl-C stops it)",
+                flush=True,
+            )
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+    return exit_code(serve)
 
 
 if __name__ == "__main__":

@@ -38,14 +38,7 @@ class InFlight:
 
     def enter(self, client: Client) -> Slot:
         limit = client.profile.max_concurrent if client.profile is not None else None
-        if limit is not None and self.requests[client.name] >= limit:
-            self.metrics.client_rejections.labels(client.name, "concurrency").inc()
-            raise RateLimitError(
-                f"client key {client.name!r} has {limit} requests in flight, its limit; retry when one ends",
-                retry_after_s=1,
-                code="concurrency_limit_exceeded",
-            )
-        self.requests[client.name] += 1
+        self._take(self.requests, client.name, limit, "concurrency", "requests in flight")
         return Slot(client.name)
 
     def open_stream(self, request: Request, client: Client | None) -> None:
@@ -54,15 +47,19 @@ class InFlight:
         limit = client.profile.max_streams if client is not None and client.profile is not None else None
         if slot is None or limit is None or slot.stream:
             return
-        if self.streams[slot.client] >= limit:
-            self.metrics.client_rejections.labels(slot.client, "streams").inc()
+        self._take(self.streams, slot.client, limit, "streams", "streams open")
+        slot.stream = True
+
+    def _take(self, counter: Counter[str], client: str, limit: int | None, reason: str, what: str) -> None:
+        """Count one more of ``what`` for ``client``; 429 (a rejection for ``reason``) when it has ``limit``."""
+        if limit is not None and counter[client] >= limit:
+            self.metrics.client_rejections.labels(client, reason).inc()
             raise RateLimitError(
-                f"client key {slot.client!r} has {limit} streams open, its limit; retry when one ends",
+                f"client key {client!r} has {limit} {what}, its limit; retry when one ends",
                 retry_after_s=1,
                 code="concurrency_limit_exceeded",
             )
-        self.streams[slot.client] += 1
-        slot.stream = True
+        counter[client] += 1
 
     def leave(self, slot: Slot) -> None:
         self.requests[slot.client] -= 1

@@ -25,14 +25,19 @@ class ChatCompletionMessageParam(Passthrough):
     name: str | None = None
 
 
-class RoutingExtensions(BaseModel):
-    """Ladder's request extensions, at the top level or inside ``extra_body`` (with other fields to merge)."""
+class RoutingFields(BaseModel):
+    """Ladder's request extensions (``ROUTING_EXTENSIONS``), each checked where it is sent."""
 
-    model_config = ConfigDict(extra="allow")
     tolerance: float | None = Field(default=None, ge=0, le=1)
     models: list[str] | None = Field(default=None, min_length=1)
     max_latency_ms: float | None = Field(default=None, gt=0)
     cascade: bool | None = None
+
+
+class RoutingExtensions(RoutingFields):
+    """Ladder's request extensions, at the top level or inside ``extra_body`` (with other fields to merge)."""
+
+    model_config = ConfigDict(extra="allow")
 
     @model_validator(mode="after")
     def _no_reserved_fields(self) -> RoutingExtensions:
@@ -56,7 +61,13 @@ class MergesExtraBody(Passthrough):
         return {**data, **merged}
 
 
-class ChatCompletionCreateParams(MergesExtraBody):
+class RoutedRequest(MergesExtraBody, RoutingFields):
+    """A request Ladder routes: the extensions at the top level or in ``extra_body``."""
+
+    extra_body: RoutingExtensions | None = None
+
+
+class ChatCompletionCreateParams(RoutedRequest):
     model: str = Field(min_length=1)
     messages: list[ChatCompletionMessageParam] = Field(min_length=1)
     stream: bool | None = None
@@ -71,14 +82,9 @@ class ChatCompletionCreateParams(MergesExtraBody):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    tolerance: float | None = Field(default=None, ge=0, le=1)
-    models: list[str] | None = Field(default=None, min_length=1)
-    max_latency_ms: float | None = Field(default=None, gt=0)
-    cascade: bool | None = None
-    extra_body: RoutingExtensions | None = None
 
 
-class RouteRequest(MergesExtraBody):
+class RouteRequest(RoutedRequest):
     """``POST /v1/route``: a chat request (or a bare prompt) to decide on, without calling any upstream."""
 
     model: str = "ladder"
@@ -86,11 +92,6 @@ class RouteRequest(MergesExtraBody):
     prompt: str | None = None
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
-    tolerance: float | None = Field(default=None, ge=0, le=1)
-    models: list[str] | None = Field(default=None, min_length=1)
-    max_latency_ms: float | None = Field(default=None, gt=0)
-    cascade: bool | None = None
-    extra_body: RoutingExtensions | None = None
 
 
 class Model(BaseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +28,7 @@ from pydantic_settings import (
 from ladder.core.errors import ConfigError
 from ladder.core.router import default_pool_path
 from ladder.core.secrets import SECRETS_DIR_ENV, secrets_dir
+from ladder.core.sensitivity import check_patterns
 from ladder.core.yamlfile import describe_validation_error, read_yaml
 from ladder.gateway.keys import KeyProfile
 from ladder.gateway.triton_scorer import TritonScorerSettings
@@ -237,11 +237,7 @@ class Settings(BaseSettings):
     @field_validator("sensitive_patterns", "audit_redactions")
     @classmethod
     def _compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        check_patterns(patterns)
         return patterns
 
     @model_validator(mode="after")

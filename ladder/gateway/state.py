@@ -20,17 +20,26 @@ from ladder.core.errors import LadderError
 
 DEFAULT_MAX_ENTRIES = 100_000  # session pins: about 30 MB at most
 
-# KEYS: the hashes; ARGV[1]: how many fields, then field/amount pairs, then one TTL (seconds) per key.
-ADD_SCRIPT = """
-local n = tonumber(ARGV[1])
-for k = 1, #KEYS do
+
+def _add_to_hashes(first: int) -> str:
+    """Lua that adds field/amount pairs to ``KEYS[first..]`` and renews each hash's TTL.
+
+    From ``ARGV[first]`` on: how many fields, then field/amount pairs, then one TTL (seconds) per hash.
+    """
+    return f"""
+local n = tonumber(ARGV[{first}])
+for k = {first}, #KEYS do
   for i = 0, n - 1 do
-    redis.call('HINCRBYFLOAT', KEYS[k], ARGV[2 + 2 * i], ARGV[3 + 2 * i])
+    redis.call('HINCRBYFLOAT', KEYS[k], ARGV[{first + 1} + 2 * i], ARGV[{first + 2} + 2 * i])
   end
-  redis.call('EXPIRE', KEYS[k], ARGV[2 + 2 * n + k - 1])
+  redis.call('EXPIRE', KEYS[k], ARGV[{first + 1} + 2 * n + k - {first}])
 end
 return 1
 """
+
+
+# KEYS: the hashes; ARGV[1]: how many fields, then field/amount pairs, then one TTL (seconds) per key.
+ADD_SCRIPT = _add_to_hashes(1)
 
 # GCRA on the server's clock. KEYS[1]: the key; ARGV[1]: emission interval (ms); ARGV[2]: burst tolerance
 # (ms). Returns 0 when admitted, else the milliseconds to wait.
@@ -81,17 +90,7 @@ return {0, tostring(held)}
 
 # The hold's release and its spend in one step. KEYS[1]: the holds; KEYS[2..]: usage hashes; ARGV[1]: hold
 # id; ARGV[2]: how many fields, then field/amount pairs, then one TTL (seconds) per usage hash.
-SETTLE_SCRIPT = """
-redis.call('HDEL', KEYS[1], ARGV[1])
-local n = tonumber(ARGV[2])
-for k = 2, #KEYS do
-  for i = 0, n - 1 do
-    redis.call('HINCRBYFLOAT', KEYS[k], ARGV[3 + 2 * i], ARGV[4 + 2 * i])
-  end
-  redis.call('EXPIRE', KEYS[k], ARGV[3 + 2 * n + k - 2])
-end
-return 1
-"""
+SETTLE_SCRIPT = "redis.call('HDEL', KEYS[1], ARGV[1])" + _add_to_hashes(2)
 
 
 class StateError(LadderError):

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from ladder.core.errors import DataError
 from ladder.training._builder import RoutingDataBuilder
+from ladder.training._cells import cell_number
 from ladder.training._table import CANONICAL_COLUMNS, RoutingData
 
 REQUIRED_COLUMNS = ("question_id", "question", "model", "correct")
@@ -64,17 +65,9 @@ def read_canonical(paths: Path | str | Sequence[Path | str]) -> RoutingData:
 def _number(text: str, column: str, where: str, minus_infinity: bool = False) -> float:
     """A finite float from a cell (or -inf where `minus_infinity`); NaN for an empty cell; DataError naming
     the place otherwise."""
-    text = text.strip()
-    if not text:
-        return math.nan
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: {column} is not a number: {text!r}") from None
-    if not math.isfinite(value) and not (minus_infinity and value == -math.inf):
-        allowed = "finite or -inf" if minus_infinity else "finite"
-        raise DataError(f"{where}: {column} must be {allowed}, got {text!r}")
-    return value
+    if minus_infinity:
+        return cell_number(text, where, column, lambda v: math.isfinite(v) or v == -math.inf, "finite or -inf")
+    return cell_number(text, where, column, math.isfinite, "finite")
 
 
 def _read_file(path: Path, builder: RoutingDataBuilder) -> None:

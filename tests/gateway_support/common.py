@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import openai
 from fastapi import FastAPI
 
-from ladder.gateway.settings import Settings
+from ladder.bench.server_thread import ServerThread
+from ladder.core.router import Router
+from ladder.gateway.app import create_app
+from ladder.gateway.settings import Settings, load_settings
 
 API_KEY = "test-key-0123456789"
 UPSTREAM_KEY_ENV = "LADDER_TEST_UPSTREAM_KEY"
 UPSTREAM_KEY = "sk-upstream-secret-value-42"
+# what a test gateway runs with unless the test says otherwise: one key, short timeouts, no retries
+TEST_SETTINGS: dict[str, Any] = {
+    "api_keys": [API_KEY],
+    "attempt_timeout_s": 5.0,
+    "deadline_s": 10.0,
+    "retries": 0,
+    "retry_backoff_s": 0.01,
+}
 
 
 @dataclass
@@ -25,3 +37,14 @@ class RunningGateway:
 
     def openai(self, **kwargs: Any) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=API_KEY, max_retries=0, **kwargs)
+
+
+def serve_gateway(pool: Path, router: Router, running: list[ServerThread], **overrides: Any) -> RunningGateway:
+    """A gateway on loopback over ``pool`` and ``router`` with ``TEST_SETTINGS`` and ``overrides`` (and a
+    ``tracer_provider``, if given); its server is appended to ``running`` for the caller to stop."""
+    tracer_provider = overrides.pop("tracer_provider", None)
+    settings = load_settings(None, **{"pool": pool, **TEST_SETTINGS, **overrides})
+    app = create_app(settings, router=router, tracer_provider=tracer_provider)
+    server = ServerThread(app).start()
+    running.append(server)
+    return RunningGateway(server.url, app, settings)

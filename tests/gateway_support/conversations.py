@@ -154,29 +154,27 @@ def responses_conversations(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
-def string_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """The path of every string leaf that holds content (not a role, type or model name)."""
-    if isinstance(value, str):
-        if not path or path[-1] not in STRUCTURAL:
-            yield path
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from string_paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from string_paths(item, (*path, index))
-
-
-def all_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """The path of every node below the root."""
-    if path:
-        yield path
+def nodes(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Every node of a JSON value with its path, parents before their children, in document order."""
+    yield path, value
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from all_paths(item, (*path, key))
+            yield from nodes(item, (*path, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from all_paths(item, (*path, index))
+            yield from nodes(item, (*path, index))
+
+
+def string_paths(value: Any) -> Iterator[tuple[Any, ...]]:
+    """The path of every string leaf that holds content (not a role, type or model name)."""
+    for path, node in nodes(value):
+        if isinstance(node, str) and (not path or path[-1] not in STRUCTURAL):
+            yield path
+
+
+def all_paths(value: Any) -> Iterator[tuple[Any, ...]]:
+    """The path of every node below the root."""
+    return (path for path, _ in nodes(value) if path)
 
 
 def with_value(body: Any, path: tuple[Any, ...], value: Any) -> Any:

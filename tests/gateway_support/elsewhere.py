@@ -8,14 +8,12 @@ from typing import Any
 
 import pytest
 
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.common import UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway, serve_gateway
 from gateway_support.pool import write_pool
 from ladder.bench.faulty_upstream import RawUpstream
 from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
-from ladder.gateway.app import create_app
-from ladder.gateway.settings import load_settings
 
 
 @pytest.fixture(scope="session")
@@ -43,22 +41,8 @@ def gateway_at(
         path = write_pool(
             tmp_path / f"pool-{len(running)}.yaml", url, test_pool.parent / "checkpoint", UPSTREAM_KEY_ENV
         )
-        pool = load_pool(path)
-        routed = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
-        values: dict[str, Any] = {
-            "pool": path,
-            "api_keys": [API_KEY],
-            "attempt_timeout_s": 5.0,
-            "deadline_s": 10.0,
-            "retries": 0,
-            "retry_backoff_s": 0.01,
-            **overrides,
-        }
-        settings = load_settings(None, **values)
-        app = create_app(settings, router=routed)
-        server = ServerThread(app).start()
-        running.append(server)
-        return RunningGateway(server.url, app, settings)
+        routed = Router(load_pool(path), router.checkpoint, router.tokenizer, router.scorer)
+        return serve_gateway(path, routed, running, **overrides)
 
     yield start
     for server in running:

@@ -8,15 +8,12 @@ from typing import Any
 
 import pytest
 
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
-from gateway_support.pool import BIASES, NAMES, write_pool
+from gateway_support.common import UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway, serve_gateway
+from gateway_support.pool import shared_pool
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
 from ladder.bench.server_thread import ServerThread
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
-from ladder.gateway.app import create_app
-from ladder.gateway.settings import load_settings
-from ladder.training.prior_checkpoint import make_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +35,7 @@ def upstream(upstream_server: tuple[FakeUpstream, ServerThread]) -> FakeUpstream
 def test_pool(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[FakeUpstream, ServerThread]
 ) -> Path:
-    directory = tmp_path_factory.mktemp("gateway")
-    checkpoint = directory / "checkpoint"
-    make_checkpoint(checkpoint, NAMES, BIASES)
-    return write_pool(directory / "pool.yaml", upstream_server[1].url, checkpoint, UPSTREAM_KEY_ENV)
+    return shared_pool(tmp_path_factory.mktemp("gateway"), upstream_server[1].url, UPSTREAM_KEY_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -58,21 +52,7 @@ def start_gateway(
     running: list[ServerThread] = []
 
     def start(**overrides: Any) -> RunningGateway:
-        tracer_provider = overrides.pop("tracer_provider", None)
-        values: dict[str, Any] = {
-            "pool": test_pool,
-            "api_keys": [API_KEY],
-            "attempt_timeout_s": 5.0,
-            "deadline_s": 10.0,
-            "retries": 0,
-            "retry_backoff_s": 0.01,
-            **overrides,
-        }
-        settings = load_settings(None, **values)
-        app = create_app(settings, router=router, tracer_provider=tracer_provider)
-        server = ServerThread(app).start()
-        running.append(server)
-        return RunningGateway(server.url, app, settings)
+        return serve_gateway(test_pool, router, running, **overrides)
 
     yield start
     for server in running:

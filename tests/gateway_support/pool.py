@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ladder.training.prior_checkpoint import make_checkpoint
 
 # name, locality, capabilities, context window, $/1M in, $/1M out, head bias (P(correct) ~ sigmoid(bias))
 TEST_MODELS: tuple[tuple[str, str, list[str], int, float, float, float], ...] = (
@@ -41,4 +44,24 @@ def write_pool(path: Path, upstream_url: str, checkpoint: Path, key_env: str | N
     path.write_text(
         yaml.safe_dump(pool_data(upstream_url, checkpoint, key_env), sort_keys=False), encoding="utf-8"
     )
+    return path
+
+
+def shared_pool(
+    directory: Path,
+    upstream_url: str,
+    key_env: str | None,
+    models: Mapping[str, Mapping[str, Any]] | None = None,
+    routing: Mapping[str, Any] | None = None,
+) -> Path:
+    """``directory/pool.yaml``, the test pool over a prior checkpoint written beside it; ``models`` (by name)
+    and ``routing`` override the pool file's fields."""
+    checkpoint = directory / "checkpoint"
+    make_checkpoint(checkpoint, NAMES, BIASES)
+    data = pool_data(upstream_url, checkpoint, key_env)
+    for model in data["models"]:
+        model.update((models or {}).get(model["name"], {}))
+    data["routing"].update(routing or {})
+    path = directory / "pool.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

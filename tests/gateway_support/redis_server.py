@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ladder.core.loopback import free_port
+from ladder.core.loopback import free_port, stop_process
 
 START_TIMEOUT_S = 30.0
-
-
 
 
 def redis_binary() -> str:
@@ -29,34 +27,38 @@ def redis_binary() -> str:
     return binary
 
 
-@contextmanager
-def running_redis(directory: Path) -> Iterator[str]:
-    """Start redis-server (no persistence) and yield its URL; stopped on exit."""
+def redis_url_at(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def start_redis(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """redis-server on ``port`` (no persistence, its log in ``directory``), once it answers PING; the test
+    fails with the log's tail when it does not."""
     import redis
 
-    binary = redis_binary()
-    port = free_port()
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(directory), "--logfile", str(directory / "redis.log")]
     process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log = directory / "redis.log"
-                    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                    pytest.fail(f"redis-server did not start:\n{tail}")
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            redis.Redis.from_url(redis_url_at(port)).ping()
+            return process
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                log = directory / "redis.log"
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                pytest.fail(f"redis-server did not start:\n{tail}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[str]:
+    """Start redis-server (no persistence) and yield its URL; stopped on exit."""
+    port = free_port()
+    process = start_redis(redis_binary(), port, directory)
+    try:
+        yield redis_url_at(port)
+    finally:
+        stop_process(process)

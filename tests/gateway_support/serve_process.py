@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from ladder.core.loopback import free_port
+from ladder.core.loopback import free_port, stop_process, wait_until_ready
 
 START_TIMEOUT_S = 90.0
 
@@ -29,24 +27,14 @@ class ServeProcess:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"ladder serve did not become ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+        try:
+            wait_until_ready(f"{self.url}/readyz", self.process, self.log, START_TIMEOUT_S, "ladder serve")
+        except RuntimeError as exc:
+            self.stop()
+            pytest.fail(str(exc))
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 20)
 
 
 def clean_env(**settings: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ladder.core.errors import DataError
+from ladder.training._cells import cell_number
 from ladder.training.dataset import open_text
 
 
@@ -53,16 +54,7 @@ def parse_label(text: str, where: str, column: str) -> float:
 
 def parse_number(text: str, where: str, column: str) -> float:
     """A non-negative finite number, or NaN for an empty cell."""
-    value = text.strip()
-    if not value:
-        return math.nan
-    try:
-        number = float(value)
-    except ValueError:
-        raise DataError(f"{where}: {column} is not a number: {value!r}") from None
-    if not 0.0 <= number < math.inf:
-        raise DataError(f"{where}: {column} must be a non-negative number, got {value!r}")
-    return number
+    return cell_number(text, where, column, lambda v: 0.0 <= v < math.inf, "a non-negative number")
 
 
 def read_json(path: Path) -> Any:
