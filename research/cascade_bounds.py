@@ -26,10 +26,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.pool import load_pool
 from ladder.training.answer_scorer import AnswerScorer, agreement, answer_features
-from ladder.training.cascade import REDUCED_DIMS, principal_axes
+from ladder.training.cascade import REDUCED_DIMS
 from ladder.training.cascade_plans import top_rung
 from ladder.training.dataset import read_canonical
 from ladder.training.evaluate import evaluation_inputs
+from ladder.training.pca import principal_axes
 from ladder.training.train import training_rows
 
 
@@ -81,7 +82,7 @@ def main(checkpoint_path: str, data_path: str, pool_path: str, out: str) -> None
     names = inputs.names
     top = top_rung(train.labels, train.costs)
     first = int(np.argmin(train.costs.mean(axis=0)))
-    mean, basis = principal_axes(train.embeddings, REDUCED_DIMS)
+    mean, basis, _ = principal_axes(train.embeddings, REDUCED_DIMS)
     reduced_train = (train.embeddings - mean) @ basis
     reduced_test = (inputs.embeddings - mean) @ basis
     others = [j for j in range(len(names)) if j not in (first, top)]

@@ -108,9 +108,21 @@ def test_agreement_settles_letters_and_numbers_as_the_vote_does(a: str, b: str) 
         ("Paris.", "PARIS", True),
         ("1234567", "1,234,568", False),
         ("It is 0.3333333.", "0.333333", True),  # decimals to six significant figures, as the vote reads them
+        ("(B)", "b.", True),
+        ("Paris", "paris!", True),
+        ("Paris", "Lyon", False),
+        ("The total is 1,200 apples, so #### 1200", "After adding everything up the answer is 1200.0", True),
+        ("The total is 1,200 apples, so #### 1200", "After adding everything up the answer is 1300", False),
+        ("", "anything", False),
+        (None, "B", False),
+        (
+            "a long free-text explanation without numbers",
+            "another long free-text explanation, no numbers",
+            None,
+        ),
     ],
 )
-def test_answers_agree_cases(a: str, b: str, agree: bool) -> None:
+def test_answers_agree_cases(a: str | None, b: str | None, agree: bool | None) -> None:
     assert answers_agree(a, b) is agree
 
 

@@ -8,18 +8,12 @@ import anthropic
 import pytest
 from gateway_support.common import API_KEY, RunningGateway
 from gateway_support.recorded import recorded_request, replay
+from gateway_support.tools import ANTHROPIC_WEATHER
 from gateway_support.upstream import FakeUpstream
 
 from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body
 
 pytest_plugins = ["gateway_support.fixtures"]
-
-WEATHER_TOOL = {
-    "name": "get_weather",
-    "description": "Weather for a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
-}
-
 
 def client(gateway: RunningGateway) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gateway.url, api_key=API_KEY, max_retries=0)
@@ -63,17 +57,17 @@ def test_tools_round_trip(gateway: RunningGateway, upstream: FakeUpstream) -> No
     message = api.messages.create(
         model="ladder-1",
         max_tokens=64,
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tools=[ANTHROPIC_WEATHER],  # type: ignore[list-item]
         messages=[{"role": "user", "content": "Weather in Paris?"}],
     )
     assert message.model == "mid-cloud" and message.stop_reason == "tool_use"
     block = message.content[0]
     assert block.type == "tool_use" and block.name == "get_weather" and block.input == {"city": "Paris"}
-    assert upstream.seen[-1].body["tools"][0]["function"]["parameters"] == WEATHER_TOOL["input_schema"]
+    assert upstream.seen[-1].body["tools"][0]["function"]["parameters"] == ANTHROPIC_WEATHER["input_schema"]
     follow_up = api.messages.create(
         model="ladder-1",
         max_tokens=64,
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tools=[ANTHROPIC_WEATHER],  # type: ignore[list-item]
         tool_choice={"type": "none"},
         messages=[
             {"role": "user", "content": "Weather in Paris?"},
@@ -94,7 +88,7 @@ def test_streaming_tool_use(gateway: RunningGateway, upstream: FakeUpstream) -> 
     with client(gateway).messages.stream(
         model="ladder-1",
         max_tokens=64,
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tools=[ANTHROPIC_WEATHER],  # type: ignore[list-item]
         messages=[{"role": "user", "content": "Weather in Paris?"}],
     ) as stream:
         final = stream.get_final_message()
@@ -149,7 +143,7 @@ def test_images_translate_to_image_parts() -> None:
                 }
             ],
             "stop_sequences": ["END"],
-            "tools": [WEATHER_TOOL],
+            "tools": [ANTHROPIC_WEATHER],
             "tool_choice": {"type": "any"},
         }
     )
@@ -227,7 +221,7 @@ def test_server_tools_are_dropped_and_output_schemas_translated() -> None:
             "messages": [{"role": "user", "content": "Search, then answer in JSON."}],
             "tools": [
                 {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
-                {"type": "custom", **WEATHER_TOOL},
+                {"type": "custom", **ANTHROPIC_WEATHER},
             ],
             "tool_choice": {"type": "tool", "name": "web_search"},
             "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"},

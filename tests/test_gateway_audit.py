@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 from gateway_support.common import API_KEY, RunningGateway
@@ -20,15 +19,10 @@ pytest_plugins = ["gateway_support.fixtures"]
 SECRET_PROMPT = "Email jane.doe@example.com about card 4111 1111 1111 1111, key sk-abcdefghijklmnop"
 
 
-def lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def test_one_line_per_decision_without_prompt_text(
-    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
-    path = tmp_path / "audit.jsonl"
-    gateway = start_gateway(audit_log=str(path))
+    gateway = start_audited()
     upstream.set("vision-pro", "fail")
     client = gateway.openai()
     raw = client.chat.completions.with_raw_response.create(
@@ -39,8 +33,7 @@ def test_one_line_per_decision_without_prompt_text(
         headers={"authorization": f"Bearer {API_KEY}"},
         json={"prompt": SECRET_PROMPT},
     )
-    gateway.app.state.gateway.audit.close()
-    first, second = lines(path)
+    first, second = gateway.audit_lines()
     assert first["request_id"] == raw.headers["x-ladder-request-id"]
     assert first["chosen_model"] == "vision-pro" and first["answered_model"] == "mid-cloud"
     assert set(first["p_correct"]) == set(NAMES)  # type: ignore[arg-type]
@@ -48,15 +41,14 @@ def test_one_line_per_decision_without_prompt_text(
     assert first["fallback"][0]["model"] == "vision-pro"  # type: ignore[index]
     assert "time" in first and "routing_ms" in first
     assert second["endpoint"] == "route"
-    assert "jane" not in path.read_text(encoding="utf-8") and "prompt" not in first
+    assert "jane" not in gateway.audit_path.read_text(encoding="utf-8") and "prompt" not in first
 
 
 def test_requests_refused_before_a_decision_have_their_line(
-    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
     """A malformed body, a missing key, a body that is not JSON: each one line, with its status and code."""
-    path = tmp_path / "audit.jsonl"
-    gateway = start_gateway(audit_log=str(path))
+    gateway = start_audited()
     auth = {"authorization": f"Bearer {API_KEY}"}
     sent = [
         httpx.post(
@@ -67,8 +59,7 @@ def test_requests_refused_before_a_decision_have_their_line(
         httpx.get(f"{gateway.url}/v1/models", headers=auth),  # not a scored request: no line
     ]
     assert [r.status_code for r in sent] == [400, 401, 400, 200]
-    gateway.app.state.gateway.audit.close()
-    audited = lines(path)
+    audited = gateway.audit_lines()
     assert [a["endpoint"] for a in audited] == ["chat", "messages", "route"]
     assert [a["status"] for a in audited] == [400, 401, 400]
     for line, response in zip(audited, sent, strict=False):
@@ -80,15 +71,13 @@ def test_requests_refused_before_a_decision_have_their_line(
 
 
 def test_prompts_are_redacted_when_enabled(
-    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
-    path = tmp_path / "audit.jsonl"
-    gateway = start_gateway(audit_log=str(path), audit_prompts=True)
+    gateway = start_audited(audit_prompts=True)
     gateway.openai().chat.completions.create(
         model="ladder", messages=[{"role": "user", "content": SECRET_PROMPT}]
     )
-    gateway.app.state.gateway.audit.close()
-    (record,) = lines(path)
+    (record,) = gateway.audit_lines()
     prompt = str(record["prompt"])
     assert prompt.startswith("Email [REDACTED] about card [REDACTED], key [REDACTED]")
     assert "example.com" not in prompt and "4111" not in prompt and "sk-abc" not in prompt
@@ -101,11 +90,10 @@ def test_redaction_patterns_are_configurable() -> None:
 
 
 def test_chat_and_messages_streams_without_upstream_usage_are_priced_alike(
-    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
     """An upstream that reports no usage (llama.cpp): both stream kinds estimate it and record one cost."""
-    path = tmp_path / "audit.jsonl"
-    gateway = start_gateway(audit_log=str(path))
+    gateway = start_audited()
     upstream.set("small-local", "no-usage")
     headers = {"authorization": f"Bearer {API_KEY}"}
     turn = [{"role": "user", "content": "How many moons has Mars?"}]
@@ -125,8 +113,7 @@ def test_chat_and_messages_streams_without_upstream_usage_are_priced_alike(
     ) as response:
         assert response.status_code == 200
         message_lines = [line for line in response.iter_lines() if line]
-    gateway.app.state.gateway.audit.close()
-    chat, messages = lines(path)
+    chat, messages = gateway.audit_lines()
     assert chat["endpoint"] != messages["endpoint"]
     assert chat["usage"] == messages["usage"] and chat["usage"]["completion"] > 0  # type: ignore[index]
     assert chat["cost_usd"] == messages["cost_usd"] and float(chat["cost_usd"]) > 0  # type: ignore[arg-type]
@@ -138,12 +125,11 @@ def test_chat_and_messages_streams_without_upstream_usage_are_priced_alike(
 
 
 def test_the_audit_line_reads_back_as_the_decision_record(
-    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
     """Written by the gateway, read with the one type: the same record, and the response's ``ladder``
     summary tells the same decision; a refused request's line is a record too, with no decision."""
-    path = tmp_path / "audit.jsonl"
-    gateway = start_gateway(audit_log=str(path))
+    gateway = start_audited()
     upstream.set("vision-pro", "fail")
     auth = {"authorization": f"Bearer {API_KEY}"}
     chat = httpx.post(
@@ -153,11 +139,10 @@ def test_the_audit_line_reads_back_as_the_decision_record(
     )
     refused = httpx.post(f"{gateway.url}/v1/route", headers=auth, content=b"{not json")
     assert (chat.status_code, refused.status_code) == (200, 400)
-    gateway.app.state.gateway.audit.close()
-    written = lines(path)
+    written = gateway.audit_lines()
     assert [line["record_version"] for line in written] == [1, 1]
 
-    (row,) = read_audit([path])  # the refused request's line holds no decision
+    (row,) = read_audit([gateway.audit_path])  # the refused request's line holds no decision
     record = row.record
     assert record == DecisionRecord.model_validate({k: v for k, v in written[0].items() if k != "time"})
     assert record.to_line() == {k: v for k, v in written[0].items() if k != "time"}

@@ -92,6 +92,12 @@ def ask(gateway: RunningGateway, model: str = "ladder-cascade", **extra: Any) ->
     return raw.parse(), dict(raw.headers)
 
 
+def escalate_once(answers: AnswersUpstream, second: str = "42") -> None:
+    """The cheapest rung answers unsure (mean logprob -2.0), the next one sure (-0.1): one escalation."""
+    answers.set("small-local", "41", logprob=-2.0)
+    answers.set("mid-cloud", second, logprob=-0.1)
+
+
 def test_a_confident_cheap_answer_is_kept(gateway: RunningGateway, answers: AnswersUpstream) -> None:
     answers.set("small-local", "42", logprob=-0.05)
     completion, headers = ask(gateway)
@@ -109,8 +115,7 @@ def test_a_confident_cheap_answer_is_kept(gateway: RunningGateway, answers: Answ
 def test_an_unsure_answer_escalates_to_the_next_likelier_rung(
     gateway: RunningGateway, answers: AnswersUpstream
 ) -> None:
-    answers.set("small-local", "41", logprob=-2.0)
-    answers.set("mid-cloud", "42", logprob=-0.1)
+    escalate_once(answers)
     completion, headers = ask(gateway)
     assert completion.choices[0].message.content == "42"
     assert answers.asked() == ["small-local", "mid-cloud"]
@@ -152,8 +157,7 @@ def test_without_logprobs_an_unsure_router_escalates(
 def test_a_held_stream_sends_only_the_accepted_answer(
     gateway: RunningGateway, answers: AnswersUpstream
 ) -> None:
-    answers.set("small-local", "41", logprob=-2.0)
-    answers.set("mid-cloud", "forty two", logprob=-0.1)
+    escalate_once(answers, "forty two")
     raw = gateway.openai().chat.completions.with_raw_response.create(
         model="ladder",
         messages=QUESTION,
@@ -171,15 +175,12 @@ def test_a_held_stream_sends_only_the_accepted_answer(
 
 
 def test_one_audit_line_holds_every_stage(
-    start_gateway: Callable[..., RunningGateway], answers: AnswersUpstream, tmp_path: Path
+    start_audited: Callable[..., RunningGateway], answers: AnswersUpstream
 ) -> None:
-    path = tmp_path / "audit.jsonl"
-    gateway = start_gateway(audit_log=str(path))
-    answers.set("small-local", "41", logprob=-2.0)
-    answers.set("mid-cloud", "42", logprob=-0.1)
+    gateway = start_audited()
+    escalate_once(answers)
     ask(gateway)
-    gateway.app.state.gateway.audit.close()  # audit lines are written off the event loop: flush them
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines = gateway.audit_lines()
     assert len(lines) == 1
     line = lines[0]
     assert line["answered_model"] == "mid-cloud"
@@ -193,8 +194,7 @@ def test_each_stage_is_a_span(start_gateway: Callable[..., RunningGateway], answ
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     gateway = start_gateway(tracer_provider=provider)
-    answers.set("small-local", "41", logprob=-2.0)
-    answers.set("mid-cloud", "42", logprob=-0.1)
+    escalate_once(answers)
     ask(gateway)
     stages = [s for s in exporter.get_finished_spans() if s.name == "ladder.core.cascade.stage"]
     assert [s.attributes["ladder.model"] for s in stages] == ["small-local", "mid-cloud"]  # type: ignore[index]

@@ -9,6 +9,7 @@ import openai
 import pytest
 from gateway_support.common import API_KEY, UPSTREAM_KEY, RunningGateway
 from gateway_support.pool import NAMES
+from gateway_support.tools import WEATHER
 from gateway_support.upstream import FakeUpstream
 
 pytest_plugins = ["gateway_support.fixtures"]
@@ -130,16 +131,7 @@ def test_a_stream_whose_upstream_reports_no_usage_is_still_costed(
 
 
 def test_tools_plain_and_streaming(gateway: RunningGateway, upstream: FakeUpstream) -> None:
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Weather for a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-            },
-        }
-    ]
+    tools = [WEATHER]
     client = gateway.openai()
     completion = client.chat.completions.create(
         model="ladder-1", messages=MESSAGES, tools=tools, tool_choice="auto"

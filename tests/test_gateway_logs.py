@@ -9,7 +9,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -152,10 +151,9 @@ def test_audit_lines_are_written_off_the_calling_thread(monkeypatch: pytest.Monk
 
 
 def test_exactly_one_audit_line_per_request_under_concurrency(
-    start_gateway: Callable[..., RunningGateway], upstream: FakeUpstream, tmp_path: Path
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
 ) -> None:
-    path = tmp_path / "audit.jsonl"
-    gateway = start_gateway(audit_log=str(path))
+    gateway = start_audited()
     upstream.set("mid-cloud", "fail")
     auth = {"authorization": f"Bearer {API_KEY}"}
     calls: list[tuple[str, dict[str, Any]]] = []
@@ -177,7 +175,6 @@ def test_exactly_one_audit_line_per_request_under_concurrency(
 
     with ThreadPoolExecutor(16) as pool:
         ids = list(pool.map(call, calls))
-    gateway.app.state.gateway.audit.close()
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = gateway.audit_lines()
     assert len(lines) == len(calls) == len(set(ids))
     assert sorted(line["request_id"] for line in lines) == sorted(ids)

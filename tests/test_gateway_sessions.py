@@ -16,6 +16,7 @@ import anthropic
 import httpx
 import pytest
 from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.tools import ANTHROPIC_WEATHER, WEATHER
 from gateway_support.upstream import FakeUpstream
 
 from ladder.gateway.sessions import opening_digest
@@ -24,19 +25,6 @@ from ladder.gateway.state import MemoryState
 pytest_plugins = ["gateway_support.fixtures"]
 
 SYSTEM = {"role": "system", "content": "You are a travel assistant. Use the tools."}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
-ANTHROPIC_WEATHER = {
-    "name": "get_weather",
-    "description": "Weather for a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
-}
 
 
 def session(gateway: RunningGateway, name: str) -> Any:

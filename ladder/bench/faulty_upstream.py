@@ -20,6 +20,7 @@ from typing import Any
 
 import h11
 
+from ladder.bench import chat_wire
 from ladder.core.loopback import Started
 
 RAW_MODES = (
@@ -33,24 +34,6 @@ RAW_MODES = (
     "500",
     "429",
 )
-
-
-def _completion(model: str) -> dict[str, object]:
-    message = {"role": "assistant", "content": f"{model} says hi"}
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-    }
-
-
-def _chunk(model: str, delta: dict[str, object], finish: str | None = None) -> bytes:
-    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
-    return f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n".encode()
 
 
 def _head(status: int, reason: str, headers: dict[str, str]) -> bytes:
@@ -69,12 +52,9 @@ def _chunked(data: bytes) -> bytes:
 
 
 def _events(model: str, crlf: bool) -> list[bytes]:
-    events = [_chunk(model, {"role": "assistant", "content": ""})]
-    events += [_chunk(model, {"content": word}) for word in (model, " says", " hi")]
-    events.append(_chunk(model, {}, "stop"))
+    words = (chat_wire.chunk(model, {"content": word}) for word in (model, " says", " hi"))
     usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
-    events.append(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
-    events.append(b"data: [DONE]\n\n")
+    events = list(chat_wire.stream(model, words, "stop", usage))
     return [e.replace(b"\n", b"\r\n") for e in events] if crlf else events
 
 
@@ -231,7 +211,9 @@ class RawUpstream(Started):
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return True
-        completion = json.dumps(_completion(upstream_model)).encode()
+        message = {"role": "assistant", "content": f"{upstream_model} says hi"}
+        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        completion = json.dumps(chat_wire.completion(upstream_model, message, "stop", usage)).encode()
         if mode == "close":
             writer.write(_head(200, "OK", {"content-type": "application/json", "connection": "close"}))
             writer.write(completion[:20])

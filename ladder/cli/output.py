@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from ladder.core.atomic import partial_file
 from ladder.core.errors import ConfigError
 
 
@@ -24,8 +23,5 @@ def prepare_output(path: Path, option: str, force: bool) -> Path:
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` atomically, creating the parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(staging, path)
+    with partial_file(path) as partial:
+        partial.write_text(text, encoding="utf-8")

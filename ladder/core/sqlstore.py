@@ -5,6 +5,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -12,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 # PostgreSQL's text types cannot hold U+0000; SQLite's can. Both stores replace it so that one row reads
 # back the same from either database.
 NUL, NUL_STANDIN = "\x00", "\ufffd"
+_SQLITE = "sqlite:///"
 
 
 class SafeText(sa.types.TypeDecorator[str]):
@@ -22,6 +25,32 @@ class SafeText(sa.types.TypeDecorator[str]):
 
     def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str | None:
         return value.replace(NUL, NUL_STANDIN) if value is not None and NUL in value else value
+
+
+def database_url(target: str | Path) -> str:
+    """A SQLAlchemy URL: one given as such (``postgresql+psycopg://...``), or a SQLite file's for a plain path."""
+    text = str(target)
+    return text if "://" in text else f"{_SQLITE}{Path(text).expanduser().resolve()}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for a server database."""
+    return Path(url.removeprefix(_SQLITE)) if url.startswith(_SQLITE) else None
+
+
+def use_wal(engine: Engine, *, synchronous: str, busy_timeout_ms: int) -> None:
+    """On SQLite, give every new connection write-ahead logging, ``synchronous`` and a busy timeout."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.close()
+
+    sa.event.listen(engine, "connect", pragmas)
 
 
 def make_engine(url: str) -> Engine:

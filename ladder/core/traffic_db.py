@@ -14,7 +14,7 @@ from ladder.core.errors import ConfigError, DataError
 try:  # an optional dependency: the gateway's and the training pipeline's extras install it
     import sqlalchemy as sa
 
-    from ladder.core.sqlstore import SafeText, create_tables, make_engine
+    from ladder.core.sqlstore import SafeText, create_tables, database_url, make_engine, sqlite_file, use_wal
 except ImportError:  # pragma: no cover - reported when a database is opened
     sa = None  # type: ignore[assignment]
 
@@ -43,12 +43,6 @@ class OutcomeRow:
     comment: str | None = None
 
 
-def database_url(target: str | Path) -> str:
-    """A SQLAlchemy URL: a plain path means a SQLite file."""
-    text = str(target)
-    return text if "://" in text else f"sqlite:///{Path(text).expanduser()}"
-
-
 class TrafficDB:
     """Tables ``decisions`` and ``outcomes`` in SQLite or PostgreSQL (replicas share one); blocking calls."""
 
@@ -56,18 +50,16 @@ class TrafficDB:
         if sa is None:
             raise ConfigError("the traffic database needs SQLAlchemy: pip install 'ladder-router[serve]'")
         url = database_url(target)
-        if url.startswith("sqlite:///") and not create:
-            path = Path(url.removeprefix("sqlite:///"))
-            if not path.is_file():
-                raise DataError(f"{path}: no such traffic database")
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None and not create and not path.is_file():
+            raise DataError(f"{path}: no such traffic database")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine = make_engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise ConfigError(f"traffic database {url!r}: {exc}") from exc
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        use_wal(self.engine, synchronous="NORMAL", busy_timeout_ms=5000)
         metadata = sa.MetaData()
         self.decisions = sa.Table(
             "decisions",
@@ -166,11 +158,3 @@ def _decision(row: Any) -> DecisionRow:
     except json.JSONDecodeError as exc:
         raise DataError(f"{where}: not a JSON decision record ({exc.msg})") from exc
     return DecisionRow(row.request_id, row.time, DecisionRecord.parse(data, where), row.prompt)
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()

@@ -11,7 +11,6 @@ from ladder.core.traffic_db import THUMBS, OutcomeRow, TrafficDB
 from ladder.gateway.errors import (
     FeedbackConflictError,
     InvalidRequestError,
-    RateLimitError,
     RequestNotFoundError,
 )
 from ladder.gateway.gateway import REQUEST_ID, Gateway
@@ -54,8 +53,9 @@ async def throttle(gw: Gateway, client: Client) -> None:
         gw.limits.failed("feedback rate limit", exc)
         wait_s = 0.0
     if wait_s > 0:
-        gw.metrics.client_rejections.labels(client.name, "feedback_rate_limit").inc()
-        raise RateLimitError(
+        raise gw.metrics.refusal(
+            client.name,
+            "feedback_rate_limit",
             f"client key {client.name!r} is over its feedback limit of {per_minute} per minute; "
             f"retry in {wait_s:.1f} s",
             retry_after_s=wait_s,

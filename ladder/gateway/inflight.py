@@ -53,8 +53,9 @@ class InFlight:
     def _take(self, counter: Counter[str], client: str, limit: int | None, reason: str, what: str) -> None:
         """Count one more of ``what`` for ``client``; 429 (a rejection for ``reason``) when it has ``limit``."""
         if limit is not None and counter[client] >= limit:
-            self.metrics.client_rejections.labels(client, reason).inc()
-            raise RateLimitError(
+            raise self.metrics.refusal(
+                client,
+                reason,
                 f"client key {client!r} has {limit} {what}, its limit; retry when one ends",
                 retry_after_s=1,
                 code="concurrency_limit_exceeded",

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ladder.core.errors import ConfigError, UnknownModelError
-from ladder.gateway.errors import AuthenticationError, RateLimitError, StateUnavailableError
+from ladder.gateway.errors import AuthenticationError, StateUnavailableError
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.state import Background, MemoryState, StateError, StateStore
 
@@ -198,8 +198,9 @@ class Limits:
             self._totals(client.name, periods, any(b is not None for b in budgets)),
         )
         if wait_s > 0:
-            self.metrics.client_rejections.labels(client.name, "rate_limit").inc()
-            raise RateLimitError(
+            raise self.metrics.refusal(
+                client.name,
+                "rate_limit",
                 f"client key {client.name!r} is over its rate limit of {profile.requests_per_minute} "
                 f"requests per minute; retry in {wait_s:.1f} s",
                 retry_after_s=wait_s,
@@ -207,8 +208,9 @@ class Limits:
         for period, total, budget in zip(periods, totals, budgets, strict=True):
             spent = total.get("cost_usd", 0.0)
             if budget is not None and spent >= budget:
-                self.metrics.client_rejections.labels(client.name, f"{period.kind}_budget").inc()
-                raise RateLimitError(
+                raise self.metrics.refusal(
+                    client.name,
+                    f"{period.kind}_budget",
                     f"client key {client.name!r} has spent ${spent:.6f} of its {period.adjective} budget of "
                     f"${budget:g} ({period.label}, UTC); it resets at {period.ends.isoformat()}",
                     retry_after_s=period.seconds_left(now),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ladder.gateway.errors import RateLimitError
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -106,6 +108,13 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
+
+    def refusal(
+        self, client: str, reason: str, message: str, retry_after_s: float, code: str = "rate_limit_exceeded"
+    ) -> RateLimitError:
+        """Count a refusal of ``client``'s request for ``reason``; the 429 to raise for it."""
+        self.client_rejections.labels(client, reason).inc()
+        return RateLimitError(message, retry_after_s=retry_after_s, code=code)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

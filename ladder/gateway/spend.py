@@ -38,7 +38,7 @@ from ladder.core.pool import ModelSpec
 from ladder.core.pricing import Usage, price_usd
 from ladder.gateway.capabilities import prompt_tokens
 from ladder.gateway.context import Purpose, RequestContext
-from ladder.gateway.errors import RateLimitError, StateUnavailableError
+from ladder.gateway.errors import StateUnavailableError
 from ladder.gateway.keys import DAY_TTL_S, Client, Limits, Period, usage_ttl_s
 from ladder.gateway.state import Hold as StateHold
 from ladder.gateway.state import MemoryState, StateError
@@ -178,8 +178,9 @@ class SpendGuard:
                 self.local_holds.add(hold.id)
         if refusal is not None:
             period, budget = periods[refusal.index], budgets[refusal.index]
-            self.limits.metrics.client_rejections.labels(client.name, f"{period.kind}_budget").inc()
-            raise RateLimitError(
+            raise self.limits.metrics.refusal(
+                client.name,
+                f"{period.kind}_budget",
                 f"client key {client.name!r} has spent or holds ${refusal.committed_usd:.6f} of its "
                 f"{period.adjective} budget of ${budget:g} ({period.label}, UTC); it resets at "
                 f"{period.ends.isoformat()}",

@@ -7,11 +7,11 @@ import gzip
 import io
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ladder.core.atomic import partial_file
 from ladder.core.errors import DataError
 from ladder.training._builder import RoutingDataBuilder
 from ladder.training._cells import cell_number
@@ -144,22 +144,14 @@ def write_canonical(data: RoutingData, path: Path | str) -> Path:
     reproducible (no timestamp). Returns the path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with open(fd, "wb") as raw:
-            if path.suffix == ".gz":
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-                    for chunk in data.iter_text():
-                        packed.write(chunk.encode("utf-8"))
-            else:
+    with partial_file(path) as partial, partial.open("xb") as raw:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
                 for chunk in data.iter_text():
-                    raw.write(chunk.encode("utf-8"))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                    packed.write(chunk.encode("utf-8"))
+        else:
+            for chunk in data.iter_text():
+                raw.write(chunk.encode("utf-8"))
+        raw.flush()
+        os.fsync(raw.fileno())
     return path

@@ -38,6 +38,7 @@ from ladder.training.objectives import (
     cost_to_match,
     cost_to_match_interval,
 )
+from ladder.training.pca import principal_axes
 
 REDUCED_DIMS = 16
 BAND_GRID = 41
@@ -73,7 +74,7 @@ class _Reducer:
     """PCA bases fitted on training rows only: prompt embeddings, and answer embeddings for free text."""
 
     def __init__(self, train: CascadeSide, embed: Embed | None) -> None:
-        self.prompt_mean, self.prompt_basis = principal_axes(train.prompt, REDUCED_DIMS)
+        self.prompt_mean, self.prompt_basis, _ = principal_axes(train.prompt, REDUCED_DIMS)
         flat = [a for a in train.answers.ravel().tolist() if a]
         self.free_text = is_free_text(flat[:2000])
         self.answers_embedded = self.free_text and embed is not None
@@ -81,7 +82,7 @@ class _Reducer:
         self._columns: dict[int, np.ndarray] = {}
         if self.answers_embedded and embed is not None:
             sample = flat[:: max(1, len(flat) // 2000)]
-            self.answer_mean, self.answer_basis = principal_axes(embed(sample), REDUCED_DIMS)
+            self.answer_mean, self.answer_basis, _ = principal_axes(embed(sample), REDUCED_DIMS)
 
     def prompt(self, x: np.ndarray) -> np.ndarray:
         return np.asarray((x - self.prompt_mean) @ self.prompt_basis, dtype=np.float32)
@@ -100,13 +101,6 @@ class _Reducer:
             ]
             self._columns[key] = np.stack(columns, axis=1)
         return self._columns[key]
-
-
-def principal_axes(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """The mean of ``x`` and its top ``dims`` principal axes as columns (project: ``(x - mean) @ axes``)."""
-    mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean, vt[: min(dims, vt.shape[0])].T
 
 
 def _keep_scores(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from ladder.core.atomic import partial_file
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -61,8 +62,6 @@ def plot_drift(report: dict[str, Any], path: Path) -> None:
         f"{report['requests']} requests, {report['first']} to {report['last']}\n{verdict}", fontsize=10
     )
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial.png")
-    figure.savefig(partial)
+    with partial_file(path) as partial:
+        figure.savefig(partial)
     plt.close(figure)
-    os.replace(partial, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.atomic import partial_file
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.errors import DataError
 from ladder.core.policy import ChoiceOptions, choose
@@ -216,7 +216,5 @@ def build_report(
 
 def write_report(report: dict[str, Any], path: Path) -> None:
     """Write the report atomically (readers see the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    with partial_file(path) as partial:
+        partial.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")

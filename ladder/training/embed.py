@@ -8,13 +8,13 @@ is then saved as one file and the parts removed. Triton's embeddings are cached 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from ladder.core.atomic import partial_file
 from ladder.core.encoder import EncoderInfo, OnnxEncoder, Tokenizer
 from ladder.core.home import encoder_dir, ladder_home
 
@@ -61,10 +61,8 @@ def _digest(texts: Sequence[str], encoder: str, variant: str, max_tokens: int, t
 
 def _save(path: Path, array: np.ndarray) -> None:
     """Write atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(partial, array, allow_pickle=False)
-    os.replace(partial, path)
+    with partial_file(path) as partial:
+        np.save(partial, array, allow_pickle=False)
 
 
 def _load(path: Path, rows: int) -> np.ndarray | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.atomic import partial_file
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.errors import DataError
 from ladder.core.head import OnnxHead
@@ -452,14 +453,11 @@ def _training_side(
 
 def write_json(report: dict[str, Any], path: Path) -> None:
     import json
-    import os
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(
-        json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"
-    )
-    os.replace(partial, path)
+    with partial_file(path) as partial:
+        partial.write_text(
+            json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"
+        )
 
 
 def _json_default(value: object) -> object:

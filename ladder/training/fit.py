@@ -16,6 +16,7 @@ from torch import nn
 
 from ladder.training.head_model import MLP, NeighbourVote, RouterHead
 from ladder.training.neighbours import knn_scores
+from ladder.training.pca import principal_axes
 
 Progress = Callable[[str, int, int], None]
 
@@ -51,12 +52,9 @@ class FittedHead:
 
 def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and whitened projection (dim x k) from the top principal components."""
-    mean = x.mean(axis=0)
-    centred = x - mean
-    dims = min(dims, centred.shape[0] - 1, centred.shape[1])
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    std = singular[:dims] / np.sqrt(max(len(x) - 1, 1))
-    components = vt[:dims].T / np.maximum(std, 1e-8)
+    mean, axes, singular = principal_axes(x, min(dims, len(x) - 1))
+    std = singular / np.sqrt(max(len(x) - 1, 1))
+    components = axes / np.maximum(std, 1e-8)
     return mean.astype(np.float32), components.astype(np.float32)
 
 
@@ -183,9 +181,7 @@ def fit_head(
 
 def _vote_space(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, unwhitened PCA basis, and the L2-normalised training bank in that space."""
-    mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    basis = vt[: min(dims, vt.shape[0])].T
+    mean, basis, _ = principal_axes(x, dims)
     bank = (x - mean) @ basis
     bank /= np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-8)
     return mean.astype(np.float32), basis.astype(np.float32), bank.astype(np.float32)

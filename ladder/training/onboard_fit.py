@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ladder.training.pca import principal_axes
+
 STRENGTHS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 """Inverse L2 strengths (sklearn's C) tried by the inner cross-validation, on standardised features."""
 
@@ -58,12 +60,11 @@ def features(embedding: np.ndarray, base_p: np.ndarray, mean: np.ndarray, basis:
 
 
 def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
     dims = min(dims, len(x) - 1, x.shape[1])
     if dims <= 0:
-        return mean.astype(np.float32), np.zeros((x.shape[1], 0), dtype=np.float32)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean.astype(np.float32), vt[:dims].T.astype(np.float32)
+        return x.mean(axis=0).astype(np.float32), np.zeros((x.shape[1], 0), dtype=np.float32)
+    mean, axes, _ = principal_axes(x, dims)
+    return mean.astype(np.float32), axes.astype(np.float32)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

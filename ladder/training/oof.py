@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ladder.core.atomic import partial_file
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.home import ladder_home
 from ladder.training.embed import Progress
@@ -74,8 +74,6 @@ def out_of_fold_p(
             progress(f"refit on training rows, to tune on (cached after): {stage}", done, total)
 
     oof = fit_head(embeddings, labels, settings, refit).oof_p
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(partial, oof, allow_pickle=False)
-    os.replace(partial, cache)
+    with partial_file(cache) as partial:
+        np.save(partial, oof, allow_pickle=False)
     return oof

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from ladder.core.atomic import partial_file
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -101,10 +102,9 @@ def plot_report(
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, borderaxespad=0)
     figure.tight_layout()
-    partial = path.with_name(path.name + ".partial.png")
-    figure.savefig(partial)
+    with partial_file(path) as partial:
+        figure.savefig(partial)
     plt.close(figure)
-    os.replace(partial, path)
 
 
 def _same_plan(served: dict[str, Any], cascades: dict[str, Any]) -> bool:

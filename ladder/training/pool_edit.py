@@ -7,7 +7,6 @@ import difflib
 import io
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from ladder.core.atomic import partial_file
 from ladder.core.errors import ConfigError
 from ladder.core.pool import load_pool
 
@@ -60,22 +60,17 @@ def render_edit(path: Path, change: Change) -> tuple[str, str]:
 def write_pool_text(path: Path, text: str, *, check_only: bool = False) -> None:
     """Replace the pool file ``path`` with ``text`` atomically, once the text loads as a pool (errors name
     ``path``); with ``check_only``, only check it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+    with partial_file(path, commit=not check_only) as partial:
+        with partial.open("x", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
         if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))  # mkstemp's 0600 would hide the file from others
+            os.chmod(partial, stat.S_IMODE(path.stat().st_mode))  # the pool file keeps its permissions
         try:
-            load_pool(tmp)  # beside the original: relative checkpoint paths resolve the same way
+            load_pool(partial)  # beside the original: relative checkpoint paths resolve the same way
         except ConfigError as exc:
-            raise ConfigError(str(exc).replace(tmp, str(path))) from exc
-        if not check_only:
-            os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+            raise ConfigError(str(exc).replace(str(partial), str(path))) from exc
 
 
 def unified_diff(path: Path, old: str, new: str) -> str:

@@ -9,12 +9,12 @@ wrong, says little about where a new model stands). They are written as a questi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import KMeans
 
+from ladder.core.atomic import partial_file
 from ladder.core.errors import DataError
 from ladder.training.dataset import RoutingData
 
@@ -51,14 +51,11 @@ def suggest(embeddings: np.ndarray, labels: np.ndarray, n: int, seed: int = 0) -
 
 def write_questions(data: RoutingData, rows: np.ndarray, path: Path) -> Path:
     """A questions file `ladder collect` reads: one JSON object per line with `id` and `question`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", encoding="utf-8") as handle:
+    with partial_file(path) as partial, partial.open("w", encoding="utf-8") as handle:
         for row in rows:
             item = {"id": data.question_ids[row], "question": data.questions[row]}
             task = data.tasks[row]
             if task:
                 item["task"] = task
             handle.write(json.dumps(item, ensure_ascii=False) + "\n")
-    os.replace(partial, path)
     return path

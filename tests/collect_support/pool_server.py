@@ -10,11 +10,10 @@ instead: ``500``, ``429:<seconds>`` (with ``Retry-After``), ``hang`` (until the 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from ladder.bench.chat_wire import chunk, completion, stream
 
 Answerer = Callable[[str, list[dict[str, Any]]], str]
 
@@ -51,29 +52,13 @@ class FakePool:
         return sum(n for (m, _), n in self.calls.items() if model is None or m == model)
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, logprob: bool = False) -> bytes:
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-    if logprob and delta.get("content"):
-        choice["logprobs"] = {"content": [{"token": delta["content"], "logprob": -0.25, "top_logprobs": []}]}
-    body = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": model,
-        "choices": [choice],
-    }
-    return f"data: {json.dumps(body)}\n\n".encode()
+def _logprobs(word: str) -> dict[str, Any]:
+    return {"content": [{"token": word, "logprob": -0.25, "top_logprobs": []}]}
 
 
-async def _stream(
-    model: str, words: list[str], finish: str, usage: dict[str, int], logprob: bool
-) -> AsyncIterator[bytes]:
-    yield _chunk(model, {"role": "assistant", "content": ""})
-    for word in words:
-        yield _chunk(model, {"content": word}, logprob=logprob)
-    yield _chunk(model, {}, finish)
-    yield f"data: {json.dumps({'id': 'chatcmpl-fake', 'choices': [], 'usage': usage})}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+def _stream(model: str, words: list[str], finish: str, usage: dict[str, int], logprob: bool) -> Iterator[bytes]:
+    chunks = (chunk(model, {"content": w}, logprobs=_logprobs(w) if logprob and w else None) for w in words)
+    return stream(model, chunks, finish, usage)
 
 
 def fake_pool_app(pool: FakePool) -> Starlette:
@@ -120,16 +105,7 @@ def fake_pool_app(pool: FakePool) -> Starlette:
             stream = _stream(body.get("model", model), words, finish, usage, bool(body.get("logprobs")))
             return StreamingResponse(stream, media_type="text/event-stream")
         message = {"role": "assistant", "content": text}
-        return JSONResponse(
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body.get("model", model),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": usage,
-            }
-        )
+        return JSONResponse(completion(body.get("model", model), message, finish, usage))
 
     return Starlette(routes=[Route("/{model}/v1/chat/completions", chat, methods=["POST"])])
 

@@ -7,7 +7,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ladder.bench import chat_wire
 from ladder.core.prompt import content_text
+
+REPLY_ID = "chatcmpl-agent"
+USAGE = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
 
 FINAL_PREFIX = "The tool said: "
 NO_TOOL_ANSWER = "ladder agent answer"
@@ -32,49 +36,23 @@ def agent_message(body: dict[str, Any], call: tuple[str, dict[str, Any]] | None)
 
 
 def agent_completion(model: str, message: dict[str, Any], finish: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-agent",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
-    }
+    return chat_wire.completion(model, message, finish, USAGE, created=int(time.time()), reply_id=REPLY_ID)
 
 
 def agent_stream(model: str, message: dict[str, Any], finish: str) -> Iterator[bytes]:
     """The message as chat chunks: text in two pieces, a tool call's arguments in two pieces, then usage."""
+    return chat_wire.stream(model, _chunks(model, message), finish, USAGE, reply_id=REPLY_ID)
 
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": reason}
-        data = {
-            "id": "chatcmpl-agent",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [choice],
-        }
-        return f"data: {json.dumps(data)}\n\n".encode()
 
-    yield chunk({"role": "assistant", "content": ""})
+def _halves(text: str) -> tuple[str, str]:
+    return text[: len(text) // 2], text[len(text) // 2 :]
+
+
+def _chunks(model: str, message: dict[str, Any]) -> Iterator[bytes]:
     for call in message.get("tool_calls") or ():
-        arguments = call["function"]["arguments"]
-        head = {
-            "index": 0,
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": ""},
-        }
-        yield chunk({"tool_calls": [head]})
-        half = len(arguments) // 2
-        for piece in (arguments[:half], arguments[half:]):
-            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        pieces = _halves(call["function"]["arguments"])
+        yield from chat_wire.tool_call_chunks(model, call["id"], call["function"]["name"], pieces, reply_id=REPLY_ID)
     text = message.get("content") or ""
     if text:
-        half = len(text) // 2
-        for piece in (text[:half], text[half:]):
-            yield chunk({"content": piece})
-    yield chunk({}, finish)
-    usage = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
-    yield f"data: {json.dumps({'id': 'chatcmpl-agent', 'choices': [], 'usage': usage})}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+        for piece in _halves(text):
+            yield chat_wire.chunk(model, {"content": piece}, reply_id=REPLY_ID)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,16 @@ class RunningGateway:
 
     def openai(self, **kwargs: Any) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=API_KEY, max_retries=0, **kwargs)
+
+    @property
+    def audit_path(self) -> Path:
+        assert self.settings.audit_log is not None, "started without an audit log"
+        return Path(self.settings.audit_log)
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        """The audit log's lines so far (they are written off the event loop: closing the log flushes them)."""
+        self.app.state.gateway.audit.close()
+        return [json.loads(line) for line in self.audit_path.read_text(encoding="utf-8").splitlines()]
 
 
 def serve_gateway(pool: Path, router: Router, running: list[ServerThread], **overrides: Any) -> RunningGateway:

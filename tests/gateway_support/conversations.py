@@ -8,22 +8,13 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from gateway_support.tools import anthropic_tool, chat_tool
+
 WORDS = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=16
 ).filter(lambda s: s.strip() != "")
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "lookup",
-        "description": "Look a record up",
-        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
-    },
-}
-ANTHROPIC_TOOL = {
-    "name": "lookup",
-    "description": "Look a record up",
-    "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
-}
+TOOL = chat_tool("lookup", "Look a record up", "q")
+ANTHROPIC_TOOL = anthropic_tool("lookup", "Look a record up", "q")
 STRUCTURAL = frozenset({"role", "type", "model", "media_type"})  # fields whose value is a name, not content
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | WORDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ def start_gateway(
     yield start
     for server in running:
         server.stop()
+
+
+@pytest.fixture()
+def start_audited(start_gateway: Callable[..., RunningGateway], tmp_path: Path) -> Callable[..., RunningGateway]:
+    """Start gateways that write their audit log to ``tmp_path`` (read it with ``audit_lines``)."""
+    return functools.partial(start_gateway, audit_log=str(tmp_path / "audit.jsonl"))
 
 
 @pytest.fixture()

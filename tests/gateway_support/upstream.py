@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway_support.agent_reply import agent_completion, agent_message, agent_stream
+from ladder.bench.chat_wire import chunk, completion, stream, tool_call_chunks
 
 MODES = (
     "ok",
@@ -97,47 +97,27 @@ def _completion(model: str, body: dict[str, Any]) -> dict[str, Any]:
             ],
         }
         finish = "tool_calls"
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.get("model", model),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-    }
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    return completion(body.get("model", model), message, finish, usage, created=int(time.time()))
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
-    chunk = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(chunk)}\n\n".encode()
+def _words(upstream_model: str, model: str, mode: str) -> Iterator[bytes]:
+    for word in (model, " says", " hi"):
+        yield chunk(upstream_model, {"content": word})
+        if mode == "midstream":
+            raise RuntimeError("injected failure in the middle of the stream")
 
 
-async def _stream(model: str, body: dict[str, Any], mode: str) -> AsyncIterator[bytes]:
+def _stream(model: str, body: dict[str, Any], mode: str) -> Iterator[bytes]:
     upstream_model = body.get("model", model)
-    yield _chunk(upstream_model, {"role": "assistant", "content": ""})
+    chunks, finish = _words(upstream_model, model, mode), "stop"
     if body.get("tools") and body.get("tool_choice") != "none":
         name = body["tools"][0]["function"]["name"]
-        call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
-        yield _chunk(upstream_model, {"tool_calls": [call]})
-        for piece in ('{"city": ', '"Paris"}'):
-            yield _chunk(upstream_model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-        yield _chunk(upstream_model, {}, "tool_calls")
-    else:
-        for word in (model, " says", " hi"):
-            yield _chunk(upstream_model, {"content": word})
-            if mode == "midstream":
-                raise RuntimeError("injected failure in the middle of the stream")
-        yield _chunk(upstream_model, {}, "stop")
+        chunks, finish = tool_call_chunks(upstream_model, "call_1", name, ('{"city": ', '"Paris"}')), "tool_calls"
+    usage = None
     if (body.get("stream_options") or {}).get("include_usage") and mode != "no-usage":
         usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
-        yield f"data: {json.dumps({'id': 'chatcmpl-fake', 'choices': [], 'usage': usage})}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+    return stream(upstream_model, chunks, finish, usage)
 
 
 def fake_upstream_app(state: FakeUpstream) -> Starlette:

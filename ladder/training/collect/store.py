@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from ladder.core.errors import DataError
 from ladder.core.pool import PoolConfig
-from ladder.core.sqlstore import SafeText, make_engine, schema_transaction
+from ladder.core.sqlstore import SafeText, database_url, make_engine, schema_transaction, sqlite_file, use_wal
 from ladder.training.collect.questions import Question
 
 SCHEMA_VERSION = "1"
@@ -97,22 +97,6 @@ class Answer:
         return float(sum(float(t["logprob"]) for t in self.logprobs) / len(self.logprobs))
 
 
-def store_url(store: str | Path) -> str:
-    """A database URL from a path (SQLite) or a URL as given (``postgresql+psycopg://...``)."""
-    text = str(store)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).resolve()}"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
 def _pool_identity(pool: PoolConfig) -> dict[str, str]:
     """What makes a pool the same pool: each model's name and the upstream model id behind it."""
     return {m.name: m.upstream.model for m in pool.models}
@@ -123,11 +107,12 @@ class AnswerStore:
 
     def __init__(self, store: str | Path, *, create: bool) -> None:
         self.where = str(store)
-        url = store_url(store)
-        if url.startswith("sqlite:///") and not create and not Path(url.removeprefix("sqlite:///")).is_file():
+        url = database_url(store)
+        path = sqlite_file(url)
+        if path is not None and not create and not path.is_file():
             raise DataError(f"{store}: no such store (make one with `ladder collect`)")
-        if url.startswith("sqlite:///") and create:
-            folder = Path(url.removeprefix("sqlite:///")).parent
+        if path is not None and create:
+            folder = path.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -136,8 +121,7 @@ class AnswerStore:
             self.engine: Engine = make_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise DataError(f"{store}: cannot open the store: {exc}") from None
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        use_wal(self.engine, synchronous="FULL", busy_timeout_ms=30000)
         try:
             with schema_transaction(self.engine, "ladder answer store") as conn:
                 if create:
