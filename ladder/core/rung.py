@@ -66,6 +66,13 @@ def worth_reading(
     return could_follow & ((read_cost <= 0.0) | (settings.cost_weight * read_cost < uncertainty))
 
 
+def answer_to_return(p_held: npt.NDArray[np.float64], asked: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Per row, the answer to return once the cascade keeps: of the models asked, the one whose answer has
+    the highest calibrated P(correct) (``p_held`` [rows, models]; entries of models not asked are ignored),
+    not necessarily the last one asked."""
+    return np.argmax(np.where(asked, np.nan_to_num(p_held, nan=-1.0), -np.inf), axis=1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Step:
     """One request's next step, and why."""

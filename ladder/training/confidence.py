@@ -64,7 +64,7 @@ def word_prompts(questions: list[str], fit_rows: np.ndarray, dims: int = 64) -> 
     return np.asarray(svd.transform(words.transform(questions)), dtype=np.float32)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-4, 1 - 1e-4)
     return np.asarray(np.log(p) - np.log1p(-p))
 
@@ -78,7 +78,7 @@ def confidence_features(data: RoutingData, model: int) -> np.ndarray:
     kinds = data.confidence_kinds
     check = np.zeros(len(lp), dtype=bool) if kinds is None else kinds[:, model] == SELF_CHECK
     p = np.exp(lp)
-    read = np.stack([lp, p, _logit(p)], axis=1)
+    read = np.stack([lp, p, logit(p)], axis=1)
     return np.hstack([read * ~check[:, None], read * check[:, None], check[:, None].astype(np.float64)])
 
 
@@ -101,10 +101,11 @@ def _both(x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray, seed: int, c: 
     return _oof(x_train, y, seed, c), _fit_predict(x_train, y, x_test, c)
 
 
-def _prompt_axes(embeddings: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
-    mean = embeddings.mean(axis=0)
-    _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
-    return mean, vt[:dims].T
+def reduce_prompts(prompts: tuple[np.ndarray, np.ndarray], dims: int = PROMPT_DIMS) -> list[np.ndarray]:
+    """The (train, test) prompt embeddings on the first ``dims`` principal axes of the training prompts."""
+    mean = prompts[0].mean(axis=0)
+    _, _, vt = np.linalg.svd(prompts[0] - mean, full_matrices=False)
+    return [(e - mean) @ vt[:dims].T for e in prompts]
 
 
 def fit_confidence(
@@ -118,8 +119,7 @@ def fit_confidence(
     settings = settings or CalibrationSettings()
     if np.isnan(train.labels).any() or np.isnan(test.labels).any():
         raise DataError("a calibrated cascade needs every model's answer on every question")
-    mean, axes = _prompt_axes(prompts[0], PROMPT_DIMS)
-    reduced = [(e - mean) @ axes for e in prompts]
+    reduced = reduce_prompts(prompts)
     sides = (train, test)
     kinds = [np.stack([confidence_features(d, m)[:, -1] for m in range(len(d.models))], 1) for d in sides]
     models = len(train.models)
@@ -134,7 +134,7 @@ def fit_confidence(
             conf = confidence_features(d, m)
             parts = [conf]
             if settings.router:
-                parts.append(_logit(prefill[s][:, [m]]))
+                parts.append(logit(prefill[s][:, [m]]))
             if settings.prompt:
                 odds = conf[:, [2]] + conf[:, [5]]
                 parts += [reduced[s], odds * reduced[s][:, :INTERACTION_DIMS]]
@@ -147,9 +147,9 @@ def fit_confidence(
             if m == j:
                 continue
             x = [
-                np.stack([_logit(c[:, m]), _logit(p[:, j]), _logit(p[:, m])], 1)
+                np.stack([logit(c[:, m]), logit(p[:, j]), logit(p[:, m])], 1)
                 if settings.router
-                else np.stack([_logit(c[:, m])], 1)
+                else np.stack([logit(c[:, m])], 1)
                 for c, p in zip(calibrated, prefill, strict=True)
             ]
             after[0][:, m, j], after[1][:, m, j] = _both(x[0], y, x[1], settings.seed)

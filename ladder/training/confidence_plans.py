@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ladder.core.rung import KEEP, RungSettings, next_asks, worth_reading
+from ladder.core.rung import KEEP, RungSettings, answer_to_return, next_asks, worth_reading
 from ladder.training.confidence import Side
+from ladder.training.confidence_states import READS, States
 from ladder.training.dataset import RoutingData
 
 COST_WEIGHTS = (0.0, *np.logspace(1.0, 4.6, 30).tolist())
@@ -181,3 +182,66 @@ def play_chains(data: RoutingData, chains: Sequence[Chain]) -> Outcomes:
             open_ &= ~keep
         out[0][k] = correct
     return Outcomes(*out)
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """A cascade over sets of answers: the step rule's settings and which self-checks it reads
+    (an index into `ladder.training.confidence_states.READS`)."""
+
+    rung: RungSettings
+    reads: int
+
+
+def expected_task_costs(train: RoutingData, data: RoutingData) -> tuple[np.ndarray, np.ndarray]:
+    """Like `expected_costs`, per task (known from the prompt's kind) where the training rows have it."""
+    answer, check, _ = _calls(train)
+    out = expected_costs(train, data)
+    seen = np.array([t or "" for t in train.tasks])
+    for task in {t or "" for t in data.tasks}:
+        rows, same = np.array([(t or "") == task for t in data.tasks]), seen == task
+        if task and same.any():
+            out[0][rows] = answer[same].mean(axis=0)
+            out[1][rows] = check[same].mean(axis=0)
+    return out
+
+
+def play_states(
+    data: RoutingData, states: States, expected: tuple[np.ndarray, np.ndarray], settings: Sequence[StateSettings]
+) -> Outcomes:
+    """Each setting's cascade on every question: the step rule (`next_asks`) reads P(each model right)
+    given the answers so far, keeps when none beats the best answer in hand, and returns that answer
+    (`answer_to_return`); a self-check is paid for each asked model whose confidence the policy reads."""
+    answer, check, latency = _calls(data)
+    n, models = data.labels.shape
+    rows = np.arange(n)
+    out = [np.zeros((len(settings), n)) for _ in range(4)]
+    for k, setting in enumerate(settings):
+        read = states.read[setting.reads]
+        paid = np.where(read, check, 0.0)
+        price = expected[0] + np.where(read, expected[1], 0.0)
+        mask = np.zeros(n, dtype=np.int64)
+        asked = np.zeros((n, models), dtype=bool)
+        p_keep = np.full(n, np.nan)
+        live = np.ones(n, dtype=bool)
+        for _ in range(models):
+            q = np.where((mask == 0)[:, None], states.prefill, states.ahead[setting.reads, mask, rows])
+            choice = next_asks(p_keep, q, price, asked, setting.rung)
+            live &= choice != KEEP
+            if not live.any():
+                break
+            ask = np.where(live, choice, 0)
+            asked[rows[live], ask[live]] = True
+            mask = np.where(live, mask | (1 << ask), mask)
+            out[1][k] += np.where(live, answer[rows, ask] + paid[rows, ask], 0.0)
+            out[2][k] += np.where(live, latency[rows, ask], 0.0)
+            p_keep = np.nanmax(np.where(asked, states.held[setting.reads, mask, rows], np.nan), axis=1)
+        returned = answer_to_return(states.held[setting.reads, mask, rows], asked)
+        out[0][k] = data.labels[rows, returned]
+        out[3][k] = asked.sum(axis=1)
+    return Outcomes(*out)
+
+
+def state_grid(stages: Sequence[int] = MAX_STAGES) -> list[StateSettings]:
+    """The cascade-over-answers settings tried on training rows."""
+    return [StateSettings(r, i) for i in range(len(READS)) for r in rung_grid(stages)]

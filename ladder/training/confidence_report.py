@@ -1,8 +1,10 @@
 """The confidence-cascade report: every plan tuned on training rows, measured on held-out rows beside 405B.
 
-Plans: each single model; the prefill router alone; Ladder's router and calibrated cascade learned together;
-the authors' kind of model (each model's raw confidence calibrated alone, a first-order link between rungs,
-the same decision rule: a simplification of Zellinger & Thomson's probabilistic tuning); and fixed chains
+Plans: each single model; the prefill router alone; Ladder's router and calibrated cascade learned together
+(calibrated per set of answers in hand, with their agreement, returning the most likely right answer); the
+previous method (a first-order chain that returns the last answer); the authors' kind of model (each
+model's raw confidence calibrated alone, a first-order link between rungs, the same decision rule: a
+simplification of Zellinger & Thomson's probabilistic tuning); and fixed chains
 with grid-searched thresholds on raw confidence. Each plan's settings on the training-row frontier make its
 curve; the user's objective picks one of them on training rows.
 """
@@ -20,15 +22,20 @@ from ladder.training.confidence_plans import (
     Outcomes,
     chain_grid,
     expected_costs,
+    expected_task_costs,
     frontier,
     play,
     play_chains,
+    play_states,
     rung_grid,
+    state_grid,
 )
+from ladder.training.confidence_states import READS, States, fit_states
 from ladder.training.dataset import RoutingData
 from ladder.training.objectives import BOOTSTRAP_DRAWS, cost_to_match_interval
 
 HALF = 0.5
+CASCADE = "Ladder: router + calibrated cascade"
 MATCH_MARGIN = 0.005
 Player = Callable[[RoutingData, list[int]], Outcomes]
 
@@ -61,6 +68,18 @@ def _rung_plan(
         outcomes,
         lambda kept: play(test, sides[1], costs[1], [grid[k] for k in kept]),
         lambda k: f"cost_weight={grid[k].cost_weight:.4g} margin={grid[k].margin:g} max_stages={grid[k].max_stages}",
+    )
+
+
+def _state_plan(name: str, train: RoutingData, test: RoutingData, states: tuple[States, States]) -> PlanRun:
+    grid = state_grid()
+    costs = (expected_task_costs(train, train), expected_task_costs(train, test))
+    return _run(
+        name,
+        play_states(train, states[0], costs[0], grid),
+        lambda kept: play_states(test, states[1], costs[1], [grid[k] for k in kept]),
+        lambda k: f"cost_weight={grid[k].rung.cost_weight:.4g} margin={grid[k].rung.margin:g} "
+        f"max_stages={grid[k].rung.max_stages} reads={READS[grid[k].reads]}",
     )
 
 
@@ -196,11 +215,13 @@ def evaluate_confidence(data: RoutingData, prompts: np.ndarray) -> dict[str, Any
         data.models[best], train.labels[:, best], train.costs[:, best], test.labels[:, best], test.costs[:, best]
     )
     full = fit_confidence(train, test, embeddings)
+    states = fit_states(train, test, full, embeddings)
     authors = fit_confidence(train, test, embeddings, CalibrationSettings(prompt=False, router=False))
     runs = [
         *(PlanRun(m, _single(train, j), _single(test, j), [m]) for j, m in enumerate(data.models)),
         _rung_plan("prefill router", train, test, full, (1,)),
-        _rung_plan("Ladder: router + calibrated cascade", train, test, full, (2, 3, 5)),
+        _state_plan(CASCADE, train, test, states),
+        _rung_plan("first-order chain, last answer (previous method)", train, test, full, (2, 3, 5)),
         _rung_plan("authors' probabilistic cascade (simplified)", train, test, authors, (2, 3, 5)),
         _chain_plan(train, test),
     ]
@@ -222,7 +243,7 @@ def evaluate_confidence(data: RoutingData, prompts: np.ndarray) -> dict[str, Any
         "goals": {"match_at_most_share": 0.70, "accuracy_at_half_cost_at_least": 0.825},
         "calibration": _calibration(test, full[1], authors[1]),
         "plans": plans,
-        "recommendation": _recommend(by_name["Ladder: router + calibrated cascade"], by_name["prefill router"], ref),
+        "recommendation": _recommend(by_name[CASCADE], by_name["prefill router"], ref),
     }
 
 
