@@ -70,7 +70,8 @@ def answer_to_return(p_held: npt.NDArray[np.float64], asked: npt.NDArray[np.bool
     """Per row, the answer to return once the cascade keeps: of the models asked, the one whose answer has
     the highest calibrated P(correct) (``p_held`` [rows, models]; entries of models not asked are ignored),
     not necessarily the last one asked."""
-    return np.argmax(np.where(asked, np.nan_to_num(p_held, nan=-1.0), -np.inf), axis=1).astype(np.int64)
+    best = np.argmax(np.where(asked, np.nan_to_num(p_held, nan=-1.0), -np.inf), axis=1)
+    return np.asarray(best, dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ladder.core.errors import DataError
 from ladder.training.dataset import RoutingData
+from ladder.training.pca import principal_axes
 
 FOLDS = 5
 PROMPT_DIMS = 16
@@ -103,9 +104,8 @@ def _both(x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray, seed: int, c: 
 
 def reduce_prompts(prompts: tuple[np.ndarray, np.ndarray], dims: int = PROMPT_DIMS) -> list[np.ndarray]:
     """The (train, test) prompt embeddings on the first ``dims`` principal axes of the training prompts."""
-    mean = prompts[0].mean(axis=0)
-    _, _, vt = np.linalg.svd(prompts[0] - mean, full_matrices=False)
-    return [(e - mean) @ vt[:dims].T for e in prompts]
+    mean, axes, _ = principal_axes(prompts[0], dims)
+    return [(e - mean) @ axes for e in prompts]
 
 
 def fit_confidence(
