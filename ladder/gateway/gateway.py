@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
@@ -140,7 +141,12 @@ class Routed:
     def summary(self) -> dict[str, Any]:
         """The decision as the ``ladder`` object of a response body: a public shape of its own (the chosen
         model as ``routed_model``, its expected cost as ``expected_cost_usd`` and every model's as
-        ``expected_costs_usd``, the session in full), built from the decision's record."""
+        ``expected_costs_usd``, the session in full), built from the decision's record once per request
+        (the response and its span both read it)."""
+        return dict(self._summary)
+
+    @functools.cached_property
+    def _summary(self) -> dict[str, Any]:
         record = self.decision_record()
         return {
             "request_id": record.request_id,
