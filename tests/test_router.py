@@ -89,3 +89,46 @@ def test_budget_policy_keeps_reference_traffic_under_the_target(router: Router, 
     assert 0 < tolerance <= 1
     reference = budget.checkpoint.reference_p
     assert len(reference) > 100
+
+
+def test_fused_head_scores_as_the_two_graphs_in_turn(router: Router) -> None:
+    """The router runs the head fused onto the encoder's graph: the same P(correct) as the encoder's embedding
+    fed to the head's own session, for a batch of mixed lengths and scripts, and one row at a time."""
+    from ladder.core.encoder import OnnxEncoder
+    from ladder.core.head import OnnxHead
+    from ladder.core.scoring import EmbeddedScorer
+
+    scorer = router.scorer
+    assert isinstance(scorer, EmbeddedScorer) and scorer.encoder.has_head
+    encoder = scorer.encoder
+    plain = OnnxEncoder(encoder.directory, encoder.variant, per_row=encoder.per_row)
+    head = OnnxHead(router.checkpoint.head_path)
+    encoded = router.tokenizer.encode(PROMPTS)
+    fused = encoder.score_ids(encoded.input_ids, encoded.attention_mask)
+    apart = head.predict(plain.embed_ids(encoded.input_ids, encoded.attention_mask))
+    assert fused.shape == (len(PROMPTS), len(router.checkpoint.models))
+    np.testing.assert_allclose(fused, apart, atol=1e-6)
+    one = router.tokenizer.encode(PROMPTS[2:3])
+    np.testing.assert_allclose(encoder.score_ids(one.input_ids, one.attention_mask)[0], fused[2], atol=1e-6)
+    np.testing.assert_array_equal(
+        encoder.embed_ids(encoded.input_ids, encoded.attention_mask),
+        plain.embed_ids(encoded.input_ids, encoded.attention_mask),
+    )
+    with pytest.raises(ValueError, match="no fused head"):
+        plain.score_ids(encoded.input_ids, encoded.attention_mask)
+    empty = encoder.score_ids(np.zeros((0, 4), dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
+    assert empty.shape == (0, len(router.checkpoint.models))
+
+
+def test_a_head_that_does_not_fit_the_encoder_is_refused(router: Router, tmp_path: Path) -> None:
+    """A file that is not an ONNX graph fails to fuse with a CheckpointError naming it."""
+    from ladder.core.encoder import OnnxEncoder
+    from ladder.core.errors import CheckpointError
+    from ladder.core.scoring import EmbeddedScorer
+
+    scorer = router.scorer
+    assert isinstance(scorer, EmbeddedScorer)
+    bogus = tmp_path / "head.onnx"
+    bogus.write_bytes(b"not an onnx graph")
+    with pytest.raises(CheckpointError, match=r"head\.onnx: cannot fuse this head"):
+        OnnxEncoder(scorer.encoder.directory, scorer.encoder.variant, head=bogus)

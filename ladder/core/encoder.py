@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tokenizers import Tokenizer as HfTokenizer
 
-from ladder.core.errors import ConfigError, LadderError
+from ladder.core.errors import CheckpointError, ConfigError, LadderError
 from ladder.core.prompt import check_string
 
 Variant = Literal["fp32", "int8"]
@@ -225,12 +225,41 @@ def _similar_widths(widths: list[int], slack: float = 1.25, extra: int = 16) -> 
 EXACT_INT8 = ("session.x64quantprecision", "1")
 
 
+def fused_graph(encoder: Path, head: Path) -> bytes:
+    """The encoder's graph with the head's appended (``embedding`` feeds the head): outputs ``embedding`` and
+    ``p_correct``, serialised for ``ort.InferenceSession``."""
+    import onnx
+    import onnx.compose
+
+    try:
+        fused = onnx.compose.merge_models(
+            onnx.load(str(encoder)),
+            onnx.load(str(head)),
+            io_map=[("embedding", "embedding")],
+            prefix2="head/",
+            outputs=["embedding", "head/p_correct"],
+        )
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValueError and checker errors alike
+        raise CheckpointError(f"{head}: cannot fuse this head onto {encoder.name} ({exc})") from exc
+    (p_correct,) = (o for o in fused.graph.output if o.name == "head/p_correct")
+    for node in fused.graph.node:
+        node.input[:] = ["p_correct" if name == p_correct.name else name for name in node.input]
+        node.output[:] = ["p_correct" if name == p_correct.name else name for name in node.output]
+    p_correct.name = "p_correct"
+    serialised: bytes = fused.SerializeToString()
+    return serialised
+
+
 class OnnxEncoder:
     """Embeds texts with an encoder folder's ONNX graph on ONNX Runtime.
 
     ``per_row`` runs every row of a batch alone at its own length, so that its embedding is the same whatever
     it is batched with. It is on by default only where batching would change a row: an int8 graph that
     quantises activations with one scale per tensor (folders built before per-token graphs).
+
+    ``head`` (a checkpoint's ``head.onnx``) fuses the P(correct) head onto the encoder's graph: one ONNX Runtime
+    call per batch yields both tensors (`score_ids`), with the same kernels and so the same numbers as running
+    the two graphs one after the other, without the second call's overhead on every request.
     """
 
     def __init__(
@@ -242,6 +271,7 @@ class OnnxEncoder:
         info: EncoderInfo | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         per_row: bool | None = None,
+        head: Path | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.info = info or EncoderInfo.load(self.directory)
@@ -261,7 +291,9 @@ class OnnxEncoder:
             options.intra_op_num_threads = threads
         self.variant = variant
         self.per_row = self.info.batching_moves_rows(variant) if per_row is None else per_row
-        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        graph: str | bytes = str(path) if head is None else fused_graph(path, head)
+        self.session = ort.InferenceSession(graph, options, providers=list(providers))
+        self.has_head = head is not None
         self.tokenizer = Tokenizer(self.directory, info=self.info)
 
     @property
@@ -270,6 +302,17 @@ class OnnxEncoder:
 
     def embed_ids(self, input_ids: NDArray[np.integer], attention_mask: NDArray[np.integer]) -> NDArray[np.float32]:
         """Embeddings float32 [n, dim] of a tokenized batch (int [n, seq] ids and mask)."""
+        return self._run_ids(input_ids, attention_mask, "embedding")
+
+    def score_ids(self, input_ids: NDArray[np.integer], attention_mask: NDArray[np.integer]) -> NDArray[np.float32]:
+        """P(correct) float32 [n, models] from the fused head (an encoder built with ``head``)."""
+        if not self.has_head:
+            raise ValueError("this encoder has no fused head; build it with head=<checkpoint>/head.onnx")
+        return self._run_ids(input_ids, attention_mask, "p_correct")
+
+    def _run_ids(
+        self, input_ids: NDArray[np.integer], attention_mask: NDArray[np.integer], output: str
+    ) -> NDArray[np.float32]:
         ids = np.asarray(input_ids)
         mask = np.asarray(attention_mask)
         if ids.ndim != 2 or ids.shape != mask.shape:
@@ -279,22 +322,25 @@ class OnnxEncoder:
         if ids.shape[1] > self.info.max_tokens:
             raise ValueError(f"sequence length {ids.shape[1]} exceeds the encoder's {self.info.max_tokens}")
         if ids.shape[0] == 0 or ids.shape[1] == 0:
-            return np.zeros((ids.shape[0], self.dim), dtype=np.float32)
+            return np.zeros((ids.shape[0], self._width(output)), dtype=np.float32)
         if ids.min() < 0 or ids.max() >= self.info.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.info.vocab_size})")
         ids = ids.astype(np.int64, copy=False)
         mask = mask.astype(np.int64, copy=False)
-        out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
+        out = np.empty((ids.shape[0], self._width(output)), dtype=np.float32)
         widths = _widths(mask)
         groups = [[i] for i in range(len(widths))] if self.per_row else _similar_widths(widths)
         for rows in groups:
             width = max(widths[i] for i in rows)
-            out[rows] = self._run(ids[rows, :width], mask[rows, :width])
+            feeds = {"input_ids": ids[rows, :width], "attention_mask": mask[rows, :width]}
+            (out[rows],) = self.session.run([output], feeds)
         return out
 
-    def _run(self, ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:
-        (out,) = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
-        return np.asarray(out, dtype=np.float32)
+    def _width(self, output: str) -> int:
+        if output == "embedding":
+            return self.dim
+        (tensor,) = (o for o in self.session.get_outputs() if o.name == output)
+        return int(tensor.shape[1])
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> NDArray[np.float32]:
         """Embeddings float32 [n, dim] of texts, batched by similar length, in the input order."""

@@ -138,10 +138,9 @@ TIE_BREAK = "the cheaper model, then the likelier one, then the one listed first
 
 def _first_by(allowed: Mask, *keys: npt.NDArray[np.floating]) -> Indices:
     """Per row, the allowed column that is smallest on ``keys`` (the first key first); ties after every key
-    go to the lower column."""
+    go to the lower column (``lexsort`` is stable)."""
     primary = np.where(allowed, keys[0], np.inf)
-    columns = np.broadcast_to(np.arange(allowed.shape[1]), allowed.shape)
-    order = np.lexsort((columns, *reversed((primary, *keys[1:]))), axis=1)
+    order = np.lexsort((*reversed(keys[1:]), primary), axis=1)
     return np.asarray(order[:, 0], dtype=np.intp)
 
 
@@ -149,10 +148,15 @@ def _as_rows(
     scores: npt.ArrayLike, prices: npt.ArrayLike, eligible: npt.ArrayLike | None
 ) -> tuple[Scores, Scores, Mask]:
     p = np.atleast_2d(np.asarray(scores))
-    c = np.broadcast_to(np.asarray(prices), p.shape)
-    allowed = np.ones(p.shape, dtype=bool) if eligible is None else np.broadcast_to(eligible, p.shape)
-    if not allowed.any(axis=1).all():
-        rows = np.flatnonzero(~allowed.any(axis=1)).tolist()
+    c = np.asarray(prices)
+    if c.shape != p.shape:
+        c = np.broadcast_to(c, p.shape)
+    allowed = np.ones(p.shape, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    if allowed.shape != p.shape:
+        allowed = np.broadcast_to(allowed, p.shape)
+    some = allowed.any(axis=1)
+    if not some.all():
+        rows = np.flatnonzero(~some).tolist()
         raise NoEligibleModelError(f"no model qualifies for request row(s) {rows[:10]}")
     return p, c, allowed
 
@@ -211,7 +215,7 @@ def decide(p_correct: Mapping[str, float], costs: Mapping[str, float], options: 
     is a one-row `choose` over the models the request leaves eligible."""
     names = list(p_correct)
     excluded = _exclusions(names, options)
-    eligible = np.array([n not in excluded for n in names])
+    eligible = np.array([[n not in excluded for n in names]])
     if not eligible.any():
         reasons = "; ".join(f"{n}: {excluded[n]}" for n in names)
         raise NoEligibleModelError(f"no model qualifies for this request ({reasons})")
@@ -235,7 +239,7 @@ def decide(p_correct: Mapping[str, float], costs: Mapping[str, float], options: 
     else:
         tolerance = rule.bar_tolerance
         threshold = float(choices.threshold[0])
-        best = float(scores[0, eligible].max())
+        best = float(scores[eligible].max())
         top = names[int(likeliest(scores, prices, eligible)[0])]
         if chosen == top:
             reason = f"highest P(correct) {p_correct[chosen]:.3f}"

@@ -81,8 +81,8 @@ class Router:
         # fp32 and per-token int8 batches are invariant up to float rounding (about 1e-7); a per-tensor int8
         # graph only when its rows run alone, which the encoder does unless batch_invariant is turned off
         per_row = None if pool.routing.batch_invariant else False
-        encoder = OnnxEncoder(directory, variant=variant, threads=threads, per_row=per_row)
-        head = OnnxHead(checkpoint.head_path)
+        head = OnnxHead(checkpoint.head_path)  # checks the head's tensors before it is fused onto the encoder
+        encoder = OnnxEncoder(directory, variant=variant, threads=threads, per_row=per_row, head=checkpoint.head_path)
         scorer = EmbeddedScorer(encoder, head, checkpoint.models)
         tokenizer = Tokenizer(directory, max_tokens=pool.routing.max_prompt_tokens)
         return cls(pool, checkpoint, tokenizer, scorer)

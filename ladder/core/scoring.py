@@ -22,7 +22,8 @@ class Scorer(Protocol):
 
 
 class EmbeddedScorer:
-    """Encoder and head in this process, both on ONNX Runtime."""
+    """Encoder and head in this process, both on ONNX Runtime: one call when the encoder was built with the
+    head fused onto it, else the encoder's then the head's."""
 
     def __init__(self, encoder: OnnxEncoder, head: OnnxHead, labels: tuple[str, ...]) -> None:
         self.encoder = encoder
@@ -34,4 +35,6 @@ class EmbeddedScorer:
         return self._labels
 
     def score_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.encoder.has_head:
+            return self.encoder.score_ids(input_ids, attention_mask)
         return self.head.predict(self.encoder.embed_ids(input_ids, attention_mask))
