@@ -74,19 +74,22 @@ for image in "${images[@]}"; do
       continue  # pytriton's tritonserver ships for x86_64 only
     fi
     start=$(date +%s)
-    cross=()
+    # The build stage runs on this machine's architecture (its outputs are architecture-independent) and is
+    # handed in as BUILT: buildah 1.28 resolves neither $BUILDPLATFORM nor a stage named through an ARG.
+    buildah bud --isolation chroot --layers --arch "$host_arch" --ignorefile deploy/gateway.Dockerfile.dockerignore \
+      --build-arg "BUILD_BASE=$(base_for "$host_arch")" --build-arg "TORCH_INDEX=$TORCH_INDEX" --build-arg "ENCODER_FP32=${ENCODER_FP32:-0}" "${volumes[@]}" \
+      --target build -t "localhost/ladder-build:$tag-$host_arch" -f deploy/gateway.Dockerfile . \
+      >"$out/build-build-$host_arch.log" 2>&1 \
+      || { echo "build stage failed: see $out/build-build-$host_arch.log" >&2; exit 1; }
+    built_image="localhost/ladder-build:$tag-$host_arch"
     if [[ "$arch" != "$host_arch" ]]; then
-      # buildah 1.28 runs no stage on $BUILDPLATFORM: build the stage for this machine (its outputs are
-      # architecture-independent), label a copy with the target architecture and hand that in as BUILT.
-      buildah bud --isolation chroot --layers --arch "$host_arch" --ignorefile deploy/gateway.Dockerfile.dockerignore \
-        --build-arg "BUILD_BASE=$(base_for "$host_arch")" --build-arg "TORCH_INDEX=$TORCH_INDEX" --build-arg "ENCODER_FP32=${ENCODER_FP32:-0}" "${volumes[@]}" \
-        --target build -t "localhost/ladder-build:$tag-$host_arch" -f deploy/gateway.Dockerfile . \
-        >"$out/build-build-$host_arch.log" 2>&1
-      ctr=$(buildah from --pull=never --quiet "localhost/ladder-build:$tag-$host_arch")
+      # a copy labelled with the target architecture
+      ctr=$(buildah from --pull=never --quiet "$built_image")
       buildah config --arch "$arch" "$ctr"
       buildah commit --quiet --rm "$ctr" "localhost/ladder-build:$tag-for-$arch" >/dev/null
-      cross=(--build-arg "BUILT=localhost/ladder-build:$tag-for-$arch")
+      built_image="localhost/ladder-build:$tag-for-$arch"
     fi
+    cross=(--build-arg "BUILT=$built_image")
     buildah bud --isolation chroot --layers --arch "$arch" "${cross[@]}" --ignorefile deploy/gateway.Dockerfile.dockerignore \
       --build-arg "BASE=$(base_for "$arch")" --build-arg "BUILD_BASE=$(base_for "$host_arch")" \
       --build-arg "TORCH_INDEX=$TORCH_INDEX" --build-arg "ENCODER_FP32=${ENCODER_FP32:-0}" "${volumes[@]}" \
