@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import openai
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from ladder.bench.server_thread import ServerThread
 from ladder.core.router import Router
@@ -59,3 +61,23 @@ def serve_gateway(pool: Path, router: Router, running: list[ServerThread], **ove
     server = ServerThread(app).start()
     running.append(server)
     return RunningGateway(server.url, app, settings)
+
+
+class Resettable(Protocol):
+    def reset(self) -> None: ...
+
+
+FakeT = TypeVar("FakeT", bound=Resettable)
+
+
+def serve_fake(state: FakeT, app: Callable[[FakeT], ASGIApp]) -> Iterator[tuple[FakeT, ServerThread]]:
+    """A fake upstream's ``state`` served on loopback, for a fixture to ``yield from`` (stopped after it)."""
+    with ServerThread(app(state)) as server:
+        yield state, server
+
+
+def reset_fake(served: tuple[FakeT, ServerThread]) -> FakeT:
+    """The served fake's state, reset for the next test: every model answers normally."""
+    state, _ = served
+    state.reset()
+    return state
