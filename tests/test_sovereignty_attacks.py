@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.pool import shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,7 +42,6 @@ PATTERN = r"project\s+firefly"
 ON_PREM = "small-local"
 CLOUDS = ("mid-cloud", "vision-pro")
 ANSWER = '{"answer_1": 1, "answer_2": 0}'  # an answer, and a judge's verdict
-AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
 def read_as_a_person(text: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import httpx
 import openai
 from fastapi import FastAPI
 from starlette.types import ASGIApp
@@ -18,6 +19,7 @@ from ladder.gateway.app import create_app
 from ladder.gateway.settings import Settings, load_settings
 
 API_KEY = "test-key-0123456789"
+AUTH = {"authorization": f"Bearer {API_KEY}"}  # the test client's credentials, as request headers
 UPSTREAM_KEY_ENV = "LADDER_TEST_UPSTREAM_KEY"
 UPSTREAM_KEY = "sk-upstream-secret-value-42"
 # what a test gateway runs with unless the test says otherwise: one key, short timeouts, no retries
@@ -50,6 +52,13 @@ class RunningGateway:
         """The audit log's lines so far (they are written off the event loop: closing the log flushes them)."""
         self.app.state.gateway.audit.close()
         return [json.loads(line) for line in self.audit_path.read_text(encoding="utf-8").splitlines()]
+
+
+def streamed_lines(url: str, body: dict[str, Any]) -> list[str]:
+    """``body`` streamed from the gateway endpoint ``url`` with the test key: the answer's non-empty lines."""
+    with httpx.stream("POST", url, headers=AUTH, json=body) as response:
+        assert response.status_code == 200, response.read()
+        return [line for line in response.iter_lines() if line]
 
 
 def serve_gateway(pool: Path, router: Router, running: list[ServerThread], **overrides: Any) -> RunningGateway:
