@@ -105,24 +105,28 @@ def answered_as(status: int, code: str | None) -> ErrorKind:
     return ErrorKind(status, STATUS_TYPES[status][0], code)
 
 
-# Order matters: the first matching class wins, so subclasses come before their bases.
-ERROR_KINDS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
-    (RequestValidationError, answered_as(400, "invalid_request")),
-    (PromptError, answered_as(400, "invalid_prompt")),
-    (InvalidRequestError, answered_as(400, "invalid_request")),
-    (NoEligibleModelError, answered_as(400, "no_eligible_model")),
-    (AuthenticationError, answered_as(401, "invalid_api_key")),
-    (UnknownModelError, answered_as(404, "model_not_found")),
-    (RequestNotFoundError, answered_as(404, "request_not_found")),
-    (PayloadTooLargeError, answered_as(413, "request_too_large")),
-    (ClientDisconnected, answered_as(499, None)),
-    (UpstreamTimeoutError, answered_as(504, "upstream_timeout")),
-    (UpstreamError, answered_as(502, "upstream_failure")),
-    (FeedbackConflictError, answered_as(409, "feedback_exists")),
-    (ScorerUnavailableError, answered_as(503, "scorer_unavailable")),
-    (StateUnavailableError, answered_as(503, "state_unavailable")),
-    (OverloadedError, answered_as(429, "overloaded")),
-    (LadderError, answered_as(500, None)),
+# The code each exception class is answered with, by status. Order matters: the first matching class wins,
+# so subclasses come before their bases (an upstream timeout before other upstream errors, LadderError last).
+ERROR_CODES: dict[int, dict[type[BaseException], str | None]] = {
+    400: {
+        RequestValidationError: "invalid_request",
+        PromptError: "invalid_prompt",
+        InvalidRequestError: "invalid_request",
+        NoEligibleModelError: "no_eligible_model",
+    },
+    401: {AuthenticationError: "invalid_api_key"},
+    404: {UnknownModelError: "model_not_found", RequestNotFoundError: "request_not_found"},
+    409: {FeedbackConflictError: "feedback_exists"},
+    413: {PayloadTooLargeError: "request_too_large"},
+    429: {OverloadedError: "overloaded"},
+    499: {ClientDisconnected: None},
+    503: {ScorerUnavailableError: "scorer_unavailable", StateUnavailableError: "state_unavailable"},
+    504: {UpstreamTimeoutError: "upstream_timeout"},
+    502: {UpstreamError: "upstream_failure"},
+    500: {LadderError: None},
+}
+ERROR_KINDS: tuple[tuple[type[BaseException], ErrorKind], ...] = tuple(
+    (cls, answered_as(status, code)) for status, codes in ERROR_CODES.items() for cls, code in codes.items()
 )
 
 
