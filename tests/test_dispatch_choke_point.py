@@ -31,7 +31,7 @@ from ladder.gateway.errors import RateLimitError
 from ladder.gateway.keys import Client, KeyProfile, Limits, Period
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.settings import load_settings
-from ladder.gateway.spend import BudgetHook, Hold, SpendClaim, SpendGuard
+from ladder.gateway.spend import BudgetHook, Hold, NoSpend, SpendClaim, SpendGuard
 from ladder.gateway.state import MemoryState
 
 pytest_plugins = ["gateway_support.fixtures"]
@@ -144,7 +144,7 @@ def dispatcher(seen: list[str], guard: Recorder | None = None, status: int = 200
         retries=0,
         backoff_s=0,
         deadline_s=5,
-        spend=guard,
+        spend=guard or NoSpend(),
     )
 
 
