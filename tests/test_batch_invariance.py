@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,25 @@ prompts = st.one_of(
     st.lists(st.sampled_from(WORDS), min_size=1, max_size=400).map(" ".join),  # up to past 512 tokens
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=300),
 ).filter(lambda text: bool(text.strip()))
-batches = st.tuples(prompts, st.lists(prompts, min_size=1, max_size=7), st.integers(min_value=0))
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A target prompt and a batch holding it among other prompts at ``index``."""
+
+    target: str
+    batch: list[str]
+    index: int
+
+
+def _place(case: tuple[str, list[str], int]) -> Placed:
+    """The case's target prompt placed among the others at the drawn position."""
+    target, others, position = case
+    index = position % (len(others) + 1)
+    return Placed(target, [*others[:index], target, *others[index:]], index)
+
+
+batches = st.tuples(prompts, st.lists(prompts, min_size=1, max_size=7), st.integers(min_value=0)).map(_place)
 SLOW = settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -52,21 +71,11 @@ def router() -> Router:
     return _router()
 
 
-def _place(case: tuple[str, list[str], int]) -> tuple[str, list[str], int]:
-    """The case's target prompt, a batch with it among the others at the drawn position, and that index."""
-    target, others, position = case
-    index = position % (len(others) + 1)
-    return target, [*others[:index], target, *others[index:]], index
-
-
 @SLOW
 @given(batches)
-def test_router_batches_do_not_move_a_prompts_decision(
-    router: Router, case: tuple[str, list[str], int]
-) -> None:
-    target, batch, index = _place(case)
-    alone = router.route(target).decision
-    together = router.route_many(batch)[index].decision
+def test_router_batches_do_not_move_a_prompts_decision(router: Router, case: Placed) -> None:
+    alone = router.route(case.target).decision
+    together = router.route_many(case.batch)[case.index].decision
     assert together.model == alone.model and together.reason == alone.reason
     np.testing.assert_allclose(
         [c.p_correct for c in together.candidates],
@@ -89,17 +98,14 @@ async def _through_the_batcher(router: Router, texts: list[str]) -> tuple[list[n
 
 @SLOW
 @given(batches)
-def test_the_gateways_batching_scorer_does_not_move_a_prompts_decision(
-    router: Router, case: tuple[str, list[str], int]
-) -> None:
-    target, batch, index = _place(case)
-    scores, sizes = asyncio.run(_through_the_batcher(router, batch))
+def test_the_gateways_batching_scorer_does_not_move_a_prompts_decision(router: Router, case: Placed) -> None:
+    scores, sizes = asyncio.run(_through_the_batcher(router, case.batch))
     assert max(sizes) > 1, "the concurrent prompts were not batched together"
-    (alone,) = score_texts(router, [target])
-    np.testing.assert_allclose(scores[index], alone.p_correct, atol=BOUND, rtol=0)
+    (alone,) = score_texts(router, [case.target])
+    np.testing.assert_allclose(scores[case.index], alone.p_correct, atol=BOUND, rtol=0)
     options = router.default_options()
     assert (
-        router.decide_scores(scores[index], 100, options).model
+        router.decide_scores(scores[case.index], 100, options).model
         == router.decide_scores(alone.p_correct, 100, options).model
     )
 

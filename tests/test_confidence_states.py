@@ -11,6 +11,7 @@ from ladder.training.confidence_plans import StateSettings, play_states
 from ladder.training.confidence_states import READS, States, agreement, fit_states, read_masks
 from ladder.training.dataset import RoutingData
 from ladder.training.importers import import_data
+from tests.cascade_tables import two_questions
 from tests.support import shared_data
 
 
@@ -22,17 +23,11 @@ def test_the_returned_answer_is_the_most_confident_one_asked() -> None:
 
 def _table() -> RoutingData:
     """Two questions, three models; the mid model is wrong on both, the small one right on the first."""
-    return RoutingData.from_labels(
-        ["a", "b"],
-        ["A?", "B?"],
-        ["small", "mid", "big"],
+    return two_questions(
         [[1, 0, 1], [0, 0, 1]],
-        costs=[[1e-3, 1e-2, 1e-1]] * 2,
         answers=[["B", "(C)", "the answer is B"], ["Paris", "paris!", "Lyon"]],
-        answer_logprobs=[[-0.01, -2.0, -0.01], [-3.0, -0.1, -0.01]],
         confidence_kinds=[["answer_logprob"] * 3, ["self_check_logprob"] * 3],
         confidence_costs=[[0.0] * 3, [5e-4, 5e-3, 5e-2]],
-        latencies_ms=[[100, 200, 400]] * 2,
     )
 
 

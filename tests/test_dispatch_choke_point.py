@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.upstream import FakeUpstream
 from pydantic import SecretStr
 
@@ -31,7 +31,7 @@ from ladder.gateway.errors import RateLimitError
 from ladder.gateway.keys import Client, KeyProfile, Limits, Period
 from ladder.gateway.metrics import GatewayMetrics
 from ladder.gateway.settings import load_settings
-from ladder.gateway.spend import BudgetHook, Hold, SpendClaim, SpendGuard
+from ladder.gateway.spend import BudgetHook, Hold, NoSpend, SpendClaim, SpendGuard
 from ladder.gateway.state import MemoryState
 
 pytest_plugins = ["gateway_support.fixtures"]
@@ -144,7 +144,7 @@ def dispatcher(seen: list[str], guard: Recorder | None = None, status: int = 200
         retries=0,
         backoff_s=0,
         deadline_s=5,
-        spend=guard,
+        spend=guard or NoSpend(),
     )
 
 
@@ -209,8 +209,7 @@ def test_the_gateway_settles_each_answer_at_its_cost(
     settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0)
     with ServerThread(create_app(settings, router=router, spend_guard=guard)) as server:
         body = {"model": "vision-pro", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
-        headers = {"authorization": f"Bearer {API_KEY}"}
-        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=headers) as reply:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH) as reply:
             reply.read()
         assert reply.status_code == 200
         deadline = time.monotonic() + 30

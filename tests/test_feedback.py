@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
 from ladder.bench.server_thread import ServerThread
@@ -19,7 +19,6 @@ from ladder.gateway.settings import load_settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 
-AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
 def post(gateway: RunningGateway, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 import httpx
-from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.common import AUTH, RunningGateway, streamed_lines
 from gateway_support.pool import NAMES
 from gateway_support.upstream import FakeUpstream
 
@@ -30,7 +30,7 @@ def test_one_line_per_decision_without_prompt_text(
     )
     httpx.post(
         f"{gateway.url}/v1/route",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"prompt": SECRET_PROMPT},
     )
     first, second = gateway.audit_lines()
@@ -49,14 +49,13 @@ def test_requests_refused_before_a_decision_have_their_line(
 ) -> None:
     """A malformed body, a missing key, a body that is not JSON: each one line, with its status and code."""
     gateway = start_audited()
-    auth = {"authorization": f"Bearer {API_KEY}"}
     sent = [
         httpx.post(
-            f"{gateway.url}/v1/chat/completions", headers=auth, json={"extra_body": {"messages": "x"}}
+            f"{gateway.url}/v1/chat/completions", headers=AUTH, json={"extra_body": {"messages": "x"}}
         ),
         httpx.post(f"{gateway.url}/v1/messages", json={"model": "ladder", "max_tokens": 8, "messages": []}),
-        httpx.post(f"{gateway.url}/v1/route", headers=auth, content=b"{not json"),
-        httpx.get(f"{gateway.url}/v1/models", headers=auth),  # not a scored request: no line
+        httpx.post(f"{gateway.url}/v1/route", headers=AUTH, content=b"{not json"),
+        httpx.get(f"{gateway.url}/v1/models", headers=AUTH),  # not a scored request: no line
     ]
     assert [r.status_code for r in sent] == [400, 401, 400, 200]
     audited = gateway.audit_lines()
@@ -95,24 +94,11 @@ def test_chat_and_messages_streams_without_upstream_usage_are_priced_alike(
     """An upstream that reports no usage (llama.cpp): both stream kinds estimate it and record one cost."""
     gateway = start_audited()
     upstream.set("small-local", "no-usage")
-    headers = {"authorization": f"Bearer {API_KEY}"}
     turn = [{"role": "user", "content": "How many moons has Mars?"}]
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        headers=headers,
-        json={"model": "small-local", "messages": turn, "stream": True},
-    ) as response:
-        assert response.status_code == 200
-        chat_lines = [line for line in response.iter_lines() if line]
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/messages",
-        headers=headers,
-        json={"model": "small-local", "max_tokens": 64, "messages": turn, "stream": True},
-    ) as response:
-        assert response.status_code == 200
-        message_lines = [line for line in response.iter_lines() if line]
+    chat_body = {"model": "small-local", "messages": turn, "stream": True}
+    chat_lines = streamed_lines(f"{gateway.url}/v1/chat/completions", chat_body)
+    message_body = {"model": "small-local", "max_tokens": 64, "messages": turn, "stream": True}
+    message_lines = streamed_lines(f"{gateway.url}/v1/messages", message_body)
     chat, messages = gateway.audit_lines()
     assert chat["endpoint"] != messages["endpoint"]
     assert chat["usage"] == messages["usage"] and chat["usage"]["completion"] > 0  # type: ignore[index]
@@ -131,13 +117,12 @@ def test_the_audit_line_reads_back_as_the_decision_record(
     summary tells the same decision; a refused request's line is a record too, with no decision."""
     gateway = start_audited()
     upstream.set("vision-pro", "fail")
-    auth = {"authorization": f"Bearer {API_KEY}"}
     chat = httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={**auth, "x-request-id": "client-7"},
+        headers={**AUTH, "x-request-id": "client-7"},
         json={"model": "ladder-0", "messages": [{"role": "user", "content": "Name a prime."}]},
     )
-    refused = httpx.post(f"{gateway.url}/v1/route", headers=auth, content=b"{not json")
+    refused = httpx.post(f"{gateway.url}/v1/route", headers=AUTH, content=b"{not json")
     assert (chat.status_code, refused.status_code) == (200, 400)
     written = gateway.audit_lines()
     assert [line["record_version"] for line in written] == [1, 1]

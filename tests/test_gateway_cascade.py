@@ -4,9 +4,10 @@ loopback with set answers and logprobs per model."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import openai
 import pytest
 import yaml
 from gateway_support.answers_upstream import AnswersUpstream, answers_upstream_app
-from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway, reset_fake, serve_fake
 from gateway_support.conversations import chat_conversations, mutated
-from gateway_support.pool import BIASES, NAMES, pool_data
+from gateway_support.pool import NAMES, shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
@@ -31,7 +32,6 @@ from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.gateway.app import create_app
 from ladder.gateway.settings import load_settings
-from ladder.training.prior_checkpoint import make_checkpoint
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -51,16 +51,12 @@ SMALL, MID = cost("small-local"), cost("mid-cloud")
 
 @pytest.fixture(scope="module")
 def answers_server() -> Iterator[tuple[AnswersUpstream, ServerThread]]:
-    state = AnswersUpstream()
-    with ServerThread(answers_upstream_app(state)) as server:
-        yield state, server
+    yield from serve_fake(AnswersUpstream(), answers_upstream_app)
 
 
 @pytest.fixture()
 def answers(answers_server: tuple[AnswersUpstream, ServerThread]) -> AnswersUpstream:
-    state, _ = answers_server
-    state.reset()
-    return state
+    return reset_fake(answers_server)
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +66,7 @@ def test_pool(
     """The shared test pool (P(correct) 0.50 / 0.73 / 0.88) behind the answers fake, cascading from the
     cheapest model."""
     directory = tmp_path_factory.mktemp("cascade")
-    make_checkpoint(directory / "checkpoint", NAMES, BIASES)
-    data = pool_data(answers_server[1].url, directory / "checkpoint", UPSTREAM_KEY_ENV)
-    data["routing"]["cascade"] = CASCADE
-    path = directory / "pool.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
+    return shared_pool(directory, answers_server[1].url, UPSTREAM_KEY_ENV, routing={"cascade": CASCADE})
 
 
 @pytest.fixture(scope="module")
@@ -246,11 +237,8 @@ def test_key_profiles_and_pins_choose_the_mode(
 
 
 @contextmanager
-def gateway_with(
-    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path, **cascade: Any
-) -> Iterator[RunningGateway]:
+def gateway_with(router: Router, test_pool: Path, **cascade: Any) -> Iterator[RunningGateway]:
     """A gateway on the same scorer and pool, with these cascade settings changed."""
-    start_gateway()  # sets the upstream key in the environment
     routing = router.pool.routing.model_copy(update={"cascade": CascadeConfig(**{**CASCADE, **cascade})})
     pool = router.pool.model_copy(update={"routing": routing})
     changed = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
@@ -260,12 +248,20 @@ def gateway_with(
         yield RunningGateway(server.url, app, settings)
 
 
+CascadeGateway = Callable[..., AbstractContextManager[RunningGateway]]
+
+
 @pytest.fixture()
-def agreeing_gateway(
-    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path
-) -> Iterator[RunningGateway]:
+def cascade_gateway(start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path) -> CascadeGateway:
+    """``with cascade_gateway(**cascade) as gateway``: ``gateway_with`` this test's scorer and pool (asking for
+    ``start_gateway`` puts the upstream key in the environment)."""
+    return functools.partial(gateway_with, router, test_pool)
+
+
+@pytest.fixture()
+def agreeing_gateway(cascade_gateway: CascadeGateway) -> Iterator[RunningGateway]:
     """A gateway whose pool asks a second opinion on the first rung (the same scorer, one more setting)."""
-    with gateway_with(start_gateway, router, test_pool, agreement=True) as gateway:
+    with cascade_gateway(agreement=True) as gateway:
         yield gateway
 
 
@@ -296,10 +292,10 @@ UNSURE = [-0.5, -0.2]
 
 
 def test_a_second_opinion_is_asked_only_where_the_router_is_unsure(
-    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path, answers: AnswersUpstream
+    cascade_gateway: CascadeGateway, answers: AnswersUpstream
 ) -> None:
     """``unsure_gap``: inside the band a second opinion decides; outside it the gap decides unread."""
-    with gateway_with(start_gateway, router, test_pool, unsure_gap=UNSURE, second_opinion="vision-pro") as gw:
+    with cascade_gateway(unsure_gap=UNSURE, second_opinion="vision-pro") as gw:
         answers.set("small-local", "B", logprobs="ignore")
         answers.set("vision-pro", "The answer is (B).", logprobs="ignore")
         completion, headers = ask(gw)
@@ -325,7 +321,7 @@ def test_a_second_opinion_is_asked_only_where_the_router_is_unsure(
         answers.reset()
         answers.set("small-local", "B", logprob=-3.0)  # the logprob would escalate: the gap decides first
         answers.set("vision-pro", "C", logprob=-0.1)
-        with gateway_with(start_gateway, router, test_pool, unsure_gap=band) as gw:
+        with cascade_gateway(unsure_gap=band) as gw:
             _, headers = ask(gw)
         reason = headers["x-ladder-cascade-reasons"].split(" | ")[0]
         if kept:
@@ -336,15 +332,15 @@ def test_a_second_opinion_is_asked_only_where_the_router_is_unsure(
 
 
 def test_pool_settings_from_evaluate_serve_the_plan_it_costed(
-    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path, answers: AnswersUpstream
+    cascade_gateway: CascadeGateway, answers: AnswersUpstream
 ) -> None:
     """What ``ladder evaluate`` emits for an ``unsure (router)`` plan: the first rung chosen at the plan's
     tolerance, the named second opinion, and escalation to the plan's top rung, whose answer is final even
     where the router deems another model likelier (P(correct) 0.50 / 0.73 / 0.88)."""
     served = {"max_stages": 2, "router_accept_p": 1.0, "logprobs": False}
     # router at tolerance 0.2: mid-cloud (0.73 >= 0.88 - 0.2) answers; gap -0.15 is in the band
-    with gateway_with(
-        start_gateway, router, test_pool, first="router", first_tolerance=0.2, unsure_gap=[-0.2, -0.1],
+    with cascade_gateway(
+        first="router", first_tolerance=0.2, unsure_gap=[-0.2, -0.1],
         second_opinion="small-local", escalate_to="vision-pro", **served,
     ) as gw:  # fmt: skip
         answers.set("mid-cloud", "B", logprobs="ignore")
@@ -360,10 +356,7 @@ def test_pool_settings_from_evaluate_serve_the_plan_it_costed(
     answers.reset()
     # cheapest first, escalated unread (gap -0.38 < -0.3) to the named top rung: mid-cloud's answer is
     # kept although vision-pro is likelier, as the plan costed it
-    with gateway_with(
-        start_gateway, router, test_pool, first="cheapest", unsure_gap=[-0.3, -0.1],
-        escalate_to="mid-cloud", **served,
-    ) as gw:  # fmt: skip
+    with cascade_gateway(first="cheapest", unsure_gap=[-0.3, -0.1], escalate_to="mid-cloud", **served) as gw:
         answers.set("small-local", "B", logprobs="ignore")
         answers.set("mid-cloud", "C", logprobs="ignore")
         completion, headers = ask(gw)
@@ -372,10 +365,8 @@ def test_pool_settings_from_evaluate_serve_the_plan_it_costed(
         assert headers["x-ladder-cascade"] == "small-local=escalated,mid-cloud=accepted"
     answers.reset()
     # a first rung that is the top rung is kept: nothing is asked
-    with gateway_with(
-        start_gateway, router, test_pool, first="router", first_tolerance=0.0, unsure_gap=[-0.3, 0.5],
-        escalate_to="vision-pro", **served,
-    ) as gw:  # fmt: skip
+    top = {"first": "router", "first_tolerance": 0.0, "unsure_gap": [-0.3, 0.5], "escalate_to": "vision-pro"}
+    with cascade_gateway(**top, **served) as gw:
         answers.set("vision-pro", "D", logprobs="ignore")
         _, headers = ask(gw)
         assert answers.asked() == ["vision-pro"] and headers["x-ladder-cascade"] == "vision-pro=accepted"
@@ -449,11 +440,9 @@ def test_hostile_cascade_requests_never_give_500(
 
 
 @pytest.fixture()
-def unsure_gateway(
-    start_gateway: Callable[..., RunningGateway], router: Router, test_pool: Path
-) -> Iterator[RunningGateway]:
+def unsure_gateway(cascade_gateway: CascadeGateway) -> Iterator[RunningGateway]:
     """A gateway whose first rung's answer is checked by a second opinion only inside the unsure band."""
-    with gateway_with(start_gateway, router, test_pool, unsure_gap=UNSURE) as gateway:
+    with cascade_gateway(unsure_gap=UNSURE) as gateway:
         yield gateway
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.common import AUTH, RunningGateway
 
 from ladder.bench.chaos import WEIGHTS, drive, verdict
 from ladder.bench.faulty_upstream import RawUpstream, random_chooser
@@ -25,8 +25,7 @@ def test_chaos_every_request_is_answered_or_cleanly_refused_and_never_sent_twice
     audit = tmp_path / "audit.jsonl"
     defaults = {"attempt_timeout_s": 60.0, "retries": 1, "breaker_failures": 5}  # the shipped defaults
     gateway = gateway_at(raw.url, deadline_s=DEADLINE_S, audit_log=str(audit), **defaults)
-    auth = {"authorization": f"Bearer {API_KEY}"}
-    outcomes, seconds = asyncio.run(drive(gateway.url, REQUESTS, clients=16, headers=auth))
+    outcomes, seconds = asyncio.run(drive(gateway.url, REQUESTS, clients=16, headers=AUTH))
     deadline = time.monotonic() + 10  # audit lines are written off the event loop
     while time.monotonic() < deadline and len(audit.read_text().splitlines()) < REQUESTS:
         time.sleep(0.05)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import triton_helpers as th
-from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.common import AUTH, RunningGateway
 
 from ladder.bench.chaos import WEIGHTS, drive, verdict
 from ladder.bench.faulty_upstream import RawUpstream, random_chooser
@@ -59,14 +59,13 @@ def test_chaos_with_triton_killed_and_restarted_mid_run(
     scorer = gateway.app.state.gateway.triton
     assert isinstance(scorer, TritonScorer) and scorer.up
     outages = TritonOutages(triton, 1, EVERY, lambda: scorer.up, down_s=0.5).start()
-    auth = {"authorization": f"Bearer {API_KEY}"}
     try:
         outcomes, seconds = asyncio.run(
             drive(
                 gateway.url,
                 REQUESTS,
                 clients=16,
-                headers=auth,
+                headers=AUTH,
                 on_outcome=outages.completed,
                 keep_going=outages.going,
             )

@@ -7,7 +7,7 @@ import json
 import httpx
 import openai
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, RunningGateway
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, RunningGateway, streamed_lines
 from gateway_support.pool import NAMES
 from gateway_support.tools import WEATHER
 from gateway_support.upstream import FakeUpstream
@@ -54,7 +54,7 @@ def test_extensions_at_the_top_level_and_in_extra_body_are_not_forwarded(
     assert first.model == "mid-cloud"
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"model": "ladder", "messages": MESSAGES, "extra_body": {"tolerance": 1.0, "seed": 7}},
     )
     assert response.json()["model"] == "small-local"
@@ -117,13 +117,8 @@ def test_a_stream_whose_upstream_reports_no_usage_is_still_costed(
     gateway: RunningGateway, upstream: FakeUpstream
 ) -> None:
     upstream.set("small-local", "no-usage")  # as llama.cpp's server does
-    with httpx.stream(
-        "POST",
-        f"{gateway.url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {API_KEY}"},
-        json={"model": "ladder-1", "messages": MESSAGES, "stream": True},
-    ) as response:
-        lines = [line for line in response.iter_lines() if line]
+    body = {"model": "ladder-1", "messages": MESSAGES, "stream": True}
+    lines = streamed_lines(f"{gateway.url}/v1/chat/completions", body)
     comments = [json.loads(line.removeprefix(": ladder ")) for line in lines if line.startswith(": ladder ")]
     assert len(comments) == 1 and comments[0]["usage_estimated"] is True
     assert comments[0]["cost_usd"] > 0 and comments[0]["baseline_cost_usd"] > comments[0]["cost_usd"]
@@ -167,7 +162,7 @@ def test_route_endpoint_decides_without_calling_upstream(
 ) -> None:
     response = httpx.post(
         f"{gateway.url}/v1/route",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"prompt": "Prove that there are infinitely many primes.", "tolerance": 1.0},
     )
     assert response.status_code == 200

@@ -7,12 +7,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.common import AUTH, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
 pytest_plugins = ["gateway_support.fixtures"]
 
-AUTH = {"authorization": f"Bearer {API_KEY}"}
 USER = [{"role": "user", "content": "hi"}]
 
 

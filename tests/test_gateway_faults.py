@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.common import AUTH, RunningGateway
 from gateway_support.upstream import MASKED_KEY, FakeUpstream
 
 from ladder.gateway.settings import Settings
@@ -95,7 +95,7 @@ def test_every_upstream_hanging_is_504_within_the_deadline(
         upstream.set(name, "hang")
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"model": "ladder", "messages": USER},
         timeout=5,  # the client gives up long after the gateway's deadline; the gateway answers first
     )
@@ -116,7 +116,7 @@ def test_a_stream_that_breaks_ends_with_an_error_event(
     assert chunks and chunks[0].model == "small-local"
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"model": "ladder-1", "messages": USER, "stream": True},
     )
     events = [line for line in response.text.split("\n\n") if line]
@@ -143,7 +143,7 @@ def test_client_disconnect_cancels_the_upstream_call(
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             f"{gateway.url}/v1/chat/completions",
-            headers={"authorization": f"Bearer {API_KEY}"},
+            headers=AUTH,
             json={"model": "ladder-0", "messages": USER},
             timeout=httpx.Timeout(10, read=0.5),
         )
@@ -162,7 +162,7 @@ def test_one_upstream_failing_and_one_hanging_every_request_is_answered_in_time(
     upstream.set("vision-pro", "fail")
     upstream.set("mid-cloud", "hang")
     http = httpx.Client(
-        base_url=gateway.url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=deadline_s + 5.0
+        base_url=gateway.url, headers=AUTH, timeout=deadline_s + 5.0
     )
 
     def ask(i: int) -> tuple[int, str, float]:
@@ -214,7 +214,7 @@ def test_refusals_of_the_key_or_model_fall_back_and_are_never_relayed(
     upstream.set("vision-pro", status)
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"model": "ladder-0", "messages": USER},
     )
     assert response.status_code == 200
@@ -230,7 +230,7 @@ def test_every_upstream_refusing_is_a_clean_502_without_their_bodies(
         upstream.set(name, status)
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"model": "ladder-0", "messages": USER},
     )
     assert response.status_code == 502

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.common import API_KEY, AUTH, RunningGateway
 from gateway_support.conversations import (
     JSON_VALUES,
     WORDS,
@@ -59,7 +59,7 @@ HEADERS = st.fixed_dictionaries(
 
 @pytest.fixture()
 def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=30) as c:
+    with httpx.Client(base_url=gateway.url, headers=AUTH, timeout=30) as c:
         yield c
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.common import AUTH, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.pool import shared_pool
 from gateway_support.upstream import FakeUpstream
 
@@ -93,7 +93,7 @@ def test_the_route_endpoint_explains_a_latency_exclusion(gateway: RunningGateway
     response = httpx.post(
         f"{gateway.url}/v1/route",
         json={"prompt": "Summarise Hamlet.", "max_latency_ms": 500},
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
     )
     assert response.status_code == 200
     body = response.json()

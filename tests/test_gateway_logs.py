@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, RunningGateway
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, RunningGateway
 from gateway_support.upstream import FakeUpstream
 
 from ladder.core.decision_record import DecisionRecord
@@ -56,9 +56,8 @@ def request_log(out: io.StringIO, request_id: str) -> dict[str, Any]:
 def test_one_json_line_per_request_without_prompts_or_keys(
     gateway: RunningGateway, upstream: FakeUpstream, captured: io.StringIO
 ) -> None:
-    auth = {"authorization": f"Bearer {API_KEY}"}
     chat = {"model": "ladder-0", "messages": [{"role": "user", "content": PROMPT}]}
-    with httpx.Client(base_url=gateway.url, headers=auth, timeout=30) as http:
+    with httpx.Client(base_url=gateway.url, headers=AUTH, timeout=30) as http:
         upstream.set("vision-pro", "fail")
         fell_back = http.post("/v1/chat/completions", json=chat, headers={"x-request-id": "client-id-1"})
         upstream.set("mid-cloud", "fail")
@@ -155,7 +154,6 @@ def test_exactly_one_audit_line_per_request_under_concurrency(
 ) -> None:
     gateway = start_audited()
     upstream.set("mid-cloud", "fail")
-    auth = {"authorization": f"Bearer {API_KEY}"}
     calls: list[tuple[str, dict[str, Any]]] = []
     for i in range(12):
         chat = {"model": f"ladder-{i % 2}", "messages": [{"role": "user", "content": f"question {i}"}]}
@@ -167,7 +165,7 @@ def test_exactly_one_audit_line_per_request_under_concurrency(
         ]
 
     def call(path_body: tuple[str, dict[str, Any]]) -> str:
-        with httpx.Client(base_url=gateway.url, headers=auth, timeout=30) as http:
+        with httpx.Client(base_url=gateway.url, headers=AUTH, timeout=30) as http:
             with http.stream("POST", path_body[0], json=path_body[1]) as response:
                 response.read()
             assert response.status_code == 200, response.text

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.upstream import FakeUpstream
 
 from ladder.bench.server_thread import ServerThread
@@ -84,9 +84,8 @@ def test_past_the_bound_the_gateway_answers_429_at_once(
     held: tuple[str, Gateway, GatedScorer], upstream: FakeUpstream
 ) -> None:
     url, gw, scorer = held
-    auth = {"authorization": f"Bearer {API_KEY}"}
     chat = {"model": "ladder", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
-    with httpx.Client(base_url=url, headers=auth, timeout=60) as http, ThreadPoolExecutor(4) as pool:
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http, ThreadPoolExecutor(4) as pool:
         first = pool.submit(http.post, "/v1/chat/completions", json=chat)
         wait_for(scorer.entered.is_set, "the first request to reach the scorer")
         queued: list[Future[httpx.Response]] = [

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.conversations import (
     anthropic_conversations,
     chat_conversations,
@@ -60,7 +60,7 @@ def sovereign(start_gateway: Callable[..., RunningGateway]) -> RunningGateway:
 @pytest.fixture()
 def http(sovereign: RunningGateway) -> Iterator[httpx.Client]:
     with httpx.Client(
-        base_url=sovereign.url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=30
+        base_url=sovereign.url, headers=AUTH, timeout=30
     ) as client:
         yield client
 
@@ -326,7 +326,7 @@ def test_the_pool_files_patterns_count_in_the_gateway_too(
     app = create_app(settings, router=Router.from_pool(load_pool(pool)))
     with (
         ServerThread(app) as server,
-        httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=30) as http,
+        httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http,
     ):
         answered = http.post("/v1/chat/completions", json=body)
         pinned = http.post("/v1/chat/completions", json={**body, "model": "mid-cloud"})

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from gateway_support.common import API_KEY, RunningGateway
+from gateway_support.common import AUTH, RunningGateway
 from gateway_support.proxy import ConnectProxy
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
 
@@ -35,7 +35,7 @@ def gateway_via(
 def chat(gateway: RunningGateway, stream: bool = False, model: str = "ladder-0") -> httpx.Response:
     return httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {API_KEY}"},
+        headers=AUTH,
         json={"model": model, "messages": USER, "stream": stream},
         timeout=30,
         trust_env=False,  # the test's own client never goes through the proxy under test

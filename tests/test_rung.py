@@ -9,6 +9,7 @@ from ladder.core.rung import KEEP, RungSettings, next_asks, step
 from ladder.training.confidence import Side
 from ladder.training.confidence_plans import Chain, frontier, play, play_chains
 from ladder.training.dataset import RoutingData
+from tests.cascade_tables import two_questions
 
 Q = [0.5, 0.7, 0.9]
 COST = [0.001, 0.01, 0.1]
@@ -47,17 +48,11 @@ def test_never_asks_a_model_twice_and_keeps_when_none_is_left() -> None:
 
 def _table() -> RoutingData:
     """Two questions, three models: the cheap one is right on the first only."""
-    return RoutingData.from_labels(
-        ["a", "b"],
-        ["A?", "B?"],
-        ["small", "mid", "big"],
+    return two_questions(
         [[1, 0, 1], [0, 1, 1]],
-        costs=[[1e-3, 1e-2, 1e-1]] * 2,
         answers=[["x", "y", "x"], ["y", "x", "x"]],
-        answer_logprobs=[[-0.01, -2.0, -0.01], [-3.0, -0.1, -0.01]],
         confidence_kinds=[["self_check_logprob"] * 3] * 2,
         confidence_costs=[[5e-4, 5e-3, 5e-2]] * 2,
-        latencies_ms=[[100, 200, 400]] * 2,
     )
 
 

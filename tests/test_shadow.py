@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.pool import pool_data
 from gateway_support.upstream import FakeUpstream
 from starlette.applications import Starlette
@@ -33,7 +33,6 @@ from ladder.gateway.settings import load_settings
 
 pytest_plugins = ["gateway_support.fixtures"]
 
-AUTH = {"authorization": f"Bearer {API_KEY}"}
 ANSWER = re.compile(r"Answer (\d):\n<<<\n(.*?)\n>>>", re.S)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.pool import shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,7 +42,6 @@ PATTERN = r"project\s+firefly"
 ON_PREM = "small-local"
 CLOUDS = ("mid-cloud", "vision-pro")
 ANSWER = '{"answer_1": 1, "answer_2": 0}'  # an answer, and a judge's verdict
-AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
 def read_as_a_person(text: str) -> str:
@@ -312,17 +311,14 @@ PLACES = {
     "/v1/messages": MESSAGES_PLACES,
     "/v1/responses": RESPONSES_PLACES,
 }
-# (path, model, stream): chat plain and streamed, cascades plain and held-streamed, messages plain and streamed
-MODES = [
-    ("/v1/chat/completions", "ladder-0", False),
-    ("/v1/chat/completions", "ladder-0", True),
-    ("/v1/chat/completions", "ladder-cascade", False),
-    ("/v1/chat/completions", "ladder-cascade", True),
-    ("/v1/messages", "ladder-0", False),
-    ("/v1/messages", "ladder-0", True),
-    ("/v1/responses", "ladder-0", False),
-    ("/v1/responses", "ladder-0", True),
+# (path, model, stream): chat, cascades (held when streamed), messages and responses, each plain and streamed
+ENDPOINT_MODELS = [
+    ("/v1/chat/completions", "ladder-0"),
+    ("/v1/chat/completions", "ladder-cascade"),
+    ("/v1/messages", "ladder-0"),
+    ("/v1/responses", "ladder-0"),
 ]
+MODES = [(path, model, stream) for path, model in ENDPOINT_MODELS for stream in (False, True)]
 
 
 def request(mode: tuple[str, str, bool], place: str, marker: str) -> tuple[str, dict[str, Any]]:

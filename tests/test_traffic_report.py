@@ -11,7 +11,7 @@ from subprocess import CompletedProcess
 
 import httpx
 import pytest
-from gateway_support.common import API_KEY, UPSTREAM_KEY, UPSTREAM_KEY_ENV
+from gateway_support.common import API_KEY, AUTH, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from gateway_support.upstream import FakeUpstream
 
 from ladder.bench.server_thread import ServerThread
@@ -23,7 +23,6 @@ from tests.test_cli import assert_clean_error
 
 pytest_plugins = ["gateway_support.fixtures"]
 
-AUTH = {"authorization": f"Bearer {API_KEY}"}
 TOPICS = ("algebra", "French grammar", "the Roman empire", "sorting in Python", "tax law", "protein folding")
 PROMPTS = [f"Question {i} about {TOPICS[i % len(TOPICS)]}: explain it briefly." for i in range(36)]
 

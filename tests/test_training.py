@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,19 @@ models:
 )
 
 
+def train_as_shipped(root: Path, data: Path, out: Path) -> None:
+    """`ladder train` on ``data`` into ``out`` as the module's checkpoint is trained: priced by the pool in
+    ``root``, 3 members, 32 principal components."""
+    options = ["--pool", str(root / "pool.yaml"), "--members", "3", "--pca-dims", "32"]
+    ladder("train", "--data", str(data), "--out", str(out), *options, check=True)
+
+
+def evaluate(workdir: Path, *options: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`ladder evaluate` of the module's checkpoint on its data slice (the held-out rows), with ``options``."""
+    trained = ["--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv")]
+    return ladder("evaluate", *trained, *options, check=check)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 600-question slice of MMLU-Pro with a train/test split, a 3-model pool, and a trained checkpoint."""
@@ -48,20 +62,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = split_by_id(data.subset(np.arange(0, len(data), 20)).select_models(list(MODELS.values())), 0.25)
     write_canonical(data, root / "slice.csv")
     (root / "pool.yaml").write_text(POOL, encoding="utf-8")
-    ladder(
-        "train",
-        "--data",
-        str(root / "slice.csv"),
-        "--pool",
-        str(root / "pool.yaml"),
-        "--out",
-        str(root / "ckpt"),
-        "--members",
-        "3",
-        "--pca-dims",
-        "32",
-        check=True,
-    )
+    train_as_shipped(root, root / "slice.csv", root / "ckpt")
     return root
 
 
@@ -78,12 +79,8 @@ def test_checkpoint_records_what_it_was_trained_on(workdir: Path) -> None:
 
 
 def test_evaluate_reports_every_baseline_on_held_out_rows(workdir: Path) -> None:
-    result = ladder(
-        "evaluate",
-        "--checkpoint",
-        str(workdir / "ckpt"),
-        "--data",
-        str(workdir / "slice.csv"),
+    result = evaluate(
+        workdir,
         "--pool",
         str(workdir / "pool.yaml"),
         "--json",
@@ -120,20 +117,7 @@ def test_evaluate_reports_every_baseline_on_held_out_rows(workdir: Path) -> None
 
 
 def test_training_is_deterministic_under_a_seed(workdir: Path) -> None:
-    ladder(
-        "train",
-        "--data",
-        str(workdir / "slice.csv"),
-        "--pool",
-        str(workdir / "pool.yaml"),
-        "--out",
-        str(workdir / "again"),
-        "--members",
-        "3",
-        "--pca-dims",
-        "32",
-        check=True,
-    )
+    train_as_shipped(workdir, workdir / "slice.csv", workdir / "again")
     x = np.random.default_rng(0).normal(size=(16, 384)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     first = OnnxHead(workdir / "ckpt" / "head.onnx").predict(x)
@@ -149,20 +133,7 @@ def test_unknown_labels_are_masked_not_wrong(workdir: Path) -> None:
     from dataclasses import replace
 
     write_canonical(replace(data, labels=labels), workdir / "holes.csv")
-    ladder(
-        "train",
-        "--data",
-        str(workdir / "holes.csv"),
-        "--pool",
-        str(workdir / "pool.yaml"),
-        "--out",
-        str(workdir / "holes"),
-        "--members",
-        "3",
-        "--pca-dims",
-        "32",
-        check=True,
-    )
+    train_as_shipped(workdir, workdir / "holes.csv", workdir / "holes")
     metrics = Checkpoint.load(workdir / "holes").manifest.cv_metrics[MODELS["pro"]]
     train = data.split("train")
     known = ~np.isnan(labels[[data.question_ids.index(q) for q in train.question_ids], pro])
@@ -238,10 +209,7 @@ def test_evaluate_writes_the_cascade_it_serves_as_costed_into_the_pool_file(work
         encoding="utf-8",
     )
     report_path = workdir / "served.json"
-    result = ladder(
-        "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
-        "--pool", str(pool), "--json", str(report_path), "--write-cascade",
-    )  # fmt: skip
+    result = evaluate(workdir, "--pool", str(pool), "--json", str(report_path), "--write-cascade")
     assert result.returncode == 0, result.stderr
     served = json.loads(report_path.read_text())["cascades"]["cascade_served"]["plan"]
     assert f"wrote routing.cascade into {pool}" in result.stderr and "+  cascade:" in result.stderr
@@ -250,19 +218,13 @@ def test_evaluate_writes_the_cascade_it_serves_as_costed_into_the_pool_file(work
     text = pool.read_text(encoding="utf-8")
     assert "# written by ladder evaluate below" in text and text.endswith("# the end of the pool\n")
 
-    again = ladder(
-        "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
-        "--pool", str(pool), "--json", str(report_path), "--write-cascade", "--force",
-    )  # fmt: skip
+    again = evaluate(workdir, "--pool", str(pool), "--json", str(report_path), "--write-cascade", "--force")
     assert again.returncode == 0 and "already has this routing.cascade" in again.stderr
     assert pool.read_text(encoding="utf-8") == text
 
 
 def test_write_cascade_needs_a_pool_file(workdir: Path) -> None:
-    result = ladder(
-        "evaluate", "--checkpoint", str(workdir / "ckpt"), "--data", str(workdir / "slice.csv"),
-        "--write-cascade",
-    )  # fmt: skip
+    result = evaluate(workdir, "--write-cascade")
     assert result.returncode == 2 and "--write-cascade needs --pool" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -148,7 +148,7 @@ class GpuBench:
         engine = self.found.engine or "onnxruntime-tensorrt"  # the committed flavour, when none was found
         plan, tensorrt = engine == "tensorrt-plan", engine != "onnxruntime-cuda"
         identity = served_identity(self.info, "gpu", "fp32", plan, tensorrt=tensorrt)
-        configs = cfg.gpu_repository_configs(self.shape(), identity, tensorrt_plan=plan, tensorrt=tensorrt)
+        configs = cfg.repository_configs(self.shape(), identity, tensorrt_plan=plan, tensorrt=tensorrt)
         folder = self.work / "configs"
         labels = "".join(f"{m}\n" for m in self.ckpt.models)
         for name, text in configs.items():

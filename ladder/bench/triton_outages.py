@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class Outage:
         return outcome.started < end and outcome.started + outcome.seconds > self.killed_at
 
 
+@dataclass(eq=False)
 class TritonOutages:
     """Kills ``server`` ``kills`` times, each after ``every`` requests completed with Triton in use.
 
@@ -55,29 +56,23 @@ class TritonOutages:
     to ``ladder.bench.chaos.drive`` as ``on_outcome`` and ``keep_going``.
     """
 
-    def __init__(
-        self,
-        server: TritonServer,
-        kills: int,
-        every: int,
-        in_use: Callable[[], bool],
-        down_s: float = 2.0,
-        wait_s: float = 60.0,
-    ) -> None:
-        self.server = server
-        self.kills = kills
-        self.every = every
-        self.in_use = in_use
-        self.down_s = down_s
-        self.wait_s = wait_s
-        self.outages: list[Outage] = []
-        self.errors: list[str] = []
-        self._done = 0
-        self._since = 0  # requests completed when Triton was last back in use (or at the start)
-        self._progress = threading.Condition()
-        self._stop = threading.Event()
+    server: TritonServer
+    kills: int
+    every: int
+    in_use: Callable[[], bool]
+    down_s: float = 2.0
+    wait_s: float = 60.0
+    outages: list[Outage] = field(default_factory=list, init=False)
+    errors: list[str] = field(default_factory=list, init=False)
+    _done: int = field(default=0, init=False)
+    _since: int = field(default=0, init=False)  # requests completed when Triton was last back in use (or at the start)
+    _progress: threading.Condition = field(default_factory=threading.Condition, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread = field(init=False)
+    _started: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, name="triton-outages", daemon=True)
-        self._started = 0.0
 
     def completed(self, _: Outcome) -> None:
         """One more request finished (``drive``'s ``on_outcome``)."""

@@ -23,12 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ladder.cli.options import CanonicalOutOption, SplitOption, StoreOption
 from ladder.cli.output import write_text
 from ladder.cli.progress import LOG_EVERY_SECONDS, stderr
-
-StoreOption = Annotated[
-    str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")
-]
 
 
 @contextmanager
@@ -260,7 +257,7 @@ def collect(
 def judge(
     store: StoreOption,
     judge: Annotated[str, typer.Option("--judge", help="reference | llm | vote")],
-    out: Annotated[Path, typer.Option(help="Canonical CSV to write.")],
+    out: CanonicalOutOption,
     judge_model: Annotated[str | None, typer.Option(help="llm: the judging model, from --pool.")] = None,
     pool: Annotated[Path | None, typer.Option(help="llm: the pool file the judge model is in.")] = None,
     allow_self_judge: Annotated[
@@ -272,9 +269,7 @@ def judge(
     graded: Annotated[
         bool, typer.Option("--graded", help="llm: a score in [0, 1], not right/wrong.")
     ] = False,
-    test_fraction: Annotated[
-        float | None, typer.Option(help="Add a split column: this share of question ids becomes 'test'.")
-    ] = None,
+    test_fraction: SplitOption = None,
     seed: int = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
     unsafe_code: Annotated[

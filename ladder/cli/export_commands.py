@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ladder.cli.options import CheckpointOption
 from ladder.cli.progress import stderr
 from ladder.defaults import default_checkpoint_path
 
@@ -24,7 +25,7 @@ class FlavourChoice(StrEnum):
 
 
 def export(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")] = DEFAULT_CHECKPOINT,
+    checkpoint: CheckpointOption = DEFAULT_CHECKPOINT,
     encoder: Annotated[str | None, typer.Option(help="Encoder name (default: the checkpoint's).")] = None,
     flavour: Annotated[
         FlavourChoice,
@@ -63,7 +64,7 @@ def export(
 
 
 def bench_triton(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")] = DEFAULT_CHECKPOINT,
+    checkpoint: CheckpointOption = DEFAULT_CHECKPOINT,
     out: Annotated[Path, typer.Option(help="Folder for the JSON and markdown summary.")] = Path("docs/perf"),
     int8: Annotated[bool, typer.Option("--int8/--fp32", help="Encoder variant on both sides.")] = True,
     seconds: Annotated[float, typer.Option(min=2, help="Measurement window per point.")] = 8.0,
@@ -89,7 +90,7 @@ class GpuStage(StrEnum):
 
 
 def bench_gpu(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")] = DEFAULT_CHECKPOINT,
+    checkpoint: CheckpointOption = DEFAULT_CHECKPOINT,
     out: Annotated[Path, typer.Option(help="The JSON to write.")] = Path("docs/perf/triton_gpu.json"),
     pool: Annotated[Path | None, typer.Option(help="Pool file of the gateway (default: the shipped pool).")] = None,
     budget: Annotated[float, typer.Option(min=60, help="Time budget of the whole run, in seconds.")] = 540.0,

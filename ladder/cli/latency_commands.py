@@ -9,13 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ladder.cli.options import StoreOption
 from ladder.cli.progress import stderr
 
 
 def latency(
-    store: Annotated[
-        str, typer.Option("--store", help="SQLite file, or a database URL (postgresql+psycopg://...).")
-    ],
+    store: StoreOption,
     pool: Annotated[
         Path | None, typer.Option(help="Pool file whose models' `latency:` entries to set (with --write).")
     ] = None,

@@ -21,7 +21,15 @@ from ladder.cli import (
     serve_commands,
 )
 from ladder.cli.help_format import drop_flag_placeholders
-from ladder.cli.options import PoolOption
+from ladder.cli.options import (
+    CanonicalOutOption,
+    CheckpointOption,
+    JsonReportOption,
+    MembersOption,
+    PoolOption,
+    PricesPoolOption,
+    SplitOption,
+)
 from ladder.cli.progress import stage_progress, stderr
 from ladder.core.encoder import EncoderVariant
 from ladder.core.errors import ConfigWarning, DataError, DataWarning, LadderError
@@ -106,10 +114,8 @@ def import_data(
         ),
     ],
     source: Annotated[Path, typer.Argument(help="Source file or folder.")],
-    out: Annotated[Path, typer.Option(help="Canonical CSV to write.")],
-    test_fraction: Annotated[
-        float | None, typer.Option(help="Add a split column: this share of question ids becomes 'test'.")
-    ] = None,
+    out: CanonicalOutOption,
+    test_fraction: SplitOption = None,
     seed: int = 0,
 ) -> None:
     """Convert routing data to Ladder's canonical long CSV."""
@@ -138,7 +144,7 @@ def train(
     ] = EncoderVariant.INT8,
     split: Annotated[str | None, typer.Option(help="Train on rows with this split (when the data has one).")] = "train",
     seed: int = 0,
-    members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
+    members: MembersOption = 5,
     pca_dims: Annotated[int, typer.Option(min=2)] = 128,
     embed_with: Annotated[
         str | None,
@@ -196,11 +202,11 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
+    checkpoint: CheckpointOption,
     data: Annotated[Path, typer.Option(help="Canonical CSV with held-out rows.")],
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    json_path: JsonReportOption = None,
     plot: Annotated[Path | None, typer.Option(help="Write the accuracy-cost PNG here.")] = None,
-    pool: Annotated[Path | None, typer.Option(help="Pool file for models and prices.")] = None,
+    pool: PricesPoolOption = None,
     split: Annotated[str | None, typer.Option(help="Evaluate rows with this split (when present).")] = "test",
     train_data: Annotated[
         list[Path] | None,

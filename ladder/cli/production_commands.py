@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ladder.cli.options import PoolOption
+from ladder.cli.options import JsonReportOption, MembersOption, PoolOption
 from ladder.cli.progress import stage_progress, stderr
 from ladder.core.router_cost import (
     DEFAULT_CPU_S_PER_1K,
@@ -113,7 +113,7 @@ def report(
     since: SinceOption = None,
     bucket: Annotated[str, typer.Option(help="Time bucket: hour or day.")] = "day",
     plot: Annotated[Path | None, typer.Option(help="Write the PNG here.")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    json_path: JsonReportOption = None,
     drift_threshold: Annotated[
         float, typer.Option(min=0, max=1, help="Drift when chosen-model shares move more (total variation).")
     ] = 0.15,
@@ -264,7 +264,7 @@ def retrain(
     min_labels: Annotated[int, typer.Option(min=1, help="Held-out labels needed to decide at all.")] = 30,
     work: Annotated[Path | None, typer.Option(help="Folder for the exported traffic CSVs.")] = None,
     seed: int = 0,
-    members: Annotated[int, typer.Option(min=2, help="Ensemble members (= cross-validation folds).")] = 5,
+    members: MembersOption = 5,
     pca_dims: Annotated[int, typer.Option(min=2)] = 64,
     deployment: Annotated[
         str | None, typer.Option(help="Gateway Deployment to roll after a promotion (none: do not roll).")

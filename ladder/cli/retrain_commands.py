@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ladder.cli.options import CheckpointOption, PricesPoolOption
 from ladder.cli.progress import stage_progress, stderr
 
 
@@ -164,12 +165,12 @@ def _suggest(base: Any, dataset: Any, n: int, questions: Path, split: str | None
 
 
 def calibrate(
-    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder.")],
+    checkpoint: CheckpointOption,
     data: Annotated[Path, typer.Option(help="Canonical CSV: the labelled calibration sample.")],
     target: Annotated[
         str, typer.Option(help="priciest-share=0.3 | cost-per-1k=0.5 | relative-accuracy=0.98")
     ],
-    pool: Annotated[Path | None, typer.Option(help="Pool file for models and prices.")] = None,
+    pool: PricesPoolOption = None,
     write: Annotated[bool, typer.Option("--write", help="Put the tolerance into the pool file.")] = False,
     split: Annotated[str | None, typer.Option(help="Use rows with this split (when present).")] = "test",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,

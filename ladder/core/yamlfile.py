@@ -51,12 +51,18 @@ def line_of(lines: dict[Location, int], location: Location) -> int | None:
     return None
 
 
+def config_text(path: Path) -> str:
+    """A config file's UTF-8 text; ConfigError when there is no such file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+
+
 def read_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
     """Parse ``path`` and return its data with a map from key path to 1-based line number."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
+        text = config_text(path)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:

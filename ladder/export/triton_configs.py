@@ -201,17 +201,20 @@ def encoder_plan_config(shape: RepoShape, identity: Mapping[str, str] | None = N
     return head + text + _instances("gpu") + _batching(shape) + tail
 
 
-def gpu_repository_configs(
-    shape: RepoShape, identity: Mapping[str, str], *, tensorrt_plan: bool = False, tensorrt: bool = True
+def repository_configs(
+    shape: RepoShape,
+    identity: Mapping[str, str],
+    *,
+    per_row: bool = False,
+    tensorrt_plan: bool = False,
+    tensorrt: bool = True,
 ) -> dict[str, str]:
-    """Every model's ``config.pbtxt`` of a gpu-flavour repository, by model name (what an export writes,
-    without the weights): to check a repository's wiring before anything is built."""
-    if shape.flavour != "gpu":
-        raise ValueError("gpu_repository_configs needs a gpu RepoShape")
+    """Every model's ``config.pbtxt`` of a repository, by model name: what an export writes, and what a gpu
+    run checks for wiring before anything is built (``per_row``, ``tensorrt``: as in ``encoder_config``)."""
     encoder = (
         encoder_plan_config(shape, identity)
         if tensorrt_plan
-        else encoder_config(shape, identity=identity, tensorrt=tensorrt)
+        else encoder_config(shape, per_row=per_row, identity=identity, tensorrt=tensorrt)
     )
     return {
         "tokenizer": tokenizer_config(shape),

@@ -139,8 +139,17 @@ def write_repository(
     ONNX Runtime's CUDA provider, without the TensorRT accelerator)."""
     labels = "".join(f"{m}\n" for m in ckpt.models)
     tokenizer = Tokenizer(directory, info=info)
+    # a per-tensor int8 graph runs each row alone (batch-invariant scores, as in the embedded scorer); fp32
+    # and per-token int8 graphs batch
+    identity = served_identity(info, shape.flavour, variant, tensorrt_plan, tensorrt=tensorrt)
+    per_row = info.batching_moves_rows(variant)
+    configs = cfg.repository_configs(
+        shape, identity, per_row=per_row, tensorrt_plan=tensorrt_plan, tensorrt=tensorrt
+    )
+    for name, text in configs.items():
+        _write(stage / name / "config.pbtxt", text)
+
     tok = stage / "tokenizer"
-    _write(tok / "config.pbtxt", cfg.tokenizer_config(shape))
     shutil.copyfile(tokenizer_model.__file__, _mkdir(tok / "1") / "model.py")
     link_or_copy(directory / TOKENIZER_FILE, tok / "1" / TOKENIZER_FILE)
     config = {"prefix": info.prefix, "max_tokens": info.max_tokens, "pad_id": info.pad_id}
@@ -154,25 +163,17 @@ def write_repository(
     else:
         link_or_copy(directory / getattr(info.files, variant), enc / "1" / "model.onnx")
         shutil.copyfile(onnx_model.__file__, enc / "1" / "model.py")
-    # a per-tensor int8 graph runs each row alone (batch-invariant scores, as in the embedded scorer); fp32
-    # and per-token int8 graphs batch
-    identity = served_identity(info, shape.flavour, variant, tensorrt_plan, tensorrt=tensorrt)
-    per_row = info.batching_moves_rows(variant)
-    encoder_text = cfg.encoder_config(shape, per_row=per_row, identity=identity, tensorrt=tensorrt)
-    _write(enc / "config.pbtxt", encoder_text)
     _warmup_files(enc / "warmup", tokenizer, shape.flavour)
     if tensorrt_plan:
-        _build_plan(enc, shape, log, identity)
+        _build_plan(enc, shape, log)
 
     head = stage / "head"
     link_or_copy(ckpt.head_path, _mkdir(head / "1") / "model.onnx")
     if shape.flavour == "cpu":
         shutil.copyfile(onnx_model.__file__, head / "1" / "model.py")
-    _write(head / "config.pbtxt", cfg.head_config(shape))
     for folder in (head, stage / "router", stage / "router_text"):
         _write(folder / LABELS_FILE, labels)
-    for name, from_text in (("router", False), ("router_text", True)):
-        _write(stage / name / "config.pbtxt", cfg.ensemble_config(shape, name, from_text))
+    for name in ("router", "router_text"):
         _write(stage / name / "1" / ".gitkeep", "")  # an ensemble still needs its (empty) version folder
 
 
@@ -197,7 +198,7 @@ def served_identity(
     return cfg.encoder_identity(info.name, info.source, info.dim, variant, engine)
 
 
-def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log, identity: dict[str, str]) -> None:
+def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log) -> None:
     command = trtexec_command(
         enc / "1" / "model.onnx", enc / "1" / "model.plan", shape.max_batch, shape.max_tokens
     )
@@ -209,7 +210,6 @@ def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log, identity: dict[str, s
     log(f"building the TensorRT engine: {' '.join(command)}")
     subprocess.run(command, check=True)
     (enc / "1" / "model.onnx").unlink()
-    _write(enc / "config.pbtxt", cfg.encoder_plan_config(shape, identity))
 
 
 def check_parity(stage: Path, reference: EmbeddedScorer, tokenizer: Tokenizer, tolerance: float) -> float:

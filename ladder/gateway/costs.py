@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ladder.core.pool import ModelSpec
@@ -22,12 +22,7 @@ class Cost:
         return self.baseline_cost_usd - self.cost_usd
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "cost_usd": self.cost_usd,
-            "baseline_model": self.baseline_model,
-            "baseline_cost_usd": self.baseline_cost_usd,
-            "savings_usd": self.savings_usd,
-        }
+        return {**asdict(self), "savings_usd": self.savings_usd}
 
 
 def estimated_usage(input_tokens: int, completion_text: str) -> Usage:

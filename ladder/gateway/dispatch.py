@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import httpx
@@ -108,35 +108,28 @@ class Dispatched:
         return ", ".join(f"{m} ({why})" for m, why in seen.items())
 
 
+@dataclass(eq=False)
 class Dispatcher:
     """Sends a request to the first healthy model of an order it may reach, within the request's deadline."""
 
-    def __init__(
-        self,
-        client: UpstreamClient,
-        breaker: CircuitBreaker,
-        metrics: GatewayMetrics,
-        tracer: Tracer | None,
-        *,
-        attempt_timeout_s: float,
-        retries: int,
-        backoff_s: float,
-        deadline_s: float,
-        first_byte_s: float | None = None,
-        spend: SpendHook | None = None,
-    ) -> None:
-        self._client = client
-        self.breaker = breaker
-        self.metrics = metrics
-        self.tracer = tracer
-        self.attempt_timeout_s = attempt_timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.deadline_s = deadline_s
-        self.first_byte_s = first_byte_s if first_byte_s is not None else deadline_s / 3
-        self.spend: SpendHook = spend or NoSpend()  # the gateway sets its BudgetHook
-        self.refused: Counter[Purpose] = Counter()  # models dropped for locality, by purpose
-        self._settling = Background()
+    _client: UpstreamClient
+    breaker: CircuitBreaker
+    metrics: GatewayMetrics
+    tracer: Tracer | None
+    _: KW_ONLY
+    attempt_timeout_s: float
+    retries: int
+    backoff_s: float
+    deadline_s: float
+    first_byte_s: float | None = None  # None: a third of deadline_s
+    spend: SpendHook = field(default_factory=NoSpend)  # the gateway sets its BudgetHook
+    refused: Counter[Purpose] = field(default_factory=Counter, init=False)  # models dropped for locality, by purpose
+    _settling: Background = field(default_factory=Background, init=False)
+
+    @property
+    def first_byte_timeout_s(self) -> float:
+        """How long an attempt may wait for its first byte."""
+        return self.first_byte_s if self.first_byte_s is not None else self.deadline_s / 3
 
     @classmethod
     def from_settings(
@@ -267,7 +260,7 @@ class Dispatcher:
                     body,
                     stream,
                     min(self.attempt_timeout_s, remaining),
-                    min(self.first_byte_s, remaining),
+                    min(self.first_byte_timeout_s, remaining),
                 )
             except UpstreamRejectedError:
                 self.breaker.release(spec.name)

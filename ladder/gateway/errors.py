@@ -84,42 +84,56 @@ class ErrorKind:
     code: str | None
 
 
-# Order matters: the first matching class wins, so subclasses come before their bases.
-ERROR_KINDS: tuple[tuple[type[BaseException], ErrorKind], ...] = (
-    (RequestValidationError, ErrorKind(400, "invalid_request_error", "invalid_request")),
-    (PromptError, ErrorKind(400, "invalid_request_error", "invalid_prompt")),
-    (InvalidRequestError, ErrorKind(400, "invalid_request_error", "invalid_request")),
-    (NoEligibleModelError, ErrorKind(400, "invalid_request_error", "no_eligible_model")),
-    (AuthenticationError, ErrorKind(401, "authentication_error", "invalid_api_key")),
-    (UnknownModelError, ErrorKind(404, "invalid_request_error", "model_not_found")),
-    (RequestNotFoundError, ErrorKind(404, "invalid_request_error", "request_not_found")),
-    (PayloadTooLargeError, ErrorKind(413, "invalid_request_error", "request_too_large")),
-    (ClientDisconnected, ErrorKind(499, "client_closed_request", None)),
-    (UpstreamTimeoutError, ErrorKind(504, "upstream_error", "upstream_timeout")),
-    (UpstreamError, ErrorKind(502, "upstream_error", "upstream_failure")),
-    (FeedbackConflictError, ErrorKind(409, "invalid_request_error", "feedback_exists")),
-    (ScorerUnavailableError, ErrorKind(503, "service_unavailable", "scorer_unavailable")),
-    (StateUnavailableError, ErrorKind(503, "service_unavailable", "state_unavailable")),
-    (OverloadedError, ErrorKind(429, "rate_limit_error", "overloaded")),
-    (LadderError, ErrorKind(500, "server_error", None)),
-)
-ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    409: "invalid_request_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "api_error",
+# How each status an error is answered with is named: (OpenAI error type, Anthropic error type).
+STATUS_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request_error"),
+    401: ("authentication_error", "authentication_error"),
+    404: ("invalid_request_error", "not_found_error"),
+    409: ("invalid_request_error", "invalid_request_error"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_error"),
+    499: ("client_closed_request", "api_error"),
+    500: ("server_error", "api_error"),
+    502: ("upstream_error", "api_error"),
+    503: ("service_unavailable", "overloaded_error"),
+    504: ("upstream_error", "api_error"),
 }
+
+
+def answered_as(status: int, code: str | None) -> ErrorKind:
+    """The kind of an error answered with ``status`` (one of ``STATUS_TYPES``, which names its type)."""
+    return ErrorKind(status, STATUS_TYPES[status][0], code)
+
+
+# The code each exception class is answered with, by status. Order matters: the first matching class wins,
+# so subclasses come before their bases (an upstream timeout before other upstream errors, LadderError last).
+ERROR_CODES: dict[int, dict[type[BaseException], str | None]] = {
+    400: {
+        RequestValidationError: "invalid_request",
+        PromptError: "invalid_prompt",
+        InvalidRequestError: "invalid_request",
+        NoEligibleModelError: "no_eligible_model",
+    },
+    401: {AuthenticationError: "invalid_api_key"},
+    404: {UnknownModelError: "model_not_found", RequestNotFoundError: "request_not_found"},
+    409: {FeedbackConflictError: "feedback_exists"},
+    413: {PayloadTooLargeError: "request_too_large"},
+    429: {OverloadedError: "overloaded"},
+    499: {ClientDisconnected: None},
+    503: {ScorerUnavailableError: "scorer_unavailable", StateUnavailableError: "state_unavailable"},
+    504: {UpstreamTimeoutError: "upstream_timeout"},
+    502: {UpstreamError: "upstream_failure"},
+    500: {LadderError: None},
+}
+ERROR_KINDS: tuple[tuple[type[BaseException], ErrorKind], ...] = tuple(
+    (cls, answered_as(status, code)) for status, codes in ERROR_CODES.items() for cls, code in codes.items()
+)
 
 
 def error_kind(exc: BaseException) -> ErrorKind:
     """The status, type and code for an exception (500 for anything unexpected)."""
     if isinstance(exc, RateLimitError):
-        return ErrorKind(429, "rate_limit_error", exc.code)
+        return answered_as(429, exc.code)
     if isinstance(exc, UpstreamRejectedError):
         return ErrorKind(exc.status, "invalid_request_error", "upstream_rejected")
     if isinstance(exc, StarletteHTTPException):
@@ -129,7 +143,7 @@ def error_kind(exc: BaseException) -> ErrorKind:
     for cls, kind in ERROR_KINDS:
         if isinstance(exc, cls):
             return kind
-    return ErrorKind(500, "server_error", None)
+    return answered_as(500, None)
 
 
 TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after", "literal"})
@@ -176,7 +190,7 @@ def anthropic_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """The status and Anthropic envelope ``{"type": "error", "error": {type, message}}``."""
     status, body = openai_error(exc)
     message = body["error"].get("message", "") if isinstance(body.get("error"), dict) else ""
-    kind = ANTHROPIC_TYPES.get(status, "api_error")
+    kind = STATUS_TYPES[status][1] if status in STATUS_TYPES else "api_error"
     return status, {"type": "error", "error": {"type": kind, "message": message}}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ladder.gateway.errors import RateLimitError
@@ -31,83 +33,54 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "ladder_requests", "Requests answered, by model and endpoint", ["model", "endpoint"], registry=r
+        counter, gauge = self._counter, self._gauge
+        self.requests = counter("ladder_requests", "Requests answered, by model and endpoint", "model", "endpoint")
+        self.tokens = counter("ladder_tokens", "Tokens by model and kind (prompt, completion)", "model", "kind")
+        self.cost = counter("ladder_cost_usd", "Actual cost in USD by model", "model")
+        self.baseline_cost = counter(
+            "ladder_baseline_cost_usd", "What the baseline model would have cost, by answering model", "model"
         )
-        self.tokens = Counter(
-            "ladder_tokens", "Tokens by model and kind (prompt, completion)", ["model", "kind"], registry=r
+        self.savings = counter("ladder_savings_usd", "Baseline cost minus actual cost, by model", "model")
+        self.decisions = counter("ladder_decisions", "Routing decisions by chosen model", "model")
+        self.fallbacks = counter(
+            "ladder_fallbacks", "Upstream failures that moved a request on, by model and reason", "model", "reason"
         )
-        self.cost = Counter("ladder_cost_usd", "Actual cost in USD by model", ["model"], registry=r)
-        self.baseline_cost = Counter(
-            "ladder_baseline_cost_usd",
-            "What the baseline model would have cost, by answering model",
-            ["model"],
-            registry=r,
-        )
-        self.savings = Counter(
-            "ladder_savings_usd", "Baseline cost minus actual cost, by model", ["model"], registry=r
-        )
-        self.decisions = Counter(
-            "ladder_decisions", "Routing decisions by chosen model", ["model"], registry=r
-        )
-        self.fallbacks = Counter(
-            "ladder_fallbacks",
-            "Upstream failures that moved a request on, by model and reason",
-            ["model", "reason"],
-            registry=r,
-        )
-        self.errors = Counter(
-            "ladder_errors", "Error responses by status and code", ["status", "code"], registry=r
-        )
-        self.client_requests = Counter(
-            "ladder_client_requests", "Answered requests by client key name", ["client"], registry=r
-        )
-        self.client_tokens = Counter(
-            "ladder_client_tokens", "Tokens by client key name and kind", ["client", "kind"], registry=r
-        )
-        self.client_cost = Counter(
-            "ladder_client_cost_usd", "Actual cost in USD by client key name", ["client"], registry=r
-        )
-        self.client_rejections = Counter(
+        self.errors = counter("ladder_errors", "Error responses by status and code", "status", "code")
+        self.client_requests = counter("ladder_client_requests", "Answered requests by client key name", "client")
+        self.client_tokens = counter("ladder_client_tokens", "Tokens by client key name and kind", "client", "kind")
+        self.client_cost = counter("ladder_client_cost_usd", "Actual cost in USD by client key name", "client")
+        self.client_rejections = counter(
             "ladder_client_rejections",
             "Requests refused for a client key (rate_limit, day_budget, month_budget)",
-            ["client", "reason"],
-            registry=r,
+            "client",
+            "reason",
         )
-        self.sessions = Counter(
-            "ladder_sessions", "Session affinity outcomes (new, kept, moved)", ["outcome"], registry=r
-        )
-        self.state_errors = Counter(
+        self.sessions = counter("ladder_sessions", "Session affinity outcomes (new, kept, moved)", "outcome")
+        self.state_errors = counter(
             "ladder_state_errors",
             "Shared-state operations that failed (served without them), by operation",
-            ["operation"],
-            registry=r,
+            "operation",
         )
-        self.routing_latency = Histogram(
-            "ladder_routing_latency_seconds",
-            "Time to decide (queue, tokenise, score, policy)",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.routing_latency = self._histogram(
+            "ladder_routing_latency_seconds", "Time to decide (queue, tokenise, score, policy)", LATENCY_BUCKETS
         )
-        self.expected_ttft = Gauge(
-            "ladder_expected_ttft_seconds", "Expected time to first token, by model", ["model"], registry=r
+        self.expected_ttft = gauge("ladder_expected_ttft_seconds", "Expected time to first token, by model", "model")
+        self.expected_speed = gauge("ladder_expected_tokens_per_second", "Expected decode speed, by model", "model")
+        self.cascade_stages = counter(
+            "ladder_cascade_stages", "Cascade stages by model and verdict (accepted, escalated)", "model", "verdict"
         )
-        self.expected_speed = Gauge(
-            "ladder_expected_tokens_per_second", "Expected decode speed, by model", ["model"], registry=r
+        self.batch_size = self._histogram(
+            "ladder_scoring_batch_size", "Prompts per scorer call", (1, 2, 4, 8, 16, 32, 64, 128)
         )
-        self.cascade_stages = Counter(
-            "ladder_cascade_stages",
-            "Cascade stages by model and verdict (accepted, escalated)",
-            ["model", "verdict"],
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "ladder_scoring_batch_size",
-            "Prompts per scorer call",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
-        )
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def _histogram(self, name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+        return Histogram(name, documentation, buckets=buckets, registry=self.registry)
 
     def refusal(
         self, client: str, reason: str, message: str, retry_after_s: float, code: str = "rate_limit_exceeded"

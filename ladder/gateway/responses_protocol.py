@@ -137,6 +137,9 @@ class ResponseCreateParams(MergesExtraBody):
     extra_body: RoutingExtensions | None = None
 
 
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
 class ResponseOutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
@@ -148,26 +151,29 @@ class ResponseOutputMessage(BaseModel):
     type: Literal["message"] = "message"
     id: str
     role: Literal["assistant"] = "assistant"
-    status: Literal["in_progress", "completed", "incomplete"] = "completed"
+    status: ItemStatus = "completed"
     content: list[ResponseOutputText]
 
 
-class ResponseFunctionToolCall(BaseModel):
+class ToolCallItem(BaseModel):
+    """An output item that calls one of the client's tools (each kind narrows ``type`` and adds its input)."""
+
+    type: str
+    id: str
+    call_id: str
+    name: str
+
+
+class ResponseFunctionToolCall(ToolCallItem):
     type: Literal["function_call"] = "function_call"
-    id: str
-    call_id: str
-    name: str
     arguments: str
-    status: Literal["in_progress", "completed", "incomplete"] = "completed"
+    status: ItemStatus = "completed"
 
 
-class ResponseCustomToolCall(BaseModel):
+class ResponseCustomToolCall(ToolCallItem):
     type: Literal["custom_tool_call"] = "custom_tool_call"
-    id: str
-    call_id: str
-    name: str
     input: str
-    status: Literal["in_progress", "completed", "incomplete"] = "completed"
+    status: ItemStatus = "completed"
 
 
 ResponseOutputItem = ResponseOutputMessage | ResponseFunctionToolCall | ResponseCustomToolCall

@@ -29,7 +29,7 @@ from ladder.core.errors import ConfigError
 from ladder.core.router import default_pool_path
 from ladder.core.secrets import SECRETS_DIR_ENV, secrets_dir
 from ladder.core.sensitivity import check_patterns
-from ladder.core.yamlfile import describe_validation_error, read_yaml
+from ladder.core.yamlfile import config_text, describe_validation_error, read_yaml
 from ladder.gateway.keys import KeyProfile
 from ladder.gateway.triton_scorer import TritonScorerSettings
 
@@ -279,9 +279,7 @@ def available_cpus() -> int:
 def _read_file(path: Path) -> tuple[dict[str, Any], dict[Any, int]]:
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: file not found") from exc
+            data = json.loads(config_text(path))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
         lines: dict[Any, int] = {}

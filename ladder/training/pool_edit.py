@@ -20,6 +20,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 from ladder.core.atomic import partial_file
 from ladder.core.errors import ConfigError
 from ladder.core.pool import load_pool
+from ladder.core.yamlfile import config_text
 
 Change = Callable[[CommentedMap, Path], None]
 """Edits the loaded document in place (the path is for error messages)."""
@@ -38,10 +39,7 @@ def _round_trip(text: str) -> YAML:
 def render_edit(path: Path, change: Change) -> tuple[str, str]:
     """(old text, new text) of the pool file ``path`` once ``change`` has edited its document; nothing is
     written. Text outside what ``change`` touches comes back as it was."""
-    try:
-        old = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found") from exc
+    old = config_text(path)
     try:
         yaml = _round_trip(old)
         data = yaml.load(old)

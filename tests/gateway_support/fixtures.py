@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from gateway_support.common import UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway, serve_gateway
+from gateway_support.common import (
+    UPSTREAM_KEY,
+    UPSTREAM_KEY_ENV,
+    RunningGateway,
+    reset_fake,
+    serve_fake,
+    serve_gateway,
+)
 from gateway_support.pool import shared_pool
 from gateway_support.upstream import FakeUpstream, fake_upstream_app
 from ladder.bench.server_thread import ServerThread
@@ -19,17 +26,13 @@ from ladder.core.router import Router
 
 @pytest.fixture(scope="session")
 def upstream_server() -> Iterator[tuple[FakeUpstream, ServerThread]]:
-    state = FakeUpstream()
-    with ServerThread(fake_upstream_app(state)) as server:
-        yield state, server
+    yield from serve_fake(FakeUpstream(), fake_upstream_app)
 
 
 @pytest.fixture()
 def upstream(upstream_server: tuple[FakeUpstream, ServerThread]) -> FakeUpstream:
     """The fake upstream, reset: every model answers normally."""
-    state, _ = upstream_server
-    state.reset()
-    return state
+    return reset_fake(upstream_server)
 
 
 @pytest.fixture(scope="session")

@@ -22,3 +22,13 @@ def replay(url: str, request: dict[str, Any], body: dict[str, Any], credentials:
     query = f"?{request['query']}" if request["query"] else ""
     headers = {**request["headers"], **credentials}
     return httpx.post(f"{url}{request['path']}{query}", json=body, headers=headers, timeout=30)
+
+
+def answered(reply: httpx.Response, stream: bool, first_event: str, last_event: str) -> Any:
+    """Check that a replayed request was answered: 200, and streamed, the events from ``first_event`` to
+    ``last_event``; the plain answer's JSON (None for a stream)."""
+    assert reply.status_code == 200, reply.text
+    if stream:
+        assert reply.text.startswith(f"event: {first_event}") and f"event: {last_event}" in reply.text
+        return None
+    return reply.json()
