@@ -142,3 +142,23 @@ def test_the_audit_line_reads_back_as_the_decision_record(
 
     refusal = DecisionRecord.model_validate({k: v for k, v in written[1].items() if k != "time"})
     assert not refusal.decided and refusal.status == 400 and refusal.rated_model is None
+
+
+def test_an_upstream_rejection_is_recorded_with_its_decision(
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
+) -> None:
+    """An upstream that refuses the request itself (400): the client gets the upstream's error, and the audit
+    line keeps the decision (chosen model, scores) and names the error, on plain chat as on a cascade."""
+    gateway = start_audited()
+    for name in NAMES:
+        upstream.set(name, "reject")
+    answer = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers=AUTH,
+        json={"model": "ladder", "messages": [{"role": "user", "content": "Say hi"}]},
+    )
+    assert answer.status_code == 400, answer.text
+    (line,) = gateway.audit_lines()
+    assert line["request_id"] == answer.headers["x-ladder-request-id"]
+    assert line["chosen_model"] in NAMES and set(line["p_correct"]) == set(NAMES)  # type: ignore[arg-type]
+    assert line["error"] == "UpstreamRejectedError" and line["answered_model"] is None

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.core.decision_record import Endpoint
-from ladder.core.errors import NoEligibleModelError
+from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.core.prompt import routed_text
 from ladder.core.upstream_replies import Completion
 from ladder.gateway.context import RequestContext
@@ -74,7 +74,7 @@ async def dispatch(
             gw.inflight.open_stream(request, routed.client)
         await gw.reserve(routed, gw.dispatcher.permitted(routed.ctx, order), body)
         return await cancel_on_disconnect(request, gw.dispatcher.send(routed.ctx, order, body, stream))
-    except (GatewayError, UpstreamError, NoEligibleModelError) as exc:  # UpstreamError: a core error
+    except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError) as exc:  # core errors too
         gw.record(routed, endpoint, None, None, None, text, error=type(exc).__name__)
         raise
     except BaseException:
