@@ -132,3 +132,34 @@ def test_a_head_that_does_not_fit_the_encoder_is_refused(router: Router, tmp_pat
     bogus.write_bytes(b"not an onnx graph")
     with pytest.raises(CheckpointError, match=r"head\.onnx: cannot fuse this head"):
         OnnxEncoder(scorer.encoder.directory, scorer.encoder.variant, head=bogus)
+
+
+def test_a_head_that_cannot_be_fused_scores_unfused_with_a_warning(router: Router, tmp_path: Path) -> None:
+    """A head saved at another ONNX IR version than the encoder cannot be merged into its graph: the router
+    warns and runs the two graphs in turn, with the same scores."""
+    import json
+    import shutil
+
+    import onnx
+
+    from ladder.core.checkpoint import sha256_file
+
+    pool = load_pool(default_pool_path())
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(router.checkpoint.directory, checkpoint)
+    head = onnx.load(str(checkpoint / "head.onnx"))
+    head.ir_version += 1
+    onnx.save(head, str(checkpoint / "head.onnx"))
+    manifest = json.loads((checkpoint / "manifest.json").read_text(encoding="utf-8"))
+    manifest["head_sha256"] = sha256_file(checkpoint / "head.onnx")
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    moved = pool.model_copy(update={"routing": pool.routing.model_copy(update={"checkpoint": checkpoint})})
+    with pytest.warns(ConfigWarning, match="two graphs in turn"):
+        unfused = Router.from_pool(moved)
+    assert not unfused.scorer.encoder.has_head  # type: ignore[attr-defined]
+    encoded = router.tokenizer.encode(PROMPTS)
+    np.testing.assert_allclose(
+        unfused.pool_scores(encoded.input_ids, encoded.attention_mask),
+        router.pool_scores(encoded.input_ids, encoded.attention_mask),
+        atol=1e-6,
+    )

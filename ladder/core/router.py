@@ -82,7 +82,11 @@ class Router:
         # graph only when its rows run alone, which the encoder does unless batch_invariant is turned off
         per_row = None if pool.routing.batch_invariant else False
         head = OnnxHead(checkpoint.head_path)  # checks the head's tensors before it is fused onto the encoder
-        encoder = OnnxEncoder(directory, variant=variant, threads=threads, per_row=per_row, head=checkpoint.head_path)
+        try:
+            encoder = OnnxEncoder(directory, variant, threads, per_row=per_row, head=checkpoint.head_path)
+        except CheckpointError as exc:  # e.g. a head exported at another ONNX IR or opset version than the encoder
+            warnings.warn(f"{exc}; scoring with the two graphs in turn (same scores, slower)", ConfigWarning, 2)
+            encoder = OnnxEncoder(directory, variant, threads, per_row=per_row)
         scorer = EmbeddedScorer(encoder, head, checkpoint.models)
         tokenizer = Tokenizer(directory, max_tokens=pool.routing.max_prompt_tokens)
         return cls(pool, checkpoint, tokenizer, scorer)
