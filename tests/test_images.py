@@ -7,6 +7,7 @@ real servers on loopback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import subprocess
@@ -44,6 +45,23 @@ def test_gateway_image_runs_as_a_non_root_user_without_pytorch(gateway_image: st
     probe = "import importlib.util as u, os; print(os.getuid(), u.find_spec('torch'), u.find_spec('onnxruntime'))"
     uid, torch, ort = isup.run_in(gateway_image, "-c", probe, entrypoint="python3").split(maxsplit=2)
     assert (uid, torch) == ("10001", "None") and ort.startswith("ModuleSpec"), (uid, torch, ort)
+
+
+def test_the_image_carries_this_checkouts_package(gateway_image: str) -> None:
+    """Every module of the installed ``ladder`` package is this checkout's, byte for byte: an image rebuilt
+    after a change must not keep a cached layer with an older wheel (a stale image once lacked ``onnx``)."""
+    here = {
+        str(p.relative_to(isup.ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((isup.ROOT / "ladder").rglob("*.py"))
+    }
+    probe = (
+        "import hashlib, json, pathlib, ladder\n"
+        "root = pathlib.Path(ladder.__file__).parent.parent\n"
+        "print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()"
+        " for p in sorted((root / 'ladder').rglob('*.py'))}))\n"
+    )
+    there = json.loads(isup.run_in(gateway_image, "-c", probe, entrypoint="python3"))
+    assert there == here, sorted(set(there.items()) ^ set(here.items()))[:10]
 
 
 def test_no_build_machine_certificate_or_path_in_the_image(gateway_image: str) -> None:
