@@ -294,6 +294,8 @@ class OnnxEncoder:
         graph: str | bytes = str(path) if head is None else fused_graph(path, head)
         self.session = ort.InferenceSession(graph, options, providers=list(providers))
         self.has_head = head is not None
+        outputs = self.session.get_outputs()  # read once: widths of `embedding` and the fused `p_correct`
+        self._output_widths = {o.name: self.info.dim if o.name == "embedding" else int(o.shape[1]) for o in outputs}
         self.tokenizer = Tokenizer(self.directory, info=self.info)
 
     @property
@@ -322,12 +324,12 @@ class OnnxEncoder:
         if ids.shape[1] > self.info.max_tokens:
             raise ValueError(f"sequence length {ids.shape[1]} exceeds the encoder's {self.info.max_tokens}")
         if ids.shape[0] == 0 or ids.shape[1] == 0:
-            return np.zeros((ids.shape[0], self._width(output)), dtype=np.float32)
+            return np.zeros((ids.shape[0], self._output_widths[output]), dtype=np.float32)
         if ids.min() < 0 or ids.max() >= self.info.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.info.vocab_size})")
         ids = ids.astype(np.int64, copy=False)
         mask = mask.astype(np.int64, copy=False)
-        out = np.empty((ids.shape[0], self._width(output)), dtype=np.float32)
+        out = np.empty((ids.shape[0], self._output_widths[output]), dtype=np.float32)
         widths = _widths(mask)
         groups = [[i] for i in range(len(widths))] if self.per_row else _similar_widths(widths)
         for rows in groups:
@@ -335,12 +337,6 @@ class OnnxEncoder:
             feeds = {"input_ids": ids[rows, :width], "attention_mask": mask[rows, :width]}
             (out[rows],) = self.session.run([output], feeds)
         return out
-
-    def _width(self, output: str) -> int:
-        if output == "embedding":
-            return self.dim
-        (tensor,) = (o for o in self.session.get_outputs() if o.name == output)
-        return int(tensor.shape[1])
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> NDArray[np.float32]:
         """Embeddings float32 [n, dim] of texts, batched by similar length, in the input order."""

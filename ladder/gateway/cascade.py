@@ -41,7 +41,7 @@ from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.costs import Cost, answer_cost
 from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.dispatch import Dispatched
-from ladder.gateway.errors import GatewayError, UpstreamError
+from ladder.gateway.errors import REQUEST_FAILURES, GatewayError, UpstreamError
 from ladder.gateway.gateway import Gateway, Routed
 from ladder.gateway.protocol import ChatCompletionCreateParams, extension
 from ladder.gateway.serving_chat import SSE_HEADERS, route_chat
@@ -188,7 +188,7 @@ class Cascade:
             return None
         try:
             return await self.ask(others[0], "second opinion")
-        except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError):
+        except REQUEST_FAILURES:
             return None  # the other signals decide
 
     async def run(self) -> tuple[Stage, Stage | None]:
@@ -247,9 +247,7 @@ class Cascade:
         if isinstance(first, BaseException):
             raise first
         if isinstance(second, BaseException):
-            if not isinstance(
-                second, GatewayError | UpstreamError | UpstreamRejectedError | NoEligibleModelError
-            ):
+            if not isinstance(second, REQUEST_FAILURES):
                 raise second
             return first, None  # no second opinion: the other signals decide
         return first, second
@@ -321,7 +319,7 @@ async def create_cascade_completion(
         eligible = gw.dispatcher.permitted(ctx, [gw.pool.model(c.name) for c in cascade.candidates()])
         await gw.reserve(routed, eligible, body, every=True)
         final, second = await cancel_on_disconnect(request, cascade.run())
-    except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError) as exc:
+    except REQUEST_FAILURES as exc:
         gw.record(routed, "chat", None, None, None, text, error=type(exc).__name__)  # stages paid stay charged
         raise
     except BaseException:

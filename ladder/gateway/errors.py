@@ -27,6 +27,11 @@ class GatewayError(LadderError):
         self.param = param
 
 
+REQUEST_FAILURES = (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError)
+"""The failures a routed request is recorded with (its decision and the error's name) before the client gets
+them; anything else releases the budget hold unrecorded. Plain chat and the cascade both catch these."""
+
+
 class InvalidRequestError(GatewayError):
     """The request body is malformed or asks for something impossible."""
 

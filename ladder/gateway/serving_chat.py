@@ -12,14 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.core.decision_record import Endpoint
-from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.core.prompt import routed_text
 from ladder.core.upstream_replies import Completion
 from ladder.gateway.context import RequestContext
 from ladder.gateway.costs import answer_cost
 from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.dispatch import Dispatched
-from ladder.gateway.errors import GatewayError, UpstreamError, sse_error_event
+from ladder.gateway.errors import REQUEST_FAILURES, UpstreamError, sse_error_event
 from ladder.gateway.gateway import Gateway, Routed
 from ladder.gateway.protocol import ChatCompletionCreateParams, extension, forwarded_body, routing_extensions
 from ladder.gateway.sse import data_event
@@ -74,7 +73,7 @@ async def dispatch(
             gw.inflight.open_stream(request, routed.client)
         await gw.reserve(routed, gw.dispatcher.permitted(routed.ctx, order), body)
         return await cancel_on_disconnect(request, gw.dispatcher.send(routed.ctx, order, body, stream))
-    except (GatewayError, UpstreamError, UpstreamRejectedError, NoEligibleModelError) as exc:  # core errors too
+    except REQUEST_FAILURES as exc:
         gw.record(routed, endpoint, None, None, None, text, error=type(exc).__name__)
         raise
     except BaseException:
