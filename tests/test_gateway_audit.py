@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable
 
 import httpx
-from gateway_support.common import AUTH, RunningGateway, streamed_lines
+import pytest
+from gateway_support.common import API_KEY, AUTH, RunningGateway, streamed_lines
 from gateway_support.pool import NAMES
 from gateway_support.upstream import FakeUpstream
 
@@ -144,19 +145,24 @@ def test_the_audit_line_reads_back_as_the_decision_record(
     assert not refusal.decided and refusal.status == 400 and refusal.rated_model is None
 
 
+REJECTED_REQUESTS = [
+    ("/v1/chat/completions", {"model": "ladder", "messages": [{"role": "user", "content": "Say hi"}]}),
+    ("/v1/chat/completions", {"model": "ladder", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}),
+    ("/v1/messages", {"model": "ladder", "max_tokens": 8, "messages": [{"role": "user", "content": "Say hi"}]}),
+    ("/v1/responses", {"model": "ladder", "input": "Say hi"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), REJECTED_REQUESTS, ids=["chat", "chat-stream", "messages", "responses"])
 def test_an_upstream_rejection_is_recorded_with_its_decision(
-    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream
+    start_audited: Callable[..., RunningGateway], upstream: FakeUpstream, path: str, body: dict[str, object]
 ) -> None:
     """An upstream that refuses the request itself (400): the client gets the upstream's error, and the audit
-    line keeps the decision (chosen model, scores) and names the error, on plain chat as on a cascade."""
+    line keeps the decision (chosen model, scores) and names the error, on every endpoint, plain and streamed."""
     gateway = start_audited()
     for name in NAMES:
         upstream.set(name, "reject")
-    answer = httpx.post(
-        f"{gateway.url}/v1/chat/completions",
-        headers=AUTH,
-        json={"model": "ladder", "messages": [{"role": "user", "content": "Say hi"}]},
-    )
+    answer = httpx.post(f"{gateway.url}{path}", headers={**AUTH, "x-api-key": API_KEY}, json=body)
     assert answer.status_code == 400, answer.text
     (line,) = gateway.audit_lines()
     assert line["request_id"] == answer.headers["x-ladder-request-id"]
