@@ -31,7 +31,7 @@ from ladder.core.confidence_plan import (
 from ladder.core.rung import KEEP, answer_to_return, next_asks
 from ladder.training.confidence import SELF_CHECK
 from ladder.training.confidence_plans import StateSettings
-from ladder.training.confidence_states import READS, agreement, fit_logistic, read_masks
+from ladder.training.confidence_states import agreement, fit_logistic, read_masks
 from ladder.training.dataset import RoutingData
 
 
@@ -49,11 +49,13 @@ def fit_served_plan(train: RoutingData, router_p: Floats, setting: StateSettings
     lp = train.answer_logprobs.astype(np.float64)
     kinds = train.confidence_kinds
     is_check = np.zeros(lp.shape, dtype=bool) if kinds is None else kinds == SELF_CHECK
-    read = read_masks(train, train)[setting.reads] & ~np.isnan(lp)
+    policy = read_masks(train, train)[setting.reads]
+    read = policy & ~np.isnan(lp)
     check_costs = np.zeros(lp.shape) if train.confidence_costs is None else train.confidence_costs
     check_usd = np.nan_to_num(check_costs.astype(np.float64)).mean(axis=0)
     answer_usd = np.nanmean(train.costs.astype(np.float64), axis=0)
-    pays = read_masks(train, train)[setting.reads].any(axis=0) & (check_usd > 0)
+    # the policy pays for a model's self-check where it reads the answers whose confidence is one
+    pays = [bool(is_check[:, m].any() and policy[is_check[:, m], m].all()) for m in range(models)]
     known = router_p.astype(np.float64).copy()
     plan_models = []
     for m in range(models):
@@ -65,7 +67,7 @@ def fit_served_plan(train: RoutingData, router_p: Floats, setting: StateSettings
                 name=names[m],
                 answer_usd=float(answer_usd[m]),
                 self_check_usd=float(check_usd[m]),
-                self_check=bool(pays[m] and READS[setting.reads] != "none"),
+                self_check=pays[m],
                 calibrator=calibrator,
             )
         )
