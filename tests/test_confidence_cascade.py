@@ -89,6 +89,9 @@ def test_the_recommendation_is_decided_on_training_rows(report: dict[str, Any]) 
         assert rec["recommended"] == "Ladder: router + calibrated cascade"
     else:
         assert rec["recommended"] == "prefill router" and "does not pay" in rec["why"]
+    served = report["served_plan"]  # the recommended setting as the gateway serves it, played on held-out rows
+    assert served["setting"] == rec["recommended_setting"]
+    assert 0.3 < served["held_out"]["accuracy"] <= 1 and served["held_out"]["cost_share"] > 0
 
 
 def test_cli_refuses_data_without_confidences(tmp_path: Path, sliced: RoutingData) -> None:

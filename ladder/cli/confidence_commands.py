@@ -22,6 +22,14 @@ def evaluate_confidence(
             "training prompts: seconds instead of the encoder's minutes on a CPU)"
         ),
     ] = "encoder",
+    write_plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-plan",
+            help="Put the recommended plan, in the form the gateway serves (the report's served_plan), into "
+            "this pool file's routing.cascade.plan.",
+        ),
+    ] = None,
 ) -> None:
     """Tune the router and calibrated cascade on the training rows; report every plan on the held-out rows."""
     import numpy as np
@@ -29,10 +37,14 @@ def evaluate_confidence(
     from ladder.core.errors import DataError
     from ladder.training.confidence import word_prompts
     from ladder.training.confidence_plot import plot_confidence
-    from ladder.training.confidence_report import evaluate_confidence as run
+    from ladder.training.confidence_report import evaluate_confidence_plan as run
     from ladder.training.dataset import read_canonical
     from ladder.training.embed import embed_texts
 
+    if write_plan is not None:
+        from ladder.core.pool import load_pool
+
+        load_pool(write_plan)  # a pool file that cannot take the plan fails before the work
     dataset = read_canonical(data)
     if dataset.answer_logprobs is None:
         raise DataError(
@@ -52,7 +64,7 @@ def evaluate_confidence(
             features = embed_texts(dataset.questions, encoder, progress=progress)
     else:
         raise DataError(f"--prompts must be 'encoder' or 'words', got {prompts!r}")
-    report = run(dataset, features)
+    report, plan = run(dataset, features)
     report["prompt_features"] = "tf-idf (64 axes)" if prompts == "words" else f"encoder {encoder}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -66,3 +78,13 @@ def evaluate_confidence(
             f"{half['accuracy'] if half else None}"
         )
     stderr.print(f"recommended: {report['recommendation']['recommended']}; wrote {out}/report.json, curve.png")
+    if write_plan is not None:
+        from ladder.training.pool_edit import rewrite_cascade, write_pool_text
+
+        _, new = rewrite_cascade(write_plan, {"logprobs": True, "plan": plan.model_dump(mode="json")})
+        write_pool_text(write_plan, new)
+        held = report["served_plan"]["held_out"]
+        stderr.print(
+            f"wrote routing.cascade.plan into {write_plan} (held out as served: accuracy {held['accuracy']}, "
+            f"{held['cost_share']} of {ref['model']}'s cost)"
+        )

@@ -125,3 +125,21 @@ def answers_agree(first: str | None, second: str | None) -> bool | None:
     if len(a) <= SHORT_ANSWER and len(b) <= SHORT_ANSWER:
         return a == b
     return None
+
+
+def word_overlap(first: str | None, second: str | None) -> float:
+    """F1 of the two answers' SQuAD-normalised words (`squad_text`): 0 when either has none."""
+    a, b = squad_text(first or "").split(), squad_text(second or "").split()
+    if not a or not b:
+        return 0.0
+    common = sum(min(a.count(w), b.count(w)) for w in set(a))
+    return 0.0 if common == 0 else 2.0 * common / (len(a) + len(b))
+
+
+def agreement(first: str | None, second: str | None) -> float:
+    """Two answers' agreement as a number: +1 where `answers_agree` says they agree, -1 where it says they
+    differ, and for long free text it cannot settle, the word overlap (`word_overlap`) mapped to [-1, 1]."""
+    agree = answers_agree(first, second)
+    if agree is not None:
+        return 1.0 if agree else -1.0
+    return 2.0 * word_overlap(first, second) - 1.0

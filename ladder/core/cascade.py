@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ladder.core import policy
+from ladder.core.confidence_plan import CalibratedPlan
 from ladder.core.logprobs import TokenLogprob
 from ladder.core.policy import Candidate, ChoiceOptions
 
@@ -83,6 +84,11 @@ class CascadeConfig(BaseModel):
         "kept when max_stages is 2 (default, or when it may not answer the request: the likeliest eligible "
         "model); a first rung that is this model is kept",
     )
+    plan: CalibratedPlan | None = Field(
+        default=None,
+        description="A calibrated cascade as `ladder evaluate-confidence --write-plan` costed it: it decides "
+        "every step (the other settings but logprobs are not read)",
+    )
 
     @model_validator(mode="after")
     def _one_second_opinion_rule(self) -> CascadeConfig:
@@ -99,6 +105,8 @@ class CascadeConfig(BaseModel):
             raise ValueError("second_opinion names the model asked where unsure: it needs unsure_gap")
         if self.escalate_to is not None and self.unsure_gap is None:
             raise ValueError("escalate_to names where an unsure answer goes: it needs unsure_gap")
+        if self.plan is not None and (self.agreement or self.unsure_gap is not None):
+            raise ValueError("plan decides every step: it takes neither agreement nor unsure_gap")
         if self.first_tolerance is not None and self.first != "router":
             raise ValueError("first_tolerance chooses the router's first rung: it needs first: router")
         return self
@@ -106,6 +114,8 @@ class CascadeConfig(BaseModel):
     def named_models(self) -> dict[str, str]:
         """The pool models these settings name, by setting."""
         named = {"second_opinion": self.second_opinion, "escalate_to": self.escalate_to}
+        if self.plan is not None:
+            named.update({f"plan.models.{i}.name": m for i, m in enumerate(self.plan.names)})
         return {k: v for k, v in named.items() if v is not None}
 
 

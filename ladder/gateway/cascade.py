@@ -10,13 +10,10 @@ Thresholds live in the pool file (``routing.cascade``, `ladder.core.cascade.Casc
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ladder.core.answers import answers_agree
 from ladder.core.cascade import (
@@ -31,7 +28,7 @@ from ladder.core.cascade import (
     second_opinion_order,
 )
 from ladder.core.cascade_step import Action, judge
-from ladder.core.decision_record import CascadeRecord, CascadeStage, TokenCounts
+from ladder.core.decision_record import CascadeStage, TokenCounts
 from ladder.core.errors import NoEligibleModelError, UpstreamRejectedError
 from ladder.core.policy import Candidate
 from ladder.core.pool import ModelSpec
@@ -39,13 +36,10 @@ from ladder.core.pricing import Usage
 from ladder.core.upstream_replies import Completion
 from ladder.gateway.context import Purpose, RequestContext
 from ladder.gateway.costs import Cost, answer_cost
-from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import REQUEST_FAILURES, GatewayError, UpstreamError
 from ladder.gateway.gateway import Gateway, Routed
 from ladder.gateway.protocol import ChatCompletionCreateParams, extension
-from ladder.gateway.serving_chat import SSE_HEADERS, route_chat
-from ladder.gateway.sse import data_event
 from ladder.gateway.tracing import start_span
 
 
@@ -66,13 +60,14 @@ def cascade_requested(gw: Gateway, ctx: RequestContext, params: ChatCompletionCr
 class Stage:
     """One upstream answer in a cascade, what it cost and what the acceptance rule made of it."""
 
-    role: str  # "answer" or "second opinion"
+    role: str  # "answer", "second opinion" or "self-check"
     dispatched: Dispatched
     completion: Completion
     usage: Usage | None
     cost: Cost | None
     signals: Signals | None = None
     verdict: Verdict | None = None
+    note: str | None = None  # what a stage that is not judged found (a self-check's P(yes))
 
     @property
     def model(self) -> str:
@@ -85,7 +80,7 @@ class Stage:
             role=self.role,
             **(self.signals.to_dict() if self.signals is not None else {}),
             accepted=None if self.verdict is None else self.verdict.accepted,
-            reason=None if self.verdict is None else self.verdict.reason,
+            reason=self.note if self.verdict is None else self.verdict.reason,
             usage=None
             if self.usage is None
             else TokenCounts(prompt=self.usage.prompt_tokens, completion=self.usage.completion_tokens),
@@ -144,26 +139,37 @@ class Cascade:
         """One stage; an answer falls back along the decision's order, a second opinion asks one model."""
         order = self.order(first) if role == "answer" else [self.gw.pool.model(first.name)]
         purpose = Purpose.CASCADE_STAGE if role == "answer" else Purpose.SECOND_OPINION
+        stage = await self.call(order, role, purpose)
+        if role == "answer":
+            self.stages.append(stage)
+        return stage
+
+    async def call(
+        self, order: list[ModelSpec], role: str, purpose: Purpose, body: dict[str, Any] | None = None
+    ) -> Stage:
+        """One upstream call of this cascade, through the dispatcher; ``body`` defaults to the request's
+        own, with logprobs asked of an upstream that has not refused them (one that refuses is asked again
+        without)."""
         ctx = self.routed.ctx
         with start_span(self.gw.tracer, "ladder.core.cascade.stage") as span:
             span.set_attribute("ladder.core.cascade.role", role)
             span.set_attribute("ladder.core.cascade.index", len(self.stages))
-            try:
-                body = self.plain if order[0].name in self.refused_logprobs else self.body
+            if body is not None:
                 dispatched = await self.gw.dispatcher.send(ctx, order, body, False, purpose)
-            except UpstreamRejectedError:
-                if not self.config.logprobs or self.client_logprobs:
-                    raise
-                self.refused_logprobs.add(order[0].name)  # it refuses logprobs: the other signals decide
-                dispatched = await self.gw.dispatcher.send(ctx, order, self.plain, False, purpose)
+            else:
+                try:
+                    body = self.plain if order[0].name in self.refused_logprobs else self.body
+                    dispatched = await self.gw.dispatcher.send(ctx, order, body, False, purpose)
+                except UpstreamRejectedError:
+                    if not self.config.logprobs or self.client_logprobs:
+                        raise
+                    self.refused_logprobs.add(order[0].name)  # it refuses logprobs: the other signals decide
+                    dispatched = await self.gw.dispatcher.send(ctx, order, self.plain, False, purpose)
             completion = dispatched.completion
             usage = completion.usage
             cost = answer_cost(dispatched.model, self.gw.baseline, usage) if usage is not None else None
             span.set_attribute("ladder.model", dispatched.model.name)
-            stage = Stage(role, dispatched, completion, usage, cost)
-            if role == "answer":
-                self.stages.append(stage)
-            return stage
+            return Stage(role, dispatched, completion, usage, cost)
 
     def signals(self, stage: Stage, second: Stage | None, gap: float | None = None) -> Signals:
         agrees = answers_agree(stage.completion.text, second.completion.text) if second is not None else None
@@ -251,133 +257,3 @@ class Cascade:
                 raise second
             return first, None  # no second opinion: the other signals decide
         return first, second
-
-
-def stage_headers(stages: Sequence[Stage]) -> dict[str, str]:
-    """``x-ladder-cascade*``: every model asked, each acceptance score, and why it escalated."""
-
-    def score(s: Stage) -> str:
-        lp = s.signals.mean_logprob if s.signals is not None else None
-        agrees = s.signals.agrees if s.signals is not None else None
-        parts = [f"p={s.signals.router_p:.4f}" if s.signals is not None else "p=none"]
-        parts.append("logprob=none" if lp is None else f"logprob={lp:.4f}")
-        if agrees is not None:
-            parts.append(f"agrees={int(agrees)}")
-        if s.signals is not None and s.signals.router_gap is not None:
-            parts.append(f"gap={s.signals.router_gap:+.4f}")
-        return f"{s.model}:" + ";".join(parts)
-
-    answers = [s for s in stages if s.role == "answer"]
-    return {
-        "x-ladder-cascade": ",".join(
-            f"{s.model}={'accepted' if s.verdict and s.verdict.accepted else 'escalated'}" for s in answers
-        ),
-        "x-ladder-cascade-scores": ",".join(score(s) for s in answers),
-        "x-ladder-cascade-reasons": " | ".join(
-            f"{s.model}: {s.verdict.reason}" for s in answers if s.verdict is not None
-        ),
-        "x-ladder-cascade-calls": ",".join(f"{s.model}({s.role})" for s in stages),
-    }
-
-
-def total_cost(gw: Gateway, stages: Sequence[Stage], final: Stage) -> Cost | None:
-    """Every stage's cost added up, beside what the baseline would have charged for the final answer."""
-    if final.usage is None:
-        return None
-    spent = sum(s.cost.cost_usd for s in stages if s.cost is not None)
-    baseline = answer_cost(final.dispatched.model, gw.baseline, final.usage)
-    return Cost(spent, baseline.baseline_model, baseline.baseline_cost_usd)
-
-
-def account(gw: Gateway, routed: Routed, stages: Sequence[Stage], final: Stage) -> None:
-    """Metrics and latency for the stages other than the final answer (``Gateway.record`` does it; every
-    stage's spend was charged when it was paid)."""
-    for s in stages:
-        if s is final or s.usage is None:
-            continue
-        gw.metrics.tokens.labels(s.model, "prompt").inc(s.usage.prompt_tokens)
-        gw.metrics.tokens.labels(s.model, "completion").inc(s.usage.completion_tokens)
-        if s.cost is not None:
-            gw.metrics.cost.labels(s.model).inc(s.cost.cost_usd)
-        gw.latency.observe(s.dispatched, s.usage, 0.0)
-
-
-async def create_cascade_completion(
-    gw: Gateway,
-    ctx: RequestContext,
-    params: ChatCompletionCreateParams,
-    raw: dict[str, Any],
-    request: Request,
-) -> Response:
-    """Run the cascade and answer with the accepted stage's reply (plain, or as one held stream)."""
-    name = gw.settings.policy_name
-    routed_params = params.model_copy(update={"model": name}) if params.model == f"{name}-cascade" else params
-    routed, body, text = await route_chat(gw, ctx, routed_params, raw, request)
-    cascade = Cascade(gw, routed, body, request)
-    try:  # a cascade may ask every eligible model once: the hold covers them all (the dispatcher charges
-        # each stage and second opinion to it as it is paid, whatever happens to the cascade next)
-        eligible = gw.dispatcher.permitted(ctx, [gw.pool.model(c.name) for c in cascade.candidates()])
-        await gw.reserve(routed, eligible, body, every=True)
-        final, second = await cancel_on_disconnect(request, cascade.run())
-    except REQUEST_FAILURES as exc:
-        gw.record(routed, "chat", None, None, None, text, error=type(exc).__name__)  # stages paid stay charged
-        raise
-    except BaseException:
-        gw.release(routed)
-        raise
-    stages = [*cascade.stages, *([second] if second is not None and second not in cascade.stages else [])]
-    cost = total_cost(gw, stages, final)
-    account(gw, routed, stages, final)
-    answer = final.completion
-    completion = {**(answer.raw if cascade.client_logprobs else answer.without_logprobs()), "model": final.model}
-    headers = {**routed.headers(), **stage_headers(stages), "x-ladder-model": final.model}
-    headers["x-ladder-attempts"] = str(sum(len(s.dispatched.attempts) for s in stages))
-    if cost is not None:
-        headers["x-ladder-cost-usd"] = f"{cost.cost_usd:.8f}"
-        headers["x-ladder-baseline-cost-usd"] = f"{cost.baseline_cost_usd:.8f}"
-    summary = CascadeRecord(stages=[s.record() for s in stages], accepted=final.model)
-    costs = cost.to_dict() if cost is not None else {}
-    gw.record(
-        routed,
-        "chat",
-        final.dispatched,
-        final.usage,
-        cost,
-        text,
-        response_id=answer.id,
-        finish_reasons=answer.finish_reasons,
-        cascade=summary,
-    )
-    stages_summary = summary.model_dump(mode="json", exclude_unset=True)
-    ladder = {**routed.summary(), "model": final.model, **costs, "cascade": stages_summary}
-    if gw.shadow is not None:
-        gw.shadow.offer(routed.ctx, body, text, final.dispatched.model, answer)
-    if params.stream:
-        wants_usage = bool((params.stream_options or {}).get("include_usage"))
-        events = held_stream(answer, final.model, ladder, wants_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
-    completion["ladder"] = ladder
-    return JSONResponse(completion, headers=headers)
-
-
-async def held_stream(
-    answer: Completion, model: str, ladder: dict[str, Any], wants_usage: bool
-) -> AsyncIterator[bytes]:
-    """The accepted answer as OpenAI chunks: per choice its whole delta, then its finish; usage if asked."""
-    base = {
-        "id": answer.raw.get("id", "chatcmpl-ladder"),
-        "object": "chat.completion.chunk",
-        "created": answer.raw.get("created", int(time.time())),
-        "model": model,
-    }
-    for i, choice in enumerate(answer.choices):
-        delta: dict[str, Any] = {"role": "assistant", "content": choice.text}
-        if choice.tool_calls:
-            delta["tool_calls"] = [{"index": k, **call.raw} for k, call in enumerate(choice.tool_calls)]
-        index = choice.index if choice.index is not None else i
-        yield data_event({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
-        finish = choice.finish_reason or "stop"
-        yield data_event({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
-    if wants_usage and answer.raw.get("usage"):
-        yield data_event({**base, "choices": [], "usage": answer.raw["usage"], "ladder": ladder})
-    yield data_event("[DONE]")

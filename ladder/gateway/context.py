@@ -27,6 +27,7 @@ class Purpose(StrEnum):
     ANSWER = "answer"  # the answer, its retries and fallbacks
     CASCADE_STAGE = "cascade stage"
     SECOND_OPINION = "second opinion"
+    SELF_CHECK = "self-check"  # a calibrated cascade asks a model whether its answer is right
     SHADOW_REFERENCE = "shadow reference"
     SHADOW_JUDGE = "shadow judge"
 

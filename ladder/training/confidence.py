@@ -20,6 +20,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ladder.core.confidence_plan import CONFIDENCE_COLUMNS, confidence_columns, logit
 from ladder.core.errors import DataError
 from ladder.training.dataset import RoutingData
 from ladder.training.pca import principal_axes
@@ -65,22 +66,16 @@ def word_prompts(questions: list[str], fit_rows: np.ndarray, dims: int = 64) -> 
     return np.asarray(svd.transform(words.transform(questions)), dtype=np.float32)
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.asarray(np.log(p) - np.log1p(-p))
-
-
 def confidence_features(data: RoutingData, model: int) -> np.ndarray:
-    """The raw confidence of ``model``'s answers, read by kind: [rows, 6] (log-probability, probability and
-    log-odds, once per kind; -inf is a certain "no", 0 a certain "yes")."""
+    """The raw confidence of ``model``'s answers, read by kind (`ladder.core.confidence_plan.
+    confidence_columns`): [rows, 7] (log-probability, probability and log-odds, once per kind; -inf is a
+    certain "no", 0 a certain "yes")."""
     if data.answer_logprobs is None:
         raise DataError("the data has no answer_logprob column: a calibrated cascade needs confidences")
-    lp = np.clip(np.nan_to_num(data.answer_logprobs[:, model].astype(np.float64), nan=-20.0), -20.0, -1e-6)
     kinds = data.confidence_kinds
-    check = np.zeros(len(lp), dtype=bool) if kinds is None else kinds[:, model] == SELF_CHECK
-    p = np.exp(lp)
-    read = np.stack([lp, p, logit(p)], axis=1)
-    return np.hstack([read * ~check[:, None], read * check[:, None], check[:, None].astype(np.float64)])
+    check = np.zeros(len(data), dtype=bool) if kinds is None else kinds[:, model] == SELF_CHECK
+    columns = confidence_columns(data.answer_logprobs[:, model], check)
+    return np.stack([columns[name] for name in CONFIDENCE_COLUMNS], axis=1)
 
 
 def _fit_predict(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, c: float = 1.0) -> np.ndarray:

@@ -11,15 +11,18 @@ curve; the user's objective picks one of them on training rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ladder.core.confidence_plan import CalibratedPlan
+from ladder.core.rung import RungSettings
 from ladder.training.confidence import CalibrationSettings, Side, fit_confidence
 from ladder.training.confidence_plans import (
     Outcomes,
+    StateSettings,
     chain_grid,
     expected_costs,
     expected_task_costs,
@@ -33,6 +36,7 @@ from ladder.training.confidence_plans import (
 from ladder.training.confidence_states import READS, States, fit_states
 from ladder.training.dataset import RoutingData
 from ladder.training.objectives import BOOTSTRAP_DRAWS, cost_to_match_interval
+from ladder.training.served_plan import fit_served_plan, play_plan, recorded_inputs
 
 HALF = 0.5
 CASCADE = "Ladder: router + calibrated cascade"
@@ -48,13 +52,19 @@ class PlanRun:
     train: Outcomes
     test: Outcomes
     settings: list[str]
+    grid: list[Any] = field(default_factory=list)  # the setting objects, where the plan can be served
 
 
 def _run(
-    name: str, play_train: Outcomes, replay: Callable[[list[int]], Outcomes], describe: Callable[[int], str]
+    name: str,
+    play_train: Outcomes,
+    replay: Callable[[list[int]], Outcomes],
+    describe: Callable[[int], str],
+    grid: Sequence[Any] = (),
 ) -> PlanRun:
     kept = frontier(play_train)
-    return PlanRun(name, play_train.take(kept), replay(kept), [describe(k) for k in kept])
+    objects = [grid[k] for k in kept] if grid else []
+    return PlanRun(name, play_train.take(kept), replay(kept), [describe(k) for k in kept], objects)
 
 
 def _rung_plan(
@@ -68,6 +78,7 @@ def _rung_plan(
         outcomes,
         lambda kept: play(test, sides[1], costs[1], [grid[k] for k in kept]),
         lambda k: f"cost_weight={grid[k].cost_weight:.4g} margin={grid[k].margin:g} max_stages={grid[k].max_stages}",
+        grid,
     )
 
 
@@ -78,8 +89,11 @@ def _state_plan(name: str, train: RoutingData, test: RoutingData, states: tuple[
         name,
         play_states(train, states[0], costs[0], grid),
         lambda kept: play_states(test, states[1], costs[1], [grid[k] for k in kept]),
-        lambda k: f"cost_weight={grid[k].rung.cost_weight:.4g} margin={grid[k].rung.margin:g} "
-        f"max_stages={grid[k].rung.max_stages} reads={READS[grid[k].reads]}",
+        lambda k: (
+            f"cost_weight={grid[k].rung.cost_weight:.4g} margin={grid[k].rung.margin:g} "
+            f"max_stages={grid[k].rung.max_stages} reads={READS[grid[k].reads]}"
+        ),
+        grid,
     )
 
 
@@ -199,6 +213,7 @@ def _recommend(cascade: PlanRun, router: PlanRun, ref: Reference) -> dict[str, A
     )
     return {
         "recommended": cascade.name if pick_cascade else router.name,
+        "recommended_setting": cascade.settings[c] if pick_cascade and c is not None else router.settings[r],
         "why": verdict,
         "training_accuracy_gain_interval": train_gain,
         "held_out": held_out,
@@ -207,6 +222,12 @@ def _recommend(cascade: PlanRun, router: PlanRun, ref: Reference) -> dict[str, A
 
 def evaluate_confidence(data: RoutingData, prompts: np.ndarray) -> dict[str, Any]:
     """The whole report (see the module); ``prompts`` are the prompt embeddings in ``data``'s row order."""
+    return evaluate_confidence_plan(data, prompts)[0]
+
+
+def evaluate_confidence_plan(data: RoutingData, prompts: np.ndarray) -> tuple[dict[str, Any], CalibratedPlan]:
+    """`evaluate_confidence`'s report, and the recommended plan in the form the gateway serves (its
+    held-out figures are the report's ``served_plan``)."""
     is_train = np.array([s == "train" for s in data.splits])
     train, test = data.subset(is_train), data.subset(~is_train)
     embeddings = (prompts[is_train], prompts[~is_train])
@@ -233,7 +254,9 @@ def evaluate_confidence(data: RoutingData, prompts: np.ndarray) -> dict[str, Any
         summary["per_task"] = {t: _per_task(run, ref, rows) for t, rows in task_rows.items()}
         plans[run.name] = summary
     by_name = {r.name: r for r in runs}
-    return {
+    recommendation = _recommend(by_name[CASCADE], by_name["prefill router"], ref)
+    served, plan = _served(train, test, full, by_name[recommendation["recommended"]], recommendation, ref)
+    report = {
         "data": {"train_questions": len(train), "test_questions": len(test), "models": data.models, "tasks": tasks},
         "reference": {
             "model": ref.model,
@@ -243,8 +266,43 @@ def evaluate_confidence(data: RoutingData, prompts: np.ndarray) -> dict[str, Any
         "goals": {"match_at_most_share": 0.70, "accuracy_at_half_cost_at_least": 0.825},
         "calibration": _calibration(test, full[1], authors[1]),
         "plans": plans,
-        "recommendation": _recommend(by_name[CASCADE], by_name["prefill router"], ref),
+        "recommendation": recommendation,
+        "served_plan": served,
     }
+    return report, plan
+
+
+def _served(
+    train: RoutingData,
+    test: RoutingData,
+    full: tuple[Side, Side],
+    run: PlanRun,
+    recommendation: dict[str, Any],
+    ref: Reference,
+) -> tuple[dict[str, Any], CalibratedPlan]:
+    """The recommended setting as a servable plan (`ladder.training.served_plan`) and its held-out figures
+    when played as the gateway runs it."""
+    setting = run.grid[run.settings.index(recommendation["recommended_setting"])]
+    if isinstance(setting, RungSettings):  # the prefill router: one stage, nothing read
+        setting = StateSettings(setting, READS.index("none"))
+    plan = fit_served_plan(train, full[0].prefill, setting)
+    played = play_plan(plan, full[1].prefill, *recorded_inputs(test))
+    rows = np.arange(len(test))
+    base = float(ref.test_cost.mean())
+    summary = {
+        "setting": recommendation["recommended_setting"],
+        "held_out": {
+            "accuracy": round(float(test.labels[rows, played.returned].mean()), 4),
+            "cost_share": round(float(played.cost.mean() / base), 4),
+            "mean_models_asked": round(float((played.order >= 0).sum(axis=1).mean()), 3),
+            "self_checks_per_question": round(float(played.checked.sum(axis=1).mean()), 3),
+        },
+        "reads": "the router's P(correct) per model; each answer's confidence (its own logprob where it picks "
+        "an option letter, else a self-check's P(yes) where the plan pays one); the answers' agreement",
+        "not_served": "the task label (unknown to the gateway) and the prompt features (the router's "
+        "P(correct) stands in for them)",
+    }
+    return summary, plan
 
 
 def _per_task(run: PlanRun, ref: Reference, rows: np.ndarray) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import KFold
 
-from ladder.core.answers import answers_agree, squad_text
-from ladder.training.confidence import FOLDS, SELF_CHECK, Side, logit, reduce_prompts
+from ladder.core.answers import agreement as answer_agreement
+from ladder.core.confidence_plan import logit
+from ladder.training.confidence import FOLDS, SELF_CHECK, Side, reduce_prompts
 from ladder.training.dataset import RoutingData
 
 READS = ("none", "cheaper")
@@ -43,35 +44,24 @@ class States:
 
 
 def agreement(data: RoutingData) -> np.ndarray:
-    """[rows, models, models]: +1 where two models' answers agree, -1 where they differ, and for long free
-    text that `answers_agree` cannot settle, the word overlap (F1 of SQuAD-normalised words) mapped to
-    [-1, 1]. Read from the answers alone, so it costs nothing beyond the answers."""
+    """[rows, models, models]: every pair of models' answers' `ladder.core.answers.agreement` (+1 agree, -1
+    differ, for long free text the word overlap mapped to [-1, 1]). Read from the answers alone, so it costs
+    nothing beyond the answers."""
     n, models = data.labels.shape
     out = np.zeros((n, models, models))
     if data.answers is None:
         return out
     for i in range(n):
-        words = [squad_text(str(a)).split() if a is not None else [] for a in data.answers[i]]
         for a, b in itertools.combinations(range(models), 2):
-            agree = answers_agree(data.answers[i, a], data.answers[i, b])
-            value = (1.0 if agree else -1.0) if agree is not None else 2.0 * _overlap(words[a], words[b]) - 1.0
-            out[i, a, b] = out[i, b, a] = value
+            out[i, a, b] = out[i, b, a] = answer_agreement(data.answers[i, a], data.answers[i, b])
     return out
 
 
-def _overlap(a: list[str], b: list[str]) -> float:
-    if not a or not b:
-        return 0.0
-    common = sum(min(a.count(w), b.count(w)) for w in set(a))
-    return 0.0 if common == 0 else 2.0 * common / (len(a) + len(b))
-
-
-def _newton(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, c: float) -> np.ndarray:
+def _standardised_fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An L2-penalised logistic model on standardised columns (penalty ``1 / (2c) |w|^2``, as
     scikit-learn's ``C``; the intercept is not penalised), fitted by Newton steps: hundreds of these small
-    fits take seconds, where a general solver takes minutes on a shared machine."""
-    if y.min() == y.max():
-        return np.full(len(x_new), float(y[0]))
+    fits take seconds, where a general solver takes minutes on a shared machine. Returns (weights with the
+    intercept first, column means, column scales)."""
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     design = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
@@ -86,8 +76,26 @@ def _newton(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, c: float) -> np.nda
         w -= move
         if np.abs(move).max() < 1e-8:
             break
+    return w, mean, scale
+
+
+def _newton(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, c: float) -> np.ndarray:
+    """P on ``x_new`` of `_standardised_fit` on (``x``, ``y``) (a constant label: that label)."""
+    if y.min() == y.max():
+        return np.full(len(x_new), float(y[0]))
+    w, mean, scale = _standardised_fit(x, y, c)
     new = np.hstack([np.ones((len(x_new), 1)), (x_new - mean) / scale])
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(new @ w, -30, 30))))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = STATE_C) -> tuple[float, np.ndarray]:
+    """`_standardised_fit` on the columns' own scale: (intercept, one weight per column); a constant label
+    gives a certain intercept and no weight."""
+    if y.min() == y.max():
+        return (30.0 if y[0] > 0.5 else -30.0), np.zeros(x.shape[1])
+    w, mean, scale = _standardised_fit(x, y, c)
+    weights = w[1:] / scale
+    return float(w[0] - (weights * mean).sum()), weights
 
 
 def _both_sides(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

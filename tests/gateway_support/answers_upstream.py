@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ladder.core.confidence_plan import SELF_CHECK_PROMPT
 
 
 @dataclass
@@ -20,6 +23,7 @@ class Answer:
     logprob: float = -0.05
     logprobs: str = "yes"  # yes: returns them when asked | ignore: never returns them | refuse: 400 if asked
     fail: bool = False
+    yes_logprob: float = math.log(0.5)  # a self-check's log P("yes") (-inf: a certain "no")
 
 
 @dataclass
@@ -29,8 +33,10 @@ class AnswersUpstream:
     answers: dict[str, Answer] = field(default_factory=dict)
     seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def set(self, model: str, text: str, logprob: float = -0.05, logprobs: str = "yes") -> None:
-        self.answers[model] = Answer(text, logprob, logprobs)
+    def set(
+        self, model: str, text: str, logprob: float = -0.05, logprobs: str = "yes", yes_logprob: float = math.log(0.5)
+    ) -> None:
+        self.answers[model] = Answer(text, logprob, logprobs, yes_logprob=yes_logprob)
 
     def fail(self, model: str) -> None:
         self.answers[model] = Answer(fail=True)
@@ -40,7 +46,37 @@ class AnswersUpstream:
         self.seen.clear()
 
     def asked(self) -> list[str]:
-        return [model for model, _ in self.seen]
+        """The models asked for an answer, in order (self-checks left out)."""
+        return [model for model, body in self.seen if not is_self_check(body)]
+
+    def checked(self) -> list[str]:
+        """The models asked whether their answer is right, in order."""
+        return [model for model, body in self.seen if is_self_check(body)]
+
+
+def is_self_check(body: dict[str, Any]) -> bool:
+    messages = body.get("messages") or [{}]
+    return isinstance(messages[-1], dict) and messages[-1].get("content") == SELF_CHECK_PROMPT
+
+
+SELF_CHECK_USAGE = (30, 1)
+"""A self-check reply's (prompt, completion) tokens."""
+
+
+def _self_check(model: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """One token, "Yes" or "No" (the likelier), with both in its top logprobs where they are finite."""
+    yes = answer.yes_logprob
+    no = math.log1p(-math.exp(yes)) if yes > -math.inf else 0.0
+    top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in (("Yes", yes), ("No", no)) if math.isfinite(lp)]
+    token = "Yes" if yes >= no else "No"
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": token}, "finish_reason": "length"}
+    if body.get("logprobs") and answer.logprobs == "yes":
+        lp = yes if token == "Yes" else no
+        choice["logprobs"] = {"content": [{"token": token, "logprob": lp, "bytes": None, "top_logprobs": top}]}
+    prompt, completion = SELF_CHECK_USAGE
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"id": f"chatcmpl-check-{model}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", model), "choices": [choice], "usage": usage}  # fmt: skip
 
 
 def _completion(model: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
@@ -89,6 +125,8 @@ def answers_upstream_app(state: AnswersUpstream) -> Starlette:
                 "param": "logprobs",
             }
             return JSONResponse({"error": error}, 400)
+        if is_self_check(body):
+            return JSONResponse(_self_check(model, body, answer))
         return JSONResponse(_completion(model, body, answer))
 
     return Starlette(routes=[Route("/{model}/v1/chat/completions", chat, methods=["POST"])])

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from ladder.gateway.cascade import cascade_requested, create_cascade_completion
+from ladder.gateway.cascade import cascade_requested
 from ladder.gateway.deps import ClientDep, GatewayDep, parse, read_json, require_api_key, within_limits
 from ladder.gateway.protocol import ChatCompletionCreateParams
+from ladder.gateway.serving_cascade import create_cascade_completion
 from ladder.gateway.serving_chat import create_chat_completion
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
