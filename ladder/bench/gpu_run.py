@@ -40,6 +40,7 @@ from ladder.bench import gpu_perf as perf
 from ladder.bench.gpu_gateway import environment, measure_gateway, prompt_text
 from ladder.bench.gpu_preflight import Preflight, preflight
 from ladder.bench.gpu_sampler import GpuSampler, summarise
+from ladder.core.atomic import partial_file
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.encoder import EncoderInfo
 from ladder.core.errors import LadderError
@@ -385,7 +386,8 @@ def run_gpu_bench(options: GpuBenchOptions, log: Log = print) -> tuple[dict[str,
         "figures": has_figures,
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with partial_file(options.out) as partial:
+        partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     status = 0 if has_figures else EXIT_FAILED if any("failed" in r for r in records) else EXIT_SKIPPED
     log(f"wrote {options.out} ({'figures' if has_figures else 'no GPU figures'}; exit {status})")
     return report, status

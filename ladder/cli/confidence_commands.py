@@ -34,6 +34,7 @@ def evaluate_confidence(
     """Tune the router and calibrated cascade on the training rows; report every plan on the held-out rows."""
     import numpy as np
 
+    from ladder.core.atomic import partial_file
     from ladder.core.errors import DataError
     from ladder.training.confidence import word_prompts
     from ladder.training.confidence_plot import plot_confidence
@@ -67,7 +68,8 @@ def evaluate_confidence(
     report, plan = run(dataset, features)
     report["prompt_features"] = "tf-idf (64 axes)" if prompts == "words" else f"encoder {encoder}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    with partial_file(out / "report.json") as partial:
+        partial.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     plot_confidence(report, out / "curve.png")
     ref = report["reference"]
     for name, plan in report["plans"].items():

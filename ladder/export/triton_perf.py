@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ladder.core.atomic import partial_file
 from ladder.core.checkpoint import Checkpoint
 from ladder.core.encoder import EncoderInfo, OnnxEncoder, Tokenizer, Variant
 from ladder.core.errors import LadderError
@@ -207,7 +208,8 @@ def run_benchmark(
         "points": points,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "triton_cpu.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    with partial_file(out_dir / "triton_cpu.json") as partial:
+        partial.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out_dir / "triton_cpu.md").write_text(markdown(report), encoding="utf-8")
     log(f"wrote {out_dir / 'triton_cpu.json'} and {out_dir / 'triton_cpu.md'}")
     return report
