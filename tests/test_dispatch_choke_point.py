@@ -38,7 +38,7 @@ pytest_plugins = ["gateway_support.fixtures"]
 
 GATEWAY = Path(__file__).resolve().parent.parent / "ladder" / "gateway"
 # modules that can open a connection to an upstream: only the dispatcher may import them
-UPSTREAM_MODULES = {"ladder.core.upstream", "httpx_aiohttp", "aiohttp", "openai", "anthropic"}
+UPSTREAM_MODULES = {"ladder.core.upstream", "ladder.core.upstream_http", "aiohttp", "openai", "anthropic"}
 DISPATCHER = GATEWAY / "dispatch.py"
 TYPE_ONLY = {"app.py": {"httpx"}}  # the transport seam's type, handed to the dispatcher
 

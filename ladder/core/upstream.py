@@ -1,12 +1,11 @@
-"""Calls to OpenAI-compatible upstreams over one pooled httpx client: limits, retry rules, checked replies.
+"""Calls to OpenAI-compatible upstreams over one pool of connections: limits, retry rules, checked replies.
 
-The client is httpx's (``httpx.Limits`` for the pool and keep-alive expiry, ``HTTPS_PROXY`` and ``NO_PROXY``
-honoured, TLS verified against certifi plus an optional private CA bundle). Its transport is aiohttp's
-connection pool (``httpx-aiohttp``) by default, which costs a quarter of the CPU per call of httpx's own
-(httpcore rescans every pooled connection on every request); ``http="httpx"`` selects httpx's own. Neither
-resends a POST once written. This module says, for every failure, whether the same model may be tried again
-(``UpstreamError.retry_same``): only when the request provably did not reach it (no connection was made)
-or was answered with an explicit server error, never after a timeout or a reset.
+The pool is aiohttp's by default, used directly (``ladder.core.upstream_http``), or httpx's
+(``http="httpx"``, or a test's ``httpx`` transport): either keeps connections alive within its limits and
+expiry, honours ``HTTPS_PROXY`` and ``NO_PROXY``, and verifies TLS against certifi plus an optional private CA
+bundle. Neither resends a POST once written. This module says, for every failure, whether the same model may
+be tried again (``UpstreamError.retry_same``): only when the request provably did not reach it (no connection
+was made) or was answered with an explicit server error, never after a timeout or a reset.
 """
 
 from __future__ import annotations
@@ -17,18 +16,19 @@ import json
 import math
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import httpx
-from httpx_sse import EventSource, ServerSentEvent, SSEError
+from httpx_sse import ServerSentEvent, SSEError
 
 from ladder.core.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from ladder.core.pool import ModelSpec
 from ladder.core.secrets import secret
+from ladder.core.upstream_http import AiohttpPool, HttpxPool, Opened, Pool
 from ladder.core.upstream_replies import Chunk, Completion, completion
 from ladder.core.upstream_replies import chunk as checked_chunk
 
@@ -41,23 +41,29 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 HttpClient = Literal["aiohttp", "httpx"]
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass
 class UpstreamReply:
-    """An upstream's answer: the open response, and a plain answer's body or a stream's events.
+    """An upstream's answer: its status, and a plain answer's body or a stream's events.
 
     ``body`` is a plain answer's whole body (``b""`` for a stream) and ``completion`` its checked view;
-    ``events`` yields a stream's server-sent events, the first one (already received) included.
+    ``events`` yields a stream's server-sent events, the first one (already received) included, and
+    ``close`` lets go of a stream's connection.
     """
 
-    response: httpx.Response
+    status: int
     body: bytes
     completion: Completion | None = None
     events: AsyncIterator[ServerSentEvent] | None = field(default=None)
+    close: Callable[[], Awaitable[None]] = _nothing
 
     async def aclose(self) -> None:
         if isinstance(self.events, AsyncGenerator):
             await self.events.aclose()
-        await self.response.aclose()
+        await self.close()
 
 
 def upstream_body(spec: ModelSpec, body: Mapping[str, Any], stream: bool) -> dict[str, Any]:
@@ -78,9 +84,9 @@ def upstream_url(spec: ModelSpec) -> str:
     return str(spec.upstream.base_url).rstrip("/") + "/chat/completions"
 
 
-def retry_after_s(response: httpx.Response) -> float | None:
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """The ``Retry-After`` header in seconds (delta or HTTP date), capped at an hour; None when absent."""
-    value = response.headers.get("retry-after", "").strip()
+    value = headers.get("retry-after", "").strip()
     if not value:
         return None
     try:
@@ -119,10 +125,10 @@ def _rejection(status: int, body: bytes, spec: ModelSpec) -> UpstreamRejectedErr
     return UpstreamRejectedError(status, message, envelope)
 
 
-def _status_error(response: httpx.Response, spec: ModelSpec) -> UpstreamError:
+def _status_error(response: Opened, spec: ModelSpec) -> UpstreamError:
     """An error status that falls back to the next model; the upstream's body is never kept."""
-    status = response.status_code
-    wait = retry_after_s(response) if status in (429, 503) else None
+    status = response.status
+    wait = retry_after_s(response.headers) if status in (429, 503) else None
     return UpstreamError(
         f"upstream for {spec.name} answered HTTP {status}",
         f"HTTP {status}",
@@ -160,31 +166,23 @@ class UpstreamClient:
             max_keepalive_connections=min(keepalive_connections, max_connections),
             keepalive_expiry=keepalive_expiry_s,
         )
-        client_class = httpx.AsyncClient
-        if http == "aiohttp":
-            from httpx_aiohttp import HttpxAiohttpClient
-
-            client_class = HttpxAiohttpClient
-        self._client = client_class(
-            transport=transport,
-            limits=limits,
-            verify=ssl_context(ca_bundle),
-            trust_env=True,
-            follow_redirects=False,
+        verify = ssl_context(ca_bundle)
+        self._pool: Pool = (
+            AiohttpPool(limits, verify)
+            if http == "aiohttp" and transport is None
+            else HttpxPool(limits, verify, transport)
         )
+        self._urls: dict[str, str] = {}
 
-        self._urls: dict[str, httpx.URL] = {}
-
-    def _url(self, spec: ModelSpec) -> httpx.URL:
-        """``spec``'s URL, parsed once (parsing costs more than the rest of building a request)."""
+    def _url(self, spec: ModelSpec) -> str:
         key = str(spec.upstream.base_url)
         url = self._urls.get(key)
         if url is None:
-            url = self._urls[key] = httpx.URL(upstream_url(spec))
+            url = self._urls[key] = upstream_url(spec)
         return url
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     def headers(self, spec: ModelSpec, extra: Mapping[str, str], stream: bool = False) -> dict[str, str]:
         headers = {
@@ -214,32 +212,28 @@ class UpstreamClient:
         ``timeout_s``); a stream's later reads each get ``timeout_s``.
         """
         first_byte_s = min(first_byte_s or timeout_s, timeout_s)
-        timeout = httpx.Timeout(
-            timeout_s, connect=min(self.connect_timeout_s, first_byte_s), pool=first_byte_s
-        )
-        request = self._client.build_request(
-            "POST",
-            self._url(spec),
-            content=json.dumps(upstream_body(spec, body, stream), separators=(",", ":")).encode(),
-            headers=self.headers(spec, headers, stream),
-            timeout=timeout,
-        )
-        response: httpx.Response | None = None
+        content = json.dumps(upstream_body(spec, body, stream), separators=(",", ":")).encode()
+        response: Opened | None = None
         events: AsyncGenerator[ServerSentEvent, None] | None = None
         started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(first_byte_s) as limit:
-                response = await self._client.send(request, stream=True)
-                if stream and response.status_code < 300:
-                    events = EventSource(response).aiter_sse()
+                response = await self._pool.open(
+                    self._url(spec),
+                    content,
+                    self.headers(spec, headers, stream),
+                    timeout_s,
+                    first_byte_s,
+                    min(self.connect_timeout_s, first_byte_s),
+                )
+                if stream and response.status < 300:
+                    events = response.events()
                     first = await anext(events, None)
                     if first is None:
-                        raise UpstreamError(
-                            f"upstream for {spec.name} ended its stream at once", "empty stream"
-                        )
-                    return UpstreamReply(response, b"", None, _chain(first, events))
+                        raise UpstreamError(f"upstream for {spec.name} ended its stream at once", "empty stream")
+                    return UpstreamReply(response.status, b"", None, _chain(first, events), response.aclose)
                 limit.reschedule(started + timeout_s)  # the headers came: the body within the attempt
-                data = await response.aread()
+                data = await response.read()
             await response.aclose()
         except BaseException as exc:
             if events is not None:
@@ -250,12 +244,12 @@ class UpstreamClient:
             if translated is exc:
                 raise
             raise translated from exc
-        status = response.status_code
+        status = response.status
         if status in REJECTED_STATUSES:
             raise _rejection(status, data, spec)
         if status >= 300:
             raise _status_error(response, spec)
-        return UpstreamReply(response, data, completion(data, spec.name))
+        return UpstreamReply(status, data, completion(data, spec.name))
 
 
 def _translate(exc: BaseException, spec: ModelSpec, limit_s: float) -> BaseException:

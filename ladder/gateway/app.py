@@ -29,7 +29,7 @@ from ladder.gateway.middleware import (
 from ladder.gateway.routes import chat, health, messages, responses, route
 from ladder.gateway.routes import feedback as feedback_routes
 from ladder.gateway.routes import usage as usage_routes
-from ladder.gateway.settings import Settings, available_cpus, load_settings
+from ladder.gateway.settings import Settings, available_cpus, load_settings, scoring_batch
 from ladder.gateway.shadow import ShadowJudge
 from ladder.gateway.spend import SpendHook
 from ladder.gateway.state import make_state
@@ -62,7 +62,7 @@ def create_app(
     dispatcher = Dispatcher.from_settings(settings, metrics, tracer, upstream_transport)
     batcher = ScoreBatcher(
         functools.partial(score_texts, router),
-        max_batch=settings.batch_max_size,
+        max_batch=scoring_batch(settings),
         max_wait_s=settings.batch_wait_ms / 1000,
         on_batch=metrics.batch_size.observe,
         workers=settings.scorer_workers or available_cpus(),

@@ -33,14 +33,15 @@ async def require_api_key(request: Request, gw: GatewayDep) -> Client:
 ClientDep = Annotated[Client, Depends(require_api_key)]
 
 
-async def within_rate_limit(gw: GatewayDep, client: ClientDep) -> None:
-    """429 with ``Retry-After`` when the client key is over its requests per minute."""
-    await gw.limits.admit(client, spends=False)
-
-
-async def within_limits(gw: GatewayDep, client: ClientDep) -> None:
-    """429 with ``Retry-After`` when the client key is over its requests per minute or its budget."""
-    await gw.limits.admit(client, spends=True)
+async def admit(request: Request, spends: bool = True) -> tuple[Gateway, Client]:
+    """The gateway and the authenticated client (``ClientDep``), admitted within its requests per minute and,
+    if ``spends``, its budget (429 with ``Retry-After`` otherwise). The scored routes call this first rather
+    than declaring it as dependencies: FastAPI resolving three of them cost a tenth of the gateway's own CPU
+    per request."""
+    gw: Gateway = request.app.state.gateway
+    client = gw.clients.authenticate(request.headers)
+    await gw.limits.admit(client, spends=spends)
+    return gw, client
 
 
 def _no_constant(name: str) -> Any:

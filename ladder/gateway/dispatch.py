@@ -315,5 +315,5 @@ class Dispatcher:
             except UpstreamError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise
-            span.set_attribute("http.response.status_code", reply.response.status_code)
+            span.set_attribute("http.response.status_code", reply.status)
             return reply

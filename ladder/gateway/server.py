@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import socket
 
@@ -36,4 +37,6 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     """Serve until interrupted; the port is bound first, so a busy one is a clear error, not exit 3."""
     sock = sock or bind(settings)
     server = uvicorn.Server(uvicorn_config(settings))
+    gc.collect()
+    gc.freeze()  # the loaded router and app live as long as the process: later collections skip them
     server.run(sockets=[sock] if sock is not None else None)

@@ -7,24 +7,23 @@ from starlette.responses import Response
 
 from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body
 from ladder.gateway.capabilities import prompt_tokens
-from ladder.gateway.deps import ClientDep, GatewayDep, parse, read_json, require_api_key, within_limits
+from ladder.gateway.deps import GatewayDep, admit, parse, read_json, require_api_key
 from ladder.gateway.serving_messages import create_message
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter()
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post("/v1/messages/count_tokens", dependencies=[Depends(require_api_key)])
 async def count_tokens(request: Request, gw: GatewayDep) -> dict[str, int]:
     """An estimate of the request's input tokens (what the gateway prices and checks windows with)."""
-    params = parse(
-        MessageCreateParams, {"max_tokens": 1, **await read_json(request, gw.settings.max_body_bytes)}
-    )
+    params = parse(MessageCreateParams, {"max_tokens": 1, **await read_json(request, gw.settings.max_body_bytes)})
     return {"input_tokens": prompt_tokens(to_chat_body(params))}
 
 
-@router.post("/v1/messages", dependencies=[Depends(within_limits)])
-async def messages(request: Request, gw: GatewayDep, client: ClientDep) -> Response:
+@router.post("/v1/messages")
+async def messages(request: Request) -> Response:
     """The Anthropic Messages API, routed like chat completions."""
+    gw, client = await admit(request)
     raw = await read_json(request, gw.settings.max_body_bytes)
     params = parse(MessageCreateParams, raw)
     return await create_message(gw, gw.context(client, request.headers, raw), params, request)

@@ -6,22 +6,23 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from ladder.gateway.deps import ClientDep, GatewayDep, parse, read_json, require_api_key, within_rate_limit
+from ladder.gateway.deps import GatewayDep, admit, parse, read_json, require_api_key
 from ladder.gateway.protocol import ModelList, RouteRequest
 from ladder.gateway.serving_route import create_route, list_models
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter()
 
 
-@router.post("/v1/route", dependencies=[Depends(within_rate_limit)])
-async def route(request: Request, gw: GatewayDep, client: ClientDep) -> dict[str, Any]:
+@router.post("/v1/route")
+async def route(request: Request) -> dict[str, Any]:
     """The routing decision for a chat request or a prompt; no upstream is called."""
+    gw, client = await admit(request, spends=False)
     raw = await read_json(request, gw.settings.max_body_bytes)
     params = parse(RouteRequest, raw)
     return await create_route(gw, gw.context(client, request.headers, raw), params, raw, request)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", dependencies=[Depends(require_api_key)])
 async def models(gw: GatewayDep) -> ModelList:
     """The policies and the pool."""
     return list_models(gw)
