@@ -5,7 +5,7 @@ Builds what is missing (``scripts/build_images.sh``; arm64 runs under qemu-user-
 decisions, every P(correct) and the largest difference between the architectures as JSON (default
 docs/images/arm64-parity.json). The fp32 encoder comes from the image when it ships one (``ENCODER_FP32=1``),
 else from ``--encoder DIR`` (a ``ladder setup`` build, mounted read-only). Exits 1 when a decision differs, or
-when a P(correct) of a variant held to the tolerance (``--exact``, default fp32) differs by more than it.
+when a P(correct) of a variant held to the tolerance (``--exact``, default int8 and fp32) differs by more than it.
 
     python scripts/arm64_parity.py [--out docs/images/arm64-parity.json] [--tolerance 1e-4] [--encoder DIR]
 """
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs/images/arm64-parity.json")
     parser.add_argument("--tolerance", type=float, default=1e-4)
     parser.add_argument("--variants", default="int8,fp32", help="encoder variants to compare")
-    parser.add_argument("--exact", default="fp32", help="variants whose P(correct) must agree within --tolerance")
+    parser.add_argument("--exact", default="int8,fp32", help="variants whose P(correct) must agree within --tolerance")
     parser.add_argument("--encoder", type=Path, help="an encoder build with encoder.onnx, for images without one")
     parser.add_argument("--source", action="store_true", help="run this checkout's ladder package in the images")
     args = parser.parse_args()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +24,9 @@ from tokenizers import Tokenizer as HfTokenizer
 from ladder.core.errors import CheckpointError, ConfigError, LadderError
 from ladder.core.prompt import check_string
 
+if TYPE_CHECKING:
+    import onnx
+
 Variant = Literal["fp32", "int8"]
 INFO_FILE = "encoder.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -31,8 +34,8 @@ CHARS_PER_TOKEN_WINDOW = 12  # a long text is tokenized from its last max_tokens
 
 
 class EncoderVariant(StrEnum):
-    """Which encoder graph embeds: fp32 (the same scores on every CPU) or int8 (faster; its per-token
-    activation quantisation puts the scores within about 0.015 of fp32, and differs in that noise across CPUs)."""
+    """Which encoder graph embeds: fp32 or int8 (faster; its per-token activation quantisation puts the scores
+    within about 0.015 of fp32). fp32 scores agree across CPUs to 1e-6, int8 embeddings bit for bit (``same_bits``)."""
 
     FP32 = "fp32"
     INT8 = "int8"
@@ -220,34 +223,51 @@ def _similar_widths(widths: list[int], slack: float = 1.25, extra: int = 16) -> 
 
 # ORT's u8s8 int8 MatMul on x86 CPUs without VNNI (AVX2, AVX-512F) adds products pairwise into int16 with
 # saturation (vpmaddubsw); ARM, and x86 with VNNI, sum exactly. This option makes those x86 CPUs use the exact
-# u8u8 kernel, so the int8 encoder gives the same embedding (to float rounding) on every CPU, and an arm64
-# host (DGX Spark) routes as an x86 one (docs/images.md, "arm64 parity").
+# u8u8 kernel. With the float kernels that differ per CPU rewritten (`ladder.core.same_bits`), the int8 encoder
+# computes the same bits on every CPU, and an arm64 host (DGX Spark) routes as an x86 one (docs/images.md).
 EXACT_INT8 = ("session.x64quantprecision", "1")
 
 
-def fused_graph(encoder: Path, head: Path) -> bytes:
+def session_graph(encoder: Path, variant: Variant, head: Path | None = None) -> str | bytes:
+    """What ``ort.InferenceSession`` loads for an encoder file: an int8 graph rewritten to compute the same bits
+    on every CPU (``same_bits``), and the head's graph appended when ``head`` is given; else the file's path."""
+    if variant != "int8" and head is None:
+        return str(encoder)
+    import onnx
+
+    from ladder.core.same_bits import same_bits
+
+    model = onnx.load(str(encoder))
+    if variant == "int8":
+        same_bits(model)
+    if head is not None:
+        model = fused_graph(model, head, encoder.name)
+    serialised: bytes = model.SerializeToString()
+    return serialised
+
+
+def fused_graph(encoder: onnx.ModelProto, head: Path, label: str = "the encoder") -> onnx.ModelProto:
     """The encoder's graph with the head's appended (``embedding`` feeds the head): outputs ``embedding`` and
-    ``p_correct``, serialised for ``ort.InferenceSession``."""
+    ``p_correct``."""
     import onnx
     import onnx.compose
 
     try:
         fused = onnx.compose.merge_models(
-            onnx.load(str(encoder)),
+            encoder,
             onnx.load(str(head)),
             io_map=[("embedding", "embedding")],
             prefix2="head/",
             outputs=["embedding", "head/p_correct"],
         )
     except Exception as exc:  # protobuf's DecodeError, onnx's ValueError and checker errors alike
-        raise CheckpointError(f"{head}: cannot fuse this head onto {encoder.name} ({exc})") from exc
+        raise CheckpointError(f"{head}: cannot fuse this head onto {label} ({exc})") from exc
     (p_correct,) = (o for o in fused.graph.output if o.name == "head/p_correct")
     for node in fused.graph.node:
         node.input[:] = ["p_correct" if name == p_correct.name else name for name in node.input]
         node.output[:] = ["p_correct" if name == p_correct.name else name for name in node.output]
     p_correct.name = "p_correct"
-    serialised: bytes = fused.SerializeToString()
-    return serialised
+    return fused
 
 
 class OnnxEncoder:
@@ -291,8 +311,7 @@ class OnnxEncoder:
             options.intra_op_num_threads = threads
         self.variant = variant
         self.per_row = self.info.batching_moves_rows(variant) if per_row is None else per_row
-        graph: str | bytes = str(path) if head is None else fused_graph(path, head)
-        self.session = ort.InferenceSession(graph, options, providers=list(providers))
+        self.session = ort.InferenceSession(session_graph(path, variant, head), options, providers=list(providers))
         self.has_head = head is not None
         outputs = self.session.get_outputs()  # read once: widths of `embedding` and the fused `p_correct`
         self._output_widths = {o.name: self.info.dim if o.name == "embedding" else int(o.shape[1]) for o in outputs}

@@ -94,8 +94,8 @@ def embed_texts(
     graph = variant  # what the cache is keyed on: a per-token int8 graph embeds unlike a per-tensor one
     if variant == "int8" and EncoderInfo.load(encoder_dir(encoder)).int8_activations == "per_token":
         graph = "int8-per-token"
-    if variant == "int8":  # sums made exact on every CPU (EXACT_INT8): embeddings cached before it are stale
-        graph += "-exact-sums"
+    if variant == "int8":  # the same bits on every CPU (EXACT_INT8, same_bits): embeddings cached before are stale
+        graph += "-exact-sums-same-bits"
     root = ladder_home() / "cache" / "embeddings"
     cache = root / f"{_digest(texts, encoder, graph, max_tokens, tag)}.npy"
     if use_cache and (cached := _load(cache, len(texts))) is not None:
