@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -77,12 +78,26 @@ def ships_fp32(ref: str, arch: str) -> bool:
     return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
 
 
+def encoder_info(ref: str, arch: str, encoder: Path | None, kernels: str, folder: Path) -> Path:
+    """The encoder's encoder.json (the mounted build's, else the image's) with ``int8_kernels`` set, to mount."""
+    if encoder is not None:
+        text = (encoder / "encoder.json").read_text(encoding="utf-8")
+    else:
+        cmd = ["podman", "--runtime", "runc", "run", "--rm", *LIMITS, "--arch", arch, "--network", "none",
+               "--entrypoint", "cat", ref, f"{IMAGE_ENCODER}/encoder.json"]  # fmt: skip
+        text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    path = folder / f"{arch}-{'mounted' if encoder else 'image'}-encoder.json"
+    path.write_text(json.dumps({**json.loads(text), "int8_kernels": kernels}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def route_all(
-    ref: str, arch: str, variant: str, encoder: Path | None, source: bool
+    ref: str, arch: str, variant: str, encoder: Path | None, source: bool, info: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
     """Every prompt's decision (as `ladder route --json` prints it), the runtime, and the seconds it took."""
     start = time.monotonic()
     mount = ["-v", f"{encoder}:{IMAGE_ENCODER}:ro"] if encoder is not None else []
+    mount += ["-v", f"{info}:{IMAGE_ENCODER}/encoder.json:ro"]
     if source:  # this checkout's package ahead of the one the image was built with
         mount += ["-v", f"{ROOT / 'ladder'}:/run/ladder-source/ladder:ro", "-e", "PYTHONPATH=/run/ladder-source"]
     cmd = ["podman", "--runtime", "runc", "run", "--rm", *LIMITS, "--arch", arch, "--read-only", "--network", "none",
@@ -126,6 +141,8 @@ def main() -> None:
     parser.add_argument("--exact", default="int8,fp32", help="variants whose P(correct) must agree within --tolerance")
     parser.add_argument("--encoder", type=Path, help="an encoder build with encoder.onnx, for images without one")
     parser.add_argument("--source", action="store_true", help="run this checkout's ladder package in the images")
+    parser.add_argument("--int8-kernels", default="same_bits", choices=["same_bits", "fast"],
+                        help="the encoder folder's int8_kernels (same_bits: the same bits on every CPU)")  # fmt: skip
     args = parser.parse_args()
     tag = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     variants, exact = args.variants.split(","), set(args.exact.split(","))
@@ -134,7 +151,8 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     report: dict[str, Any] = {"tolerance": args.tolerance, "held_to_tolerance": sorted(exact), "commit": commit,
-                              "variants": {}}  # fmt: skip
+                              "int8_kernels": args.int8_kernels, "variants": {}}  # fmt: skip
+    infos = Path(tempfile.mkdtemp(prefix="ladder-parity-"))
     failed = False
     for variant in variants:
         runs: dict[str, Any] = {}
@@ -146,7 +164,8 @@ def main() -> None:
                 encoder = args.encoder.resolve()
             digest = subprocess.run(["podman", "image", "inspect", "--format", "{{.Digest}}", ref],
                                     capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-            decisions, runtime, seconds = route_all(ref, arch, variant, encoder, args.source)
+            info = encoder_info(ref, arch, encoder, args.int8_kernels, infos)
+            decisions, runtime, seconds = route_all(ref, arch, variant, encoder, args.source, info)
             runs[arch] = {"image": ref, "digest": digest, "runtime": runtime, "seconds": round(seconds, 1),
                           "encoder": "image" if encoder is None else "mounted --encoder",
                           "ladder_package": "this checkout (--source)" if args.source else "the image's",

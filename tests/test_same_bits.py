@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from ladder.core.encoder import EXACT_INT8, OnnxEncoder, Tokenizer, session_graph
+from ladder.core.encoder import EXACT_INT8, EncoderInfo, OnnxEncoder, Tokenizer, session_graph
 from ladder.core.same_bits import MARK, same_bits
 from ladder.export.encoder_build import LONG_TEXT, build_encoder
 
@@ -86,7 +86,7 @@ def test_same_model_within_int8_noise(e5_dir: Path, graphs: tuple[onnx.ModelProt
 
 
 def test_rows_embed_the_same_batched_and_alone(e5_dir: Path) -> None:
-    encoder = OnnxEncoder(e5_dir, "int8", per_row=False)
+    encoder = OnnxEncoder(e5_dir, "int8", per_row=False, info=_same_bits_info(e5_dir))
     encoded = encoder.tokenizer.encode(TEXTS)  # every row padded to the long text's 512 tokens
     together = encoder.session.run(["embedding"], {"input_ids": encoded.input_ids,
                                                    "attention_mask": encoded.attention_mask})[0]  # fmt: skip
@@ -94,8 +94,21 @@ def test_rows_embed_the_same_batched_and_alone(e5_dir: Path) -> None:
     assert np.abs(together - alone).max() <= 1e-6  # padded keys weigh exactly zero: pooling rounding only
 
 
+def _same_bits_info(e5_dir: Path) -> EncoderInfo:
+    return EncoderInfo.load(e5_dir).model_copy(update={"int8_kernels": "same_bits"})
+
+
+def test_the_encoder_folder_chooses_the_kernels(e5_dir: Path) -> None:
+    """``int8_kernels`` in encoder.json decides: fast (the default) leaves ONNX Runtime's fused kernels."""
+    assert EncoderInfo.load(e5_dir).int8_kernels == "fast"
+    assert session_graph(e5_dir / "encoder.int8.onnx", "int8") == str(e5_dir / "encoder.int8.onnx")
+    fast = OnnxEncoder(e5_dir, "int8").embed(TEXTS[:1])
+    same = OnnxEncoder(e5_dir, "int8", info=_same_bits_info(e5_dir)).embed(TEXTS[:1])
+    assert 0 < np.abs(fast - same).max() < 0.05  # other rounding, the same embedding within int8 noise
+
+
 def test_encoder_sessions_load_the_rewritten_graph(e5_dir: Path) -> None:
-    graph = session_graph(e5_dir / "encoder.int8.onnx", "int8")
+    graph = session_graph(e5_dir / "encoder.int8.onnx", "int8", same_bits_int8=True)
     assert isinstance(graph, bytes)
     assert not {n.op_type for n in onnx.ModelProto.FromString(graph).graph.node} & REWRITTEN.keys()
     assert session_graph(e5_dir / "encoder.onnx", "fp32") == str(e5_dir / "encoder.onnx")  # fp32: as built

@@ -35,7 +35,8 @@ CHARS_PER_TOKEN_WINDOW = 12  # a long text is tokenized from its last max_tokens
 
 class EncoderVariant(StrEnum):
     """Which encoder graph embeds: fp32 or int8 (faster; its per-token activation quantisation puts the scores
-    within about 0.015 of fp32). fp32 scores agree across CPUs to 1e-6, int8 embeddings bit for bit (``same_bits``)."""
+    within about 0.015 of fp32). fp32 scores agree across CPUs to 1e-6; int8 ones bit for bit only with the
+    encoder folder's ``int8_kernels: same_bits`` (slower), else within about 0.02."""
 
     FP32 = "fp32"
     INT8 = "int8"
@@ -76,6 +77,11 @@ class EncoderInfo(BaseModel):
     # How encoder.int8.onnx quantises activations. per_token: each token its own scale, so a row embeds the
     # same whatever it is batched with. per_tensor (folders built before): one scale over the whole batch.
     int8_activations: Literal["per_tensor", "per_token"] = "per_tensor"
+    # Which kernels run encoder.int8.onnx's float steps. fast: ONNX Runtime's fused kernels, whose rounding differs
+    # between CPUs (P(correct) by up to about 0.02 between x86 and arm64, or AVX2 and AVX-512). same_bits: those
+    # steps rewritten at load (``ladder.core.same_bits``) to compute the same bits on every CPU, about 1.4x slower
+    # at 41 tokens and 3x at 512. A checkpoint serves as evaluated only on the kernels it was evaluated with.
+    int8_kernels: Literal["fast", "same_bits"] = "fast"
     files: EncoderFiles = EncoderFiles()
 
     def batching_moves_rows(self, variant: str) -> bool:
@@ -228,17 +234,21 @@ def _similar_widths(widths: list[int], slack: float = 1.25, extra: int = 16) -> 
 EXACT_INT8 = ("session.x64quantprecision", "1")
 
 
-def session_graph(encoder: Path, variant: Variant, head: Path | None = None) -> str | bytes:
-    """What ``ort.InferenceSession`` loads for an encoder file: an int8 graph rewritten to compute the same bits
-    on every CPU (``same_bits``), and the head's graph appended when ``head`` is given; else the file's path."""
-    if variant != "int8" and head is None:
+def session_graph(
+    encoder: Path, variant: Variant, head: Path | None = None, *, same_bits_int8: bool = False
+) -> str | bytes:
+    """What ``ort.InferenceSession`` loads for an encoder file: with ``same_bits_int8``, an int8 graph rewritten
+    to compute the same bits on every CPU (``same_bits``); the head's graph appended when ``head`` is given;
+    else the file's path."""
+    rewrite = variant == "int8" and same_bits_int8
+    if not rewrite and head is None:
         return str(encoder)
     import onnx
 
     from ladder.core.same_bits import same_bits
 
     model = onnx.load(str(encoder))
-    if variant == "int8":
+    if rewrite:
         same_bits(model)
     if head is not None:
         model = fused_graph(model, head, encoder.name)
@@ -311,7 +321,8 @@ class OnnxEncoder:
             options.intra_op_num_threads = threads
         self.variant = variant
         self.per_row = self.info.batching_moves_rows(variant) if per_row is None else per_row
-        self.session = ort.InferenceSession(session_graph(path, variant, head), options, providers=list(providers))
+        graph = session_graph(path, variant, head, same_bits_int8=self.info.int8_kernels == "same_bits")
+        self.session = ort.InferenceSession(graph, options, providers=list(providers))
         self.has_head = head is not None
         outputs = self.session.get_outputs()  # read once: widths of `embedding` and the fused `p_correct`
         self._output_widths = {o.name: self.info.dim if o.name == "embedding" else int(o.shape[1]) for o in outputs}

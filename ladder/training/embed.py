@@ -92,10 +92,13 @@ def embed_texts(
     """Embeddings [len(texts), dim] from ``embedder`` (default: in process); cached under the Ladder home."""
     tag = embedder.cache_tag if embedder is not None else ""
     graph = variant  # what the cache is keyed on: a per-token int8 graph embeds unlike a per-tensor one
-    if variant == "int8" and EncoderInfo.load(encoder_dir(encoder)).int8_activations == "per_token":
+    info = EncoderInfo.load(encoder_dir(encoder))
+    if variant == "int8" and info.int8_activations == "per_token":
         graph = "int8-per-token"
-    if variant == "int8":  # the same bits on every CPU (EXACT_INT8, same_bits): embeddings cached before are stale
-        graph += "-exact-sums-same-bits"
+    if variant == "int8":  # sums made exact on every CPU (EXACT_INT8): embeddings cached before it are stale
+        graph += "-exact-sums"
+        if info.int8_kernels == "same_bits":  # float steps rewritten to the same bits on every CPU
+            graph += "-same-bits"
     root = ladder_home() / "cache" / "embeddings"
     cache = root / f"{_digest(texts, encoder, graph, max_tokens, tag)}.npy"
     if use_cache and (cached := _load(cache, len(texts))) is not None:
