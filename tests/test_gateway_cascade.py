@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 import yaml
-from gateway_support.answers_upstream import AnswersUpstream, answers_upstream_app
-from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway, reset_fake, serve_fake
+from gateway_support.answers_upstream import AnswersUpstream
+from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.conversations import chat_conversations, mutated
 from gateway_support.pool import NAMES, shared_pool
 from hypothesis import HealthCheck, given, settings
@@ -47,16 +47,6 @@ def cost(model: str, words: int = 1) -> float:
 
 
 SMALL, MID = cost("small-local"), cost("mid-cloud")
-
-
-@pytest.fixture(scope="module")
-def answers_server() -> Iterator[tuple[AnswersUpstream, ServerThread]]:
-    yield from serve_fake(AnswersUpstream(), answers_upstream_app)
-
-
-@pytest.fixture()
-def answers(answers_server: tuple[AnswersUpstream, ServerThread]) -> AnswersUpstream:
-    return reset_fake(answers_server)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from gateway_support.answers_upstream import SELF_CHECK_USAGE, AnswersUpstream, answers_upstream_app
-from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway, reset_fake, serve_fake
+from gateway_support.answers_upstream import SELF_CHECK_USAGE, AnswersUpstream
+from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
 from gateway_support.pool import NAMES, shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,16 +50,6 @@ def check_usd(model: str) -> float:
     price_in, price_out = PRICES[model]
     prompt, completion = SELF_CHECK_USAGE
     return (prompt * price_in + completion * price_out) / 1e6
-
-
-@pytest.fixture(scope="module")
-def answers_server() -> Iterator[tuple[AnswersUpstream, ServerThread]]:
-    yield from serve_fake(AnswersUpstream(), answers_upstream_app)
-
-
-@pytest.fixture()
-def answers(answers_server: tuple[AnswersUpstream, ServerThread]) -> AnswersUpstream:
-    return reset_fake(answers_server)
 
 
 @pytest.fixture(scope="module")

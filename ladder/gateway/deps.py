@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
+from ladder.gateway.context import RequestContext
 from ladder.gateway.errors import InvalidRequestError, PayloadTooLargeError, describe_validation
 from ladder.gateway.gateway import Gateway
 from ladder.gateway.json_limits import check_json_bounds
@@ -83,3 +84,14 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequestError(*describe_validation(exc.errors())) from exc
+
+
+async def admitted(
+    request: Request, model: type[M], spends: bool = True
+) -> tuple[Gateway, RequestContext, M, dict[str, Any]]:
+    """A scored route's first step: the client admitted (``admit``), its body read (``read_json``) and
+    validated as ``model``, and the request's context built from both; returns the raw body too."""
+    gw, client = await admit(request, spends=spends)
+    raw = await read_json(request, gw.settings.max_body_bytes)
+    params = parse(model, raw)
+    return gw, gw.context(client, request.headers, raw), params, raw

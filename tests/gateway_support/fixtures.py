@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway_support.answers_upstream import AnswersUpstream, answers_upstream_app
 from gateway_support.common import (
     UPSTREAM_KEY,
     UPSTREAM_KEY_ENV,
@@ -40,6 +41,18 @@ def test_pool(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[FakeUpstream, ServerThread]
 ) -> Path:
     return shared_pool(tmp_path_factory.mktemp("gateway"), upstream_server[1].url, UPSTREAM_KEY_ENV)
+
+
+@pytest.fixture(scope="session")
+def answers_server() -> Iterator[tuple[AnswersUpstream, ServerThread]]:
+    """The fake upstream that answers with text, token logprobs and self-check replies (the cascade tests)."""
+    yield from serve_fake(AnswersUpstream(), answers_upstream_app)
+
+
+@pytest.fixture()
+def answers(answers_server: tuple[AnswersUpstream, ServerThread]) -> AnswersUpstream:
+    """The answers fake, reset."""
+    return reset_fake(answers_server)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body
 from ladder.gateway.capabilities import prompt_tokens
-from ladder.gateway.deps import GatewayDep, admit, parse, read_json, require_api_key
+from ladder.gateway.deps import GatewayDep, admitted, parse, read_json, require_api_key
 from ladder.gateway.serving_messages import create_message
 
 router = APIRouter()
@@ -23,7 +23,5 @@ async def count_tokens(request: Request, gw: GatewayDep) -> dict[str, int]:
 @router.post("/v1/messages")
 async def messages(request: Request) -> Response:
     """The Anthropic Messages API, routed like chat completions."""
-    gw, client = await admit(request)
-    raw = await read_json(request, gw.settings.max_body_bytes)
-    params = parse(MessageCreateParams, raw)
-    return await create_message(gw, gw.context(client, request.headers, raw), params, request)
+    gw, ctx, params, _ = await admitted(request, MessageCreateParams)
+    return await create_message(gw, ctx, params, request)

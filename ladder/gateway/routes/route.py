@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from ladder.gateway.deps import GatewayDep, admit, parse, read_json, require_api_key
+from ladder.gateway.deps import GatewayDep, admitted, require_api_key
 from ladder.gateway.protocol import ModelList, RouteRequest
 from ladder.gateway.serving_route import create_route, list_models
 
@@ -16,10 +16,8 @@ router = APIRouter()
 @router.post("/v1/route")
 async def route(request: Request) -> dict[str, Any]:
     """The routing decision for a chat request or a prompt; no upstream is called."""
-    gw, client = await admit(request, spends=False)
-    raw = await read_json(request, gw.settings.max_body_bytes)
-    params = parse(RouteRequest, raw)
-    return await create_route(gw, gw.context(client, request.headers, raw), params, raw, request)
+    gw, ctx, params, raw = await admitted(request, RouteRequest, spends=False)
+    return await create_route(gw, ctx, params, raw, request)
 
 
 @router.get("/v1/models", dependencies=[Depends(require_api_key)])
