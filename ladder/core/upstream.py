@@ -271,8 +271,8 @@ def failure_kind(exc: BaseException) -> str | None:
     """``timeout``; ``ConnectError``, ``ConnectTimeout`` or ``PoolTimeout`` (nothing was sent); another
     transport error's name (it may have reached the upstream); None for anything else.
 
-    httpx-aiohttp maps aiohttp's errors onto httpx's coarsely (a disconnect after the request was written
-    becomes ``ConnectTimeout``), so aiohttp's own error, the ``__cause__``, decides where there is one.
+    aiohttp's errors are read as themselves (an httpx error wrapping one defers to its ``__cause__``), so a
+    disconnect after the request was written is never taken for a connect failure.
     """
     cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
     if isinstance(cause, aiohttp.ClientError):
