@@ -77,7 +77,8 @@ async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]
     asked = [False] * len(names)
     known = router_p.copy()
     agree = np.zeros((1, len(names), len(names)))
-    held = ahead = np.full((1, len(names)), np.nan)
+    held = ahead = np.full((1, len(names)), np.nan)  # replaced, never written in place
+    prices = plan.prices().tolist()
     p_keep: float | None = None
     answers: dict[int, Stage] = {}
     reasons: list[str] = []
@@ -89,7 +90,7 @@ async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]
         q = [float(v) if ok else -math.inf for v, ok in zip(estimate, available, strict=True)]
         if p_keep is None and not any(ok and not a for ok, a in zip(available, asked, strict=True)):
             raise failure or NoEligibleModelError("no model of the cascade's plan may answer this request")
-        decision = step(p_keep, q, plan.prices().tolist(), asked, plan.rung)
+        decision = step(p_keep, q, prices, asked, plan.rung)
         reasons.append(decision.reason)
         if decision.model is None:
             break
@@ -106,7 +107,7 @@ async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]
         mask |= 1 << j
         text = stage.completion.text
         own_lp = mean_logprob(stage.completion.logprobs)
-        lp, is_check = (own_lp, False) if reads_answer_logprob(text, own_lp) else (None, False)
+        lp, is_check = (own_lp if reads_answer_logprob(text, own_lp) else None), False
         if plan.models[j].wants_self_check(text, own_lp) and spec.name not in cascade.refused_logprobs:
             checked = await self_check(cascade, spec, stage)
             if checked is not None:
