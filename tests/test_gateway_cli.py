@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pytest
 
 from ladder.bench.gateway import bench_gateway, stub_pool
 from ladder.core.loopback import free_port, stop_process, wait_until_ready
@@ -51,11 +53,24 @@ def test_bench_gateway_reports_the_promised_fields(test_pool: Path) -> None:
         decision_repeats=20,
         encoder_batches=(4,),
         open_seconds=1.0,
+        reference_seconds=0.5,
     )
     assert set(report["single_client"]) >= {"added_p50_ms", "decision_p50_ms"}
     concurrent = report["concurrent"]
     assert concurrent["clients"] == 4 and concurrent["requests"] == 200 and concurrent["errors"] == 0
     assert concurrent["throughput_rps"] > 0 and concurrent["encoder_batched_throughput_rps"] > 0
+    rounds = concurrent["rounds"]  # each round between two measurements of the bare encoder
+    assert len(rounds) == 5 and all(r["encoder_before_rps"] > 0 and r["encoder_after_rps"] > 0 for r in rounds)
+    assert concurrent["throughput_vs_encoder"] == pytest.approx(
+        float(np.median([r["throughput_vs_encoder"] for r in rounds])), abs=1e-3
+    )
+    assert rounds[1]["encoder_before_rps"] == rounds[0]["encoder_after_rps"]
+    assert concurrent["encoder_setting"]["batch"] == 4
+    used = concurrent["cpu_ms_per_request"]  # /proc is there on the machines the tests run on
+    assert used["gateway"] > 0 and used["total"] == pytest.approx(
+        used["gateway"] + used["stub"] + used["load_client"], abs=0.05
+    )
+    assert 0 < concurrent["cpu_vs_encoder"] < 1.5
     opened = report["open_loop"]  # the fields are pinned in tests/test_loadgen.py against docs/bench.md
     assert opened["sent"] + opened["dropped_in_flight_cap"] + opened["unsent_past_max_seconds"] > 0
     assert opened["admitted"] + opened["refused_429"] + opened["errors"] == opened["sent"]

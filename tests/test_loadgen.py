@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ladder.bench.encoder_reference import EncoderSetting, Throughput
 from ladder.bench.gateway import _closed_report, _open_report
 from ladder.bench.loadgen import KINDS, LoadResult, arrival_times, closed_loop, open_loop
 from ladder.bench.server_thread import ServerThread
@@ -165,7 +166,9 @@ def test_the_report_has_exactly_the_documented_fields() -> None:
         url = f"{running.url}/v1/chat/completions"
         closed = asyncio.run(closed_loop(url, BODY, clients=2, requests=9))
         offered = asyncio.run(open_loop(url, BODY, rate=200, requests=9))
-    report = _closed_report(closed, clients=2, encoder_rps=100.0)
+    encoder = [Throughput(100.0, 20.0), Throughput(100.0, 20.0)]
+    setting = EncoderSetting(threads=1, per_row=False, batch=8, parallel=2)
+    report = _closed_report([closed], 2, encoder, setting, 100.0, {})
     assert (report["requests"], report["refused_429"], report["errors"]) == (9, 3, 3)
     assert report["meets_target"] is False and "429" in report["target"]["errors_mean"]
     opened = _open_report(offered, rate=200, fraction=0.8, planned=9, seconds=10, max_in_flight=64)

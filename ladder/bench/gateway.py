@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import itertools
 import json
 import os
 import subprocess
@@ -12,8 +11,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,13 +20,13 @@ import httpx
 import numpy as np
 import yaml
 
+from ladder.bench.cpu_shares import CpuShares
+from ladder.bench.encoder_reference import EncoderReference, EncoderSetting, Throughput
 from ladder.bench.loadgen import LoadResult, closed_loop, open_loop, sequential
-from ladder.core.encoder import OnnxEncoder
 from ladder.core.loopback import free_port
 from ladder.core.pool import PoolConfig
 from ladder.core.router import Router
-from ladder.core.scoring import EmbeddedScorer
-from ladder.gateway.settings import Settings, available_cpus
+from ladder.gateway.settings import Settings
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -46,8 +45,6 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coroutine)
     return uvloop.run(coroutine)
-
-
 
 
 def stub_pool(pool: PoolConfig, stub_url: str) -> dict[str, Any]:
@@ -72,9 +69,19 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
+@dataclass(frozen=True)
+class Running:
+    """The stub and the gateway as started by `processes`."""
+
+    stub_port: int
+    gateway_port: int
+    stub_pid: int
+    gateway_pid: int
+
+
 @contextmanager
-def processes(pool: PoolConfig, scorer_threads: int | None) -> Iterator[tuple[int, int]]:
-    """The stub and the gateway as subprocesses on loopback: yields (stub port, gateway port)."""
+def processes(pool: PoolConfig, scorer_threads: int | None) -> Iterator[Running]:
+    """The stub and the gateway as subprocesses on loopback, once both answer."""
     stub_port, gateway_port = free_port(), free_port()
     children: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -99,7 +106,7 @@ def processes(pool: PoolConfig, scorer_threads: int | None) -> Iterator[tuple[in
             children.append(gateway)
             _wait_ready(f"http://{HOST}:{stub_port}/", stub)
             _wait_ready(f"http://{HOST}:{gateway_port}/readyz", gateway)
-            yield stub_port, gateway_port
+            yield Running(stub_port, gateway_port, stub.pid, gateway.pid)
         finally:
             for child in children:
                 child.terminate()
@@ -112,60 +119,6 @@ def processes(pool: PoolConfig, scorer_threads: int | None) -> Iterator[tuple[in
 
 def _p50(values: list[float] | np.ndarray) -> float:
     return round(float(np.percentile(values, 50)), 3)
-
-
-def _sequential_rps(encoder: OnnxEncoder, ids: np.ndarray, mask: np.ndarray, repeats: int) -> float:
-    encoder.embed_ids(ids, mask)
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        encoder.embed_ids(ids, mask)
-        timings.append(time.perf_counter() - started)
-    return len(ids) / float(np.median(timings))
-
-
-def _parallel_rps(
-    encoder: OnnxEncoder, ids: np.ndarray, mask: np.ndarray, repeats: int, workers: int
-) -> float:
-    def run() -> None:
-        for _ in range(repeats):
-            encoder.embed_ids(ids, mask)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda _: encoder.embed_ids(ids, mask), range(workers)))
-        started = time.perf_counter()
-        for future in [pool.submit(run) for _ in range(workers)]:
-            future.result()
-        return workers * repeats * len(ids) / (time.perf_counter() - started)
-
-
-def encoder_batched_rps(
-    router: Router, batch_sizes: tuple[int, ...] = (8, 16, 32, 64), repeats: int = 5
-) -> float:
-    """The bare encoder's best throughput on copies of the prompt: the machine's limit for scoring.
-
-    The best over batch sizes, over three ways to use the cores (one call at a time with ONNX Runtime's
-    default threads, one at a time with one thread, one single-threaded call per CPU in parallel), and over
-    running each row alone or the whole batch at once (the gateway's encoder batches unless its int8 graph
-    is a per-tensor one built before per-token graphs, which runs rows alone).
-    """
-    scorer = router.scorer
-    if not isinstance(scorer, EmbeddedScorer):
-        raise TypeError("bench gateway measures the embedded scorer")
-    encoded = router.tokenizer.encode([PROMPT])
-    workers = available_cpus()
-    best = 0.0
-    for threads, per_row in itertools.product((None, 1), sorted({scorer.encoder.per_row, False})):
-        encoder = OnnxEncoder(
-            scorer.encoder.directory, scorer.encoder.variant, threads=threads, per_row=per_row
-        )
-        for size in batch_sizes:
-            ids = np.repeat(encoded.input_ids, size, axis=0)
-            mask = np.repeat(encoded.attention_mask, size, axis=0)
-            best = max(best, _sequential_rps(encoder, ids, mask, repeats))
-            if threads == 1 and workers > 1:
-                best = max(best, _parallel_rps(encoder, ids, mask, max(2, repeats // 2), workers))
-    return round(best, 1)
 
 
 def decision_p50_ms(router: Router, repeats: int = 200) -> float:
@@ -214,37 +167,46 @@ def bench_gateway(
     open_fraction: float = 0.8,
     open_seconds: float = 10.0,
     open_max_in_flight: int = 1024,
+    rounds: int = 5,
+    reference_seconds: float = 4.0,
 ) -> dict[str, Any]:
-    """Run the measurements and return the JSON-ready report (fields: docs/bench.md)."""
+    """Run the measurements and return the JSON-ready report (fields: docs/bench.md).
+
+    The closed loop runs in ``rounds`` parts, each between two measurements of the bare encoder in the
+    setting its sweep found best (about ``reference_seconds`` each): a round's ratio divides its throughput
+    by the mean of the two beside it, so that a host whose speed drifts (shared cores) moves both alike.
+    """
     if scorer_threads is None:
         scorer_threads = Settings.model_fields["scorer_threads"].default
+    if rounds < 1 or requests < rounds:
+        raise ValueError(f"need at least one request per round: {requests} requests, {rounds} rounds")
     router = Router.from_pool(pool, threads=scorer_threads)  # the gateway's configuration, in-process
     body = json.dumps({"model": "ladder", "messages": [{"role": "user", "content": PROMPT}]}).encode()
     path = "/v1/chat/completions"
-    with processes(pool, scorer_threads) as (stub_port, gateway_port):
-        gateway_url = f"http://{HOST}:{gateway_port}{path}"
+    reference = EncoderReference(router, PROMPT)
+    with processes(pool, scorer_threads) as running:
+        gateway_url = f"http://{HOST}:{running.gateway_port}{path}"
         decision = decision_p50_ms(router, decision_repeats)
-        encoder_rps = encoder_batched_rps(router, encoder_batches)
-        direct = run_async(sequential(f"http://{HOST}:{stub_port}{path}", body, single_requests))
+        setting, sweep_rps = reference.best(encoder_batches)
+        direct = run_async(sequential(f"http://{HOST}:{running.stub_port}{path}", body, single_requests))
         through = run_async(sequential(gateway_url, body, single_requests))
         for name, run in (("stub", direct), ("gateway", through)):
             if run.errors or run.counts()["overload_429"]:
                 raise RuntimeError(f"the single-client run against the {name} failed: {run.counts()}")
-        metrics_url = f"http://{HOST}:{gateway_port}/metrics"
+        metrics_url = f"http://{HOST}:{running.gateway_port}/metrics"
         before = batch_totals(metrics_url)
-        load = run_async(closed_loop(gateway_url, body, clients, requests))
+        closed = _closed_rounds(
+            running, gateway_url, body, clients, requests, rounds, reference, setting, sweep_rps, reference_seconds
+        )
         after = batch_totals(metrics_url)
-        capacity = load.counts()["ok"] / load.seconds if load.seconds else 0.0
+        capacity = closed["throughput_rps"]
         rate = max(1.0, open_fraction * capacity)
         open_requests = max(1, round(rate * open_seconds))
-        open_bound_s = (
-            1.5 * open_seconds
-        )  # Poisson arrivals: the last is due near open_seconds, rarely past this
+        open_bound_s = 1.5 * open_seconds  # Poisson arrivals: the last is due near open_seconds, rarely past this
         offered = run_async(
             open_loop(gateway_url, body, rate, open_requests, open_bound_s, open_max_in_flight, "poisson")
         )
         after_open = batch_totals(metrics_url)
-    closed = _closed_report(load, clients, encoder_rps)
     closed["mean_scoring_batch"] = _mean_batch(before, after)
     opened = _open_report(offered, rate, open_fraction, open_requests, open_bound_s, open_max_in_flight)
     opened["mean_scoring_batch"] = _mean_batch(after, after_open)
@@ -266,21 +228,80 @@ def _mean_batch(before: tuple[float, float], after: tuple[float, float]) -> floa
     return round((after[0] - before[0]) / max(1.0, after[1] - before[1]), 2)
 
 
-def _closed_report(load: LoadResult, clients: int, encoder_rps: float) -> dict[str, Any]:
-    """The closed-loop run against its target: admitted throughput ≥ 90% of the encoder's, zero errors."""
+def _closed_rounds(
+    running: Running,
+    url: str,
+    body: bytes,
+    clients: int,
+    requests: int,
+    rounds: int,
+    reference: EncoderReference,
+    setting: EncoderSetting,
+    sweep_rps: float,
+    reference_seconds: float,
+) -> dict[str, Any]:
+    """The closed loop in rounds between measurements of the bare encoder, and its report against the target:
+    the median round's throughput at least 90% of the encoder's beside it, zero errors."""
+    encoder = [reference.stretch(setting, sweep_rps, reference_seconds)]
+    parts: list[LoadResult] = []
+    cpu = CpuShares()
+    for index in range(rounds):
+        count = requests // rounds + (requests % rounds if index == rounds - 1 else 0)
+        with cpu.measure(running):
+            parts.append(run_async(closed_loop(url, body, clients, count)))
+        encoder.append(reference.stretch(setting, encoder[-1].rps, reference_seconds))
+    answered = sum(part.counts()["ok"] for part in parts)
+    return _closed_report(parts, clients, encoder, setting, sweep_rps, cpu.per_request(answered))
+
+
+def _rps(run: LoadResult) -> float:
+    return run.counts()["ok"] / run.seconds if run.seconds > 0 else 0.0
+
+
+def _closed_report(
+    parts: list[LoadResult],
+    clients: int,
+    encoder: list[Throughput],
+    setting: EncoderSetting,
+    sweep_rps: float,
+    used: dict[str, float],
+) -> dict[str, Any]:
+    """The closed loop's rounds (``parts``, each between ``encoder[i]`` and ``encoder[i + 1]``) against the
+    target: the median round at least 90% of the encoder's throughput beside it, and zero errors."""
+    load = LoadResult.combined(parts)
+    ratios = [
+        _rps(part) / ((before.rps + after.rps) / 2)
+        for part, before, after in zip(parts, encoder, encoder[1:], strict=False)
+    ]
     summary = load.summary()
     for never in ("dropped_in_flight_cap", "unsent_past_max_seconds"):  # open-loop only
         summary.pop(never)
     throughput = summary.pop("admitted_rps")
-    ratio = round(throughput / encoder_rps, 3) if encoder_rps else 0.0
+    encoder_rps = float(np.mean([m.rps for m in encoder]))
+    ratio = round(float(np.median(ratios)), 3)
+    encoder_cpu = float(np.mean([m.cpu_ms_per_row for m in encoder]))
     return {
         "mode": "closed-loop",
         "clients": clients,
         "requests": summary.pop("sent"),
         **summary,
         "throughput_rps": throughput,
-        "encoder_batched_throughput_rps": encoder_rps,
+        "encoder_batched_throughput_rps": round(encoder_rps, 1),
         "throughput_vs_encoder": ratio,
+        "rounds": [
+            {
+                "throughput_rps": round(_rps(part), 1),
+                "encoder_before_rps": round(before.rps, 1),
+                "encoder_after_rps": round(after.rps, 1),
+                "throughput_vs_encoder": round(r, 3),
+            }
+            for part, before, after, r in zip(parts, encoder, encoder[1:], ratios, strict=False)
+        ],
+        "encoder_setting": setting.describe(),
+        "encoder_sweep_best_rps": round(sweep_rps, 1),
+        "cpu_ms_per_request": used,
+        "encoder_cpu_ms_per_request": round(encoder_cpu, 2),
+        "cpu_vs_encoder": round(encoder_cpu / used["total"], 3) if used.get("total") else None,
         "target": {"throughput_vs_encoder_min": TARGET_RATIO, "errors": 0, "errors_mean": ERRORS_MEAN},
         "meets_target": ratio >= TARGET_RATIO and summary["errors"] == 0,
     }

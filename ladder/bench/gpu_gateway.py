@@ -85,8 +85,8 @@ def measure_gateway(
     """Per prompt length: closed-loop decisions/s with ``CLIENTS`` clients for about ``seconds``, then
     p50/p99 at ``fraction`` of it with fixed-interval arrivals; ``window(start, end)`` adds GPU figures."""
     results: dict[str, Any] = {}
-    with environment(gateway_env(triton_url, checkpoint)), processes(pool, None) as (_, port):
-        url = f"http://{HOST}:{port}{PATH}"
+    with environment(gateway_env(triton_url, checkpoint)), processes(pool, None) as running:
+        url = f"http://{HOST}:{running.gateway_port}{PATH}"
         for tokens, text in prompts.items():
             body = json.dumps({"model": "ladder", "messages": [{"role": "user", "content": text}]}).encode()
             probe = run_async(closed_loop(url, body, CLIENTS, 4 * CLIENTS))  # warms up, sizes the run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,6 +43,20 @@ class LoadResult:
     past_max_seconds: int = 0
     seconds: float = 0.0
     send_lag_max_ms: float = 0.0
+
+    @classmethod
+    def combined(cls, parts: Sequence[LoadResult]) -> LoadResult:
+        """Runs one after another as one: send times offset by the parts before, seconds added up."""
+        out = cls()
+        for part in parts:
+            out.sent_at_s.extend(out.seconds + t for t in part.sent_at_s)
+            out.latencies_ms.extend(part.latencies_ms)
+            out.kinds.extend(part.kinds)
+            out.dropped += part.dropped
+            out.past_max_seconds += part.past_max_seconds
+            out.send_lag_max_ms = max(out.send_lag_max_ms, part.send_lag_max_ms)
+            out.seconds += part.seconds
+        return out
 
     def record(self, sent_at_s: float, latency_ms: float, kind: str) -> None:
         self.sent_at_s.append(sent_at_s)
@@ -121,9 +135,7 @@ def session(connections: int, timeout_s: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
-async def sequential(
-    url: str, body: bytes, requests: int, warmup: int = 20, timeout_s: float = 30
-) -> LoadResult:
+async def sequential(url: str, body: bytes, requests: int, warmup: int = 20, timeout_s: float = 30) -> LoadResult:
     """One client sending ``requests`` requests one after another (after ``warmup`` unrecorded ones)."""
     result = LoadResult()
     async with session(1, timeout_s) as client:
@@ -138,9 +150,7 @@ async def sequential(
     return result
 
 
-async def closed_loop(
-    url: str, body: bytes, clients: int, requests: int, timeout_s: float = 30
-) -> LoadResult:
+async def closed_loop(url: str, body: bytes, clients: int, requests: int, timeout_s: float = 30) -> LoadResult:
     """``clients`` clients, each sending its next request once its last is answered; ``requests`` in all."""
     result = LoadResult()
     remaining = requests

@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["LADDER_SCORE_QUEUE_WAIT_S"] = str(args.queue_wait)
     os.environ["LADDER_LOG_LEVEL"] = "error"
     pool = load_pool(args.pool)
-    with processes(pool, scorer_threads=1) as (_, gateway_port):
-        url = f"http://{HOST}:{gateway_port}"
+    with processes(pool, scorer_threads=1) as running:
+        url = f"http://{HOST}:{running.gateway_port}"
         pid = _gateway_pid()
         asyncio.run(_closed_loop(url, args.clients, 2.0))  # warm up
         closed = asyncio.run(_closed_loop(url, args.clients, args.capacity_seconds))

@@ -52,6 +52,10 @@ def bench_gateway(
         float, typer.Option(min=0.01, max=10.0, help="Open-loop rate over closed-loop throughput.")
     ] = 0.8,
     open_seconds: Annotated[float, typer.Option(min=0.1, help="Length of the open-loop run.")] = 10.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Parts of the closed loop, each between encoder runs.")] = 5,
+    reference_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Length of each measurement of the bare encoder.")
+    ] = 4.0,
 ) -> None:
     """Gateway overhead, closed-loop throughput and open-loop latency under load, as JSON (docs/bench.md)."""
     from ladder.bench.gateway import bench_gateway as run
@@ -66,5 +70,7 @@ def bench_gateway(
         scorer_threads,
         open_fraction=open_fraction,
         open_seconds=open_seconds,
+        rounds=rounds,
+        reference_seconds=reference_seconds,
     )
     typer.echo(json.dumps(report, indent=None if as_json else 2))
