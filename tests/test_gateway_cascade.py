@@ -231,7 +231,7 @@ def gateway_with(router: Router, test_pool: Path, **cascade: Any) -> Iterator[Ru
     """A gateway on the same scorer and pool, with these cascade settings changed."""
     routing = router.pool.routing.model_copy(update={"cascade": CascadeConfig(**{**CASCADE, **cascade})})
     pool = router.pool.model_copy(update={"routing": routing})
-    changed = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
+    changed = router.with_pool(pool)
     settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0)
     app = create_app(settings, router=changed)
     with ServerThread(app) as server:

@@ -66,7 +66,7 @@ def router(test_pool: Path) -> Router:
 def serving(router: Router, test_pool: Path, plan: CalibratedPlan, **app: Any) -> Iterator[RunningGateway]:
     """A gateway on the test pool's scorer whose ``routing.cascade`` is ``plan``."""
     settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0, **app)
-    application = create_app(settings, router=Router(router.pool, router.checkpoint, router.tokenizer, router.scorer))
+    application = create_app(settings, router=router.with_pool(router.pool))
     with ServerThread(application) as server:
         gateway = RunningGateway(server.url, application, settings)
         use_plan(gateway, plan)
