@@ -59,11 +59,6 @@ def test_pool(
     return shared_pool(directory, answers_server[1].url, UPSTREAM_KEY_ENV, routing={"cascade": CASCADE})
 
 
-@pytest.fixture(scope="module")
-def router(test_pool: Path) -> Router:
-    return Router.from_pool(load_pool(test_pool))
-
-
 def ask(gateway: RunningGateway, model: str = "ladder-cascade", **extra: Any) -> tuple[Any, dict[str, str]]:
     raw = gateway.openai().chat.completions.with_raw_response.create(
         model=model,

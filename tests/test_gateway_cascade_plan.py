@@ -57,11 +57,6 @@ def test_pool(tmp_path_factory: pytest.TempPathFactory, answers_server: tuple[An
     return shared_pool(tmp_path_factory.mktemp("plan"), answers_server[1].url, UPSTREAM_KEY_ENV)
 
 
-@pytest.fixture(scope="module")
-def router(test_pool: Path) -> Router:
-    return Router.from_pool(load_pool(test_pool))
-
-
 @contextmanager
 def serving(router: Router, test_pool: Path, plan: CalibratedPlan, **app: Any) -> Iterator[RunningGateway]:
     """A gateway on the test pool's scorer whose ``routing.cascade`` is ``plan``."""
