@@ -25,7 +25,6 @@ from starlette.routing import Route
 
 from ladder.bench.server_thread import ServerThread
 from ladder.core.loopback import free_port
-from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.core.traffic_db import TrafficDB
 from ladder.gateway.app import create_app
@@ -33,6 +32,8 @@ from ladder.gateway.capabilities import prompt_tokens
 from ladder.gateway.settings import load_settings
 from ladder.gateway.spend import held_input_tokens, worst_case_usd
 from ladder.gateway.state import Hold, MemoryState, RedisState, StateStore
+
+pytest_plugins = ["gateway_support.fixtures"]
 
 KEY_A = "sk-tenant-alpha-key-0123456789"
 KEY_B = "sk-tenant-bravo-key-0123456789"
@@ -106,24 +107,20 @@ def stub(stub_server: tuple[Stub, ServerThread]) -> Stub:
 
 
 @pytest.fixture(scope="module")
-def stub_pool(tmp_path_factory: pytest.TempPathFactory, stub_server: tuple[Stub, ServerThread]) -> Path:
+def test_pool(tmp_path_factory: pytest.TempPathFactory, stub_server: tuple[Stub, ServerThread]) -> Path:
+    """The test pool behind the stub (``router`` decides over it)."""
     return shared_pool(tmp_path_factory.mktemp("budgets"), stub_server[1].url, None)
 
 
-@pytest.fixture(scope="module")
-def stub_router(stub_pool: Path) -> Router:
-    return Router.from_pool(load_pool(stub_pool))
-
-
 @pytest.fixture()
-def serve(stub_router: Router, stub_pool: Path) -> Iterator[Callable[..., str]]:
+def serve(router: Router, test_pool: Path) -> Iterator[Callable[..., str]]:
     """Start gateways over the stub (stopped after the test); their URLs."""
     running: list[ServerThread] = []
 
     def start(**overrides: Any) -> str:
         profiles = overrides.pop("profiles", {})
         values: dict[str, Any] = {
-            "pool": stub_pool,
+            "pool": test_pool,
             "key_profiles": [
                 {"name": "alpha", "key": KEY_A, **profiles.get("alpha", {})},
                 {"name": "bravo", "key": KEY_B, **profiles.get("bravo", {})},
@@ -134,7 +131,7 @@ def serve(stub_router: Router, stub_pool: Path) -> Iterator[Callable[..., str]]:
             **overrides,
         }
         settings = load_settings(None, **values)
-        server = ServerThread(create_app(settings, router=stub_router), graceful_s=0.2).start()
+        server = ServerThread(create_app(settings, router=router), graceful_s=0.2).start()
         running.append(server)
         return server.url
 
@@ -173,10 +170,10 @@ def spent(url: str, key: str, requests: int, deadline_s: float = 10.0) -> dict[s
         time.sleep(0.02)
 
 
-def worst_case(stub_router: Router) -> float:
+def worst_case(router: Router) -> float:
     body = {"messages": MESSAGES}
     held = held_input_tokens(prompt_tokens(body))
-    return worst_case_usd([stub_router.pool.model("vision-pro")], held, 5)
+    return worst_case_usd([router.pool.model("vision-pro")], held, 5)
 
 
 # ---- budgets that hold -------------------------------------------------------------------------------------
@@ -222,7 +219,7 @@ async def test_the_hold_contract(backend: str, request: pytest.FixtureRequest) -
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_concurrent_requests_cannot_overrun_a_small_budget(
-    backend: str, serve: Callable[..., str], stub: Stub, stub_router: Router, request: pytest.FixtureRequest
+    backend: str, serve: Callable[..., str], stub: Stub, router: Router, request: pytest.FixtureRequest
 ) -> None:
     extra: dict[str, Any] = {}
     if backend == "redis":
@@ -240,7 +237,7 @@ def test_concurrent_requests_cannot_overrun_a_small_budget(
     day = spent(gateway, KEY_A, len(answered))
     assert day["requests"] == len(answered)
     assert day["cost_usd"] == pytest.approx(len(answered) * COST)
-    assert day["cost_usd"] <= budget + worst_case(stub_router) + 1e-12
+    assert day["cost_usd"] <= budget + worst_case(router) + 1e-12
 
 
 def test_an_abandoned_stream_is_charged_what_was_generated(serve: Callable[..., str], stub: Stub) -> None:

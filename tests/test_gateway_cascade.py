@@ -59,11 +59,6 @@ def test_pool(
     return shared_pool(directory, answers_server[1].url, UPSTREAM_KEY_ENV, routing={"cascade": CASCADE})
 
 
-@pytest.fixture(scope="module")
-def router(test_pool: Path) -> Router:
-    return Router.from_pool(load_pool(test_pool))
-
-
 def ask(gateway: RunningGateway, model: str = "ladder-cascade", **extra: Any) -> tuple[Any, dict[str, str]]:
     raw = gateway.openai().chat.completions.with_raw_response.create(
         model=model,
@@ -231,7 +226,7 @@ def gateway_with(router: Router, test_pool: Path, **cascade: Any) -> Iterator[Ru
     """A gateway on the same scorer and pool, with these cascade settings changed."""
     routing = router.pool.routing.model_copy(update={"cascade": CascadeConfig(**{**CASCADE, **cascade})})
     pool = router.pool.model_copy(update={"routing": routing})
-    changed = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
+    changed = router.with_pool(pool)
     settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0)
     app = create_app(settings, router=changed)
     with ServerThread(app) as server:

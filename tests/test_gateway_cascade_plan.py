@@ -57,16 +57,11 @@ def test_pool(tmp_path_factory: pytest.TempPathFactory, answers_server: tuple[An
     return shared_pool(tmp_path_factory.mktemp("plan"), answers_server[1].url, UPSTREAM_KEY_ENV)
 
 
-@pytest.fixture(scope="module")
-def router(test_pool: Path) -> Router:
-    return Router.from_pool(load_pool(test_pool))
-
-
 @contextmanager
 def serving(router: Router, test_pool: Path, plan: CalibratedPlan, **app: Any) -> Iterator[RunningGateway]:
     """A gateway on the test pool's scorer whose ``routing.cascade`` is ``plan``."""
     settings = load_settings(None, pool=test_pool, api_keys=[API_KEY], retries=0, **app)
-    application = create_app(settings, router=Router(router.pool, router.checkpoint, router.tokenizer, router.scorer))
+    application = create_app(settings, router=router.with_pool(router.pool))
     with ServerThread(application) as server:
         gateway = RunningGateway(server.url, application, settings)
         use_plan(gateway, plan)

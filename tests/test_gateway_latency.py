@@ -14,8 +14,6 @@ from gateway_support.pool import shared_pool
 from gateway_support.upstream import FakeUpstream
 
 from ladder.bench.server_thread import ServerThread
-from ladder.core.pool import load_pool
-from ladder.core.router import Router
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -29,11 +27,6 @@ def test_pool(
     """The shared test pool, with the pool file stating that vision-pro takes 2 s to its first token."""
     slow = {"vision-pro": {"latency": {"ttft_ms": 2000, "tokens_per_s": 50}}}
     return shared_pool(tmp_path_factory.mktemp("latency"), upstream_server[1].url, UPSTREAM_KEY_ENV, slow)
-
-
-@pytest.fixture(scope="module")
-def router(test_pool: Path) -> Router:
-    return Router.from_pool(load_pool(test_pool))
 
 
 def ask(gateway: RunningGateway, **extra: Any) -> tuple[str, dict[str, Any]]:

@@ -47,11 +47,6 @@ def test_pool(
     return shared_pool(tmp_path_factory.mktemp("sovereign"), upstream_server[1].url, UPSTREAM_KEY_ENV, tools)
 
 
-@pytest.fixture(scope="module")
-def router(test_pool: Path) -> Router:
-    return Router.from_pool(load_pool(test_pool))
-
-
 @pytest.fixture()
 def sovereign(start_gateway: Callable[..., RunningGateway]) -> RunningGateway:
     return start_gateway(sensitive_patterns=[PATTERN])

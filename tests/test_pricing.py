@@ -79,7 +79,7 @@ def _repriced(tmp_path: Path) -> Path:
 def test_the_gateway_prices_and_picks_its_baseline_like_the_router(router: Router, tmp_path: Path) -> None:
     pool_path = _repriced(tmp_path)
     pool = load_pool(pool_path)
-    repriced = Router(pool, router.checkpoint, router.tokenizer, router.scorer)
+    repriced = router.with_pool(pool)
     pricing = repriced.pricing
     priciest = max(pool.models, key=lambda m: pricing.expected_cost(m, REFERENCE_INPUT_TOKENS))
     assert priciest.name == "llama-3.1-8b"

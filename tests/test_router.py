@@ -66,12 +66,7 @@ def test_prices_are_read_at_decision_time(router: Router) -> None:
         else m
         for m in router.pool.models
     )
-    repriced = Router(
-        router.pool.model_copy(update={"models": repriced_models}),
-        router.checkpoint,
-        router.tokenizer,
-        router.scorer,
-    )
+    repriced = router.with_pool(router.pool.model_copy(update={"models": repriced_models}))
     after = repriced.route(PROMPTS[0], DecisionOptions(tolerance=0.2)).decision
     assert after.model != top
     before_cost = next(c for c in cheap.decision.candidates if c.name == top).expected_cost_usd
@@ -82,7 +77,7 @@ def test_budget_policy_keeps_reference_traffic_under_the_target(router: Router, 
     text = default_pool_path().read_text()
     text = text.replace("policy: cheapest", "policy: budget\n  budget_per_1k: 0.1")
     (tmp_path / "pool.yaml").write_text(text)
-    budget = Router(load_pool(tmp_path / "pool.yaml"), router.checkpoint, router.tokenizer, router.scorer)
+    budget = router.with_pool(load_pool(tmp_path / "pool.yaml"))
     decisions = budget.route_many(PROMPTS)
     assert all(d.decision.policy is PolicyName.CHEAPEST for d in decisions)
     tolerance = decisions[0].decision.tolerance

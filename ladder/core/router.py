@@ -91,6 +91,11 @@ class Router:
         tokenizer = Tokenizer(directory, max_tokens=pool.routing.max_prompt_tokens)
         return cls(pool, checkpoint, tokenizer, scorer)
 
+    def with_pool(self, pool: PoolConfig) -> Router:
+        """This router's checkpoint, tokenizer and scorer deciding over ``pool`` (other models, prices or routing
+        settings); nothing is reloaded, so the encoder keeps the settings it was loaded with."""
+        return Router(pool, self.checkpoint, self.tokenizer, self.scorer)
+
     @property
     def pricing(self) -> Pricing:
         """Today's pool prices with the output tokens the checkpoint learned per model."""

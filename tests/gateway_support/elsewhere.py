@@ -41,7 +41,7 @@ def gateway_at(
         path = write_pool(
             tmp_path / f"pool-{len(running)}.yaml", url, test_pool.parent / "checkpoint", UPSTREAM_KEY_ENV
         )
-        routed = Router(load_pool(path), router.checkpoint, router.tokenizer, router.scorer)
+        routed = router.with_pool(load_pool(path))
         return serve_gateway(path, routed, running, **overrides)
 
     yield start

@@ -37,10 +37,16 @@ def upstream(upstream_server: tuple[FakeUpstream, ServerThread]) -> FakeUpstream
 
 
 @pytest.fixture(scope="session")
-def test_pool(
+def session_pool(
     tmp_path_factory: pytest.TempPathFactory, upstream_server: tuple[FakeUpstream, ServerThread]
 ) -> Path:
     return shared_pool(tmp_path_factory.mktemp("gateway"), upstream_server[1].url, UPSTREAM_KEY_ENV)
+
+
+@pytest.fixture(scope="module")
+def test_pool(session_pool: Path) -> Path:
+    """The pool file the module's gateways serve: the shared one, unless the module overrides it."""
+    return session_pool
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +62,16 @@ def answers(answers_server: tuple[AnswersUpstream, ServerThread]) -> AnswersUpst
 
 
 @pytest.fixture(scope="session")
-def router(test_pool: Path) -> Router:
-    return Router.from_pool(load_pool(test_pool))
+def loaded_router(session_pool: Path) -> Router:
+    """The shared pool's router, loaded once: loading the encoder takes seconds, and every test pool is written
+    over the same prior checkpoint."""
+    return Router.from_pool(load_pool(session_pool))
+
+
+@pytest.fixture(scope="module")
+def router(test_pool: Path, loaded_router: Router) -> Router:
+    """The loaded checkpoint and scorer deciding over the module's ``test_pool``."""
+    return loaded_router.with_pool(load_pool(test_pool))
 
 
 @pytest.fixture()
