@@ -122,3 +122,51 @@ def test_cli_export_writes_a_cpu_repository(tmp_path: Path) -> None:
     assert "parity" in result.output
     assert (out / "encoder" / "1" / "model.py").is_file()
     assert (out / "router" / "labels.txt").read_text().splitlines() == list(th.LABELS)
+
+
+def _served_parameters(config: Path) -> dict[str, str]:
+    return dict(re.findall(r'key: "(ladder_[a-z0-9_]+)" value: \{ string_value: "([^"]*)" \}', config.read_text()))
+
+
+def test_a_same_bits_encoder_is_served_by_triton_as_rewritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder folder that asks for ``int8_kernels: same_bits`` is exported as the embedded scorer runs it:
+    the rewritten graph (parity with the in-process scorer holds within 1e-5, where the file as built differs
+    by the int8 encoder's noise), and the config says so, which keeps Triton's embeddings cached apart."""
+    import onnx
+
+    from ladder.core.encoder import EncoderInfo
+    from ladder.core.home import encoder_dir
+    from ladder.core.same_bits import MARK
+    from ladder.training.triton_embed import served_encoder
+
+    built = th.require_encoder()
+    source = encoder_dir(th.ENCODER)
+    fast = _served_parameters(th.cpu_repository() / "encoder" / "config.pbtxt")  # before the home moves
+    checkpoint = th.checkpoint().directory
+    home = tmp_path / "home"
+    folder = home / "encoders" / built.name
+    folder.mkdir(parents=True)
+    for item in source.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "encoder.json").unlink()
+    info = EncoderInfo.load(source).model_copy(update={"int8_kernels": "same_bits"})
+    (folder / "encoder.json").write_text(info.model_dump_json(indent=2))
+    monkeypatch.setenv("LADDER_HOME", str(home))
+
+    out = tmp_path / "repo"
+    result = export_repository(checkpoint, out, flavour="cpu", int8=True, log=lambda _: None)
+    assert result.parity_max_diff <= 1e-5
+    graph = onnx.load(str(out / "encoder" / "1" / "model.onnx"))
+    assert any(p.key == MARK for p in graph.metadata_props)
+    assert not (out / "encoder" / "1" / "model.onnx").is_symlink()
+    served = _served_parameters(out / "encoder" / "config.pbtxt")
+    assert served["ladder_encoder_variant"] == "int8" and served["ladder_int8_kernels"] == "same_bits"
+    config = {
+        "output": [{"name": "embedding", "dims": [built.dim]}],
+        "parameters": {k: {"string_value": v} for k, v in served.items()},
+    }
+    assert served_encoder(config, "encoder").cache_tag.endswith(":int8:same_bits")
+
+    assert fast["ladder_int8_kernels"] == "fast"
+    del config["parameters"]["ladder_int8_kernels"]  # a repository written before the parameter: fast
+    assert served_encoder(config, "encoder").cache_tag.endswith(":int8")

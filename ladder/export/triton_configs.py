@@ -51,16 +51,22 @@ def _params(values: Mapping[str, str]) -> str:
     )
 
 
-def encoder_identity(name: str, source: str, dim: int, variant: str, engine: str) -> dict[str, str]:
+def encoder_identity(
+    name: str, source: str, dim: int, variant: str, engine: str, int8_kernels: str | None = None
+) -> dict[str, str]:
     """Model-config parameters naming the encoder a repository serves, read back by clients that need the
-    very encoder a checkpoint was trained on (``ladder train --embed-with``, ``ladder/training/triton_embed.py``)."""
-    return {
+    very encoder a checkpoint was trained on (``ladder train --embed-with``, ``ladder/training/triton_embed.py``);
+    an int8 graph also names its float kernels (``fast`` or ``same_bits``: `ladder.core.same_bits`)."""
+    identity = {
         "ladder_encoder": name,
         "ladder_encoder_source": source,
         "ladder_encoder_dim": str(dim),
         "ladder_encoder_variant": variant,
         "ladder_engine": engine,
     }
+    if int8_kernels is not None:
+        identity["ladder_int8_kernels"] = int8_kernels
+    return identity
 
 
 def _batching(shape: RepoShape) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ladder.core.checkpoint import Checkpoint
-from ladder.core.encoder import TOKENIZER_FILE, EncoderInfo, OnnxEncoder, Tokenizer, Variant
+from ladder.core.encoder import TOKENIZER_FILE, EncoderInfo, OnnxEncoder, Tokenizer, Variant, session_graph
 from ladder.core.errors import CheckpointError, ConfigError, LadderError
 from ladder.core.head import OnnxHead
 from ladder.core.home import encoder_dir
@@ -114,6 +114,17 @@ def _portable_encoder(directory: Path, info: EncoderInfo, dst: Path) -> None:
     export_onnx(module, inputs, dst, ["embedding"], {**axes, "embedding": {0: "batch"}})
 
 
+def _cpu_encoder(source: Path, variant: Variant, info: EncoderInfo, dst: Path) -> None:
+    """The cpu flavour's encoder graph: the folder's file as built, or, for an int8 graph whose folder asks for
+    ``int8_kernels: same_bits``, that graph rewritten as the embedded scorer runs it (the same bits on every
+    CPU, and the same P(correct) as in process)."""
+    graph = session_graph(source, variant, same_bits_int8=info.int8_kernels == "same_bits")
+    if isinstance(graph, bytes):
+        dst.write_bytes(graph)
+    else:
+        link_or_copy(source, dst)
+
+
 def _warmup_files(folder: Path, tokenizer: Tokenizer, flavour: cfg.Flavour) -> None:
     """Raw int64 warm-up inputs of the lengths the encoder config names."""
     row = tokenizer.encode(["warm up the router " * 200]).input_ids[0]
@@ -161,7 +172,7 @@ def write_repository(
         log("exporting a portable (standard-op) encoder graph for TensorRT")
         _portable_encoder(directory, info, enc / "1" / "model.onnx")
     else:
-        link_or_copy(directory / getattr(info.files, variant), enc / "1" / "model.onnx")
+        _cpu_encoder(directory / getattr(info.files, variant), variant, info, enc / "1" / "model.onnx")
         shutil.copyfile(onnx_model.__file__, enc / "1" / "model.py")
     _warmup_files(enc / "warmup", tokenizer, shape.flavour)
     if tensorrt_plan:
@@ -195,7 +206,8 @@ def served_identity(
     engine = "onnxruntime-cpu" if flavour == "cpu" else "tensorrt-fp16"
     engine = engine.replace("tensorrt", "tensorrt-plan") if tensorrt_plan else engine
     engine = "onnxruntime-cuda" if flavour == "gpu" and not tensorrt and not tensorrt_plan else engine
-    return cfg.encoder_identity(info.name, info.source, info.dim, variant, engine)
+    kernels = info.int8_kernels if variant == "int8" else None
+    return cfg.encoder_identity(info.name, info.source, info.dim, variant, engine, kernels)
 
 
 def _build_plan(enc: Path, shape: cfg.RepoShape, log: Log) -> None:

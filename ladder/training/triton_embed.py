@@ -59,11 +59,14 @@ class ServedEncoder:
     variant: str
     engine: str
     max_batch: int
+    int8_kernels: str = "fast"
 
     @property
     def cache_tag(self) -> str:
-        """Part of the embedding cache key: Triton's numbers are cached apart from in-process ones."""
-        return f"triton:{self.engine}:{self.variant}"
+        """Part of the embedding cache key: Triton's numbers are cached apart from in-process ones, and an int8
+        graph's same-bits kernels apart from the fast ones."""
+        kernels = ":same_bits" if self.variant == "int8" and self.int8_kernels == "same_bits" else ""
+        return f"triton:{self.engine}:{self.variant}{kernels}"
 
 
 def grpc_address(url: str) -> str:
@@ -97,7 +100,7 @@ def served_encoder(config: dict[str, Any], model: str) -> ServedEncoder:
             "--embed-with at a repository written by `ladder export` (its 'encoder' model)"
         )
     keys = ("ladder_encoder", "ladder_encoder_source", "ladder_encoder_dim", "ladder_encoder_variant")
-    values = {k: _param(config, k) for k in (*keys, "ladder_engine")}
+    values = {k: _param(config, k) for k in (*keys, "ladder_engine", "ladder_int8_kernels")}
     missing = [k for k in keys if values[k] is None]
     if missing:
         raise TritonEmbedError(
@@ -112,6 +115,7 @@ def served_encoder(config: dict[str, Any], model: str) -> ServedEncoder:
         variant=str(values["ladder_encoder_variant"]),
         engine=values["ladder_engine"] or "unknown",
         max_batch=int(config.get("max_batch_size", 0)),
+        int8_kernels=values["ladder_int8_kernels"] or "fast",  # repositories written before it: fast
     )
 
 
