@@ -66,17 +66,17 @@ def evaluate_confidence(
     else:
         raise DataError(f"--prompts must be 'encoder' or 'words', got {prompts!r}")
     report, plan = run(dataset, features)
-    report["prompt_features"] = "tf-idf (64 axes)" if prompts == "words" else f"encoder {encoder}"
+    report["prompt_features"] = f"tf-idf ({features.shape[1]} axes)" if prompts == "words" else f"encoder {encoder}"
     out.mkdir(parents=True, exist_ok=True)
     with partial_file(out / "report.json") as partial:
         partial.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     plot_confidence(report, out / "curve.png")
     ref = report["reference"]
-    for name, plan in report["plans"].items():
-        half = plan["chosen_on_training_at_half_cost"]
+    for name, figures in report["plans"].items():  # not `plan`: that is the plan to write
+        half = figures["chosen_on_training_at_half_cost"]
         stderr.print(
-            f"{name:46s} match {ref['model']} at {plan['cost_to_match']} of its cost "
-            f"(90% interval {plan['cost_to_match_interval']}); at half its cost: "
+            f"{name:46s} match {ref['model']} at {figures['cost_to_match']} of its cost "
+            f"(90% interval {figures['cost_to_match_interval']}); at half its cost: "
             f"{half['accuracy'] if half else None}"
         )
     stderr.print(f"recommended: {report['recommendation']['recommended']}; wrote {out}/report.json, curve.png")
