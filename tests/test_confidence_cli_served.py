@@ -1,6 +1,6 @@
 """`ladder evaluate-confidence --write-plan` end to end: the real command writes the plan into a pool file,
 the gateway serves that file with the answers fake on loopback, and each chat is what `play_plan` says of
-the same replies.
+the same replies; bad inputs are one line naming the file, a non-zero exit, and the pool file untouched.
 
 The data is generated here (the shape of ``cascades_llama``: option letters read by their own logprob,
 free text by a priced self-check, ``-inf`` and exact-zero confidences, a train/test split) and written by
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from gateway_support.answers_upstream import AnswersUpstream
 from gateway_support.common import UPSTREAM_KEY, UPSTREAM_KEY_ENV, RunningGateway, serve_gateway
 from gateway_support.pool import NAMES, shared_pool
@@ -164,3 +166,76 @@ def test_chats_on_the_written_pool_are_served_as_play_plan_plays_the_same_replie
         assert [s["model"] for s in stages if s["role"] == "answer"] == order
         assert sum(s["cost_usd"] for s in stages) == pytest.approx(played.cost[0], rel=1e-9)
     assert escalated > 0
+
+
+# ---- bad inputs --------------------------------------------------------------------------------------------
+
+
+def refused(args: list[str], pool: Path, names: str) -> str:
+    """Run the command that must fail; its one error line (checked: names ``names``, no traceback, exit
+    status non-zero, ``pool`` byte for byte as it was)."""
+    before = pool.read_bytes() if pool.is_file() else None
+    run = ladder("evaluate-confidence", *args)
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr + run.stdout, run.stderr
+    line = " ".join(run.stderr.split())
+    assert line.startswith("error: ") and names in line, run.stderr
+    assert (pool.read_bytes() if pool.is_file() else None) == before
+    assert not [p for p in pool.parent.glob(f".{pool.name}.*")]  # no partial file left beside it
+    return line
+
+
+def test_a_pool_without_the_datas_models_is_refused_before_the_work(
+    tmp_path: Path, data_csv: Path, answers_server: tuple[AnswersUpstream, ServerThread]
+) -> None:
+    pool = shared_pool(tmp_path, answers_server[1].url, UPSTREAM_KEY_ENV)
+    document = yaml.safe_load(pool.read_text(encoding="utf-8"))
+    document["models"] = [m for m in document["models"] if m["name"] != "vision-pro"]
+    pool.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    line = refused(cli_args(data_csv, tmp_path / "out", pool), pool, str(pool))
+    assert "vision-pro" in line
+    assert not (tmp_path / "out").exists()  # refused before the work: no report either
+
+
+def test_a_file_that_is_no_pool_is_refused(tmp_path: Path, data_csv: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("models: [unclosed\n", encoding="utf-8")
+    refused(cli_args(data_csv, tmp_path / "out", pool), pool, str(pool))
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes through file permissions")
+def test_a_pool_in_a_folder_that_cannot_be_written_is_refused_before_the_work(
+    tmp_path: Path, data_csv: Path, answers_server: tuple[AnswersUpstream, ServerThread]
+) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    pool = shared_pool(folder, answers_server[1].url, UPSTREAM_KEY_ENV)
+    folder.chmod(0o555)
+    try:
+        refused(cli_args(data_csv, tmp_path / "out", pool), pool, str(pool))
+    finally:
+        folder.chmod(0o755)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_the_work(
+    tmp_path: Path, data_csv: Path, answers_server: tuple[AnswersUpstream, ServerThread]
+) -> None:
+    """--out under a plain file: no one can make that folder, root included."""
+    pool = shared_pool(tmp_path, answers_server[1].url, UPSTREAM_KEY_ENV)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    refused(cli_args(data_csv, blocker / "out", pool), pool, str(blocker / "out"))
+
+
+def test_data_without_confidences_is_refused_naming_the_file(
+    tmp_path: Path, answers_server: tuple[AnswersUpstream, ServerThread]
+) -> None:
+    pool = shared_pool(tmp_path, answers_server[1].url, UPSTREAM_KEY_ENV)
+    bare = tmp_path / "bare.csv"
+    rows = ["question_id,question,model,correct,cost_usd,split"]
+    rows += [f"q{i},question {i},{m},{(i + j) % 2},0.001,{'train' if i % 3 else 'test'}"
+             for i in range(12) for j, m in enumerate(NAMES)]  # fmt: skip
+    bare.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    line = refused(cli_args(bare, tmp_path / "out", pool), pool, str(bare))
+    assert "answer_logprob" in line
