@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ladder.training.confidence import confidence_features
+from ladder.core.errors import DataError
+from ladder.training.confidence import confidence_features, word_prompts
 from ladder.training.confidence_report import evaluate_confidence
 from ladder.training.dataset import RoutingData, write_canonical
 from ladder.training.importers import import_data
@@ -102,3 +103,14 @@ def test_cli_refuses_data_without_confidences(tmp_path: Path, sliced: RoutingDat
     result = ladder("evaluate-confidence", "--data", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode != 0
     assert "no answer_logprob column" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_word_prompts_take_as_many_axes_as_the_training_prompts_have_terms() -> None:
+    """Found by ``tests/test_confidence_cli_served.py``: prompts with fewer than 64 shared terms crashed
+    ``--prompts words`` with a traceback (TruncatedSVD asked for more axes than terms)."""
+    questions = [f"question {i} about {'letters' if i % 2 else 'cities'}" for i in range(30)]
+    features = word_prompts(questions, np.arange(30) % 3 > 0)
+    assert features.shape[0] == 30 and 1 <= features.shape[1] < 64
+    assert np.isfinite(features).all() and features.std(axis=0).max() > 0
+    with pytest.raises(DataError, match="share no words"):
+        word_prompts(["alpha", "beta", "gamma"], np.array([True, True, False]))

@@ -42,6 +42,9 @@ def test_yes_is_read_from_the_first_tokens_top_logprobs() -> None:
     )
     assert yes_logprob(tokens) == pytest.approx(math.log(0.7))
     assert yes_logprob([TokenLogprob("No", 0.0, (("No", 0.0),))]) == -math.inf  # a certain no
+    assert yes_logprob([TokenLogprob(" no", -0.2, ((" no", -0.2), ("Maybe", -1.8)))]) == -math.inf
+    # neither a yes nor a no among the first token and its alternatives: nothing was read
+    assert yes_logprob([TokenLogprob("The", -0.1, (("The", -0.1), ("I", -2.5)))]) is None
     assert yes_logprob(None) is None and yes_logprob(()) is None
 
 

@@ -50,10 +50,14 @@ def _top(value: Any) -> tuple[tuple[str, float], ...]:
 def yes_logprob(tokens: Sequence[TokenLogprob] | None) -> float | None:
     """log P("yes") at the first token of a yes/no reply: the probability of every spelling of "yes"
     ("Yes", " yes", "YES.") among the token and its top alternatives, added up; ``-inf`` when none of
-    them is a yes (a certain "no"); None when the upstream sent no logprobs."""
+    them is a yes but one is a no (a certain "no"); None when the upstream sent no logprobs, or when the
+    reply is neither (its first token and alternatives hold no yes and no no: nothing was read)."""
     if not tokens:
         return None
     first = tokens[0]
     seen = {first.token: first.logprob, **dict(first.top)}
-    p = sum(math.exp(lp) for token, lp in seen.items() if token.strip().strip(".!").lower() == "yes")
-    return math.log(min(p, 1.0)) if p > 0 else -math.inf
+    words = {token: token.strip().strip(".!").lower() for token in seen}
+    p = sum(math.exp(lp) for token, lp in seen.items() if words[token] == "yes")
+    if p > 0:
+        return math.log(min(p, 1.0))
+    return -math.inf if "no" in words.values() else None

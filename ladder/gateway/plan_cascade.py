@@ -7,12 +7,17 @@ plan pays for one: the same model is asked whether its answer is right, and log 
 first token's top logprobs. A self-check is an upstream call like any other (``Purpose.SELF_CHECK``,
 through the dispatcher: locality, deadline and spend hold for it), priced and listed as a stage. Once the
 step keeps, the answer with the highest calibrated P is returned (`ladder.core.rung.answer_to_return`).
+A model whose answer call fails is passed over (the next answer lists it as a failed attempt); a self-check
+that is refused, fails or brings no yes/no logprobs leaves its answer unread, as a missing reading: the
+router's P stands in; only a self-check that was answered is paid, and one that was not is named in its
+answer's reason.
 `ladder.training.served_plan.play_plan` plays the same plan over recorded answers with the same functions.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -26,6 +31,7 @@ from ladder.core.pool import ModelSpec
 from ladder.core.rung import answer_to_return, step
 from ladder.gateway.cascade import Cascade, Stage
 from ladder.gateway.context import Purpose
+from ladder.gateway.dispatch import Attempt
 from ladder.gateway.errors import REQUEST_FAILURES
 
 SELF_CHECK_TOP_LOGPROBS = 5
@@ -53,18 +59,25 @@ def self_check_body(cascade: Cascade, answer: str | None) -> dict[str, Any]:
     return {**body, "messages": messages, "max_tokens": 1, "logprobs": True, "top_logprobs": SELF_CHECK_TOP_LOGPROBS}
 
 
-async def self_check(cascade: Cascade, spec: ModelSpec, answer: Stage) -> Stage | None:
-    """Ask ``spec`` whether its ``answer`` is right (None where the call failed or was refused: the answer
-    stays unread)."""
+def outcome(exc: BaseException) -> str:
+    """How a failed call ended, as a decision record's failed attempt says it (``HTTP 503``, ``timeout``)."""
+    if isinstance(exc, UpstreamRejectedError):
+        return f"HTTP {exc.status}"
+    return str(getattr(exc, "reason", None) or type(exc).__name__)
+
+
+async def self_check(cascade: Cascade, spec: ModelSpec, answer: Stage) -> Stage | str:
+    """Ask ``spec`` whether its ``answer`` is right: the self-check's stage, or how its call was refused
+    or failed (nothing paid, the answer stays unread)."""
     try:
         return await cascade.call(
             [spec], "self-check", Purpose.SELF_CHECK, self_check_body(cascade, answer.completion.text)
         )
-    except UpstreamRejectedError:
+    except UpstreamRejectedError as exc:
         cascade.refused_logprobs.add(spec.name)
-        return None
-    except REQUEST_FAILURES:
-        return None
+        return f"refused ({outcome(exc)})"
+    except REQUEST_FAILURES as exc:
+        return f"failed ({outcome(exc)})"
 
 
 async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]:
@@ -83,7 +96,9 @@ async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]
     answers: dict[int, Stage] = {}
     reasons: list[str] = []
     then_at: dict[int, int] = {}  # per answer, the index of the step taken after it
+    unchecked: dict[int, str] = {}  # per answer, how its self-check was refused or failed
     failure: BaseException | None = None
+    failed: list[Attempt] = []  # answer calls that failed since the last answer, listed with the next one
     mask = 0
     while True:
         estimate = router_p[0] if mask == 0 else ahead[0]
@@ -96,12 +111,15 @@ async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]
             break
         j = decision.model
         spec = cascade.gw.pool.model(names[j])
+        started = time.perf_counter()
         try:
             stage = await cascade.call([spec], "answer", Purpose.CASCADE_STAGE)
         except REQUEST_FAILURES as exc:
             available[j], failure = False, exc
-            reasons[-1] += f" ({names[j]} failed: {type(exc).__name__})"
+            failed.append(Attempt(names[j], outcome(exc), (time.perf_counter() - started) * 1000))
+            reasons[-1] += f" ({names[j]} failed: {failed[-1].outcome})"
             continue
+        stage.dispatched.attempts[:0], failed = failed, []
         cascade.stages.append(stage)
         answers[j], asked[j], then_at[j] = stage, True, len(reasons)
         mask |= 1 << j
@@ -110,10 +128,17 @@ async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]
         lp, is_check = (own_lp if reads_answer_logprob(text, own_lp) else None), False
         if plan.models[j].wants_self_check(text, own_lp) and spec.name not in cascade.refused_logprobs:
             checked = await self_check(cascade, spec, stage)
-            if checked is not None:
+            if isinstance(checked, str):
+                unchecked[j] = checked
+            else:
                 cascade.stages.append(checked)
                 yes = yes_logprob(checked.completion.logprobs)
-                checked.note = "no logprobs: unread" if yes is None else f"P(yes) {math.exp(yes):.4f}"
+                if yes is not None:
+                    checked.note = f"P(yes) {math.exp(yes):.4f}"
+                elif checked.completion.logprobs:
+                    checked.note = "neither yes nor no in its top logprobs: unread"
+                else:
+                    checked.note = "no logprobs: unread"
                 lp, is_check = (yes, True) if yes is not None else (None, True)
         read = np.array([np.nan if lp is None else lp])
         known[0, j] = plan.known(j, read, np.array([is_check]), router_p)[0]
@@ -128,5 +153,7 @@ async def run_plan(cascade: Cascade, plan: CalibratedPlan) -> tuple[Stage, None]
         kept = j == returned
         then = reasons[then_at[j]] if then_at[j] < len(reasons) else ""
         why = f"calibrated P(correct) {held[0, j]:.3f} after {sum(asked)} answer(s); then {then}"
+        if j in unchecked:
+            why = f"self-check {unchecked[j]}: unread; {why}"
         stage.verdict = Verdict(kept, why + ("; returned" if kept else ""))
     return answers[returned], None

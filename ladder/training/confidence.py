@@ -56,13 +56,17 @@ class Side:
 
 def word_prompts(questions: list[str], fit_rows: np.ndarray, dims: int = 64) -> np.ndarray:
     """A light prompt representation when the encoder is too costly to run: tf-idf over words and word
-    pairs, reduced to ``dims`` axes, both fitted on the ``fit_rows`` (training) prompts only."""
+    pairs, reduced to ``dims`` axes (fewer where the training prompts have fewer terms), both fitted on
+    the ``fit_rows`` (training) prompts only."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     words = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=50_000, sublinear_tf=True)
-    fitted = words.fit_transform([questions[i] for i in np.flatnonzero(fit_rows)])
-    svd = TruncatedSVD(dims, random_state=0).fit(fitted)
+    try:
+        fitted = words.fit_transform([questions[i] for i in np.flatnonzero(fit_rows)])
+    except ValueError as exc:  # no term in two training prompts
+        raise DataError(f"the training prompts share no words to build prompt features from ({exc})") from exc
+    svd = TruncatedSVD(min(dims, fitted.shape[1]), random_state=0).fit(fitted)
     return np.asarray(svd.transform(words.transform(questions)), dtype=np.float32)
 
 

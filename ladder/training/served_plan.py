@@ -121,13 +121,16 @@ def play_plan(
     check_lp: Floats,
     answer_cost: Floats,
     check_cost: Floats,
+    available: npt.NDArray[np.bool_] | None = None,
 ) -> PlanPlay:
     """``plan`` over recorded answers ([rows, models] each, in the plan's model order): the router's P, the
     answer texts, each answer's own log-probability and a self-check's log P("yes") (NaN: none), and what
     the answer and the self-check calls cost. Each step is `ladder.core.rung.next_asks` on the plan's
     estimates; an answer is read by its own logprob where it picks an option letter, else by a self-check
     where the plan pays for one (paid whether or not it brings a confidence); once kept, the answer with
-    the highest calibrated P is returned (`ladder.core.rung.answer_to_return`)."""
+    the highest calibrated P is returned (`ladder.core.rung.answer_to_return`). A model that is not
+    ``available`` ([rows, models]; default: every one) is never asked, as the gateway passes over a model
+    whose answer call failed; a row where none may answer asks nobody (``order`` all -1)."""
     n, models = router_p.shape
     rows = np.arange(n)
     agree = np.zeros((n, models, models))
@@ -143,8 +146,9 @@ def play_plan(
     held = ahead = np.full((n, models), np.nan)
     p_keep = np.full(n, np.nan)
     price = np.broadcast_to(plan.prices(), (n, models))
+    reachable = np.ones((n, models), dtype=bool) if available is None else np.asarray(available, dtype=bool)
     for stage in range(min(plan.max_stages, models)):
-        q = np.where((masks == 0)[:, None], router_p, ahead)
+        q = np.where(reachable, np.where((masks == 0)[:, None], router_p, ahead), -np.inf)
         choice = next_asks(p_keep, q, price, asked, plan.rung)
         live = choice != KEEP
         if not live.any():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,16 @@ class Answer:
     logprobs: str = "yes"  # yes: returns them when asked | ignore: never returns them | refuse: 400 if asked
     fail: bool = False
     yes_logprob: float = math.log(0.5)  # a self-check's log P("yes") (-inf: a certain "no")
+    answer_fault: str = "none"  # how the answer call fails (`FAULTS`), whatever ``logprobs`` says
+    check_fault: str = "none"  # how the self-check call fails (`FAULTS`)
+
+
+FAULTS = ("none", "no logprobs", "no yes/no token", "refuse logprobs", "HTTP 503", "hang", "malformed JSON")
+"""How a call of the answers fake may fail: ``no logprobs`` (a reply without them), ``no yes/no token``
+(logprobs whose first token and its top alternatives are neither yes nor no), ``refuse logprobs`` (400 to a
+request that asks for them), ``HTTP 503``, ``hang`` (no reply for `HANG_S`), ``malformed JSON`` (a 200 whose
+body is not JSON)."""
+HANG_S = 3.0
 
 
 @dataclass
@@ -37,6 +48,10 @@ class AnswersUpstream:
         self, model: str, text: str, logprob: float = -0.05, logprobs: str = "yes", yes_logprob: float = math.log(0.5)
     ) -> None:
         self.answers[model] = Answer(text, logprob, logprobs, yes_logprob=yes_logprob)
+
+    def set_faults(self, model: str, text: str, answer: str, check: str, yes_logprob: float = math.log(0.5)) -> None:
+        """``model`` answers ``text``, its answer call and its self-check failing as `FAULTS` names."""
+        self.answers[model] = Answer(text, yes_logprob=yes_logprob, answer_fault=answer, check_fault=check)
 
     def fail(self, model: str) -> None:
         self.answers[model] = Answer(fail=True)
@@ -64,13 +79,17 @@ SELF_CHECK_USAGE = (30, 1)
 
 
 def _self_check(model: str, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
-    """One token, "Yes" or "No" (the likelier), with both in its top logprobs where they are finite."""
+    """One token, "Yes" or "No" (the likelier), with both in its top logprobs where they are finite (with
+    ``no yes/no token``: "The", its alternatives neither)."""
     yes = answer.yes_logprob
     no = math.log1p(-math.exp(yes)) if yes > -math.inf else 0.0
     top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in (("Yes", yes), ("No", no)) if math.isfinite(lp)]
     token = "Yes" if yes >= no else "No"
+    if answer.check_fault == "no yes/no token":
+        token, yes, no = "The", -0.1, -0.1
+        top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in (("The", -0.1), ("I", -2.5), ("It", -3.0))]
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": token}, "finish_reason": "length"}
-    if body.get("logprobs") and answer.logprobs == "yes":
+    if body.get("logprobs") and answer.logprobs == "yes" and answer.check_fault != "no logprobs":
         lp = yes if token == "Yes" else no
         choice["logprobs"] = {"content": [{"token": token, "logprob": lp, "bytes": None, "top_logprobs": top}]}
     prompt, completion = SELF_CHECK_USAGE
@@ -86,7 +105,7 @@ def _completion(model: str, body: dict[str, Any], answer: Answer) -> dict[str, A
         "message": {"role": "assistant", "content": answer.text},
         "finish_reason": "stop",
     }
-    if body.get("logprobs") and answer.logprobs == "yes":
+    if body.get("logprobs") and answer.logprobs == "yes" and answer.answer_fault != "no logprobs":
         tokens = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
         choice["logprobs"] = {
             "content": [
@@ -118,7 +137,14 @@ def answers_upstream_app(state: AnswersUpstream) -> Starlette:
         answer = state.answers.get(model, Answer())
         if answer.fail:
             return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}}, 500)
-        if body.get("logprobs") and answer.logprobs == "refuse":
+        fault = answer.check_fault if is_self_check(body) else answer.answer_fault
+        if fault == "HTTP 503":
+            return JSONResponse({"error": {"message": "injected overload", "type": "server_error"}}, 503)
+        if fault == "hang":
+            await asyncio.sleep(HANG_S)
+        if fault == "malformed JSON":
+            return Response(b'{"id": "chatcmpl-x", "choices": [', media_type="application/json")
+        if body.get("logprobs") and (answer.logprobs == "refuse" or fault == "refuse logprobs"):
             error = {
                 "message": "logprobs are not supported",
                 "type": "invalid_request_error",
