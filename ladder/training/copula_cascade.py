@@ -91,11 +91,13 @@ def optimise(model: ChainModel, chain: tuple[int, ...], lam: float, warm: np.nda
 
 @dataclass(frozen=True)
 class Setting:
-    """A chain, a cost sensitivity, and each task's keep-thresholds on calibrated confidence."""
+    """A chain, a cost sensitivity, and each task's keep-thresholds on calibrated confidence (and on the
+    model's latent uniforms, where it predicts the setting's error and cost)."""
 
     chain: tuple[int, ...]
     lam: float
     keep_at: dict[str, tuple[float, ...]]
+    latent: dict[str, tuple[float, ...]]
 
     def describe(self, names: list[str]) -> str:
         cuts = "; ".join(f"{g or 'other'}: " + "/".join(f"{t:.3g}" for t in ts) for g, ts in self.keep_at.items())
@@ -107,13 +109,13 @@ def tune(fitted: Fitted, lambdas: tuple[float, ...] = LAMBDAS) -> list[Setting]:
     settings = []
     for chain in fitted.chains:
         warm: dict[str, np.ndarray | None] = dict.fromkeys(fitted.models)
-        per_lam: list[dict[str, tuple[float, ...]]] = [{} for _ in lambdas]
-        for i, lam in enumerate(lambdas):
+        for lam in lambdas:
+            keep_at, latent = {}, {}
             for g, model in fitted.models.items():
                 s = optimise(model, chain, lam / fitted.scale, warm[g])
                 warm[g] = s
-                per_lam[i][g] = tuple(model.keep_at(chain, s).tolist())
-        settings += [Setting(chain, lam, cuts) for lam, cuts in zip(lambdas, per_lam, strict=True)]
+                keep_at[g], latent[g] = tuple(model.keep_at(chain, s).tolist()), tuple(s.tolist())
+            settings.append(Setting(chain, lam, keep_at, latent))
     return settings
 
 
@@ -169,7 +171,8 @@ def auc_against_grid(
 ) -> dict[str, object]:
     """Per task and chain of 3 or more models: the held-out error-cost curve of the continuous tuning
     (its lambda sweep) against that of grid-searched thresholds, as the authors compare them: each curve's
-    mean error over the cost range both cover, and the relative improvement 1 - AUC_model / AUC_grid."""
+    mean error over the cost range both cover, and the relative improvement 1 - AUC_model / AUC_grid;
+    and how far the model's predicted error is from the held-out error along its sweep."""
     x_train, x_test = fitted.calibrated(train), fitted.calibrated(test)
     rows: list[dict[str, object]] = []
     train_tasks, test_tasks = np.array([t or "" for t in train.tasks]), np.array([t or "" for t in test.tasks])
@@ -188,6 +191,7 @@ def auc_against_grid(
             if high <= low:
                 continue
             ours_auc, grid_auc = (_error_auc(c, e, low, high) for c, e in curves)
+            predicted = [1.0 - fitted.models[task].expected(chain, np.array(settings[k].latent[task]))[0] for k in ours]
             rows.append(
                 {
                     "task": task,
@@ -196,6 +200,7 @@ def auc_against_grid(
                     "grid_auc": round(grid_auc, 5),
                     "improvement": round(1.0 - ours_auc / grid_auc, 4),
                     "grid_points": len(cuts),
+                    "model_error_gap": round(float(np.mean(np.abs(np.array(predicted) - curves[0][1]))), 4),
                 }
             )
     gains = np.array([r["improvement"] for r in rows], dtype=np.float64)
@@ -204,6 +209,7 @@ def auc_against_grid(
         "mean_improvement": round(float(gains.mean()), 4) if rows else None,
         "per_length": {int(k): round(float(gains[lengths == k].mean()), 4) for k in sorted(set(lengths.tolist()))},
         "model_better": int((gains > 0).sum()),
+        "mean_model_error_gap": round(float(np.mean([r["model_error_gap"] for r in rows])), 4) if rows else None,
         "comparisons": len(rows),
         "rows": rows,
     }
