@@ -39,6 +39,6 @@ mkdir -p reports/mmlu-pro
 
 # Cascades on real answer confidences (Zellinger & Thomson's Llama results, their train/test split): the
 # prefill router and the calibrated cascade tuned on train, every plan measured on test beside 405B, the
-# authors' kind of probabilistic cascade and grid-searched chains (docs/confidence-cascades.md).
+# authors' Markov-copula tuning (Zellinger & Thomson) and grid-searched chains (docs/confidence-cascades.md).
 $ladder import cascades-llama "$data/cascades_llama" --out runs/cascades_llama.csv.gz
 $ladder evaluate-confidence --data runs/cascades_llama.csv.gz --out reports/cascades-llama --prompts words

@@ -68,7 +68,7 @@ def test_report_puts_every_plan_beside_the_best_model(report: dict[str, Any], sl
     for name in (
         "prefill router",
         "Ladder: router + calibrated cascade",
-        "authors' probabilistic cascade (simplified)",
+        "Zellinger & Thomson: Markov-copula chains, continuous tuning",
         "grid-searched chain (raw confidence)",
     ):
         curve = plans[name]["curve"]
@@ -80,6 +80,8 @@ def test_report_puts_every_plan_beside_the_best_model(report: dict[str, Any], sl
     assert top["cost_to_match"] == pytest.approx(1.0)
     low, high = plans["Ladder: router + calibrated cascade"]["cost_to_match_interval"]
     assert low is None or high is None or low <= high
+    against = report["authors_tuning_against_grid_search"]
+    assert against["comparisons"] > 0 and all(r["model_auc"] > 0 and r["grid_auc"] > 0 for r in against["rows"])
 
 
 def test_the_recommendation_is_decided_on_training_rows(report: dict[str, Any]) -> None:

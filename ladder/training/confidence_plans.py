@@ -162,11 +162,14 @@ def chain_grid(train: RoutingData, longest: int = 5) -> list[Chain]:
     return chains
 
 
-def play_chains(data: RoutingData, chains: Sequence[Chain]) -> Outcomes:
-    """Each chain on every question: every rung but the last reads its confidence (self-check paid)."""
+def play_chains(data: RoutingData, chains: Sequence[Chain], confidence: np.ndarray | None = None) -> Outcomes:
+    """Each chain on every question: every rung but the last reads its confidence (self-check paid).
+    ``confidence`` ([rows, models]) is what the thresholds read; by default the raw log-probability."""
     answer, check, latency = _calls(data)
-    assert data.answer_logprobs is not None
-    lp = np.nan_to_num(data.answer_logprobs.astype(np.float64), nan=-np.inf)
+    if confidence is None:
+        assert data.answer_logprobs is not None
+        confidence = data.answer_logprobs
+    lp = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=-np.inf)
     n = len(data)
     out = [np.zeros((len(chains), n), dtype=np.float32) for _ in range(4)]
     for k, chain in enumerate(chains):

@@ -2,11 +2,11 @@
 
 Plans: each single model; the prefill router alone; Ladder's router and calibrated cascade learned together
 (calibrated per set of answers in hand, with their agreement, returning the most likely right answer); the
-previous method (a first-order chain that returns the last answer); the authors' kind of model (each
-model's raw confidence calibrated alone, a first-order link between rungs, the same decision rule: a
-simplification of Zellinger & Thomson's probabilistic tuning); and fixed chains
-with grid-searched thresholds on raw confidence. Each plan's settings on the training-row frontier make its
-curve; the user's objective picks one of them on training rows.
+previous method (a first-order chain that returns the last answer); Zellinger & Thomson's method (a
+Markov-copula model of each chain's calibrated confidences, thresholds by continuous optimisation:
+`ladder.training.copula_cascade`); and fixed chains with grid-searched thresholds on raw confidence.
+Each plan's settings on the training-row frontier make its curve; the user's objective picks one of them
+on training rows.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from ladder.core.confidence_plan import CalibratedPlan
 from ladder.core.rung import RungSettings
+from ladder.training import copula_cascade
 from ladder.training.confidence import CalibrationSettings, Side, fit_confidence
 from ladder.training.confidence_plans import (
     Outcomes,
@@ -40,6 +41,7 @@ from ladder.training.served_plan import fit_served_plan, play_plan, recorded_inp
 
 HALF = 0.5
 CASCADE = "Ladder: router + calibrated cascade"
+AUTHORS = "Zellinger & Thomson: Markov-copula chains, continuous tuning"
 MATCH_MARGIN = 0.005
 Player = Callable[[RoutingData, list[int]], Outcomes]
 
@@ -109,6 +111,20 @@ def _chain_plan(train: RoutingData, test: RoutingData) -> PlanRun:
             for i, (m, t) in enumerate(zip(chains[k].models, [*chains[k].thresholds, 0.0], strict=True))
         ),
     )
+
+
+def _copula_plan(train: RoutingData, test: RoutingData) -> tuple[PlanRun, dict[str, Any]]:
+    """The authors' method (`ladder.training.copula_cascade`), and their comparison with grid search."""
+    fitted = copula_cascade.fit(train, {t or "" for t in test.tasks})
+    settings = copula_cascade.tune(fitted)
+    run = _run(
+        AUTHORS,
+        copula_cascade.play(train, fitted, settings),
+        lambda kept: copula_cascade.play(test, fitted, [settings[k] for k in kept]),
+        lambda k: settings[k].describe(train.models),
+        settings,
+    )
+    return run, copula_cascade.auc_against_grid(train, test, fitted, settings)
 
 
 def _single(data: RoutingData, m: int) -> Outcomes:
@@ -238,12 +254,13 @@ def evaluate_confidence_plan(data: RoutingData, prompts: np.ndarray) -> tuple[di
     full = fit_confidence(train, test, embeddings)
     states = fit_states(train, test, full, embeddings)
     authors = fit_confidence(train, test, embeddings, CalibrationSettings(prompt=False, router=False))
+    authors_run, against_grid = _copula_plan(train, test)
     runs = [
         *(PlanRun(m, _single(train, j), _single(test, j), [m]) for j, m in enumerate(data.models)),
         _rung_plan("prefill router", train, test, full, (1,)),
         _state_plan(CASCADE, train, test, states),
         _rung_plan("first-order chain, last answer (previous method)", train, test, full, (2, 3, 5)),
-        _rung_plan("authors' probabilistic cascade (simplified)", train, test, authors, (2, 3, 5)),
+        authors_run,
         _chain_plan(train, test),
     ]
     tasks = sorted({t for t in test.tasks if t})
@@ -268,6 +285,7 @@ def evaluate_confidence_plan(data: RoutingData, prompts: np.ndarray) -> tuple[di
         "plans": plans,
         "recommendation": recommendation,
         "served_plan": served,
+        "authors_tuning_against_grid_search": against_grid,
     }
     return report, plan
 
