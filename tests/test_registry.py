@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ladder.export.triton_server import free_port
+from ladder.core.loopback import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("podman", "buildah", "docker-registry")
