@@ -1,5 +1,5 @@
 # Ladder's entry points. `make serve` sets up and starts the gateway; `make test` sets up and runs the tests.
-.PHONY: setup route serve test test-deps lint default-router images
+.PHONY: setup route serve test test-deps lint default-router images push registry
 
 setup:
 	bash scripts/setup.sh
@@ -26,7 +26,16 @@ lint:
 default-router: setup
 	bash scripts/build_default_router.sh
 
-# Gateway, export and CPU-Triton images (buildah; docs/images.md): ARCHES, IMAGES, TAG, BASE, PUSH=registry/prefix.
+# Gateway, export and CPU-Triton images (buildah; docs/images.md): ARCHES, IMAGES, TAG, BASE, PUSH=registry/prefix,
+# PUSH_TLS_VERIFY=false for a plain-HTTP registry on loopback (`make registry`).
 images:
 	bash scripts/install_images.sh $${ARCHES:-amd64 arm64} >/dev/null
-	ARCHES="$(ARCHES)" IMAGES="$(IMAGES)" TAG="$(TAG)" BASE="$(BASE)" PUSH="$(PUSH)" ENCODER_FP32="$(ENCODER_FP32)" bash scripts/build_images.sh
+	ARCHES="$(ARCHES)" IMAGES="$(IMAGES)" TAG="$(TAG)" BASE="$(BASE)" PUSH="$(PUSH)" PUSH_TLS_VERIFY="$(PUSH_TLS_VERIFY)" ENCODER_FP32="$(ENCODER_FP32)" bash scripts/build_images.sh
+
+# Push the images already built (no rebuild): PUSH=registry/prefix, IMAGES, TAG, PUSH_TLS_VERIFY=false.
+push:
+	PUSH="$(PUSH)" IMAGES="$(IMAGES)" TAG="$(TAG)" PUSH_TLS_VERIFY="$(PUSH_TLS_VERIFY)" bash scripts/push_images.sh
+
+# An OCI registry on 127.0.0.1:5000 (Debian's docker-registry; storage in /var/tmp/ladder-registry).
+registry:
+	bash scripts/local_registry.sh start

@@ -3,7 +3,7 @@
 # architecture, the CPU Triton image for amd64; each name a manifest list over its architectures.
 #
 # Usage: make images [ARCHES="amd64 arm64"] [IMAGES="gateway export triton-cpu"] [TAG=0.1.0] [ENCODER_FP32=1]
-#                    [BASE=python:3.11-slim-bookworm] [PUSH=registry/prefix]
+#                    [BASE=python:3.11-slim-bookworm] [PUSH=registry/prefix [PUSH_TLS_VERIFY=false]]
 # - BASE: a Debian bookworm image for the targets; default localhost/debian:bookworm-<arch> when that exists
 #   (scripts/install_images.sh debootstraps it), else python:3.11-slim-bookworm. Stages that only produce
 #   architecture-independent files (the wheel, ONNX graphs) run on this machine's architecture.
@@ -11,7 +11,9 @@
 #   configuration (e.g. a local wheel folder).
 # - The machine's pip configuration (its CA bundle, a find-links folder) is mounted read-only for the build
 #   and referenced from a pip.conf that exists only during RUN steps: none of it is written into an image.
-# - PUSH=ghcr.io/ladder-router: push each manifest list as PUSH/ladder-<image>:TAG (podman's credentials).
+# - PUSH=ghcr.io/ladder-router: push each manifest list as PUSH/ladder-<image>:TAG (podman's credentials) and
+#   record the registry's digest (scripts/push_images.sh). PUSH_TLS_VERIFY=false for a plain-HTTP registry on
+#   loopback (scripts/local_registry.sh); TLS is verified otherwise.
 # Names: localhost/ladder-<image>:TAG-<arch> per architecture, localhost/ladder-<image>:TAG for the list.
 # Prints one line per image with its build time; `images.json` under IMAGES_OUT (default /var/tmp) has them.
 set -euo pipefail
@@ -121,8 +123,7 @@ for image in "${images[@]}"; do
   done
   if [[ -n "${PUSH:-}" ]]; then
     # the registry's digest of the list (layers are compressed on push): what the chart's `digest` takes
-    podman manifest push --all --digestfile "$out/$image.digest" "$name" "docker://${PUSH%/}/ladder-$image:$tag"
-    echo "pushed ${PUSH%/}/ladder-$image:$tag@$(cat "$out/$image.digest")"
+    IMAGES="$image" TAG="$tag" IMAGES_OUT="$out" bash scripts/push_images.sh
   fi
 done
 printf '\n]\n' >>"$summary"

@@ -422,7 +422,8 @@ def test_cpu_flavour_serves_the_cpu_image_by_digest_without_a_gpu() -> None:
     assert "--model-repository=/models" in triton["args"]  # the repository baked into the image
     assert [v["name"] for v in pod["volumes"]] == ["dshm", "tmp"]  # /tmp: Triton's root is read-only
     gateway = container(find(docs, "Deployment"), "gateway")
-    assert gateway["image"] == f"ghcr.io/ladder-router/ladder-gateway:{version}@{values['gateway']['image']['digest']}"
+    pinned = values["gateway"]["image"]
+    assert gateway["image"] == f"{pinned['repository']}:{version}@{pinned['digest']}"
     assert "@" not in container(find(render(None), "Deployment"), "gateway")["image"]  # no digest: the tag alone
     refused = helm("template", "rel", str(CHART), "--set", "gateway.image.digest=latest")
     assert refused.returncode != 0 and "digest" in refused.stderr
