@@ -21,6 +21,7 @@ import openai
 import pytest
 from gateway_support.answers_upstream import FAULTS, AnswersUpstream
 from gateway_support.common import AUTH, UPSTREAM_KEY_ENV, RunningGateway
+from gateway_support.plan_strategies import PLAN_SETTINGS
 from gateway_support.pool import NAMES, shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,11 +146,7 @@ def answer_calls(answers: AnswersUpstream) -> list[str]:
 
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
-    seed=st.integers(0, 2**16),
-    cost_weight=st.sampled_from([0.0, 300.0, 3000.0]),
-    margin=st.sampled_from([-0.05, 0.0, 0.1]),
-    max_stages=st.integers(1, 3),
-    self_check=st.lists(st.booleans(), min_size=3, max_size=3),
+    **PLAN_SETTINGS,
     replies=st.lists(
         st.tuples(
             st.sampled_from(TEXTS),
