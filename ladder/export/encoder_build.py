@@ -196,6 +196,7 @@ def build_atomically(name: str, force: bool, fill: Callable[[Path, float], Encod
     try:
         info = fill(tmp, started)
         info.save(tmp)
+        share_readable(tmp)
         old = target.parent / f".{name}.old-{os.getpid()}"
         if target.exists():
             target.rename(old)
@@ -206,6 +207,20 @@ def build_atomically(name: str, force: bool, fill: Callable[[Path, float], Encod
         raise
     log(name, f"built in {target}", started)
     return target
+
+
+def share_readable(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the modes it would get if created now (the umask's).
+
+    Writers such as ``save_pretrained`` create files readable by their owner only; an encoder folder built by one
+    user (an image's build step, root) is read by another (the gateway's or export job's non-root user)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for entry in [folder, *folder.rglob("*")]:
+        if entry.is_symlink():
+            continue
+        executable = entry.is_dir() or entry.stat().st_mode & 0o111
+        entry.chmod((0o777 if executable else 0o666) & ~umask)
 
 
 def export_encoder(

@@ -104,6 +104,12 @@ def _portable_encoder(directory: Path, info: EncoderInfo, dst: Path) -> None:
         raise ExportError(
             f"{directory}: the gpu flavour needs the Hugging Face folder hf/ (rebuild with --force)"
         )
+    unreadable = sorted(str(path) for path in hf_dir.iterdir() if path.is_file() and not os.access(path, os.R_OK))
+    if unreadable:
+        raise ExportError(
+            f"{', '.join(unreadable)}: not readable by this user (uid {os.getuid()}); make the encoder folder "
+            f"readable (`chmod -R a+rX {directory}`) or rebuild it with `ladder setup --force`"
+        )
     module = PooledEncoder(load_backbone(hf_dir), pooling=info.pooling, normalize=info.normalize)
     sample = Tokenizer(directory, info=info).encode(["an example", "a somewhat longer example text"])
     inputs = {
