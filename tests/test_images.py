@@ -150,3 +150,21 @@ def test_gateway_scores_on_the_cpu_triton_image_in_one_trace(
             seen = receiver.wait_for(trace_id, {"ladder-gateway", "triton"}, timeout=30)
         assert seen >= {"ladder-gateway", "triton"}, receiver.spans
     assert triton_ready < 120
+
+
+def test_export_image_default_command_writes_a_gpu_repository(tmp_path: Path) -> None:
+    """The chart's Triton init container: the export image's own command, as its non-root user on a read-only
+    root, writes the gpu repository (the encoder re-exported from the image's Hugging Face weights)."""
+    isup.require_podman()
+    export_image = isup.image("export")
+    out = tmp_path / "models"
+    out.mkdir()
+    out.chmod(0o777)  # the image's user (10001) writes here
+    cmd = [*isup.PODMAN, "run", "--rm", *isup.LIMITS, "--read-only", "--tmpfs", "/tmp", "--network", "none",
+           "--cap-drop", "ALL", "--volume", f"{out}:/models", export_image]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "exported gpu repository to /models/repository" in result.stdout + result.stderr
+    repository = out / "repository"
+    assert {p.name for p in repository.iterdir()} >= {"encoder", "head", "router", "tokenizer"}
+    assert (repository / "encoder" / "1" / "model.onnx").stat().st_size > 1_000_000
