@@ -11,12 +11,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ladder.core.errors import LadderError, NoEligibleModelError, PromptError, UnknownModelError
 from ladder.core.errors import UpstreamError as UpstreamError  # upstream errors live in the core, mapped here
 from ladder.core.errors import UpstreamRejectedError as UpstreamRejectedError
 from ladder.core.errors import UpstreamTimeoutError as UpstreamTimeoutError
+from ladder.gateway.json_body import JsonAnswer
 
 
 class GatewayError(LadderError):
@@ -206,7 +207,7 @@ def error_response(request: Request | None, exc: BaseException) -> Response:
     headers = {"www-authenticate": "Bearer"} if status == 401 else {}
     if isinstance(exc, OverloadedError):
         headers["retry-after"] = str(exc.retry_after_s)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JsonAnswer(body, status_code=status, headers=headers)
 
 
 def sse_error_event(exc: BaseException, anthropic: bool = False) -> bytes:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ladder.core.decision_record import CascadeRecord
 from ladder.core.upstream_replies import Completion
@@ -22,6 +22,7 @@ from ladder.gateway.costs import Cost, answer_cost
 from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.errors import REQUEST_FAILURES
 from ladder.gateway.gateway import Gateway, Routed
+from ladder.gateway.json_body import JsonAnswer
 from ladder.gateway.plan_cascade import held_models, run_plan
 from ladder.gateway.protocol import ChatCompletionCreateParams
 from ladder.gateway.serving_chat import SSE_HEADERS, route_chat
@@ -133,7 +134,7 @@ async def create_cascade_completion(
         events = held_stream(answer, final.model, ladder, wants_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers={**headers, **SSE_HEADERS})
     completion["ladder"] = ladder
-    return JSONResponse(completion, headers=headers)
+    return JsonAnswer(completion, headers=headers)
 
 
 async def held_stream(

@@ -9,7 +9,7 @@ from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ladder.core.decision_record import Endpoint
 from ladder.core.prompt import routed_text
@@ -20,6 +20,7 @@ from ladder.gateway.disconnect import cancel_on_disconnect
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import REQUEST_FAILURES, UpstreamError, sse_error_event
 from ladder.gateway.gateway import Gateway, Routed
+from ladder.gateway.json_body import JsonAnswer
 from ladder.gateway.protocol import ChatCompletionCreateParams, extension, forwarded_body, routing_extensions
 from ladder.gateway.sse import data_event
 from ladder.gateway.stream_deadline import within_deadline
@@ -105,7 +106,7 @@ async def create_chat_completion(
     data["ladder"] = settle(gw, routed, dispatched, completion, headers, text, "chat")
     if gw.shadow is not None:
         gw.shadow.offer(routed.ctx, body, text, dispatched.model, completion)
-    return JSONResponse(data, headers=headers)
+    return JsonAnswer(data, headers=headers)
 
 
 def settle(

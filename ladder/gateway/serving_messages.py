@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ladder.core.prompt import routed_text
 from ladder.gateway.anthropic_protocol import MessageCreateParams, to_chat_body, to_message
@@ -16,6 +16,7 @@ from ladder.gateway.costs import answer_cost
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import UpstreamError, sse_error_event
 from ladder.gateway.gateway import Gateway, Routed
+from ladder.gateway.json_body import JsonAnswer
 from ladder.gateway.protocol import routing_extensions
 from ladder.gateway.serving_chat import (
     SSE_HEADERS,
@@ -46,7 +47,7 @@ async def create_message(
     completion = dispatched.completion
     message = to_message(completion, dispatched.model.name)
     message["ladder"] = settle(gw, routed, dispatched, completion, headers, text, "messages")
-    return JSONResponse(message, headers=headers)
+    return JsonAnswer(message, headers=headers)
 
 
 async def message_stream(

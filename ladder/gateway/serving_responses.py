@@ -7,7 +7,7 @@ from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ladder.core.decision_record import Endpoint
 from ladder.core.pricing import Usage
@@ -17,6 +17,7 @@ from ladder.gateway.costs import answer_cost
 from ladder.gateway.dispatch import Dispatched
 from ladder.gateway.errors import UpstreamError, openai_error
 from ladder.gateway.gateway import Gateway, Routed
+from ladder.gateway.json_body import JsonAnswer
 from ladder.gateway.protocol import extension, routing_extensions
 from ladder.gateway.responses_chat import custom_tool_names, echo, to_chat_body, to_response
 from ladder.gateway.responses_protocol import ResponseCreateParams
@@ -47,7 +48,7 @@ async def create_response(
     completion = dispatched.completion
     response = to_response(completion, params, response_id, dispatched.model.name)
     response.ladder = settle(gw, routed, dispatched, completion, headers, text, ENDPOINT)
-    return JSONResponse(response.model_dump(mode="json"), headers=headers)
+    return JsonAnswer(response.model_dump(mode="json"), headers=headers)
 
 
 async def response_stream(
