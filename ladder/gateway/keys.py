@@ -14,7 +14,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -135,6 +135,9 @@ def restrict(client: Client | None, pinned: str | None, names: Iterable[str]) ->
     return {n: f"not allowed for client key {client.name!r}" for n in names if n not in allowed}
 
 
+_PERIODS: dict[tuple[date, tzinfo | None], tuple[Period, Period]] = {}  # today's periods (Period.both)
+
+
 @dataclass(frozen=True)
 class Period:
     """A UTC day or month: its label and when it ends."""
@@ -145,6 +148,16 @@ class Period:
 
     @classmethod
     def both(cls, now: datetime) -> tuple[Period, Period]:
+        """The day and the month ``now`` (UTC) falls in; built once per day, as every request asks."""
+        day = (now.date(), now.tzinfo)
+        cached = _PERIODS.get(day)
+        if cached is None:
+            _PERIODS.clear()
+            cached = _PERIODS[day] = cls._both(now)
+        return cached
+
+    @classmethod
+    def _both(cls, now: datetime) -> tuple[Period, Period]:
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         month_start = day_start.replace(day=1)
         next_month = (month_start + timedelta(days=32)).replace(day=1)
