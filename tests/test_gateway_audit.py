@@ -34,7 +34,7 @@ def test_one_line_per_decision_without_prompt_text(
         headers=AUTH,
         json={"prompt": SECRET_PROMPT},
     )
-    first, second = gateway.audit_lines()
+    first, second = gateway.audit_lines(2)
     assert first["request_id"] == raw.headers["x-ladder-request-id"]
     assert first["chosen_model"] == "vision-pro" and first["answered_model"] == "mid-cloud"
     assert set(first["p_correct"]) == set(NAMES)  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def test_chat_and_messages_streams_without_upstream_usage_are_priced_alike(
     chat_lines = streamed_lines(f"{gateway.url}/v1/chat/completions", chat_body)
     message_body = {"model": "small-local", "max_tokens": 64, "messages": turn, "stream": True}
     message_lines = streamed_lines(f"{gateway.url}/v1/messages", message_body)
-    chat, messages = gateway.audit_lines()
+    chat, messages = gateway.audit_lines(2)
     assert chat["endpoint"] != messages["endpoint"]
     assert chat["usage"] == messages["usage"] and chat["usage"]["completion"] > 0  # type: ignore[index]
     assert chat["cost_usd"] == messages["cost_usd"] and float(chat["cost_usd"]) > 0  # type: ignore[arg-type]
@@ -125,7 +125,7 @@ def test_the_audit_line_reads_back_as_the_decision_record(
     )
     refused = httpx.post(f"{gateway.url}/v1/route", headers=AUTH, content=b"{not json")
     assert (chat.status_code, refused.status_code) == (200, 400)
-    written = gateway.audit_lines()
+    written = gateway.audit_lines(2)
     assert [line["record_version"] for line in written] == [1, 1]
 
     (row,) = read_audit([gateway.audit_path])  # the refused request's line holds no decision

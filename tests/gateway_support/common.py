@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,14 @@ class RunningGateway:
         assert self.settings.audit_log is not None, "started without an audit log"
         return Path(self.settings.audit_log)
 
-    def audit_lines(self) -> list[dict[str, Any]]:
-        """The audit log's lines so far (they are written off the event loop: closing the log flushes them)."""
+    def audit_lines(self, count: int = 0) -> list[dict[str, Any]]:
+        """The audit log's lines, once it holds at least ``count`` (a refused request's record can be queued just
+        after its answer went out) or after 10 s; they are written off the event loop: closing flushes them."""
+        deadline = time.monotonic() + 10.0
+        while count and time.monotonic() < deadline:
+            if self.audit_path.exists() and len(self.audit_path.read_text(encoding="utf-8").splitlines()) >= count:
+                break
+            time.sleep(0.02)
         self.app.state.gateway.audit.close()
         return [json.loads(line) for line in self.audit_path.read_text(encoding="utf-8").splitlines()]
 
