@@ -16,7 +16,7 @@ import pytest
 import yaml
 from gateway_support.answers_upstream import SELF_CHECK_USAGE, AnswersUpstream
 from gateway_support.common import API_KEY, UPSTREAM_KEY_ENV, RunningGateway
-from gateway_support.plan_strategies import PLAN_SETTINGS
+from gateway_support.plan_strategies import served_plans
 from gateway_support.pool import NAMES, shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,6 +51,10 @@ def check_usd(model: str) -> float:
     price_in, price_out = PRICES[model]
     prompt, completion = SELF_CHECK_USAGE
     return (prompt * price_in + completion * price_out) / 1e6
+
+
+# the plans' own prices (answer, self-check) per model: an answer's at a little above the fake's "B"
+PLAN_PRICES = [(answer_usd(m, "B") * 1.5, check_usd(m)) for m in NAMES]
 
 
 @pytest.fixture(scope="module")
@@ -113,35 +117,30 @@ def offline_inputs(replies: list[Reply]) -> tuple[np.ndarray, ...]:
     return texts, answer_lp, check_lp, costs, checks
 
 
-@settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(
-    **PLAN_SETTINGS,
-    replies=st.lists(
-        st.tuples(
-            st.sampled_from(TEXTS),
-            st.floats(-6.0, -0.001),
-            st.sampled_from(["yes", "yes", "ignore"]),
-            st.one_of(st.floats(-8.0, -0.001), st.just(-math.inf)),
-        ),
-        min_size=3,
-        max_size=3,
+# each model's reply to its answer call and its self-check, as the fake upstream plays them
+REPLIES = st.lists(
+    st.tuples(
+        st.sampled_from(TEXTS),
+        st.floats(-6.0, -0.001),
+        st.sampled_from(["yes", "yes", "ignore"]),
+        st.one_of(st.floats(-8.0, -0.001), st.just(-math.inf)),
     ),
+    min_size=3,
+    max_size=3,
 )
+
+
+@settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(plan=served_plans(NAMES, PLAN_PRICES), replies=REPLIES)
 def test_the_gateway_runs_the_plan_as_offline_evaluation_costs_it(
     gateway: RunningGateway,
     router: Router,
     answers: AnswersUpstream,
-    seed: int,
-    cost_weight: float,
-    margin: float,
-    max_stages: int,
-    self_check: list[bool],
+    plan: CalibratedPlan,
     replies: list[Reply],
 ) -> None:
     """On generated plans and replies: the same models asked in the same order, the same self-checks paid,
     the same answer returned, the same cost."""
-    prices = [(answer_usd(m, "B") * 1.5, check_usd(m)) for m in NAMES]
-    plan = random_plan(NAMES, seed, prices, self_check, cost_weight, margin, max_stages)
     answers.reset()
     for model, (text, lp, behaviour, yes) in zip(NAMES, replies, strict=True):
         answers.set(model, text, logprob=lp, logprobs=behaviour, yes_logprob=yes)

@@ -21,19 +21,20 @@ import openai
 import pytest
 from gateway_support.answers_upstream import FAULTS, AnswersUpstream
 from gateway_support.common import AUTH, UPSTREAM_KEY_ENV, RunningGateway
-from gateway_support.plan_strategies import PLAN_SETTINGS
+from gateway_support.plan_strategies import served_plans
 from gateway_support.pool import NAMES, shared_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ladder.bench.server_thread import ServerThread
 from ladder.core.cascade import mean_logprob
+from ladder.core.confidence_plan import CalibratedPlan
 from ladder.core.logprobs import TokenLogprob, yes_logprob
 from ladder.core.pool import load_pool
 from ladder.core.router import Router
 from ladder.training.served_plan import play_plan
 from tests.plan_tables import random_plan
-from tests.test_gateway_cascade_plan import QUESTION, answer_usd, check_usd, serving, use_plan
+from tests.test_gateway_cascade_plan import PLAN_PRICES, QUESTION, answer_usd, check_usd, serving, use_plan
 
 pytest_plugins = ["gateway_support.fixtures"]
 
@@ -144,37 +145,32 @@ def answer_calls(answers: AnswersUpstream) -> list[str]:
     return calls
 
 
-@settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(
-    **PLAN_SETTINGS,
-    replies=st.lists(
-        st.tuples(
-            st.sampled_from(TEXTS),
-            st.one_of(st.floats(-8.0, -0.001), st.just(-math.inf)),
-            st.sampled_from(ANSWER_FAULTS),
-            st.sampled_from(CHECK_FAULTS),
-        ),
-        min_size=3,
-        max_size=3,
+# each model's reply to its answer call and its self-check, as the fake upstream plays them
+REPLIES = st.lists(
+    st.tuples(
+        st.sampled_from(TEXTS),
+        st.one_of(st.floats(-8.0, -0.001), st.just(-math.inf)),
+        st.sampled_from(ANSWER_FAULTS),
+        st.sampled_from(CHECK_FAULTS),
     ),
+    min_size=3,
+    max_size=3,
 )
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(plan=served_plans(NAMES, PLAN_PRICES), replies=REPLIES)
 def test_upstreams_that_refuse_or_fail_are_served_as_the_plan_plays_what_they_brought(
     gateway: RunningGateway,
     router: Router,
     answers: AnswersUpstream,
-    seed: int,
-    cost_weight: float,
-    margin: float,
-    max_stages: int,
-    self_check: list[bool],
+    plan: CalibratedPlan,
     replies: list[Reply],
 ) -> None:
     """Never a 500: a completion, or every answer call failed and the envelope says so (504 after a hang,
     else 502). A completion is `play_plan`'s on what the calls brought, with the failed models out of
     reach: the same answers, self-checks and returned answer; the cost reported, listed per stage and
     charged to the key is that of the calls that were paid; the record lists each call that failed."""
-    prices = [(answer_usd(m, "B") * 1.5, check_usd(m)) for m in NAMES]
-    plan = random_plan(NAMES, seed, prices, self_check, cost_weight, margin, max_stages)
     answers.reset()
     for model, (text, yes, answer, check) in zip(NAMES, replies, strict=True):
         answers.set_faults(model, text, answer, check, yes_logprob=yes)
