@@ -10,6 +10,7 @@ requests in flight reach it (the one request that crosses it is answered).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
@@ -135,9 +136,6 @@ def restrict(client: Client | None, pinned: str | None, names: Iterable[str]) ->
     return {n: f"not allowed for client key {client.name!r}" for n in names if n not in allowed}
 
 
-_PERIODS: dict[tuple[date, tzinfo | None], tuple[Period, Period]] = {}  # today's periods (Period.both)
-
-
 @dataclass(frozen=True)
 class Period:
     """A UTC day or month: its label and when it ends."""
@@ -149,12 +147,7 @@ class Period:
     @classmethod
     def both(cls, now: datetime) -> tuple[Period, Period]:
         """The day and the month ``now`` (UTC) falls in; built once per day, as every request asks."""
-        day = (now.date(), now.tzinfo)
-        cached = _PERIODS.get(day)
-        if cached is None:
-            _PERIODS.clear()
-            cached = _PERIODS[day] = cls._both(now)
-        return cached
+        return _periods_of(now.date(), now.tzinfo)
 
     @classmethod
     def _both(cls, now: datetime) -> tuple[Period, Period]:
@@ -298,3 +291,9 @@ class Limits:
     def failed(self, operation: str, exc: StateError) -> None:
         log.warning("%s not enforced: %s", operation, exc)
         self.metrics.state_errors.labels(operation).inc()
+
+
+@functools.lru_cache(maxsize=2)
+def _periods_of(day: date, tz: tzinfo | None) -> tuple[Period, Period]:
+    """`Period.both` for a calendar day: the periods depend on the day alone (two kept: today and yesterday)."""
+    return Period._both(datetime(day.year, day.month, day.day, tzinfo=tz))
